@@ -1,0 +1,350 @@
+//! The GitHub App as mint uses it: mint a scoped token, check GitHub granted no more, revoke it.
+
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, Method, StatusCode};
+
+use crate::client::RawResponse;
+use crate::types::{ErrorBody, TokenResponse};
+use crate::{
+    AppId, AppKey, GitHubClient, GithubError, InstallationToken, MintedToken, Operation, Permissions, Repository,
+    TokenRequest,
+};
+
+/// GitHub granted more than was asked; the token is revoked, never served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    #[error("permissions {excess:?} were not requested")]
+    Permissions { excess: Vec<String> },
+    #[error("the token covers {got} instead of only {want}")]
+    Repositories { want: String, got: String },
+}
+
+/// A GitHub App: its id, its private key and a client for its API.
+#[derive(Debug)]
+pub struct App {
+    id: AppId,
+    key: AppKey,
+    client: GitHubClient,
+}
+
+impl App {
+    pub fn new(id: AppId, key: AppKey, client: GitHubClient) -> Self {
+        Self { id, key, client }
+    }
+
+    pub fn id(&self) -> &AppId {
+        &self.id
+    }
+
+    pub fn client(&self) -> &GitHubClient {
+        &self.client
+    }
+
+    /// Mint an installation token limited to `owner/name` and `permissions`, and verify the grant.
+    #[tracing::instrument(level = "debug", skip(self, permissions), fields(app = %self.id))]
+    pub async fn mint(
+        &self,
+        installation_id: u64,
+        owner: &str,
+        name: &str,
+        permissions: &Permissions,
+    ) -> Result<MintedToken, GithubError> {
+        let full_name = format!("{owner}/{name}");
+        let op = Operation::Mint {
+            installation_id,
+            repo: full_name.clone(),
+        };
+        let jwt = self
+            .key
+            .jwt(&self.id, SystemTime::now())
+            .map_err(|e| GithubError::Jwt(e.to_string()))?;
+        let request = TokenRequest {
+            repositories: vec![name.to_owned()],
+            permissions: permissions.clone(),
+        };
+        let body = serde_json::to_vec(&request).expect("a TokenRequest always serialises");
+        let path = format!("/app/installations/{installation_id}/access_tokens");
+        let response = self
+            .client
+            .send(
+                &op,
+                Method::POST,
+                &path,
+                &format!("Bearer {}", jwt.expose()),
+                Some(body),
+            )
+            .await?;
+        if response.status != StatusCode::CREATED {
+            return Err(self.mint_error(&op, installation_id, &full_name, permissions, &response));
+        }
+        let mut minted = decode_minted(&op, &response.body)?;
+        minted.server_date = response
+            .headers
+            .get(http::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
+        if let Err(scope) = check_scope(&minted, &full_name, permissions) {
+            // Never serve a token wider than asked; and do not leave it alive either.
+            if let Err(e) = self.revoke(&minted.token).await {
+                tracing::warn!(error = %e, "could not revoke an over-scoped token; it expires on its own");
+            }
+            return Err(scope.into());
+        }
+        Ok(minted)
+    }
+
+    /// `DELETE /installation/token`. A 401 means the token is already dead, which is what was wanted.
+    pub async fn revoke(&self, token: &InstallationToken) -> Result<(), GithubError> {
+        let op = Operation::Revoke;
+        let response = self
+            .client
+            .send(
+                &op,
+                Method::DELETE,
+                "/installation/token",
+                &format!("Bearer {}", token.expose()),
+                None,
+            )
+            .await?;
+        match response.status {
+            StatusCode::NO_CONTENT | StatusCode::UNAUTHORIZED => Ok(()),
+            _ => Err(generic_error(op, &response)),
+        }
+    }
+
+    /// `GET /repos/{owner}/{repo}` with an installation token (for the default branch).
+    pub async fn repository(
+        &self,
+        token: &InstallationToken,
+        owner: &str,
+        name: &str,
+    ) -> Result<Repository, GithubError> {
+        let op = Operation::GetRepository {
+            repo: format!("{owner}/{name}"),
+        };
+        let response = self
+            .client
+            .send(
+                &op,
+                Method::GET,
+                &format!("/repos/{owner}/{name}"),
+                &format!("Bearer {}", token.expose()),
+                None,
+            )
+            .await?;
+        match response.status {
+            StatusCode::OK => serde_json::from_slice(&response.body).map_err(|e| GithubError::BadResponse {
+                op,
+                reason: e.to_string(),
+            }),
+            StatusCode::UNAUTHORIZED => Err(GithubError::TokenRejected {
+                op,
+                message: message_of(&response),
+            }),
+            _ => Err(generic_error(op, &response)),
+        }
+    }
+
+    fn mint_error(
+        &self,
+        op: &Operation,
+        installation_id: u64,
+        repo: &str,
+        permissions: &Permissions,
+        response: &RawResponse,
+    ) -> GithubError {
+        let message = message_of(response);
+        if let Some(limited) = rate_limit(op, response) {
+            return limited;
+        }
+        match response.status {
+            StatusCode::NOT_FOUND => GithubError::InstallationNotFound { installation_id },
+            StatusCode::UNAUTHORIZED => GithubError::BadAppCredentials {
+                app_id: self.id.to_string(),
+                status: 401,
+                message,
+            },
+            StatusCode::FORBIDDEN if message.to_ascii_lowercase().contains("suspended") => {
+                GithubError::InstallationSuspended {
+                    installation_id,
+                    message,
+                }
+            }
+            StatusCode::UNPROCESSABLE_ENTITY if message.to_ascii_lowercase().contains("permission") => {
+                GithubError::PermissionNotGranted {
+                    installation_id,
+                    permissions: permissions.to_string(),
+                    message,
+                }
+            }
+            StatusCode::UNPROCESSABLE_ENTITY => GithubError::RepositoryNotSelected {
+                installation_id,
+                repo: repo.to_owned(),
+                message,
+            },
+            _ => generic_error(op.clone(), response),
+        }
+    }
+}
+
+fn decode_minted(op: &Operation, body: &[u8]) -> Result<MintedToken, GithubError> {
+    let bad = |reason: String| GithubError::BadResponse { op: op.clone(), reason };
+    let raw: TokenResponse = serde_json::from_slice(body).map_err(|e| bad(format!("token response: {e}")))?;
+    let expires_at =
+        humantime::parse_rfc3339(&raw.expires_at).map_err(|e| bad(format!("expires_at {:?}: {e}", raw.expires_at)))?;
+    let token = InstallationToken::new(raw.token)
+        .ok_or_else(|| bad("the token is empty, too long, or holds spaces or control characters".into()))?;
+    Ok(MintedToken {
+        token,
+        expires_at,
+        server_date: None,
+        permissions: raw.permissions.unwrap_or_default(),
+        repository_selection: raw.repository_selection,
+        repositories: raw.repositories,
+    })
+}
+
+/// The token must cover exactly the one repository and no permission beyond those requested.
+fn check_scope(minted: &MintedToken, full_name: &str, asked: &Permissions) -> Result<(), ScopeError> {
+    let excess = minted.permissions.excess_over(asked);
+    if !excess.is_empty() {
+        return Err(ScopeError::Permissions { excess });
+    }
+    let repos = minted.repositories.as_deref().unwrap_or_default();
+    let only_ours = minted.repository_selection.as_deref() != Some("all")
+        && repos.len() == 1
+        && repos[0].full_name.eq_ignore_ascii_case(full_name);
+    if !only_ours {
+        let got = match minted.repository_selection.as_deref() {
+            Some("all") => "all of the installation's repositories".to_owned(),
+            _ if repos.is_empty() => "no listed repository".to_owned(),
+            _ => repos
+                .iter()
+                .map(|r| r.full_name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        return Err(ScopeError::Repositories {
+            want: full_name.to_owned(),
+            got,
+        });
+    }
+    Ok(())
+}
+
+fn message_of(response: &RawResponse) -> String {
+    let body: ErrorBody = serde_json::from_slice(&response.body).unwrap_or_default();
+    let mut message = body
+        .message
+        .unwrap_or_else(|| response.status.canonical_reason().unwrap_or("no message").to_owned());
+    if let Some(errors) = body.errors.filter(|e| !e.is_null()) {
+        message.push(' ');
+        message.push_str(&errors.to_string());
+    }
+    // GitHub's messages are short; cap what an odd proxy might put here.
+    message.chars().take(500).collect()
+}
+
+/// A 403 or 429 that says "wait": `retry-after`, or no requests left until `x-ratelimit-reset`.
+fn rate_limit(op: &Operation, response: &RawResponse) -> Option<GithubError> {
+    if !matches!(response.status, StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS) {
+        return None;
+    }
+    let retry_after = header_u64(&response.headers, "retry-after").map(Duration::from_secs);
+    let exhausted = header_u64(&response.headers, "x-ratelimit-remaining") == Some(0);
+    let reset_in = header_u64(&response.headers, "x-ratelimit-reset").and_then(|reset| {
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
+        Some(Duration::from_secs(reset.saturating_sub(now)))
+    });
+    let retry_after = match (retry_after, exhausted) {
+        (Some(d), _) => Some(d),
+        (None, true) => reset_in,
+        (None, false) if response.status == StatusCode::TOO_MANY_REQUESTS => None,
+        (None, false) => return None,
+    };
+    Some(GithubError::RateLimited {
+        op: op.clone(),
+        retry_after,
+        message: message_of(response),
+    })
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+fn generic_error(op: Operation, response: &RawResponse) -> GithubError {
+    if let Some(limited) = rate_limit(&op, response) {
+        return limited;
+    }
+    GithubError::Status {
+        op,
+        status: response.status.as_u16(),
+        message: message_of(response),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Level, Repository};
+
+    fn minted(perms: &[(&str, Level)], selection: &str, repos: &[&str]) -> MintedToken {
+        MintedToken {
+            token: InstallationToken::new("ghs_x".into()).expect("valid"),
+            expires_at: SystemTime::now(),
+            server_date: None,
+            permissions: Permissions(perms.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()),
+            repository_selection: Some(selection.into()),
+            repositories: Some(
+                repos
+                    .iter()
+                    .map(|full| Repository {
+                        id: 1,
+                        name: full.split('/').nth(1).unwrap_or_default().into(),
+                        full_name: (*full).into(),
+                        default_branch: None,
+                        private: true,
+                        html_url: None,
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    #[test]
+    fn scope_must_match_the_request() {
+        let asked = Permissions::least();
+        let exact = [
+            ("contents", Level::Write),
+            ("metadata", Level::Read),
+            ("pull_requests", Level::Write),
+        ];
+        assert_eq!(
+            check_scope(&minted(&exact, "selected", &["o/r"]), "O/R", &asked),
+            Ok(())
+        );
+        let wider = [("contents", Level::Write), ("administration", Level::Write)];
+        assert!(matches!(
+            check_scope(&minted(&wider, "selected", &["o/r"]), "o/r", &asked),
+            Err(ScopeError::Permissions { .. })
+        ));
+        let admin = [("contents", Level::Admin)];
+        assert!(check_scope(&minted(&admin, "selected", &["o/r"]), "o/r", &asked).is_err());
+        for (selection, repos) in [
+            ("all", &["o/r"][..]),
+            ("selected", &["o/r", "o/s"]),
+            ("selected", &["o/s"]),
+            ("selected", &[]),
+        ] {
+            assert!(
+                matches!(
+                    check_scope(&minted(&exact, selection, repos), "o/r", &asked),
+                    Err(ScopeError::Repositories { .. })
+                ),
+                "{selection} {repos:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! HTTP/1.1 to the GitHub REST API over hyper and rustls; plain http only to loopback (fakehub, tests).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::{GithubError, Operation};
+
+/// GitHub's answers mint reads are a few KiB; anything far larger is refused rather than buffered.
+const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+/// The API version mint is written against.
+const API_VERSION: &str = "2022-11-28";
+const USER_AGENT: &str = concat!("mint/", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "API URL {0:?} is not a URL: expected https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server"
+    )]
+    BadUrl(String),
+    #[error("API URL {0:?} must use https (plain http is allowed only to a loopback address, for tests)")]
+    Scheme(String),
+    #[error("no TLS root certificates could be loaded ({0}): install the ca-certificates package or set SSL_CERT_FILE")]
+    Roots(String),
+    #[error("TLS set-up failed: {0}")]
+    Tls(String),
+}
+
+/// A client for one GitHub API root (`https://api.github.com`, `https://HOST/api/v3`).
+#[derive(Clone)]
+pub struct GitHubClient {
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    api: Arc<str>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for GitHubClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitHubClient")
+            .field("api", &self.api)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct RawResponse {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl GitHubClient {
+    pub fn new(api_url: &str) -> Result<Self, ClientError> {
+        let uri: http::Uri = api_url.parse().map_err(|_| ClientError::BadUrl(api_url.into()))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return Err(ClientError::BadUrl(api_url.into()));
+        };
+        if authority.as_str().contains('@') || uri.query().is_some() {
+            return Err(ClientError::BadUrl(api_url.into()));
+        }
+        let https = match scheme {
+            "https" => true,
+            "http" if is_loopback(authority.host()) => false,
+            _ => return Err(ClientError::Scheme(api_url.into())),
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        if https {
+            // Only an https API needs the system's roots; reading them costs milliseconds at start-up.
+            let loaded = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(loaded.certs);
+            if roots.is_empty() {
+                let why = loaded
+                    .errors
+                    .first()
+                    .map_or_else(|| "none found".to_owned(), ToString::to_string);
+                return Err(ClientError::Roots(why));
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Ok(Self {
+            http,
+            api: api_url.trim_end_matches('/').into(),
+            timeout: Duration::from_secs(30),
+        })
+    }
+
+    /// How long one request may take, connection and body included.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn api_url(&self) -> &str {
+        &self.api
+    }
+
+    /// Send one request. `authorization` is a full header value (`Bearer …`), marked sensitive.
+    pub(crate) async fn send(
+        &self,
+        op: &Operation,
+        method: Method,
+        path: &str,
+        authorization: &str,
+        json: Option<Vec<u8>>,
+    ) -> Result<RawResponse, GithubError> {
+        let url = format!("{}{path}", self.api);
+        let mut auth = HeaderValue::from_str(authorization).map_err(|_| GithubError::BadResponse {
+            op: op.clone(),
+            reason: "a credential is not a valid HTTP header value".into(),
+        })?;
+        auth.set_sensitive(true);
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(&url)
+            .header(header::ACCEPT, "application/vnd.github+json")
+            .header("x-github-api-version", API_VERSION)
+            .header(header::USER_AGENT, USER_AGENT)
+            .header(header::AUTHORIZATION, auth);
+        if json.is_some() {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(json.unwrap_or_default())))
+            .map_err(|e| GithubError::Unreachable {
+                op: op.clone(),
+                url: url.clone(),
+                cause: e.to_string(),
+            })?;
+        let exchange = async {
+            let response = self.http.request(request).await.map_err(|e| GithubError::Unreachable {
+                op: op.clone(),
+                url: url.clone(),
+                cause: error_chain(&e),
+            })?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| GithubError::BadResponse {
+                    op: op.clone(),
+                    reason: format!("reading the body failed: {e}"),
+                })?
+                .to_bytes();
+            Ok(RawResponse {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| GithubError::Timeout {
+                op: op.clone(),
+                url,
+                timeout: self.timeout,
+            })?
+    }
+}
+
+/// hyper's errors say little at the top ("client error (Connect)"); the cause is further down.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        assert!(GitHubClient::new("http://127.0.0.1:9/").is_ok());
+        assert!(GitHubClient::new("http://[::1]:9").is_ok());
+        assert!(matches!(
+            GitHubClient::new("http://api.github.com"),
+            Err(ClientError::Scheme(_))
+        ));
+        assert!(matches!(GitHubClient::new("ftp://x"), Err(ClientError::Scheme(_))));
+        assert!(matches!(GitHubClient::new("nonsense"), Err(ClientError::BadUrl(_))));
+        assert!(matches!(
+            GitHubClient::new("https://u:p@api.github.com"),
+            Err(ClientError::BadUrl(_))
+        ));
+    }
+}

@@ -1,0 +1,15 @@
+//! GitHub App client: signs the App JWT, mints, checks and revokes installation tokens over the REST API.
+
+mod app;
+mod client;
+mod error;
+mod jwt;
+mod secret;
+mod types;
+
+pub use app::{App, ScopeError};
+pub use client::{ClientError, GitHubClient};
+pub use error::{GithubError, Operation};
+pub use jwt::{AppId, AppIdError, Claims, JWT_BACKDATE, JWT_LIFETIME};
+pub use secret::{AppKey, InstallationToken, Jwt, KeyError};
+pub use types::{Level, MintedToken, Permissions, Repository, TokenRequest};
