@@ -1,0 +1,90 @@
+//! mintd's local API on its unix socket: the routes, the JSON it speaks, and a small blocking client.
+//!
+//! The client is deliberately plain `std` + `httparse`: the credential helper runs once per git network
+//! command, so it must start and finish in about a millisecond, with no async runtime to build.
+
+mod client;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use client::{Client, ClientError, Response};
+
+/// Where mintd listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/mint/mint.sock";
+
+/// Names of the environment variables mint's programs read, in one place.
+pub mod env {
+    pub const SOCKET: &str = "MINT_SOCKET";
+    pub const APP_ID: &str = "MINT_APP_ID";
+    pub const PRIVATE_KEY_FILE: &str = "MINT_PRIVATE_KEY_FILE";
+    pub const INSTALLATION_ID: &str = "MINT_INSTALLATION_ID";
+    pub const REPO: &str = "MINT_REPO";
+    pub const GITHUB_URL: &str = "MINT_GITHUB_URL";
+    pub const API_URL: &str = "MINT_API_URL";
+    pub const PERMISSIONS: &str = "MINT_PERMISSIONS";
+    pub const LOG: &str = "RUST_LOG";
+}
+
+/// The routes mintd serves.
+pub mod route {
+    /// `POST`, body: git's credential request. 200 with git's credential answer; 204 when the request is
+    /// not for this daemon's repository (git moves on); 400 for a malformed request; 502/503 with a
+    /// message when no token could be had.
+    pub const CREDENTIAL_GET: &str = "/v1/credential/get";
+    /// `POST`, body: git's credential request. Accepted and ignored: mintd never stores what git offers.
+    pub const CREDENTIAL_STORE: &str = "/v1/credential/store";
+    /// `POST`, body: git's credential request with the password that failed. If it is the token being
+    /// served, mintd drops it and the next `get` mints a new one. Always 204.
+    pub const CREDENTIAL_ERASE: &str = "/v1/credential/erase";
+    /// `GET`: [`Status`] as JSON.
+    pub const STATUS: &str = "/v1/status";
+    /// `GET`: 200 `ok` once serving.
+    pub const HEALTHZ: &str = "/healthz";
+}
+
+/// Requests to mintd carry at most this much body (git's credential requests are a few hundred bytes).
+pub const MAX_REQUEST_BODY: usize = 64 * 1024;
+
+/// A one-line, human-readable reason on refusals and errors, for the helper to show on stderr.
+pub const REASON_HEADER: &str = "mint-reason";
+
+/// The socket a program should use: the `--socket` flag, else `MINT_SOCKET`, else [`DEFAULT_SOCKET`].
+pub fn socket_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| {
+        std::env::var_os(env::SOCKET)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+    .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+}
+
+/// What `GET /v1/status` answers. Never contains a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    /// `OWNER/NAME`.
+    pub repository: String,
+    pub installation_id: u64,
+    pub app_id: String,
+    pub github_url: String,
+    pub api_url: String,
+    /// `contents:write,metadata:read,pull_requests:write`.
+    pub permissions: String,
+    pub token: Option<TokenStatus>,
+    /// Tokens minted since start.
+    pub mints: u64,
+    pub last_error: Option<String>,
+    pub uptime_seconds: u64,
+}
+
+/// The token currently served, described without the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenStatus {
+    /// RFC 3339, UTC.
+    pub expires_at: String,
+    pub expires_in_seconds: u64,
+    /// RFC 3339, UTC.
+    pub minted_at: String,
+}

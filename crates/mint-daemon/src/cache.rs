@@ -1,0 +1,509 @@
+//! One installation token per daemon: minted on first demand, single-flight, refreshed in the background
+//! before it gets short, dropped on `erase`, and revoked at shutdown.
+//!
+//! All timing uses `tokio::time`, so the schedule is tested with paused time.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use mint_credential::{Approved, EraseApproved};
+use mint_github::{GithubError, InstallationToken, MintedToken};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Never hand out a token with less than this left (older git ignores `password_expiry_utc`).
+pub const SERVE_MARGIN: Duration = Duration::from_secs(5 * 60);
+/// Start minting the next token when the current one has less than this left.
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(10 * 60);
+/// After a failed background refresh, try again after this long (sooner if the token runs short).
+const REFRESH_RETRY: Duration = Duration::from_secs(15);
+
+/// Where tokens come from: the GitHub App in production, a counter in unit tests.
+pub trait Minter: Send + Sync + 'static {
+    fn mint(&self) -> impl Future<Output = Result<MintedToken, GithubError>> + Send;
+    fn revoke(&self, token: &InstallationToken) -> impl Future<Output = Result<(), GithubError>> + Send;
+}
+
+/// A token in the cache with its schedule.
+pub struct Cached {
+    pub token: InstallationToken,
+    /// GitHub's expiry, for `password_expiry_utc` and status.
+    pub expires_at: SystemTime,
+    pub minted_at: SystemTime,
+    expires: Instant,
+    serve_until: Instant,
+    refresh_at: Instant,
+}
+
+impl Cached {
+    fn new(minted: MintedToken, now: Instant) -> Self {
+        let lifetime = minted.lifetime();
+        // GitHub's tokens live an hour; fakehub's (and perhaps a future GitHub's) may live minutes.
+        // Scale the margins down for short lifetimes so a fresh token is always servable for a while
+        // and is refreshed well before it stops being served.
+        let serve_margin = SERVE_MARGIN.min(lifetime / 4);
+        let refresh_margin = REFRESH_MARGIN.min(lifetime / 2);
+        let expires = now + lifetime;
+        Self {
+            token: minted.token,
+            expires_at: minted.expires_at,
+            minted_at: SystemTime::now(),
+            expires,
+            serve_until: expires - serve_margin,
+            refresh_at: expires - refresh_margin,
+        }
+    }
+
+    /// Seconds until expiry, as of `now`.
+    pub fn remaining(&self, now: Instant) -> Duration {
+        self.expires.saturating_duration_since(now)
+    }
+
+    fn servable(&self, now: Instant) -> bool {
+        now < self.serve_until
+    }
+}
+
+impl std::fmt::Debug for Cached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cached")
+            .field("token", &self.token)
+            .field("expires_at", &humantime::format_rfc3339_seconds(self.expires_at))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why no token could be served; shared by every caller that waited on the same attempt.
+#[derive(Debug, Clone)]
+pub struct MintFailure {
+    pub message: String,
+    pub reason: &'static str,
+    pub transient: bool,
+}
+
+impl From<&GithubError> for MintFailure {
+    fn from(e: &GithubError) -> Self {
+        Self {
+            message: e.to_string(),
+            reason: e.reason(),
+            transient: e.is_transient(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    current: Option<Arc<Cached>>,
+    /// Completed mint attempts, successful or not: lets waiters tell "someone just tried" apart.
+    attempts: u64,
+    last_error: Option<Arc<MintFailure>>,
+    mints: u64,
+    /// Every token minted and not yet expired, for revocation at shutdown.
+    live: Vec<Arc<Cached>>,
+}
+
+/// Counters for status and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct CacheStats {
+    pub mints: u64,
+    pub last_error: Option<String>,
+}
+
+pub struct TokenCache<M> {
+    minter: M,
+    state: Mutex<State>,
+    /// Held while minting: concurrent cold `get`s queue here and find the token when they get it.
+    mint_lock: tokio::sync::Mutex<()>,
+    /// Bumped whenever `current` changes, so the refresher re-plans.
+    changed: watch::Sender<u64>,
+}
+
+impl<M: Minter> TokenCache<M> {
+    pub fn new(minter: M) -> Self {
+        Self {
+            minter,
+            state: Mutex::new(State::default()),
+            mint_lock: tokio::sync::Mutex::new(()),
+            changed: watch::Sender::new(0),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves plain data behind; keep serving rather than poison everything.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn fresh(&self, now: Instant) -> Option<Arc<Cached>> {
+        self.state().current.as_ref().filter(|c| c.servable(now)).cloned()
+    }
+
+    /// A token with enough life left for a request that passed the policy. Once warm, this never waits.
+    pub async fn get(&self, _approved: &Approved) -> Result<Arc<Cached>, Arc<MintFailure>> {
+        if let Some(token) = self.fresh(Instant::now()) {
+            return Ok(token);
+        }
+        let attempts_before = self.state().attempts;
+        let _minting = self.mint_lock.lock().await;
+        if let Some(token) = self.fresh(Instant::now()) {
+            return Ok(token);
+        }
+        {
+            // The attempt we queued behind failed: share its answer instead of asking GitHub again at once.
+            let state = self.state();
+            if state.attempts != attempts_before
+                && let Some(error) = &state.last_error
+            {
+                return Err(error.clone());
+            }
+        }
+        self.mint_locked().await
+    }
+
+    /// Mint and install a new token. The caller holds `mint_lock`.
+    async fn mint_locked(&self) -> Result<Arc<Cached>, Arc<MintFailure>> {
+        let result = self.minter.mint().await;
+        let now = Instant::now();
+        let mut state = self.state();
+        state.attempts += 1;
+        match result {
+            Ok(minted) => {
+                let cached = Arc::new(Cached::new(minted, now));
+                tracing::info!(
+                    expires_at = %humantime::format_rfc3339_seconds(cached.expires_at),
+                    lifetime_s = cached.remaining(now).as_secs(),
+                    "minted installation token"
+                );
+                state.mints += 1;
+                state.last_error = None;
+                state.live.retain(|c| c.expires > now);
+                state.live.push(cached.clone());
+                state.current = Some(cached.clone());
+                drop(state);
+                self.changed.send_modify(|g| *g += 1);
+                Ok(cached)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, reason = e.reason(), "could not mint an installation token");
+                let failure = Arc::new(MintFailure::from(&e));
+                state.last_error = Some(failure.clone());
+                Err(failure)
+            }
+        }
+    }
+
+    /// git reported this password as failing. If it is the token being served, stop serving it.
+    pub fn erase(&self, erase: &EraseApproved) -> bool {
+        let mut state = self.state();
+        let is_current = state
+            .current
+            .as_ref()
+            .is_some_and(|c| c.token.matches(erase.password()));
+        if is_current {
+            state.current = None;
+            drop(state);
+            tracing::info!("git reported the served token as failing; the next request mints a new one");
+            self.changed.send_modify(|g| *g += 1);
+        }
+        is_current
+    }
+
+    /// Keep the token fresh: mint its successor once it is within the refresh margin. Runs until dropped.
+    pub async fn refresh_loop(&self) {
+        let mut changed = self.changed.subscribe();
+        let mut retry_at: Option<Instant> = None;
+        loop {
+            let current = self.state().current.clone();
+            let Some(current) = current else {
+                // Nothing to keep warm until the first demand mints a token.
+                retry_at = None;
+                if changed.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            let due = retry_at.map_or(current.refresh_at, |r| r.max(current.refresh_at));
+            tokio::select! {
+                () = tokio::time::sleep_until(due) => {}
+                result = changed.changed() => {
+                    if result.is_err() {
+                        return;
+                    }
+                    retry_at = None;
+                    continue;
+                }
+            }
+            let _minting = self.mint_lock.lock().await;
+            let still_current = self.state().current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &current));
+            if !still_current {
+                continue;
+            }
+            if self.mint_locked().await.is_err() {
+                // Keep serving the old token while it lasts; try again soon, and before it runs out.
+                let now = Instant::now();
+                let before_short = current.serve_until.saturating_duration_since(now) / 2;
+                retry_at = Some(now + REFRESH_RETRY.min(before_short).max(Duration::from_secs(1)));
+            } else {
+                retry_at = None;
+            }
+            // The mint bumped `changed`; mark it seen so the loop does not spin once on its own update.
+            changed.borrow_and_update();
+        }
+    }
+
+    /// Revoke every token this daemon minted that has not expired. Best effort: errors are logged.
+    pub async fn revoke_all(&self) -> usize {
+        let now = Instant::now();
+        let live: Vec<Arc<Cached>> = {
+            let mut state = self.state();
+            state.current = None;
+            std::mem::take(&mut state.live)
+        };
+        let mut revoked = 0;
+        for cached in live.iter().filter(|c| c.expires > now) {
+            match self.minter.revoke(&cached.token).await {
+                Ok(()) => revoked += 1,
+                Err(e) => tracing::warn!(error = %e, "could not revoke a token; it expires on its own"),
+            }
+        }
+        revoked
+    }
+
+    /// The token being served now, if any, without minting.
+    pub fn current(&self) -> Option<Arc<Cached>> {
+        self.state().current.clone()
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let state = self.state();
+        CacheStats {
+            mints: state.mints,
+            last_error: state.last_error.as_ref().map(|e| e.message.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mint_credential::{Request, Target};
+    use mint_github::Permissions;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts mints; each token lives `lifetime` from (paused) now; can be told to fail.
+    struct Counting {
+        mints: AtomicUsize,
+        revokes: AtomicUsize,
+        lifetime: Duration,
+        latency: Duration,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl Counting {
+        fn new(lifetime: Duration, latency: Duration) -> Self {
+            Self {
+                mints: AtomicUsize::new(0),
+                revokes: AtomicUsize::new(0),
+                lifetime,
+                latency,
+                fail: false.into(),
+            }
+        }
+    }
+
+    impl Minter for Arc<Counting> {
+        async fn mint(&self) -> Result<MintedToken, GithubError> {
+            tokio::time::sleep(self.latency).await;
+            let n = self.mints.fetch_add(1, Ordering::SeqCst) + 1;
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(GithubError::Status {
+                    op: mint_github::Operation::Revoke,
+                    status: 502,
+                    message: "Bad Gateway".into(),
+                });
+            }
+            let now = SystemTime::now();
+            Ok(MintedToken {
+                token: InstallationToken::new(format!("ghs_test_{n}")).expect("valid"),
+                expires_at: now + self.lifetime,
+                server_date: Some(now),
+                permissions: Permissions::least(),
+                repository_selection: Some("selected".into()),
+                repositories: None,
+            })
+        }
+
+        async fn revoke(&self, _token: &InstallationToken) -> Result<(), GithubError> {
+            self.revokes.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn approved() -> Approved {
+        let target = Target::new("https://github.com", "o/r".parse().expect("valid")).expect("valid");
+        target
+            .check_get(&Request::decode(b"protocol=https\nhost=github.com\n").expect("decodes"))
+            .expect("approved")
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_cold_gets_cause_one_mint() {
+        let minter = Arc::new(Counting::new(HOUR, Duration::from_millis(500)));
+        let cache = Arc::new(TokenCache::new(minter.clone()));
+        let results = concurrent_gets(&cache, 64).await;
+        assert_eq!(minter.mints.load(Ordering::SeqCst), 1);
+        assert_eq!(results.len(), 64);
+        assert!(results.iter().all(|r| r.as_deref() == Ok("ghs_test_1")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_cold_gets_share_one_failure() {
+        let minter = Arc::new(Counting::new(HOUR, Duration::from_millis(500)));
+        minter.fail.store(true, Ordering::SeqCst);
+        let cache = Arc::new(TokenCache::new(minter.clone()));
+        let results = concurrent_gets(&cache, 16).await;
+        assert_eq!(
+            minter.mints.load(Ordering::SeqCst),
+            1,
+            "waiters share the failed attempt"
+        );
+        assert!(results.iter().all(Result::is_err));
+        assert!(cache.stats().last_error.is_some_and(|e| e.contains("502")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn serves_until_five_minutes_are_left_and_refreshes_before() {
+        let minter = Arc::new(Counting::new(HOUR, Duration::from_millis(200)));
+        let cache = Arc::new(TokenCache::new(minter.clone()));
+        let refresher = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.refresh_loop().await }
+        });
+        let ok = approved();
+        let first = cache.get(&ok).await.expect("mints");
+        assert_eq!(first.token.expose(), "ghs_test_1");
+
+        // 49 minutes in: still the first token, no refresh yet.
+        tokio::time::sleep(Duration::from_secs(49 * 60)).await;
+        assert_eq!(cache.get(&ok).await.expect("cached").token.expose(), "ghs_test_1");
+        assert_eq!(minter.mints.load(Ordering::SeqCst), 1);
+
+        // Past 50 minutes (10 left): the refresher has minted the successor in the background.
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        assert_eq!(minter.mints.load(Ordering::SeqCst), 2);
+        let started = Instant::now();
+        let second = cache.get(&ok).await.expect("warm");
+        assert_eq!(started.elapsed(), Duration::ZERO, "a warm get never waits on GitHub");
+        assert_eq!(second.token.expose(), "ghs_test_2");
+        assert!(second.remaining(Instant::now()) > Duration::from_secs(59 * 60));
+
+        // Hours later, tokens kept rolling with no burst of mints: one per 50 minutes.
+        tokio::time::sleep(Duration::from_secs(5 * 3600)).await;
+        let mints = minter.mints.load(Ordering::SeqCst);
+        assert!((7..=8).contains(&mints), "{mints} mints in 6 hours");
+        let served = cache.get(&ok).await.expect("warm");
+        assert!(served.remaining(Instant::now()) >= SERVE_MARGIN);
+        refresher.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_serves_a_token_with_under_five_minutes_left() {
+        // No refresher: the only way to a new token is a get that finds the old one too short.
+        let minter = Arc::new(Counting::new(HOUR, Duration::ZERO));
+        let cache = TokenCache::new(minter.clone());
+        let ok = approved();
+        cache.get(&ok).await.expect("mints");
+        tokio::time::sleep(Duration::from_secs(55 * 60 - 1)).await;
+        assert_eq!(cache.get(&ok).await.expect("ok").token.expose(), "ghs_test_1");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(cache.get(&ok).await.expect("ok").token.expose(), "ghs_test_2");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn short_lived_tokens_refresh_without_a_burst() {
+        let minter = Arc::new(Counting::new(Duration::from_secs(120), Duration::from_millis(100)));
+        let cache = Arc::new(TokenCache::new(minter.clone()));
+        let refresher = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.refresh_loop().await }
+        });
+        let ok = approved();
+        for _ in 0..600 {
+            let token = cache.get(&ok).await.expect("served");
+            assert!(token.remaining(Instant::now()) >= Duration::from_secs(30));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        // 600 s of 120 s tokens refreshed at half-life: about ten mints, not hundreds.
+        let mints = minter.mints.load(Ordering::SeqCst);
+        assert!((10..=12).contains(&mints), "{mints} mints");
+        refresher.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn erase_of_the_served_token_mints_anew_and_foreign_erase_does_nothing() {
+        let minter = Arc::new(Counting::new(HOUR, Duration::ZERO));
+        let cache = TokenCache::new(minter.clone());
+        let ok = approved();
+        cache.get(&ok).await.expect("mints");
+        let target = Target::new("https://github.com", "o/r".parse().expect("valid")).expect("valid");
+        let erase = |password: &str| {
+            target
+                .check_erase(
+                    &Request::decode(format!("protocol=https\nhost=github.com\npassword={password}\n").as_bytes())
+                        .expect("decodes"),
+                )
+                .expect("approved")
+        };
+        assert!(!cache.erase(&erase("ghs_something_else")));
+        assert_eq!(cache.get(&ok).await.expect("ok").token.expose(), "ghs_test_1");
+        assert!(cache.erase(&erase("ghs_test_1")));
+        assert_eq!(cache.get(&ok).await.expect("ok").token.expose(), "ghs_test_2");
+        assert_eq!(
+            cache.revoke_all().await,
+            2,
+            "both unexpired tokens are revoked at shutdown"
+        );
+        assert_eq!(minter.revokes.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_refresh_keeps_serving_the_old_token_and_retries() {
+        let minter = Arc::new(Counting::new(HOUR, Duration::ZERO));
+        let cache = Arc::new(TokenCache::new(minter.clone()));
+        let refresher = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.refresh_loop().await }
+        });
+        let ok = approved();
+        cache.get(&ok).await.expect("mints");
+        minter.fail.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(50 * 60 + 1)).await;
+        assert_eq!(cache.get(&ok).await.expect("old token").token.expose(), "ghs_test_1");
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let failed = minter.mints.load(Ordering::SeqCst);
+        assert!(failed >= 4, "retried: {failed}");
+        minter.fail.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let token = cache.get(&ok).await.expect("new token");
+        assert_ne!(token.token.expose(), "ghs_test_1");
+        assert!(cache.stats().last_error.is_none());
+        refresher.abort();
+    }
+
+    /// Run `n` concurrent gets on their own tasks and collect the tokens (or failures) they got.
+    async fn concurrent_gets(cache: &Arc<TokenCache<Arc<Counting>>>, n: usize) -> Vec<Result<String, String>> {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let cache = cache.clone();
+            set.spawn(async move {
+                cache
+                    .get(&approved())
+                    .await
+                    .map(|c| c.token.expose().to_owned())
+                    .map_err(|e| e.message.clone())
+            });
+        }
+        set.join_all().await
+    }
+}

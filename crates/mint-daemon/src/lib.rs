@@ -1,0 +1,171 @@
+//! mintd: holds the GitHub App key, mints the repository-scoped installation token, caches and refreshes
+//! it, and serves it to git on a unix socket.
+
+pub mod cache;
+pub mod config;
+pub mod server;
+pub mod socket;
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use mint_credential::Target;
+use mint_github::{App, GitHubClient, GithubError, InstallationToken, MintedToken, Permissions};
+use tokio::time::Instant;
+
+pub use cache::TokenCache;
+pub use config::{Args, Config, ConfigError};
+
+/// Revocation at shutdown gets this long; the whole stop stays within five seconds.
+const REVOKE_TIMEOUT: Duration = Duration::from_millis(2500);
+
+/// Exit code for a configuration that cannot work (`EX_USAGE`).
+pub const EXIT_CONFIG: u8 = 64;
+
+/// What the request handlers share.
+pub struct Daemon {
+    pub(crate) target: Target,
+    pub(crate) cache: TokenCache<AppMinter>,
+    pub(crate) installation_id: u64,
+    pub(crate) app_id: String,
+    pub(crate) github_url: String,
+    pub(crate) api_url: String,
+    pub(crate) permissions: String,
+    pub(crate) started: Instant,
+}
+
+/// Mints through the GitHub App for the one configured installation, repository and permission set.
+pub struct AppMinter {
+    app: App,
+    installation_id: u64,
+    target: Target,
+    permissions: Permissions,
+}
+
+impl cache::Minter for AppMinter {
+    async fn mint(&self) -> Result<MintedToken, GithubError> {
+        let repo = self.target.repo();
+        self.app
+            .mint(self.installation_id, repo.owner(), repo.name(), &self.permissions)
+            .await
+    }
+
+    async fn revoke(&self, token: &InstallationToken) -> Result<(), GithubError> {
+        self.app.revoke(token).await
+    }
+}
+
+impl Daemon {
+    pub fn new(config: Config) -> anyhow::Result<Arc<Self>> {
+        let client = GitHubClient::new(&config.api_url)
+            .map_err(|e| anyhow::anyhow!("--api-url (or {}): {e}", mint_api::env::API_URL))?;
+        let app_id = config.app_id.to_string();
+        let permissions = config.permissions.to_string();
+        let minter = AppMinter {
+            app: App::new(config.app_id, config.key, client),
+            installation_id: config.installation_id,
+            target: config.target.clone(),
+            permissions: config.permissions,
+        };
+        Ok(Arc::new(Self {
+            target: config.target,
+            cache: TokenCache::new(minter),
+            installation_id: config.installation_id,
+            app_id,
+            github_url: config.github_url,
+            api_url: config.api_url,
+            permissions,
+            started: Instant::now(),
+        }))
+    }
+}
+
+/// Run the daemon until `shutdown` resolves: bind (the socket appears once ready), serve, then drain,
+/// revoke every live token and remove the socket.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let socket_path = config.socket.clone();
+    let daemon = Daemon::new(config)?;
+    let (listener, socket_file) = socket::bind(&socket_path)?;
+    tracing::info!(
+        socket = %socket_file.path.display(),
+        repository = %daemon.target.repo(),
+        installation = daemon.installation_id,
+        github = %daemon.github_url,
+        permissions = %daemon.permissions,
+        "mintd ready"
+    );
+    let refresher = tokio::spawn({
+        let daemon = daemon.clone();
+        async move { daemon.cache.refresh_loop().await }
+    });
+    server::serve(listener, daemon.clone(), shutdown).await;
+    refresher.abort();
+    // Stop advertising before the slow part, so a restarted daemon can take over the path at once.
+    socket_file.remove();
+    if let Ok(n) = tokio::time::timeout(REVOKE_TIMEOUT, daemon.cache.revoke_all()).await {
+        tracing::info!(revoked = n, "stopped");
+    } else {
+        tracing::warn!("GitHub did not confirm revocation in time; the tokens expire on their own");
+    }
+    Ok(())
+}
+
+/// `mintd`'s whole life: parse flags, set up logging, load the config (exit 64 if it cannot work), run
+/// until SIGTERM or SIGINT.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing();
+    let config = match args.load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("mintd: invalid configuration: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mintd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mintd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`). Never a secret: secrets are redacting types.
+pub fn init_tracing() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env(mint_api::env::LOG)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Resolves on SIGTERM (how containers are stopped) or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

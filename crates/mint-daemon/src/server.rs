@@ -1,0 +1,219 @@
+//! The local API over HTTP/1.1 on the unix socket.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use mint_api::{MAX_REQUEST_BODY, REASON_HEADER, TokenStatus, route};
+use mint_credential::Request as CredentialRequest;
+use tokio::net::UnixListener;
+use tokio::time::Instant;
+
+use crate::Daemon;
+
+/// A client gets this long to send its request; a stalled one cannot hold a connection open.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// After shutdown is asked for, requests in flight get this long to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Serve `listener` until `shutdown` resolves, then stop accepting and let requests in flight finish.
+pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>, shutdown: impl Future<Output = ()>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(REQUEST_TIMEOUT);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let daemon = daemon.clone();
+                    let service = service_fn(move |req| {
+                        let daemon = daemon.clone();
+                        async move { Ok::<_, Infallible>(handle(&daemon, req).await) }
+                    });
+                    let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                    tokio::spawn(async move {
+                        if let Err(e) = connection.await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Typically out of file descriptors: keep serving those already connected.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("requests still in flight after the grace period were cut off"),
+    }
+}
+
+async fn handle(daemon: &Daemon, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let route_name = parts.uri.path().to_owned();
+    let response = match (&parts.method, parts.uri.path()) {
+        (&Method::POST, route::CREDENTIAL_GET | route::CREDENTIAL_STORE | route::CREDENTIAL_ERASE) => {
+            match read_body(body).await {
+                Ok(bytes) => credential(daemon, parts.uri.path(), &bytes).await,
+                Err(response) => response,
+            }
+        }
+        (&Method::GET, route::STATUS) => status(daemon),
+        (&Method::GET, route::HEALTHZ) => text(StatusCode::OK, "ok\n"),
+        (
+            _,
+            route::CREDENTIAL_GET | route::CREDENTIAL_STORE | route::CREDENTIAL_ERASE | route::STATUS | route::HEALTHZ,
+        ) => refusal(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route"),
+        _ => refusal(StatusCode::NOT_FOUND, "no such route: see docs/local-api.md"),
+    };
+    tracing::debug!(
+        route = %route_name,
+        status = response.status().as_u16(),
+        elapsed_us = started.elapsed().as_micros(),
+        "request"
+    );
+    response
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, Response<Full<Bytes>>> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, Limited::new(body, MAX_REQUEST_BODY).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(_)) => Err(refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("request body over {MAX_REQUEST_BODY} bytes"),
+        )),
+        Err(_) => Err(refusal(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body not received in time",
+        )),
+    }
+}
+
+async fn credential(daemon: &Daemon, action: &str, body: &[u8]) -> Response<Full<Bytes>> {
+    if action == route::CREDENTIAL_STORE {
+        // mintd never keeps what git offers: the token it serves is the only credential it knows.
+        return empty(StatusCode::NO_CONTENT, None);
+    }
+    let request = match CredentialRequest::decode(body) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "refused a malformed credential request");
+            return refusal(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+    };
+    if action == route::CREDENTIAL_ERASE {
+        if let Ok(erase) = daemon.target.check_erase(&request) {
+            daemon.cache.erase(&erase);
+        }
+        return empty(StatusCode::NO_CONTENT, None);
+    }
+    let approved = match daemon.target.check_get(&request) {
+        Ok(approved) => approved,
+        Err(decline) => {
+            tracing::info!(reason = %decline, "declined a credential request");
+            return empty(StatusCode::NO_CONTENT, Some(&decline.to_string()));
+        }
+    };
+    match daemon.cache.get(&approved).await {
+        Ok(cached) => {
+            let expiry = cached
+                .expires_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            match mint_credential::encode_answer(cached.token.expose(), expiry) {
+                Ok(answer) => Response::builder()
+                    .status(StatusCode::OK)
+                    .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                    .header(header::CACHE_CONTROL, "no-store")
+                    .body(Full::new(Bytes::from(answer)))
+                    .expect("static headers are valid"),
+                Err(e) => refusal(StatusCode::BAD_GATEWAY, &e.to_string()),
+            }
+        }
+        Err(failure) => refusal(
+            if failure.transient {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::BAD_GATEWAY
+            },
+            &failure.message,
+        ),
+    }
+}
+
+fn status(daemon: &Daemon) -> Response<Full<Bytes>> {
+    let stats = daemon.cache.stats();
+    let now = Instant::now();
+    let token = daemon.cache.current().map(|c| TokenStatus {
+        expires_at: humantime::format_rfc3339_seconds(c.expires_at).to_string(),
+        expires_in_seconds: c.remaining(now).as_secs(),
+        minted_at: humantime::format_rfc3339_seconds(c.minted_at).to_string(),
+    });
+    let report = mint_api::Status {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        repository: daemon.target.repo().to_string(),
+        installation_id: daemon.installation_id,
+        app_id: daemon.app_id.clone(),
+        github_url: daemon.github_url.clone(),
+        api_url: daemon.api_url.clone(),
+        permissions: daemon.permissions.clone(),
+        token,
+        mints: stats.mints,
+        last_error: stats.last_error,
+        uptime_seconds: daemon.started.elapsed().as_secs(),
+    };
+    let body = serde_json::to_vec_pretty(&report).expect("Status always serialises");
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static headers are valid")
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .expect("static headers are valid")
+}
+
+/// An error or refusal: the reason both in the `mint-reason` header and as the body.
+fn refusal(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
+    let mut response = empty(status, Some(reason));
+    *response.body_mut() = Full::new(Bytes::from(format!("{reason}\n")));
+    response
+}
+
+fn empty(status: StatusCode, reason: Option<&str>) -> Response<Full<Bytes>> {
+    let mut builder = Response::builder().status(status);
+    if let Some(reason) = reason {
+        builder = builder.header(REASON_HEADER, header_safe(reason));
+    }
+    builder
+        .body(Full::new(Bytes::new()))
+        .expect("sanitised headers are valid")
+}
+
+/// Header values must be visible ASCII; reasons are ours and GitHub's words, so this rarely changes anything.
+fn header_safe(reason: &str) -> String {
+    reason
+        .chars()
+        .take(1000)
+        .map(|c| if c == ' ' || c.is_ascii_graphic() { c } else { '?' })
+        .collect()
+}
