@@ -116,7 +116,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 /// `mintd`'s whole life: parse flags, set up logging, load the config (exit 64 if it cannot work), run
 /// until SIGTERM or SIGINT.
 pub fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            // Help and version are not errors; every real usage error exits 64 like a bad setting.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     init_tracing();
     let config = match args.load() {
         Ok(config) => config,
