@@ -1,0 +1,287 @@
+//! Git smart HTTP through the real `git http-backend` (CGI), streamed both ways so large pushes never sit
+//! in memory; and the bare repositories behind it.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::Stdio;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::server::{Body, text};
+
+/// CGI headers from http-backend are a few hundred bytes; more means something is wrong.
+const MAX_CGI_HEADER: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    Read,
+    Write,
+}
+
+/// `info/refs?service=…`, `git-upload-pack`, `git-receive-pack` under `/{owner}/{repo}(.git)/`.
+pub(crate) fn is_git_route(method: &Method, rest: &[&str], query: Option<&str>) -> bool {
+    match (method, rest) {
+        (&Method::GET, ["info", "refs"]) => service(query).is_some(),
+        (&Method::POST, ["git-upload-pack" | "git-receive-pack"]) => true,
+        _ => false,
+    }
+}
+
+fn service(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("service="))
+        .filter(|s| matches!(*s, "git-upload-pack" | "git-receive-pack"))
+}
+
+/// Pushing needs write access; both the advertisement and the pack POST of receive-pack count as pushing.
+pub(crate) fn access(rest: &[&str], query: Option<&str>) -> Access {
+    if rest == ["git-receive-pack"] || service(query) == Some("git-receive-pack") {
+        Access::Write
+    } else {
+        Access::Read
+    }
+}
+
+/// A response body fed by a channel: the CGI's stdout, as it arrives.
+struct ChannelBody {
+    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.rx.poll_recv(cx).map(|chunk| chunk.map(|r| r.map(Frame::data)))
+    }
+}
+
+/// The CGI environment of `git http-backend` for one request; nothing inherited but `PATH`.
+fn backend_command(
+    root: &Path,
+    path_info: &str,
+    query: Option<&str>,
+    remote_user: &str,
+    parts: &http::request::Parts,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new("git");
+    command
+        .arg("http-backend")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", root)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_PROJECT_ROOT", root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("PATH_INFO", path_info)
+        .env("REQUEST_METHOD", parts.method.as_str())
+        .env("QUERY_STRING", query.unwrap_or(""))
+        .env("REMOTE_USER", remote_user)
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (header, var) in [
+        (header::CONTENT_TYPE.as_str(), "CONTENT_TYPE"),
+        (header::CONTENT_LENGTH.as_str(), "CONTENT_LENGTH"),
+        (header::CONTENT_ENCODING.as_str(), "HTTP_CONTENT_ENCODING"),
+        ("git-protocol", "GIT_PROTOCOL"),
+    ] {
+        if let Some(value) = parts.headers.get(header).and_then(|v| v.to_str().ok()) {
+            command.env(var, value);
+        }
+    }
+    command
+}
+
+/// Run `git http-backend` for one request.
+pub(crate) async fn http_backend(
+    root: &Path,
+    path_info: &str,
+    query: Option<&str>,
+    remote_user: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let mut child = match backend_command(root, path_info, query, remote_user, &parts).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot run git http-backend");
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "git http-backend could not be started\n",
+            );
+        }
+    };
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+
+    // Request body → CGI stdin, concurrently with reading its stdout (a large push would deadlock otherwise).
+    tokio::spawn(async move {
+        let mut body = body;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            if let Ok(data) = frame.into_data()
+                && stdin.write_all(&data).await.is_err()
+            {
+                break;
+            }
+        }
+        let _ = stdin.shutdown().await;
+    });
+    tokio::spawn(async move {
+        let mut log = Vec::new();
+        let _ = stderr.read_to_end(&mut log).await;
+        if !log.is_empty() {
+            tracing::debug!(stderr = %String::from_utf8_lossy(&log), "git http-backend");
+        }
+    });
+
+    // CGI header block, then the body as it streams.
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = vec![0u8; 64 * 1024];
+    let (head_end, body_start) = loop {
+        if let Some(ends) = find_header_end(&head) {
+            break ends;
+        }
+        if head.len() > MAX_CGI_HEADER {
+            return text(StatusCode::BAD_GATEWAY, "git http-backend sent an oversized header\n");
+        }
+        match stdout.read(&mut buf).await {
+            Ok(0) | Err(_) => return text(StatusCode::BAD_GATEWAY, "git http-backend ended without an answer\n"),
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    };
+    let rest = head.split_off(body_start);
+    let response = cgi_response(&head[..head_end]);
+    let (tx, rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        if !rest.is_empty() && tx.send(Ok(Bytes::from(rest))).await.is_err() {
+            return;
+        }
+        loop {
+            match stdout.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx.send(Ok(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    break;
+                }
+            }
+        }
+        let _ = child.wait().await;
+    });
+    response
+        .body(ChannelBody { rx }.boxed())
+        .unwrap_or_else(|_| text(StatusCode::BAD_GATEWAY, "git http-backend sent an invalid header\n"))
+}
+
+/// A response builder from the CGI header block: `Status:` sets the status, other headers are copied.
+fn cgi_response(head: &[u8]) -> http::response::Builder {
+    let mut response = Response::builder().status(StatusCode::OK);
+    for line in String::from_utf8_lossy(head).lines() {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("status") {
+            let code = value.split_whitespace().next().and_then(|c| c.parse::<u16>().ok());
+            response = response.status(
+                code.and_then(|c| StatusCode::from_u16(c).ok())
+                    .unwrap_or(StatusCode::OK),
+            );
+        } else if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            response = response.header(name, value);
+        }
+    }
+    response
+}
+
+/// End of the CGI header block: (end of headers, start of body), for `\r\n\r\n` or `\n\n`.
+fn find_header_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, i + 4));
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2));
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The branch `HEAD` points at in a bare repository.
+pub(crate) fn default_branch(repo: &Path) -> Option<String> {
+    let head = std::fs::read_to_string(repo.join("HEAD")).ok()?;
+    head.trim().strip_prefix("ref: refs/heads/").map(ToOwned::to_owned)
+}
+
+/// A bare repository with `main` holding one commit, made with the git CLI in an isolated environment.
+pub(crate) fn create_repo(path: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    use anyhow::Context as _;
+    let scratch = tempfile_dir(path)?;
+    let git = |dir: &Path, args: &[&str]| -> anyhow::Result<()> {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "fakehub")
+            .env("GIT_AUTHOR_EMAIL", "fakehub@example.invalid")
+            .env("GIT_COMMITTER_NAME", "fakehub")
+            .env("GIT_COMMITTER_EMAIL", "fakehub@example.invalid")
+            .output()
+            .context("running git")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    std::fs::create_dir_all(path.parent().context("a repository path has a parent")?)?;
+    let path_str = path.to_str().context("repository paths are UTF-8")?;
+    git(&scratch, &["init", "-q", "--bare", "-b", "main", path_str])?;
+    let work = scratch.join("work");
+    std::fs::create_dir_all(&work)?;
+    git(&work, &["init", "-q", "-b", "main"])?;
+    std::fs::write(
+        work.join("README.md"),
+        format!("# {name}\n\nA repository on fakehub.\n"),
+    )?;
+    git(&work, &["add", "README.md"])?;
+    git(&work, &["commit", "-q", "-m", "Initial commit"])?;
+    git(&work, &["push", "-q", path_str, "main"])?;
+    std::fs::remove_dir_all(&scratch)?;
+    Ok(path.to_owned())
+}
+
+fn tempfile_dir(near: &Path) -> anyhow::Result<PathBuf> {
+    let parent = near.parent().unwrap_or(near);
+    std::fs::create_dir_all(parent)?;
+    let mut suffix = [0u8; 8];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut suffix);
+    let dir = parent.join(format!(".scratch-{:x}", u64::from_be_bytes(suffix)));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

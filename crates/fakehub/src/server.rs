@@ -1,0 +1,781 @@
+//! Routing and the REST endpoints, answering as GitHub documents.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use rand::RngCore;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::git::{self, Access};
+use crate::state::{AuthKind, IssuedToken, MintRecord, RequestRecord};
+use crate::{FakeHub, InstallationConfig};
+
+pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+const DOCS: &str = "https://docs.github.com/rest";
+/// Request bodies fakehub reads whole (REST); git bodies are streamed instead.
+const MAX_JSON_BODY: usize = 1024 * 1024;
+
+pub(crate) async fn serve(
+    hub: FakeHub,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let http = hyper::server::conn::http1::Builder::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let hub = hub.clone();
+                let service = service_fn(move |req| {
+                    let hub = hub.clone();
+                    async move { Ok::<_, Infallible>(hub.handle(req).await) }
+                });
+                let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(Duration::from_secs(2)) => {}
+    }
+    Ok(())
+}
+
+/// Body of `POST /app/installations/{id}/access_tokens`.
+#[derive(Deserialize, Default)]
+struct TokenRequest {
+    repositories: Option<Vec<String>>,
+    repository_ids: Option<Vec<u64>>,
+    permissions: Option<BTreeMap<String, String>>,
+}
+
+const NOT_ACCESSIBLE: &str =
+    "There is at least one repository that does not exist or is not accessible to the parent installation.";
+
+/// How a request authenticated, resolved against fakehub's state.
+enum Auth {
+    None,
+    /// A bearer JWT; `Err` holds GitHub's message for why it is not acceptable.
+    Jwt(Result<(), String>),
+    /// An installation token (Bearer/`token` header, or Basic password for git); `None` if unknown/dead.
+    Token(Option<IssuedToken>),
+}
+
+impl FakeHub {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let query = req.uri().query().map(ToOwned::to_owned);
+        let (auth, kind) = self.authenticate(req.headers());
+        let token_id = match &auth {
+            Auth::Token(Some(t)) => Some(t.id),
+            _ => None,
+        };
+        let mut response = self.route(req, &method, &path, query.as_deref(), auth).await;
+        let now = self.now();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::DATE,
+            HeaderValue::from_str(&httpdate::fmt_http_date(now)).expect("an HTTP date is a valid header"),
+        );
+        let mut id = [0u8; 8];
+        rand::thread_rng().fill_bytes(&mut id);
+        headers.insert(
+            "x-github-request-id",
+            HeaderValue::from_str(&format!("{:X}", u64::from_be_bytes(id))).expect("hex is a valid header"),
+        );
+        if !path.starts_with("/_fakehub/") {
+            self.state().requests.push(RequestRecord {
+                method: method.to_string(),
+                path,
+                query,
+                status: response.status().as_u16(),
+                auth: kind,
+                token_id,
+            });
+        }
+        response
+    }
+
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        auth: Auth,
+    ) -> Response<Body> {
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match (method, segments.as_slice()) {
+            (&Method::POST, ["app", "installations", id, "access_tokens"]) => match id.parse::<u64>() {
+                Ok(id) => self.mint(id, auth, req).await,
+                Err(_) => not_found(),
+            },
+            (&Method::DELETE, ["installation", "token"]) => self.revoke(&auth),
+            (&Method::GET, ["app", "installations", id]) => match (id.parse::<u64>(), &auth) {
+                (Ok(id), Auth::Jwt(Ok(()))) => self.installation(id).map_or_else(not_found, |i| {
+                    json_response(StatusCode::OK, &installation_json(self, i))
+                }),
+                (_, Auth::Jwt(Err(message))) => error(StatusCode::UNAUTHORIZED, message),
+                _ => error(StatusCode::UNAUTHORIZED, "A JSON web token could not be decoded"),
+            },
+            (&Method::GET, ["repos", owner, repo, "installation"]) => match &auth {
+                Auth::Jwt(Ok(())) => self.installation_for(owner, repo).map_or_else(not_found, |i| {
+                    json_response(StatusCode::OK, &installation_json(self, i))
+                }),
+                Auth::Jwt(Err(message)) => error(StatusCode::UNAUTHORIZED, message),
+                _ => error(StatusCode::UNAUTHORIZED, "A JSON web token could not be decoded"),
+            },
+            (&Method::GET, ["repos", owner, repo]) => self.repository(owner, repo, &auth),
+            (&Method::GET, ["installation", "repositories"]) => self.installation_repositories(&auth),
+            (_, ["_fakehub", rest @ ..]) => self.control(method, rest, req).await,
+            (_, [owner, repo, rest @ ..]) if git::is_git_route(method, rest, query) => {
+                self.git(owner, repo, rest, query, auth, req).await
+            }
+            _ => not_found(),
+        }
+    }
+
+    fn authenticate(&self, headers: &http::HeaderMap) -> (Auth, AuthKind) {
+        let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+            return (Auth::None, AuthKind::None);
+        };
+        let (scheme, credential) = value.split_once(' ').unwrap_or((value, ""));
+        let credential = credential.trim();
+        match scheme.to_ascii_lowercase().as_str() {
+            "basic" => {
+                let password = STANDARD
+                    .decode(credential)
+                    .ok()
+                    .and_then(|raw| String::from_utf8(raw).ok())
+                    .and_then(|pair| pair.split_once(':').map(|(_, p)| p.to_owned()))
+                    .unwrap_or_default();
+                (Auth::Token(self.live_token(&password)), AuthKind::Basic)
+            }
+            "bearer" | "token" if credential.starts_with("ghs_") => {
+                (Auth::Token(self.live_token(credential)), AuthKind::Token)
+            }
+            "bearer" => (Auth::Jwt(self.verify_jwt(credential)), AuthKind::Jwt),
+            _ => (Auth::Token(None), AuthKind::Token),
+        }
+    }
+
+    /// An issued token that is neither revoked nor expired.
+    fn live_token(&self, presented: &str) -> Option<IssuedToken> {
+        let now = self.now();
+        self.state()
+            .tokens
+            .iter()
+            .find(|t| t.token == presented)
+            .filter(|t| !t.revoked && t.expires_at > now)
+            .cloned()
+    }
+
+    /// GitHub's rules for App JWTs: RS256 signed by the App's key, `iss` the App, `iat` at most 60 s
+    /// ahead, `exp` in the future and at most 10 minutes after `iat`.
+    fn verify_jwt(&self, jwt: &str) -> Result<(), String> {
+        const UNDECODABLE: &str = "A JSON web token could not be decoded";
+        #[derive(Deserialize)]
+        struct Claims {
+            iat: Option<i64>,
+            exp: Option<i64>,
+            iss: Option<Value>,
+        }
+        let header = jsonwebtoken::decode_header(jwt).map_err(|_| UNDECODABLE.to_owned())?;
+        if header.alg != jsonwebtoken::Algorithm::RS256 {
+            return Err(UNDECODABLE.into());
+        }
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.set_required_spec_claims::<&str>(&[]);
+        let claims = jsonwebtoken::decode::<Claims>(jwt, &self.inner.decoding_key, &validation)
+            .map_err(|_| UNDECODABLE.to_owned())?
+            .claims;
+        let now = unix(self.now());
+        let iat = claims.iat.filter(|iat| *iat <= now + 60).ok_or_else(|| {
+            "'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued"
+                .to_owned()
+        })?;
+        let exp = claims.exp.filter(|exp| *exp > now).ok_or_else(|| {
+            "'Expiration time' claim ('exp') must be a numeric value representing the future time at which the assertion expires".to_owned()
+        })?;
+        if exp - iat > 600 {
+            return Err("'Expiration time' claim ('exp') is too far in the future".into());
+        }
+        let app_id = self.config().app_id;
+        let issuer_ok = match claims.iss {
+            Some(Value::Number(n)) => n.as_u64() == Some(app_id),
+            Some(Value::String(s)) => s == app_id.to_string(),
+            _ => false,
+        };
+        if !issuer_ok {
+            return Err("'Issuer' claim ('iss') must be an Integer".into());
+        }
+        Ok(())
+    }
+
+    fn installation(&self, id: u64) -> Option<&InstallationConfig> {
+        if self.state().uninstalled.contains(&id) {
+            return None;
+        }
+        self.config().installations.iter().find(|i| i.id == id)
+    }
+
+    fn installation_for(&self, owner: &str, repo: &str) -> Option<&InstallationConfig> {
+        let repo = repo.strip_suffix(".git").unwrap_or(repo);
+        self.config()
+            .installations
+            .iter()
+            .filter(|i| !self.state().uninstalled.contains(&i.id))
+            .find(|i| {
+                i.account.eq_ignore_ascii_case(owner) && i.repositories.iter().any(|r| r.eq_ignore_ascii_case(repo))
+            })
+    }
+
+    async fn mint(&self, installation_id: u64, auth: Auth, req: Request<Incoming>) -> Response<Body> {
+        match auth {
+            Auth::Jwt(Ok(())) => {}
+            Auth::Jwt(Err(message)) => return error(StatusCode::UNAUTHORIZED, &message),
+            _ => return error(StatusCode::UNAUTHORIZED, "A JSON web token could not be decoded"),
+        }
+        let latency = self.state().mint_latency;
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let body = match read_json_body(req).await {
+            Ok(b) => b,
+            Err(response) => return response,
+        };
+        let request: TokenRequest = if body.is_empty() {
+            TokenRequest::default()
+        } else {
+            match serde_json::from_slice(&body) {
+                Ok(r) => r,
+                Err(_) => return error(StatusCode::BAD_REQUEST, "Problems parsing JSON"),
+            }
+        };
+        let (status, response, token_id) = self.mint_answer(installation_id, &request);
+        self.state().mints.push(MintRecord {
+            installation_id,
+            repositories: request.repositories,
+            permissions: request.permissions,
+            status: status.as_u16(),
+            token_id,
+        });
+        response
+    }
+
+    fn mint_answer(&self, installation_id: u64, request: &TokenRequest) -> (StatusCode, Response<Body>, Option<u64>) {
+        let Some(installation) = self.installation(installation_id) else {
+            return (StatusCode::NOT_FOUND, not_found(), None);
+        };
+        let injected = self.state().failures.pop_front();
+        if let Some(failure) = injected {
+            return (
+                StatusCode::from_u16(failure.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                injected_response(&failure),
+                None,
+            );
+        }
+        if self.state().suspended.contains(&installation_id) {
+            return (
+                StatusCode::FORBIDDEN,
+                error(StatusCode::FORBIDDEN, "This installation has been suspended"),
+                None,
+            );
+        }
+        let scoped = select_repositories(installation, request).and_then(|repos| {
+            grant_permissions(installation, request.permissions.as_ref()).map(|perms| (repos, perms))
+        });
+        let (selected, granted) = match scoped {
+            Ok(scope) => scope,
+            Err(message) => {
+                let body = json!({"message": message, "documentation_url": DOCS, "errors": [], "status": "422"});
+                return (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json_response(StatusCode::UNPROCESSABLE_ENTITY, &body),
+                    None,
+                );
+            }
+        };
+        let named = request.repositories.is_some() || request.repository_ids.is_some();
+        let expires_at = self.now() + self.state().token_lifetime;
+        let token = new_token(self.config().app_id);
+        let mut state = self.state();
+        let id = u64::try_from(state.tokens.len()).expect("fewer than 2^64 tokens") + 1;
+        state.tokens.push(IssuedToken {
+            id,
+            token: token.clone(),
+            installation_id,
+            repositories: selected.clone(),
+            permissions: granted.clone(),
+            expires_at,
+            revoked: false,
+        });
+        drop(state);
+        let repository_objects: Vec<Value> = selected
+            .iter()
+            .map(|r| repository_json(self, &installation.account, r))
+            .collect();
+        let body = json!({
+            "token": token,
+            "expires_at": humantime::format_rfc3339_seconds(expires_at).to_string(),
+            "permissions": granted,
+            "repository_selection": if named { "selected" } else { "all" },
+            "repositories": repository_objects,
+        });
+        (StatusCode::CREATED, json_response(StatusCode::CREATED, &body), Some(id))
+    }
+}
+
+impl FakeHub {
+    fn revoke(&self, auth: &Auth) -> Response<Body> {
+        let Auth::Token(Some(token)) = auth else {
+            return error(StatusCode::UNAUTHORIZED, "Bad credentials");
+        };
+        if let Some(t) = self.state().tokens.iter_mut().find(|t| t.id == token.id) {
+            t.revoked = true;
+        }
+        empty(StatusCode::NO_CONTENT)
+    }
+
+    fn token_covers(token: &IssuedToken, installation: &InstallationConfig, owner: &str, repo: &str) -> bool {
+        let repo = repo.strip_suffix(".git").unwrap_or(repo);
+        token.installation_id == installation.id
+            && installation.account.eq_ignore_ascii_case(owner)
+            && token.repositories.iter().any(|r| r.eq_ignore_ascii_case(repo))
+    }
+
+    fn repository(&self, owner: &str, repo: &str, auth: &Auth) -> Response<Body> {
+        let token = match auth {
+            Auth::Token(Some(t)) => t,
+            Auth::Token(None) | Auth::Jwt(_) => return error(StatusCode::UNAUTHORIZED, "Bad credentials"),
+            // Private repositories are invisible without credentials.
+            Auth::None => return not_found(),
+        };
+        match self.installation_for(owner, repo) {
+            Some(installation) if Self::token_covers(token, installation, owner, repo) => {
+                let name = installation
+                    .repositories
+                    .iter()
+                    .find(|r| r.eq_ignore_ascii_case(repo))
+                    .expect("token_covers found it");
+                json_response(StatusCode::OK, &repository_json(self, &installation.account, name))
+            }
+            _ => not_found(),
+        }
+    }
+
+    fn installation_repositories(&self, auth: &Auth) -> Response<Body> {
+        let Auth::Token(Some(token)) = auth else {
+            return error(StatusCode::UNAUTHORIZED, "Bad credentials");
+        };
+        let Some(installation) = self.installation(token.installation_id) else {
+            return error(StatusCode::UNAUTHORIZED, "Bad credentials");
+        };
+        let repositories: Vec<Value> = token
+            .repositories
+            .iter()
+            .map(|r| repository_json(self, &installation.account, r))
+            .collect();
+        json_response(
+            StatusCode::OK,
+            &json!({"total_count": repositories.len(), "repositories": repositories}),
+        )
+    }
+
+    async fn git(
+        &self,
+        owner: &str,
+        repo: &str,
+        rest: &[&str],
+        query: Option<&str>,
+        auth: Auth,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
+        let access = git::access(rest, query);
+        let challenge = || {
+            let mut response = text(StatusCode::UNAUTHORIZED, "Invalid username or token.\n");
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"GitHub\""),
+            );
+            response
+        };
+        let Auth::Token(Some(token)) = auth else {
+            return challenge();
+        };
+        let Some(installation) = self.installation_for(owner, repo) else {
+            return challenge();
+        };
+        if !Self::token_covers(&token, installation, owner, repo) {
+            return challenge();
+        }
+        let contents = token.permissions.get("contents").map_or(0, |l| rank(l));
+        let needed = match access {
+            Access::Read => 1,
+            Access::Write => 2,
+        };
+        if contents < needed {
+            return text(StatusCode::FORBIDDEN, "Write access to repository not granted.\n");
+        }
+        let name = repo.strip_suffix(".git").unwrap_or(repo);
+        let on_disk = self.repo_path(&installation.account, name);
+        if !on_disk.exists() {
+            return text(StatusCode::NOT_FOUND, "Repository not found.\n");
+        }
+        let root = &self.config().git_root;
+        let path_info = format!("/{}/{}.git/{}", installation.account, name, rest.join("/"));
+        git::http_backend(root, &path_info, query, &format!("x-access-token-{}", token.id), req).await
+    }
+
+    /// `/_fakehub/…`: the knobs and records, for programs that cannot call the library.
+    async fn control(&self, method: &Method, rest: &[&str], req: Request<Incoming>) -> Response<Body> {
+        #[derive(Deserialize)]
+        struct Failure {
+            #[serde(default = "one")]
+            n: usize,
+            status: u16,
+            #[serde(default)]
+            headers: BTreeMap<String, String>,
+            #[serde(default)]
+            message: String,
+        }
+        fn one() -> usize {
+            1
+        }
+        let body = match read_json_body(req).await {
+            Ok(b) => b,
+            Err(response) => return response,
+        };
+        match (method, rest) {
+            (&Method::GET, [which]) => self.records(which),
+            (&Method::POST, ["revoke-all"]) => {
+                self.revoke_all_tokens();
+                empty(StatusCode::NO_CONTENT)
+            }
+            (&Method::POST, ["expire-all"]) => {
+                self.expire_all_tokens();
+                empty(StatusCode::NO_CONTENT)
+            }
+            (&Method::POST, ["fail-next"]) => match serde_json::from_slice::<Failure>(&body) {
+                Ok(f) => {
+                    let mut failure = crate::InjectedFailure::status(f.status, f.message);
+                    for (k, v) in f.headers {
+                        failure = failure.with_header(k, v);
+                    }
+                    self.fail_next_mints(f.n, &failure);
+                    empty(StatusCode::NO_CONTENT)
+                }
+                Err(e) => error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("expected {{n, status, headers, message}}: {e}"),
+                ),
+            },
+            (&Method::POST, [knob]) => self.knob(knob, &body),
+            _ => not_found(),
+        }
+    }
+
+    fn records(&self, which: &str) -> Response<Body> {
+        match which {
+            "mints" => {
+                let mints: Vec<Value> = self
+                    .mints()
+                    .iter()
+                    .map(|m| json!({"installation_id": m.installation_id, "repositories": m.repositories, "permissions": m.permissions, "status": m.status, "token_id": m.token_id}))
+                    .collect();
+                json_response(StatusCode::OK, &json!(mints))
+            }
+            "tokens" => {
+                let tokens: Vec<Value> = self
+                    .tokens()
+                    .iter()
+                    .map(|t| json!({"id": t.id, "token": t.token, "installation_id": t.installation_id, "repositories": t.repositories, "permissions": t.permissions, "expires_at": humantime::format_rfc3339_seconds(t.expires_at).to_string(), "revoked": t.revoked}))
+                    .collect();
+                json_response(StatusCode::OK, &json!(tokens))
+            }
+            "requests" => {
+                let requests: Vec<Value> = self
+                    .requests()
+                    .iter()
+                    .map(|r| json!({"method": r.method, "path": r.path, "query": r.query, "status": r.status, "auth": format!("{:?}", r.auth), "token_id": r.token_id}))
+                    .collect();
+                json_response(StatusCode::OK, &json!(requests))
+            }
+            _ => not_found(),
+        }
+    }
+
+    /// `POST /_fakehub/<knob>` with a small JSON body.
+    fn knob(&self, knob: &str, body: &[u8]) -> Response<Body> {
+        let number = |key: &str| -> Option<i64> { serde_json::from_slice::<Value>(body).ok()?.get(key)?.as_i64() };
+        let unsigned = |key: &str| number(key).and_then(|n| u64::try_from(n).ok());
+        match knob {
+            "token-lifetime" => match unsigned("seconds") {
+                Some(s) => {
+                    self.set_token_lifetime(Duration::from_secs(s));
+                    empty(StatusCode::NO_CONTENT)
+                }
+                None => error(StatusCode::BAD_REQUEST, "expected {\"seconds\": N}"),
+            },
+            "mint-latency" => match unsigned("ms") {
+                Some(ms) => {
+                    self.set_mint_latency(Duration::from_millis(ms));
+                    empty(StatusCode::NO_CONTENT)
+                }
+                None => error(StatusCode::BAD_REQUEST, "expected {\"ms\": N}"),
+            },
+            "date-skew" => match number("seconds") {
+                Some(s) => {
+                    self.set_date_skew(s);
+                    empty(StatusCode::NO_CONTENT)
+                }
+                None => error(StatusCode::BAD_REQUEST, "expected {\"seconds\": N}"),
+            },
+            "uninstall" | "suspend" => match unsigned("installation_id") {
+                Some(id) if knob == "uninstall" => {
+                    self.uninstall(id);
+                    empty(StatusCode::NO_CONTENT)
+                }
+                Some(id) => {
+                    self.suspend(id);
+                    empty(StatusCode::NO_CONTENT)
+                }
+                None => error(StatusCode::BAD_REQUEST, "expected {\"installation_id\": N}"),
+            },
+            _ => not_found(),
+        }
+    }
+}
+
+/// The repositories a token request names, all of which the installation must reach; none named means all.
+fn select_repositories(installation: &InstallationConfig, request: &TokenRequest) -> Result<Vec<String>, &'static str> {
+    if request.repositories.is_none() && request.repository_ids.is_none() {
+        return Ok(installation.repositories.clone());
+    }
+    let mut chosen = Vec::new();
+    for name in request.repositories.iter().flatten() {
+        let found = installation.repositories.iter().find(|r| r.eq_ignore_ascii_case(name));
+        chosen.push(found.ok_or(NOT_ACCESSIBLE)?.clone());
+    }
+    for id in request.repository_ids.iter().flatten() {
+        let found = installation
+            .repositories
+            .iter()
+            .find(|r| repo_id(&installation.account, r) == *id);
+        chosen.push(found.ok_or(NOT_ACCESSIBLE)?.clone());
+    }
+    chosen.sort();
+    chosen.dedup();
+    Ok(chosen)
+}
+
+/// The permissions a token request asks for, each within what the installation granted; none asked means all.
+fn grant_permissions(
+    installation: &InstallationConfig,
+    asked: Option<&BTreeMap<String, String>>,
+) -> Result<BTreeMap<String, String>, &'static str> {
+    let Some(asked) = asked else {
+        return Ok(installation.permissions.clone());
+    };
+    for (name, level) in asked {
+        let allowed = installation
+            .permissions
+            .get(name)
+            .is_some_and(|have| rank(have) >= rank(level));
+        if !allowed || rank(level) == 0 {
+            return Err("The permissions requested are not granted to this installation.");
+        }
+    }
+    Ok(asked.clone())
+}
+
+fn injected_response(failure: &crate::InjectedFailure) -> Response<Body> {
+    let status = StatusCode::from_u16(failure.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = error(status, &failure.message);
+    for (name, value) in &failure.headers {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+/// `read` < `write` < `admin`; anything else ranks 0 (grants nothing).
+fn rank(level: &str) -> u8 {
+    match level {
+        "read" => 1,
+        "write" => 2,
+        "admin" => 3,
+        _ => 0,
+    }
+}
+
+/// GitHub's new token format: `ghs_<app id>_` and a JWT-like string, ~520 characters with two dots.
+fn new_token(app_id: u64) -> String {
+    let mut rng = rand::thread_rng();
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
+    let mut payload = [0u8; 165];
+    rng.fill_bytes(&mut payload);
+    let mut signature = [0u8; 192];
+    rng.fill_bytes(&mut signature);
+    format!(
+        "ghs_{app_id}_{header}.{}.{}",
+        URL_SAFE_NO_PAD.encode(payload),
+        URL_SAFE_NO_PAD.encode(signature)
+    )
+}
+
+/// A stable numeric id for a repository, so `repository_ids` and repeated answers agree.
+fn repo_id(owner: &str, name: &str) -> u64 {
+    // FNV-1a over the lower-cased full name: deterministic across runs, no dependency.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("{owner}/{name}").to_ascii_lowercase().bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash % 1_000_000_000
+}
+
+fn account_json(login: &str) -> Value {
+    json!({
+        "login": login,
+        "id": repo_id(login, ""),
+        "node_id": format!("O_{}", STANDARD.encode(login)),
+        "avatar_url": format!("https://avatars.githubusercontent.com/{login}"),
+        "url": format!("https://api.github.com/users/{login}"),
+        "html_url": format!("https://github.com/{login}"),
+        "type": "Organization",
+        "site_admin": false,
+    })
+}
+
+fn repository_json(hub: &FakeHub, owner: &str, name: &str) -> Value {
+    let id = repo_id(owner, name);
+    let default_branch = git::default_branch(&hub.repo_path(owner, name)).unwrap_or_else(|| "main".to_owned());
+    json!({
+        "id": id,
+        "node_id": format!("R_{}", STANDARD.encode(id.to_string())),
+        "name": name,
+        "full_name": format!("{owner}/{name}"),
+        "private": true,
+        "owner": account_json(owner),
+        "html_url": format!("https://github.com/{owner}/{name}"),
+        "description": null,
+        "fork": false,
+        "url": format!("https://api.github.com/repos/{owner}/{name}"),
+        "clone_url": format!("https://github.com/{owner}/{name}.git"),
+        "default_branch": default_branch,
+        "visibility": "private",
+        "archived": false,
+        "disabled": false,
+    })
+}
+
+fn installation_json(hub: &FakeHub, installation: &InstallationConfig) -> Value {
+    json!({
+        "id": installation.id,
+        "account": account_json(&installation.account),
+        "app_id": hub.config().app_id,
+        "app_slug": "mint-fakehub",
+        "target_id": repo_id(&installation.account, ""),
+        "target_type": "Organization",
+        "permissions": installation.permissions,
+        "events": [],
+        "repository_selection": "selected",
+        "access_tokens_url": format!("https://api.github.com/app/installations/{}/access_tokens", installation.id),
+        "repositories_url": "https://api.github.com/installation/repositories",
+        "html_url": format!("https://github.com/organizations/{}/settings/installations/{}", installation.account, installation.id),
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+        "single_file_name": null,
+        "suspended_at": null,
+        "suspended_by": null,
+    })
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+async fn read_json_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+    match http_body_util::Limited::new(req.into_body(), MAX_JSON_BODY)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(_) => Err(error(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")),
+    }
+}
+
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .body(full(serde_json::to_vec(body).expect("JSON values serialise")))
+        .expect("static headers are valid")
+}
+
+/// GitHub's `basic-error` shape.
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    json_response(
+        status,
+        &json!({"message": message, "documentation_url": DOCS, "status": status.as_str()}),
+    )
+}
+
+fn not_found() -> Response<Body> {
+    error(StatusCode::NOT_FOUND, "Not Found")
+}
+
+pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(full(body))
+        .expect("static headers are valid")
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .body(full(Bytes::new()))
+        .expect("no headers to be invalid")
+}
