@@ -1,0 +1,348 @@
+//! `mint demo`: the whole flow on one machine, with no GitHub account.
+//!
+//! fakehub (a stand-in GitHub with a freshly generated App key) and mintd run in this process; the real
+//! `git` runs as a child, finding `git-credential-mint` on its PATH as a link to this very binary.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use fakehub::{AppKeyPair, Config as HubConfig, FakeHub, InstallationConfig};
+
+const OWNER: &str = "octo-org";
+const REPO: &str = "hello-world";
+const OTHER_REPO: &str = "other-repo";
+const APP_ID: u64 = 1;
+const INSTALLATION_ID: u64 = 42;
+const BRANCH: &str = "adagent/demo";
+
+pub(crate) fn run() -> anyhow::Result<ExitCode> {
+    init_quiet_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let work = tempfile::Builder::new()
+        .prefix("mint-demo-")
+        .tempdir()
+        .context("creating a work directory")?;
+    let outcome = runtime.block_on(async { Demo::start(work.path()).await })?;
+    let result = outcome.flow();
+    let finish = runtime.block_on(outcome.stop());
+    result.and(finish)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Keep the servers' logs out of the demo's story unless asked for with `RUST_LOG`.
+fn init_quiet_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(mint_api::env::LOG)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+struct Demo {
+    hub: fakehub::RunningFakeHub,
+    mintd: tokio::task::JoinHandle<anyhow::Result<()>>,
+    stop_mintd: tokio::sync::oneshot::Sender<()>,
+    socket: PathBuf,
+    home: PathBuf,
+    bin: PathBuf,
+    clone: PathBuf,
+}
+
+impl Demo {
+    async fn start(work: &Path) -> anyhow::Result<Self> {
+        println!("mint demo: a sandbox's git, authenticated by mintd, against fakehub (a stand-in GitHub)\n");
+
+        let key = AppKeyPair::generate().context("generating the App's RSA key")?;
+        let hub_config =
+            HubConfig::new(APP_ID, key.public_key_pem(), work.join("github")).with_installation(InstallationConfig {
+                id: INSTALLATION_ID,
+                account: OWNER.into(),
+                repositories: vec![REPO.into(), OTHER_REPO.into()],
+                permissions: [
+                    ("contents", "write"),
+                    ("pull_requests", "write"),
+                    ("metadata", "read"),
+                    ("issues", "write"),
+                    ("administration", "write"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            });
+        let hub = FakeHub::start(hub_config).await.context("starting fakehub")?;
+        hub.create_repo(OWNER, REPO)?;
+        hub.create_repo(OWNER, OTHER_REPO)?;
+        step(
+            "fakehub",
+            &format!(
+                "{} — App {APP_ID}, installation {INSTALLATION_ID} on {OWNER} with {REPO} and {OTHER_REPO}, \
+                 granted contents, pull_requests, issues and administration",
+                hub.url()
+            ),
+        );
+
+        let private = work.join("mintd");
+        std::fs::create_dir_all(&private)?;
+        let key_file = private.join("app-key.pem");
+        write_private(&key_file, key.private_key_pem().as_bytes())?;
+        let socket = private.join("run/mint.sock");
+        let config = mint_daemon::Args {
+            app_id: APP_ID.to_string(),
+            private_key: key_file,
+            installation_id: INSTALLATION_ID,
+            repo: format!("{OWNER}/{REPO}"),
+            socket: socket.clone(),
+            github_url: hub.url(),
+            api_url: Some(hub.url()),
+            permissions: mint_daemon::config::DEFAULT_PERMISSIONS.into(),
+            allow_readable_key: false,
+        }
+        .load()
+        .context("configuring mintd")?;
+        let (stop_mintd, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mintd = tokio::spawn(mint_daemon::run(config, async {
+            let _ = stopped.await;
+        }));
+        wait_for_socket(&socket).await?;
+        step(
+            "mintd",
+            &format!(
+                "serving {OWNER}/{REPO} on {} (App key: RSA-2048, readable only by mintd)",
+                socket.display()
+            ),
+        );
+
+        let home = work.join("home");
+        let bin = work.join("bin");
+        std::fs::create_dir_all(&home)?;
+        std::fs::create_dir_all(&bin)?;
+        let exe = std::env::current_exe().context("finding this program")?;
+        std::os::unix::fs::symlink(&exe, bin.join("git-credential-mint")).context("linking the helper")?;
+        std::fs::write(
+            home.join(".gitconfig"),
+            format!(
+                "[user]\n\tname = Demo Agent\n\temail = agent@example.invalid\n\
+                 [credential \"{url}\"]\n\thelper = mint\n\tuseHttpPath = true\n",
+                url = hub.url()
+            ),
+        )?;
+        step(
+            "git config",
+            &format!(
+                "[credential \"{}\"] helper = mint, useHttpPath = true — nothing else",
+                hub.url()
+            ),
+        );
+        let clone = work.join("hello-world");
+        Ok(Self {
+            hub,
+            mintd,
+            stop_mintd,
+            socket,
+            home,
+            bin,
+            clone,
+        })
+    }
+
+    /// The sandbox's side: plain git commands, as an agent would run them.
+    fn flow(&self) -> anyhow::Result<()> {
+        let url = format!("{}/{OWNER}/{REPO}.git", self.hub.url());
+        self.git(
+            None,
+            &[
+                &"clone".into(),
+                &url.clone().into(),
+                &self.clone.clone().into_os_string(),
+            ],
+        )?;
+        step(
+            "git clone",
+            &format!("{url} (the helper asked mintd; mintd minted a token)"),
+        );
+
+        std::fs::write(self.clone.join("CHANGE.md"), "A change made by the demo agent.\n")?;
+        self.git(Some(&self.clone), &[&"add".into(), &"CHANGE.md".into()])?;
+        self.git(
+            Some(&self.clone),
+            &[&"commit".into(), &"-q".into(), &"-m".into(), &"Add CHANGE.md".into()],
+        )?;
+        step("git commit", "Add CHANGE.md");
+
+        self.git(
+            Some(&self.clone),
+            &[
+                &"push".into(),
+                &"-q".into(),
+                &"origin".into(),
+                &format!("HEAD:refs/heads/{BRANCH}").into(),
+            ],
+        )?;
+        let pushed = Command::new("git")
+            .args(["--git-dir"])
+            .arg(self.hub.repo_path(OWNER, REPO))
+            .args(["rev-parse", "--short", &format!("refs/heads/{BRANCH}")])
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()?;
+        if !pushed.status.success() {
+            bail!("fakehub has no {BRANCH} after the push");
+        }
+        step(
+            "git push",
+            &format!(
+                "{BRANCH} is at {} on fakehub (the same token, from mintd's cache)",
+                String::from_utf8_lossy(&pushed.stdout).trim()
+            ),
+        );
+
+        let other = format!("{}/{OWNER}/{OTHER_REPO}.git", self.hub.url());
+        let refused = self.git_output(None, &[&"ls-remote".into(), &other.into()])?;
+        if refused.status.success() {
+            bail!("git could read {OWNER}/{OTHER_REPO}: the token is not scoped to one repository");
+        }
+        step(
+            "git ls-remote",
+            &format!("{OWNER}/{OTHER_REPO} refused: mintd serves no token for another repository"),
+        );
+
+        println!("\nWhat this showed:");
+        let mints = self.hub.mints();
+        let tokens = self.hub.tokens();
+        if mints.len() != 1 || tokens.len() != 1 {
+            bail!(
+                "expected exactly one mint for the whole flow, fakehub saw {}",
+                mints.len()
+            );
+        }
+        proof("one token minted for clone, push and ls-remote together (fakehub saw 1 mint)");
+        let token = &tokens[0];
+        let mut repos = token.repositories.clone();
+        repos.sort();
+        let perms: Vec<String> = token.permissions.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        if repos != [REPO.to_owned()] || token.permissions.len() != 3 {
+            bail!("the token is wider than asked: {repos:?} {perms:?}");
+        }
+        proof(&format!(
+            "scoped to {OWNER}/{REPO} alone with {} — not the installation's issues or administration",
+            perms.join(", ")
+        ));
+        let (files, found) = search_for_secret(&[&self.home, &self.clone, &self.bin], &token.token)?;
+        if !found.is_empty() {
+            bail!("the token was written to {found:?}");
+        }
+        proof(&format!(
+            "the token is on no disk: searched {files} files under HOME and the clone, including .git"
+        ));
+        Ok(())
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop_mintd.send(());
+        self.mintd.await.context("mintd's task")??;
+        if self.socket.exists() {
+            bail!("mintd left its socket behind");
+        }
+        let revoked = self.hub.tokens().iter().all(|t| t.revoked);
+        if !revoked {
+            bail!("mintd stopped without revoking its token");
+        }
+        proof("mintd stopped: the token was revoked at fakehub and the socket removed");
+        self.hub.shutdown().await;
+        Ok(())
+    }
+
+    fn git_output(&self, dir: Option<&Path>, args: &[&OsString]) -> anyhow::Result<std::process::Output> {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![self.bin.clone()];
+        paths.extend(std::env::split_paths(&path));
+        let mut command = Command::new("git");
+        command
+            .args(args)
+            // The child gets a clean environment: nothing secret can be inherited, and no user config applies.
+            .env_clear()
+            .env("PATH", std::env::join_paths(paths)?)
+            .env("HOME", &self.home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env(mint_api::env::SOCKET, &self.socket)
+            .stdin(Stdio::null());
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
+        command.output().context("running git (is it installed?)")
+    }
+
+    fn git(&self, dir: Option<&Path>, args: &[&OsString]) -> anyhow::Result<()> {
+        let output = self.git_output(dir, args)?;
+        if !output.status.success() {
+            bail!(
+                "git {} failed: {}",
+                args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+}
+
+fn step(name: &str, what: &str) {
+    println!("  {name:<14} {what}");
+}
+
+fn proof(what: &str) {
+    println!("  ✓ {what}");
+}
+
+fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(content)?;
+    Ok(())
+}
+
+async fn wait_for_socket(socket: &Path) -> anyhow::Result<()> {
+    // The socket file appears only once mintd is ready, so its existence is the readiness signal.
+    for _ in 0..500 {
+        if socket.exists() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bail!("mintd did not become ready within 5 s")
+}
+
+/// Every regular file below `roots` whose bytes contain `secret`; and how many files were read.
+fn search_for_secret(roots: &[&Path], secret: &str) -> anyhow::Result<(usize, Vec<PathBuf>)> {
+    let mut files = 0;
+    let mut found = Vec::new();
+    let mut stack: Vec<PathBuf> = roots.iter().map(|p| p.to_path_buf()).collect();
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                stack.push(entry?.path());
+            }
+        } else if meta.is_file() {
+            files += 1;
+            let bytes = std::fs::read(&path)?;
+            if bytes.windows(secret.len()).any(|w| w == secret.as_bytes()) {
+                found.push(path);
+            }
+        }
+    }
+    Ok((files, found))
+}

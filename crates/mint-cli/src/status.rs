@@ -1,0 +1,99 @@
+//! `mint status`: mintd's state in words (or JSON), never a secret.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use mint_api::{Client, Status};
+
+pub(crate) fn run(socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let status = Client::new(socket)
+        .with_timeout(std::time::Duration::from_secs(5))
+        .status()?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &status)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(render(socket, &status).as_bytes())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render(socket: &Path, s: &Status) -> String {
+    let token = match &s.token {
+        Some(t) => format!(
+            "expires {} (in {}), minted {}",
+            t.expires_at,
+            human(t.expires_in_seconds),
+            t.minted_at
+        ),
+        None => "none yet (minted on the first git request)".to_owned(),
+    };
+    format!(
+        "mintd {version} on {socket}, up {uptime}\n\
+         repository    {repo}\n\
+         installation  {inst} (App {app})\n\
+         github        {github} (API {api})\n\
+         permissions   {perms}\n\
+         token         {token}\n\
+         mints         {mints}\n\
+         last error    {error}\n",
+        version = s.version,
+        socket = socket.display(),
+        uptime = human(s.uptime_seconds),
+        repo = s.repository,
+        inst = s.installation_id,
+        app = s.app_id,
+        github = s.github_url,
+        api = s.api_url,
+        perms = s.permissions,
+        mints = s.mints,
+        error = s.last_error.as_deref().unwrap_or("none"),
+    )
+}
+
+fn human(seconds: u64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_field_in_words() {
+        let status = Status {
+            version: "0.1.0".into(),
+            repository: "octo-org/hello-world".into(),
+            installation_id: 42,
+            app_id: "1".into(),
+            github_url: "https://github.com".into(),
+            api_url: "https://api.github.com".into(),
+            permissions: "contents:write,metadata:read,pull_requests:write".into(),
+            token: Some(mint_api::TokenStatus {
+                expires_at: "2026-11-25T03:00:00Z".into(),
+                expires_in_seconds: 3500,
+                minted_at: "2026-11-25T02:00:00Z".into(),
+            }),
+            mints: 1,
+            last_error: None,
+            uptime_seconds: 75,
+        };
+        assert_eq!(
+            render(Path::new("/run/mint/mint.sock"), &status),
+            "mintd 0.1.0 on /run/mint/mint.sock, up 1m15s\n\
+             repository    octo-org/hello-world\n\
+             installation  42 (App 1)\n\
+             github        https://github.com (API https://api.github.com)\n\
+             permissions   contents:write,metadata:read,pull_requests:write\n\
+             token         expires 2026-11-25T03:00:00Z (in 58m20s), minted 2026-11-25T02:00:00Z\n\
+             mints         1\n\
+             last error    none\n"
+        );
+    }
+}
