@@ -1,0 +1,317 @@
+//! A world for end-to-end tests: fakehub on a loopback port, the real `mintd` binary on a temp socket,
+//! a temp HOME whose git config names only the helper, and the real `git`.
+
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use fakehub::{AppKeyPair, Config, FakeHub, InstallationConfig, RunningFakeHub};
+
+pub(crate) const OWNER: &str = "octo-org";
+pub(crate) const REPO: &str = "hello-world";
+pub(crate) const OTHER_REPO: &str = "other-repo";
+pub(crate) const APP_ID: u64 = 7;
+pub(crate) const INSTALLATION_ID: u64 = 42;
+
+/// One App key for the whole test binary: RSA key generation is the slow part of setting up.
+pub(crate) fn app_key() -> &'static AppKeyPair {
+    static KEY: OnceLock<AppKeyPair> = OnceLock::new();
+    KEY.get_or_init(|| AppKeyPair::generate().expect("RSA key generation"))
+}
+
+pub(crate) struct World {
+    /// Runs fakehub's tasks for as long as the world lives.
+    _runtime: tokio::runtime::Runtime,
+    pub(crate) hub: RunningFakeHub,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) home: PathBuf,
+    pub(crate) socket: PathBuf,
+    pub(crate) key_file: PathBuf,
+    pub(crate) log: PathBuf,
+    pub(crate) mintd: Option<Child>,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Options {
+    pub(crate) installation_id: u64,
+    pub(crate) start_mintd: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            installation_id: INSTALLATION_ID,
+            start_mintd: true,
+        }
+    }
+}
+
+impl World {
+    pub(crate) fn start() -> Self {
+        Self::start_with(Options::default())
+    }
+
+    pub(crate) fn start_with(options: Options) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::Builder::new().prefix("mint-it-").tempdir().expect("tempdir");
+        let key = app_key();
+        let config = Config::new(APP_ID, key.public_key_pem(), dir.path().join("github")).with_installation(
+            InstallationConfig {
+                id: INSTALLATION_ID,
+                account: OWNER.into(),
+                repositories: vec![REPO.into(), OTHER_REPO.into()],
+                permissions: [
+                    ("contents", "write"),
+                    ("pull_requests", "write"),
+                    ("metadata", "read"),
+                    ("issues", "write"),
+                    ("administration", "write"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            },
+        );
+        let hub = runtime.block_on(FakeHub::start(config)).expect("fakehub starts");
+        hub.create_repo(OWNER, REPO).expect("repo");
+        hub.create_repo(OWNER, OTHER_REPO).expect("repo");
+
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(&home).expect("home");
+        std::fs::write(
+            home.join(".gitconfig"),
+            format!(
+                "[user]\n\tname = Test Agent\n\temail = agent@example.invalid\n\
+                 [credential \"{}\"]\n\thelper = mint\n\tuseHttpPath = true\n",
+                hub.url()
+            ),
+        )
+        .expect("gitconfig");
+
+        let private = dir.path().join("mintd");
+        std::fs::create_dir_all(&private).expect("dir");
+        let key_file = private.join("app.pem");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key_file)
+            .expect("key file");
+        file.write_all(key.private_key_pem().as_bytes()).expect("write key");
+
+        let mut world = Self {
+            _runtime: runtime,
+            hub,
+            home,
+            socket: private.join("run/mint.sock"),
+            log: private.join("mintd.log"),
+            key_file,
+            dir,
+            mintd: None,
+        };
+        if options.start_mintd {
+            world.spawn_mintd(options.installation_id);
+        }
+        world
+    }
+
+    pub(crate) fn url(&self) -> String {
+        self.hub.url()
+    }
+
+    pub(crate) fn repo_url(&self, name: &str) -> String {
+        format!("{}/{OWNER}/{name}.git", self.url())
+    }
+
+    /// `mintd` with the flags a person would give, logging at debug level to a file.
+    pub(crate) fn mintd_command(&self, installation_id: u64) -> Command {
+        self.mintd_command_for(installation_id, &format!("{OWNER}/{REPO}"))
+    }
+
+    pub(crate) fn mintd_command_for(&self, installation_id: u64, repo: &str) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mintd"));
+        command
+            .arg("--app-id")
+            .arg(APP_ID.to_string())
+            .arg("--private-key")
+            .arg(&self.key_file)
+            .arg("--installation-id")
+            .arg(installation_id.to_string())
+            .arg("--repo")
+            .arg(repo)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--github-url")
+            .arg(self.url())
+            .arg("--api-url")
+            .arg(self.url())
+            .env_clear()
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null());
+        command
+    }
+
+    pub(crate) fn spawn_mintd(&mut self, installation_id: u64) {
+        // A stale socket may sit at the path: readiness is the socket mintd itself creates (a new inode).
+        let stale = std::fs::symlink_metadata(&self.socket).ok().map(|m| m.ino());
+        let log = std::fs::File::create(&self.log).expect("log file");
+        let child = self
+            .mintd_command(installation_id)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("mintd starts");
+        self.mintd = Some(child);
+        let started = Instant::now();
+        while std::fs::symlink_metadata(&self.socket).ok().map(|m| m.ino()) == stale || !self.socket.exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "mintd did not become ready:\n{}",
+                self.mintd_log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub(crate) fn mintd_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The real git, with nothing from the caller's environment: HOME is the test's, the helper is on PATH.
+    pub(crate) fn git(&self, dir: Option<&Path>, args: &[&str]) -> Output {
+        self.git_with_input(dir, args, None)
+    }
+
+    pub(crate) fn git_with_input(&self, dir: Option<&Path>, args: &[&str], input: Option<&str>) -> Output {
+        let mut command = Command::new("git");
+        command.args(args);
+        self.sandbox_env(&mut command);
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
+        run(command, input)
+    }
+
+    /// Asserting variant of [`World::git`].
+    pub(crate) fn git_ok(&self, dir: Option<&Path>, args: &[&str]) -> Output {
+        let output = self.git(dir, args);
+        assert!(
+            output.status.success(),
+            "git {args:?} failed:\n{}\nmintd log:\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            self.mintd_log()
+        );
+        output
+    }
+
+    /// The helper binary alone, fed `input` on stdin, as git would run it.
+    pub(crate) fn helper(&self, action: &str, input: &[u8]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_git-credential-mint"));
+        command.arg("--socket").arg(&self.socket).arg(action).env_clear();
+        run(command, Some(&String::from_utf8_lossy(input)))
+    }
+
+    fn sandbox_env(&self, command: &mut Command) {
+        let helper_dir = Path::new(env!("CARGO_BIN_EXE_git-credential-mint"))
+            .parent()
+            .expect("the helper sits in a directory");
+        let system_path = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![helper_dir.to_path_buf()];
+        paths.extend(std::env::split_paths(&system_path));
+        command
+            .env_clear()
+            .env("PATH", std::env::join_paths(paths).expect("PATH"))
+            .env("HOME", &self.home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("MINT_SOCKET", &self.socket);
+    }
+
+    /// `git credential fill` for our repository; returns the password git got, if any.
+    pub(crate) fn fill(&self, repo: &str) -> Option<String> {
+        let url = self.url();
+        let (protocol, host) = url.split_once("://").expect("url");
+        let input = format!("protocol={protocol}\nhost={host}\npath={OWNER}/{repo}.git\n\n");
+        let output = self.git_with_input(None, &["credential", "fill"], Some(&input));
+        password_of(&output)
+    }
+
+    /// Every file under `roots` whose bytes contain `needle`.
+    pub(crate) fn files_containing(roots: &[&Path], needle: &str) -> (usize, Vec<PathBuf>) {
+        let mut count = 0;
+        let mut found = Vec::new();
+        let mut stack: Vec<PathBuf> = roots.iter().map(|p| p.to_path_buf()).collect();
+        while let Some(path) = stack.pop() {
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                for entry in std::fs::read_dir(&path).expect("read dir") {
+                    stack.push(entry.expect("entry").path());
+                }
+            } else if meta.is_file() {
+                count += 1;
+                let bytes = std::fs::read(&path).expect("read");
+                if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                    found.push(path);
+                }
+            }
+        }
+        (count, found)
+    }
+
+    /// Send SIGTERM to mintd and wait for it to exit; returns the exit status and how long it took.
+    pub(crate) fn stop_mintd(&mut self) -> (std::process::ExitStatus, Duration) {
+        let mut child = self.mintd.take().expect("mintd running");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+        let started = Instant::now();
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return (status, started.elapsed());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "mintd did not stop within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.mintd.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub(crate) fn password_of(output: &Output) -> Option<String> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("password=").map(str::to_owned))
+}
+
+fn run(mut command: Command, input: Option<&str>) -> Output {
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    if let Some(input) = input {
+        // A program may exit without reading everything (e.g. a refused oversized request).
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    drop(stdin);
+    child.wait_with_output().expect("wait")
+}
