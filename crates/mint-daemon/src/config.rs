@@ -44,7 +44,7 @@ pub struct Args {
     /// Where git talks to GitHub: only credential requests for this scheme and host are answered.
     #[arg(long, env = env::GITHUB_URL, value_name = "URL", default_value = "https://github.com")]
     pub github_url: String,
-    /// GitHub's REST API root [default: `https://api.github.com` for github.com, else `<github-url>/api/v3`].
+    /// GitHub's REST API root [default: api.github.com for github.com, else the GitHub URL + /api/v3].
     #[arg(long, env = env::API_URL, value_name = "URL")]
     pub api_url: Option<String>,
     /// Permissions each token asks for, as NAME:LEVEL pairs.
