@@ -2,7 +2,7 @@
 //! a temp HOME whose git config names only the helper, and the real `git`.
 
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -63,21 +63,18 @@ impl World {
         let dir = tempfile::Builder::new().prefix("mint-it-").tempdir().expect("tempdir");
         let key = app_key();
         let config = Config::new(APP_ID, key.public_key_pem(), dir.path().join("github")).with_installation(
-            InstallationConfig {
-                id: INSTALLATION_ID,
-                account: OWNER.into(),
-                repositories: vec![REPO.into(), OTHER_REPO.into()],
-                permissions: [
+            InstallationConfig::new(
+                INSTALLATION_ID,
+                OWNER,
+                &[REPO, OTHER_REPO],
+                &[
                     ("contents", "write"),
                     ("pull_requests", "write"),
                     ("metadata", "read"),
                     ("issues", "write"),
                     ("administration", "write"),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-            },
+                ],
+            ),
         );
         let hub = runtime.block_on(FakeHub::start(config)).expect("fakehub starts");
         hub.create_repo(OWNER, REPO).expect("repo");
@@ -159,8 +156,6 @@ impl World {
     }
 
     pub(crate) fn spawn_mintd(&mut self, installation_id: u64) {
-        // A stale socket may sit at the path: readiness is the socket mintd itself creates (a new inode).
-        let stale = std::fs::symlink_metadata(&self.socket).ok().map(|m| m.ino());
         let log = std::fs::File::create(&self.log).expect("log file");
         let child = self
             .mintd_command(installation_id)
@@ -170,7 +165,8 @@ impl World {
             .expect("mintd starts");
         self.mintd = Some(child);
         let started = Instant::now();
-        while std::fs::symlink_metadata(&self.socket).ok().map(|m| m.ino()) == stale || !self.socket.exists() {
+        // A stale socket file may sit at the path, so existence proves nothing here: wait until it accepts.
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "mintd did not become ready:\n{}",

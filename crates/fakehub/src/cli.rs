@@ -102,20 +102,18 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     for (offset, (owner, names)) in (0u64..).zip(&by_owner) {
-        config = config.with_installation(InstallationConfig {
-            id: args.installation_id + offset,
-            account: owner.clone(),
-            repositories: names.clone(),
-            permissions: [
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        config = config.with_installation(InstallationConfig::new(
+            args.installation_id + offset,
+            owner,
+            &names,
+            &[
                 ("contents", "write"),
                 ("pull_requests", "write"),
                 ("metadata", "read"),
                 ("issues", "write"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
-        });
+            ],
+        ));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {

@@ -30,6 +30,21 @@ pub struct InstallationConfig {
     pub permissions: BTreeMap<String, String>,
 }
 
+impl InstallationConfig {
+    /// An installation on `account` reaching `repositories`, granting `permissions` (`("contents", "write")`, …).
+    pub fn new(id: u64, account: &str, repositories: &[&str], permissions: &[(&str, &str)]) -> Self {
+        Self {
+            id,
+            account: account.to_owned(),
+            repositories: repositories.iter().map(|r| (*r).to_owned()).collect(),
+            permissions: permissions
+                .iter()
+                .map(|(name, level)| ((*name).to_owned(), (*level).to_owned()))
+                .collect(),
+        }
+    }
+}
+
 /// What fakehub pretends GitHub holds.
 #[derive(Debug, Clone)]
 pub struct Config {

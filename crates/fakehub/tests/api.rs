@@ -1,6 +1,5 @@
 //! fakehub answers as GitHub documents: JWT rules, token scoping, the long token format, git over smart HTTP.
 
-use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,19 +17,16 @@ fn key() -> &'static AppKeyPair {
 }
 
 async fn hub(dir: &std::path::Path) -> RunningFakeHub {
-    let config = Config::new(APP_ID, key().public_key_pem(), dir.join("git")).with_installation(InstallationConfig {
-        id: 42,
-        account: "octo-org".into(),
-        repositories: vec!["hello-world".into(), "other".into()],
-        permissions: perms(&[("contents", "write"), ("metadata", "read"), ("pull_requests", "write")]),
-    });
+    let config =
+        Config::new(APP_ID, key().public_key_pem(), dir.join("git")).with_installation(InstallationConfig::new(
+            42,
+            "octo-org",
+            &["hello-world", "other"],
+            &[("contents", "write"), ("metadata", "read"), ("pull_requests", "write")],
+        ));
     let hub = FakeHub::start(config).await.expect("starts");
     hub.create_repo("octo-org", "hello-world").expect("repo");
     hub
-}
-
-fn perms(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 
 fn now() -> i64 {
@@ -88,6 +84,30 @@ async fn mint(hub: &RunningFakeHub, jwt: &str, body: Option<Value>) -> (u16, Val
     )
     .await;
     (status, body)
+}
+
+async fn get_repo(hub: &RunningFakeHub, token: &str) -> (u16, Value) {
+    let (status, _, body) = call(
+        hub,
+        "GET",
+        "/repos/octo-org/hello-world",
+        Some(&format!("token {token}")),
+        None,
+    )
+    .await;
+    (status, body)
+}
+
+async fn revoke(hub: &RunningFakeHub, token: &str) -> u16 {
+    call(
+        hub,
+        "DELETE",
+        "/installation/token",
+        Some(&format!("Bearer {token}")),
+        None,
+    )
+    .await
+    .0
 }
 
 #[tokio::test]
@@ -230,43 +250,13 @@ async fn tokens_have_githubs_long_format_and_can_be_revoked() {
         assert!(seen.insert(token));
     }
     let token = hub.tokens()[0].token.clone();
-    let (status, _, repo) = call(
-        &hub,
-        "GET",
-        "/repos/octo-org/hello-world",
-        Some(&format!("token {token}")),
-        None,
-    )
-    .await;
+    let (status, repo) = get_repo(&hub, &token).await;
     assert_eq!((status, repo["default_branch"].as_str()), (200, Some("main")));
-    let (status, _, _) = call(
-        &hub,
-        "DELETE",
-        "/installation/token",
-        Some(&format!("Bearer {token}")),
-        None,
-    )
-    .await;
-    assert_eq!(status, 204);
+    assert_eq!(revoke(&hub, &token).await, 204);
     assert!(hub.tokens()[0].revoked);
-    let (status, _, body) = call(
-        &hub,
-        "GET",
-        "/repos/octo-org/hello-world",
-        Some(&format!("token {token}")),
-        None,
-    )
-    .await;
+    let (status, body) = get_repo(&hub, &token).await;
     assert_eq!((status, body["message"].as_str()), (401, Some("Bad credentials")));
-    let (status, _, _) = call(
-        &hub,
-        "DELETE",
-        "/installation/token",
-        Some(&format!("Bearer {token}")),
-        None,
-    )
-    .await;
-    assert_eq!(status, 401, "revoking twice: already dead");
+    assert_eq!(revoke(&hub, &token).await, 401, "revoking twice: already dead");
 }
 
 #[tokio::test]

@@ -104,16 +104,14 @@ impl Rig {
             .build()?;
         let work = tempfile::Builder::new().prefix("mint-bench-").tempdir()?;
         let key = AppKeyPair::generate()?;
-        let config =
-            Config::new(1, key.public_key_pem(), work.path().join("github")).with_installation(InstallationConfig {
-                id: 42,
-                account: OWNER.into(),
-                repositories: vec![REPO.into()],
-                permissions: [("contents", "write"), ("pull_requests", "write"), ("metadata", "read")]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect(),
-            });
+        let config = Config::new(1, key.public_key_pem(), work.path().join("github")).with_installation(
+            InstallationConfig::new(
+                42,
+                OWNER,
+                &[REPO],
+                &[("contents", "write"), ("pull_requests", "write"), ("metadata", "read")],
+            ),
+        );
         let hub = runtime.block_on(FakeHub::start(config))?;
         let url = hub.url();
         let key_file = work.path().join("app.pem");
@@ -192,7 +190,6 @@ impl Rig {
         }
         Ok(())
     }
-
 
     fn cache_socket(&self) -> PathBuf {
         self.work.path().join("cache/socket")

@@ -61,22 +61,20 @@ impl Demo {
         println!("mint demo: a sandbox's git, authenticated by mintd, against fakehub (a stand-in GitHub)\n");
 
         let key = AppKeyPair::generate().context("generating the App's RSA key")?;
-        let hub_config =
-            HubConfig::new(APP_ID, key.public_key_pem(), work.join("github")).with_installation(InstallationConfig {
-                id: INSTALLATION_ID,
-                account: OWNER.into(),
-                repositories: vec![REPO.into(), OTHER_REPO.into()],
-                permissions: [
+        let hub_config = HubConfig::new(APP_ID, key.public_key_pem(), work.join("github")).with_installation(
+            InstallationConfig::new(
+                INSTALLATION_ID,
+                OWNER,
+                &[REPO, OTHER_REPO],
+                &[
                     ("contents", "write"),
                     ("pull_requests", "write"),
                     ("metadata", "read"),
                     ("issues", "write"),
                     ("administration", "write"),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-            });
+                ],
+            ),
+        );
         let hub = FakeHub::start(hub_config).await.context("starting fakehub")?;
         hub.create_repo(OWNER, REPO)?;
         hub.create_repo(OWNER, OTHER_REPO)?;
