@@ -23,13 +23,23 @@ fn main() -> anyhow::Result<()> {
     let rig = Rig::start()?;
     let mut fill = Scenario::new(
         "warm `git credential fill`",
-        &["git-credential-mint", "git credential-cache", "git credential-store"],
+        &[
+            "helper = mint",
+            "helper = /abs/git-credential-mint",
+            "git credential-cache",
+            "git credential-store",
+        ],
     );
     let mut alone = Scenario::new(
         "helper process alone (`get` on stdin)",
         &["git-credential-mint get", "git credential-cache get", "/bin/true"],
     );
-    let helpers = ["mint".to_owned(), rig.cache_helper(), rig.store_helper()];
+    let helpers = [
+        "mint".to_owned(),
+        rig.bin_dir.join("git-credential-mint").display().to_string(),
+        rig.cache_helper(),
+        rig.store_helper(),
+    ];
     for _ in 0..n {
         for (i, helper) in helpers.iter().enumerate() {
             fill.time(i, || {
@@ -175,7 +185,7 @@ impl Rig {
     fn prime(&self) -> anyhow::Result<()> {
         std::fs::create_dir_all(self.work.path().join("store"))?;
         let approve = format!(
-            "{}username=x-access-token\npassword={}\n\n",
+            "{}\nusername=x-access-token\npassword={}\n\n",
             self.request.trim_end(),
             "x".repeat(520)
         );
@@ -252,13 +262,13 @@ impl Scenario {
 
     fn print(&mut self) {
         println!("\n{}", self.title);
-        println!("  {:<28} {:>10} {:>10} {:>12}", "", "median", "p95", "vs first");
+        println!("  {:<36} {:>10} {:>10} {:>14}", "", "median", "p95", "÷ first row");
         let first = median(&mut self.samples[0].clone());
         for (name, samples) in self.names.iter().zip(&mut self.samples) {
             let med = median(samples);
             let p95 = percentile(samples, 95);
             println!(
-                "  {name:<28} {:>8.2}ms {:>8.2}ms {:>11.2}x",
+                "  {name:<36} {:>8.2}ms {:>8.2}ms {:>13.2}x",
                 ms(med),
                 ms(p95),
                 med.as_secs_f64() / first.as_secs_f64()
