@@ -1,5 +1,6 @@
 //! The GitHub App as mint uses it: mint a scoped token, check GitHub granted no more, revoke it.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, Method, StatusCode};
@@ -26,11 +27,52 @@ pub struct App {
     id: AppId,
     key: AppKey,
     client: GitHubClient,
+    /// Seconds to add to this machine's clock to get GitHub's, learnt from a 401's `Date` header.
+    clock_offset: AtomicI64,
 }
+
+/// A difference between GitHub's clock and ours below this is noise (the `Date` header has 1 s resolution,
+/// and the JWT is backdated 60 s anyway).
+const SKEW_TOLERANCE: Duration = Duration::from_secs(30);
 
 impl App {
     pub fn new(id: AppId, key: AppKey, client: GitHubClient) -> Self {
-        Self { id, key, client }
+        Self {
+            id,
+            key,
+            client,
+            clock_offset: AtomicI64::new(0),
+        }
+    }
+
+    /// GitHub's idea of now, as far as we know it.
+    fn github_now(&self) -> SystemTime {
+        shift(SystemTime::now(), self.clock_offset.load(Ordering::Relaxed))
+    }
+
+    /// The seconds currently added to the local clock when signing JWTs.
+    pub fn clock_offset(&self) -> i64 {
+        self.clock_offset.load(Ordering::Relaxed)
+    }
+
+    /// After a 401 on the App JWT: if GitHub's `Date` shows our clock is off, adopt GitHub's clock for
+    /// signing and say so (the caller then retries once). `false` means the 401 is about the key or id.
+    pub fn correct_clock(&self, server_date: SystemTime) -> bool {
+        let local = SystemTime::now();
+        let offset = match server_date.duration_since(local) {
+            Ok(ahead) => i64::try_from(ahead.as_secs()).unwrap_or(i64::MAX),
+            Err(behind) => -i64::try_from(behind.duration().as_secs()).unwrap_or(i64::MAX),
+        };
+        let current = self.clock_offset.load(Ordering::Relaxed);
+        if offset.abs_diff(current) < SKEW_TOLERANCE.as_secs() {
+            return false;
+        }
+        tracing::warn!(
+            offset_s = offset,
+            "this machine's clock differs from GitHub's; signing App JWTs with GitHub's time (fix NTP on this host)"
+        );
+        self.clock_offset.store(offset, Ordering::Relaxed);
+        true
     }
 
     pub fn id(&self) -> &AppId {
@@ -57,7 +99,7 @@ impl App {
         };
         let jwt = self
             .key
-            .jwt(&self.id, SystemTime::now())
+            .jwt(&self.id, self.github_now())
             .map_err(|e| GithubError::Jwt(e.to_string()))?;
         let request = TokenRequest {
             repositories: vec![name.to_owned()],
@@ -79,11 +121,7 @@ impl App {
             return Err(self.mint_error(&op, installation_id, &full_name, permissions, &response));
         }
         let mut minted = decode_minted(&op, &response.body)?;
-        minted.server_date = response
-            .headers
-            .get(http::header::DATE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| httpdate::parse_http_date(v).ok());
+        minted.server_date = server_date(&response.headers);
         if let Err(scope) = check_scope(&minted, &full_name, permissions) {
             // Never serve a token wider than asked; and do not leave it alive either.
             if let Err(e) = self.revoke(&minted.token).await {
@@ -164,6 +202,7 @@ impl App {
                 app_id: self.id.to_string(),
                 status: 401,
                 message,
+                server_date: server_date(&response.headers),
             },
             StatusCode::FORBIDDEN if message.to_ascii_lowercase().contains("suspended") => {
                 GithubError::InstallationSuspended {
@@ -268,6 +307,18 @@ fn rate_limit(op: &Operation, response: &RawResponse) -> Option<GithubError> {
         retry_after,
         message: message_of(response),
     })
+}
+
+fn server_date(headers: &HeaderMap) -> Option<SystemTime> {
+    headers
+        .get(http::header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+}
+
+fn shift(t: SystemTime, seconds: i64) -> SystemTime {
+    let by = Duration::from_secs(seconds.unsigned_abs());
+    if seconds >= 0 { t + by } else { t - by }
 }
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {

@@ -46,6 +46,8 @@ pub enum GithubError {
         app_id: String,
         status: u16,
         message: String,
+        /// GitHub's `Date` on the 401: lets the caller tell a skewed clock from a wrong key.
+        server_date: Option<std::time::SystemTime>,
     },
     #[error(
         "repository {repo} is not selected for installation {installation_id} ({message}): add it under the installation's \"Repository access\", or reconnect GitHub with it"
@@ -83,6 +85,12 @@ pub enum GithubError {
     Scope(#[from] crate::ScopeError),
     #[error("could not sign the App JWT: {0}")]
     Jwt(String),
+    #[error("{last} (gave up after {attempts} attempts over {} s)", elapsed.as_secs())]
+    GaveUp {
+        attempts: u32,
+        elapsed: Duration,
+        last: Box<GithubError>,
+    },
 }
 
 fn retry_hint(retry_after: Option<Duration>) -> String {
@@ -96,7 +104,10 @@ impl GithubError {
     /// Whether trying again later can succeed without anyone changing anything.
     pub fn is_transient(&self) -> bool {
         match self {
-            GithubError::Unreachable { .. } | GithubError::Timeout { .. } | GithubError::RateLimited { .. } => true,
+            GithubError::Unreachable { .. }
+            | GithubError::Timeout { .. }
+            | GithubError::RateLimited { .. }
+            | GithubError::GaveUp { .. } => true,
             GithubError::Status { status, .. } => *status >= 500,
             _ => false,
         }
@@ -119,6 +130,7 @@ impl GithubError {
             GithubError::BadResponse { .. } => "bad_response",
             GithubError::Scope(_) => "scope_exceeded",
             GithubError::Jwt(_) => "jwt",
+            GithubError::GaveUp { last, .. } => last.reason(),
         }
     }
 }
