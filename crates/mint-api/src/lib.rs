@@ -42,6 +42,9 @@ pub mod route {
     pub const STATUS: &str = "/v1/status";
     /// `GET`: 200 `ok` once serving.
     pub const HEALTHZ: &str = "/healthz";
+    /// `GET`: Prometheus text: mints by outcome and reason, cache hits, retries, revocations, erases,
+    /// declined requests, a `get` latency histogram, the token's seconds of life left.
+    pub const METRICS: &str = "/metrics";
 }
 
 /// Requests to mintd carry at most this much body (git's credential requests are a few hundred bytes).

@@ -102,6 +102,7 @@ impl Demo {
             api_url: Some(hub.url()),
             permissions: mint_daemon::config::DEFAULT_PERMISSIONS.into(),
             allow_readable_key: false,
+            log_format: mint_daemon::config::LogFormat::Text,
         }
         .load()
         .context("configuring mintd")?;

@@ -3,6 +3,7 @@
 //!
 //! All timing uses `tokio::time`, so the schedule is tested with paused time.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -11,12 +12,20 @@ use mint_github::{GithubError, InstallationToken, MintedToken};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::metrics::Metrics;
+
 /// Never hand out a token with less than this left (older git ignores `password_expiry_utc`).
 pub const SERVE_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// Start minting the next token when the current one has less than this left.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(10 * 60);
 /// After a failed background refresh, try again after this long (sooner if the token runs short).
 const REFRESH_RETRY: Duration = Duration::from_secs(15);
+/// A failure no retry can fix (uninstalled App, bad key) is repeated to callers for this long without asking
+/// GitHub again, so a loop of git commands does not hammer it.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(10);
+/// git erases a token after any 401; honour that at most once per this interval, since a just-minted token
+/// can briefly 401 while GitHub propagates it and re-minting would only make more of them.
+pub const ERASE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Where tokens come from: the GitHub App in production, a counter in unit tests.
 pub trait Minter: Send + Sync + 'static {
@@ -79,14 +88,16 @@ pub struct MintFailure {
     pub message: String,
     pub reason: &'static str,
     pub transient: bool,
+    at: Instant,
 }
 
-impl From<&GithubError> for MintFailure {
-    fn from(e: &GithubError) -> Self {
+impl MintFailure {
+    fn new(e: &GithubError, at: Instant) -> Self {
         Self {
             message: e.to_string(),
             reason: e.reason(),
             transient: e.is_transient(),
+            at,
         }
     }
 }
@@ -100,6 +111,8 @@ struct State {
     mints: u64,
     /// Every token minted and not yet expired, for revocation at shutdown.
     live: Vec<Arc<Cached>>,
+    /// When git last made us drop a token.
+    last_erase: Option<Instant>,
 }
 
 /// Counters for status and metrics.
@@ -111,6 +124,7 @@ pub struct CacheStats {
 
 pub struct TokenCache<M> {
     minter: M,
+    metrics: Arc<Metrics>,
     state: Mutex<State>,
     /// Held while minting: concurrent cold `get`s queue here and find the token when they get it.
     mint_lock: tokio::sync::Mutex<()>,
@@ -119,9 +133,10 @@ pub struct TokenCache<M> {
 }
 
 impl<M: Minter> TokenCache<M> {
-    pub fn new(minter: M) -> Self {
+    pub fn new(minter: M, metrics: Arc<Metrics>) -> Self {
         Self {
             minter,
+            metrics,
             state: Mutex::new(State::default()),
             mint_lock: tokio::sync::Mutex::new(()),
             changed: watch::Sender::new(0),
@@ -139,10 +154,22 @@ impl<M: Minter> TokenCache<M> {
 
     /// A token with enough life left for a request that passed the policy. Once warm, this never waits.
     pub async fn get(&self, _approved: &Approved) -> Result<Arc<Cached>, Arc<MintFailure>> {
-        if let Some(token) = self.fresh(Instant::now()) {
+        let now = Instant::now();
+        if let Some(token) = self.fresh(now) {
+            self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(token);
         }
-        let attempts_before = self.state().attempts;
+        let attempts_before = {
+            let state = self.state();
+            if let Some(error) = state
+                .last_error
+                .as_ref()
+                .filter(|e| !e.transient && now < e.at + NEGATIVE_TTL)
+            {
+                return Err(error.clone());
+            }
+            state.attempts
+        };
         let _minting = self.mint_lock.lock().await;
         if let Some(token) = self.fresh(Instant::now()) {
             return Ok(token);
@@ -175,6 +202,7 @@ impl<M: Minter> TokenCache<M> {
                 );
                 state.mints += 1;
                 state.last_error = None;
+                self.metrics.mint_succeeded();
                 state.live.retain(|c| c.expires > now);
                 state.live.push(cached.clone());
                 state.current = Some(cached.clone());
@@ -184,7 +212,8 @@ impl<M: Minter> TokenCache<M> {
             }
             Err(e) => {
                 tracing::warn!(error = %e, reason = e.reason(), "could not mint an installation token");
-                let failure = Arc::new(MintFailure::from(&e));
+                self.metrics.mint_failed(e.reason());
+                let failure = Arc::new(MintFailure::new(&e, now));
                 state.last_error = Some(failure.clone());
                 Err(failure)
             }
@@ -193,18 +222,28 @@ impl<M: Minter> TokenCache<M> {
 
     /// git reported this password as failing. If it is the token being served, stop serving it.
     pub fn erase(&self, erase: &EraseApproved) -> bool {
+        let now = Instant::now();
         let mut state = self.state();
         let is_current = state
             .current
             .as_ref()
             .is_some_and(|c| c.token.matches(erase.password()));
-        if is_current {
-            state.current = None;
-            drop(state);
-            tracing::info!("git reported the served token as failing; the next request mints a new one");
-            self.changed.send_modify(|g| *g += 1);
+        if !is_current {
+            return false;
         }
-        is_current
+        if state.last_erase.is_some_and(|at| now < at + ERASE_INTERVAL) {
+            tracing::info!(
+                "git reported the served token as failing again within seconds; keeping it (GitHub may still be propagating it)"
+            );
+            return false;
+        }
+        state.current = None;
+        state.last_erase = Some(now);
+        drop(state);
+        self.metrics.erases.fetch_add(1, Ordering::Relaxed);
+        tracing::info!("git reported the served token as failing; the next request mints a new one");
+        self.changed.send_modify(|g| *g += 1);
+        true
     }
 
     /// Keep the token fresh: mint its successor once it is within the refresh margin. Runs until dropped.
@@ -261,7 +300,10 @@ impl<M: Minter> TokenCache<M> {
         let mut revoked = 0;
         for cached in live.iter().filter(|c| c.expires > now) {
             match self.minter.revoke(&cached.token).await {
-                Ok(()) => revoked += 1,
+                Ok(()) => {
+                    revoked += 1;
+                    self.metrics.revocations.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(e) => tracing::warn!(error = %e, "could not revoke a token; it expires on its own"),
             }
         }
@@ -296,6 +338,7 @@ mod tests {
         lifetime: Duration,
         latency: Duration,
         fail: std::sync::atomic::AtomicBool,
+        uninstalled: std::sync::atomic::AtomicBool,
     }
 
     impl Counting {
@@ -306,6 +349,7 @@ mod tests {
                 lifetime,
                 latency,
                 fail: false.into(),
+                uninstalled: false.into(),
             }
         }
     }
@@ -314,6 +358,9 @@ mod tests {
         async fn mint(&self) -> Result<MintedToken, GithubError> {
             tokio::time::sleep(self.latency).await;
             let n = self.mints.fetch_add(1, Ordering::SeqCst) + 1;
+            if self.uninstalled.load(Ordering::SeqCst) {
+                return Err(GithubError::InstallationNotFound { installation_id: 42 });
+            }
             if self.fail.load(Ordering::SeqCst) {
                 return Err(GithubError::Status {
                     op: mint_github::Operation::Revoke,
@@ -350,7 +397,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn concurrent_cold_gets_cause_one_mint() {
         let minter = Arc::new(Counting::new(HOUR, Duration::from_millis(500)));
-        let cache = Arc::new(TokenCache::new(minter.clone()));
+        let cache = Arc::new(TokenCache::new(minter.clone(), Arc::default()));
         let results = concurrent_gets(&cache, 64).await;
         assert_eq!(minter.mints.load(Ordering::SeqCst), 1);
         assert_eq!(results.len(), 64);
@@ -361,7 +408,7 @@ mod tests {
     async fn concurrent_cold_gets_share_one_failure() {
         let minter = Arc::new(Counting::new(HOUR, Duration::from_millis(500)));
         minter.fail.store(true, Ordering::SeqCst);
-        let cache = Arc::new(TokenCache::new(minter.clone()));
+        let cache = Arc::new(TokenCache::new(minter.clone(), Arc::default()));
         let results = concurrent_gets(&cache, 16).await;
         assert_eq!(
             minter.mints.load(Ordering::SeqCst),
@@ -375,7 +422,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn serves_until_five_minutes_are_left_and_refreshes_before() {
         let minter = Arc::new(Counting::new(HOUR, Duration::from_millis(200)));
-        let cache = Arc::new(TokenCache::new(minter.clone()));
+        let cache = Arc::new(TokenCache::new(minter.clone(), Arc::default()));
         let refresher = tokio::spawn({
             let cache = cache.clone();
             async move { cache.refresh_loop().await }
@@ -411,7 +458,7 @@ mod tests {
     async fn never_serves_a_token_with_under_five_minutes_left() {
         // No refresher: the only way to a new token is a get that finds the old one too short.
         let minter = Arc::new(Counting::new(HOUR, Duration::ZERO));
-        let cache = TokenCache::new(minter.clone());
+        let cache = TokenCache::new(minter.clone(), Arc::default());
         let ok = approved();
         cache.get(&ok).await.expect("mints");
         tokio::time::sleep(Duration::from_secs(55 * 60 - 1)).await;
@@ -423,7 +470,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn short_lived_tokens_refresh_without_a_burst() {
         let minter = Arc::new(Counting::new(Duration::from_secs(120), Duration::from_millis(100)));
-        let cache = Arc::new(TokenCache::new(minter.clone()));
+        let cache = Arc::new(TokenCache::new(minter.clone(), Arc::default()));
         let refresher = tokio::spawn({
             let cache = cache.clone();
             async move { cache.refresh_loop().await }
@@ -443,7 +490,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn erase_of_the_served_token_mints_anew_and_foreign_erase_does_nothing() {
         let minter = Arc::new(Counting::new(HOUR, Duration::ZERO));
-        let cache = TokenCache::new(minter.clone());
+        let cache = TokenCache::new(minter.clone(), Arc::default());
         let ok = approved();
         cache.get(&ok).await.expect("mints");
         let target = Target::new("https://github.com", "o/r".parse().expect("valid")).expect("valid");
@@ -470,7 +517,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_failed_refresh_keeps_serving_the_old_token_and_retries() {
         let minter = Arc::new(Counting::new(HOUR, Duration::ZERO));
-        let cache = Arc::new(TokenCache::new(minter.clone()));
+        let cache = Arc::new(TokenCache::new(minter.clone(), Arc::default()));
         let refresher = tokio::spawn({
             let cache = cache.clone();
             async move { cache.refresh_loop().await }
@@ -489,6 +536,49 @@ mod tests {
         assert_ne!(token.token.expose(), "ghs_test_1");
         assert!(cache.stats().last_error.is_none());
         refresher.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_failures_are_repeated_without_asking_github_for_ten_seconds() {
+        let minter = Arc::new(Counting::new(HOUR, Duration::ZERO));
+        minter.uninstalled.store(true, Ordering::SeqCst);
+        let cache = TokenCache::new(minter.clone(), Arc::default());
+        let ok = approved();
+        for _ in 0..20 {
+            let failure = cache.get(&ok).await.expect_err("uninstalled");
+            assert!(failure.message.contains("installation 42 not found"));
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        // 8 s of a git loop: one question to GitHub. Past the 10 s, it asks again.
+        assert_eq!(minter.mints.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(NEGATIVE_TTL).await;
+        minter.uninstalled.store(false, Ordering::SeqCst);
+        assert!(cache.get(&ok).await.is_ok(), "reinstalled: served again");
+        assert_eq!(minter.mints.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn erases_cause_at_most_one_re_mint_per_interval() {
+        let minter = Arc::new(Counting::new(HOUR, Duration::ZERO));
+        let cache = TokenCache::new(minter.clone(), Arc::default());
+        let target = Target::new("https://github.com", "o/r".parse().expect("valid")).expect("valid");
+        let ok = approved();
+        let erase_current = |token: &str| {
+            let req = Request::decode(format!("protocol=https\nhost=github.com\npassword={token}\n").as_bytes())
+                .expect("decodes");
+            cache.erase(&target.check_erase(&req).expect("approved"))
+        };
+        let first = cache.get(&ok).await.expect("mints").token.expose().to_owned();
+        assert!(erase_current(&first));
+        let second = cache.get(&ok).await.expect("mints").token.expose().to_owned();
+        // The fresh token 401s too (GitHub still propagating it): git erases again at once. Keep it.
+        assert!(!erase_current(&second));
+        assert_eq!(cache.get(&ok).await.expect("kept").token.expose(), second);
+        tokio::time::sleep(ERASE_INTERVAL).await;
+        assert!(erase_current(&second));
+        assert_eq!(minter.mints.load(Ordering::SeqCst), 2);
+        cache.get(&ok).await.expect("mints");
+        assert_eq!(minter.mints.load(Ordering::SeqCst), 3);
     }
 
     /// Run `n` concurrent gets on their own tasks and collect the tokens (or failures) they got.

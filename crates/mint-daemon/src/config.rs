@@ -53,6 +53,18 @@ pub struct Args {
     /// Accept a private key file that group or others can read (e.g. a Kubernetes Secret mounted 0644).
     #[arg(long, env = "MINT_ALLOW_READABLE_KEY")]
     pub allow_readable_key: bool,
+    /// Log format on stderr (levels are filtered by the `RUST_LOG` variable; default info).
+    #[arg(long, env = "MINT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How mintd writes its logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// A validated configuration. Holds the parsed key; nothing here prints a secret.

@@ -3,6 +3,8 @@
 
 pub mod cache;
 pub mod config;
+pub mod metrics;
+pub mod retry;
 pub mod server;
 pub mod socket;
 
@@ -29,6 +31,7 @@ pub const EXIT_CONFIG: u8 = 64;
 pub struct Daemon {
     pub(crate) target: Target,
     pub(crate) cache: TokenCache<AppMinter>,
+    pub(crate) metrics: Arc<metrics::Metrics>,
     pub(crate) installation_id: u64,
     pub(crate) app_id: String,
     pub(crate) github_url: String,
@@ -43,14 +46,38 @@ pub struct AppMinter {
     installation_id: u64,
     target: Target,
     permissions: Permissions,
+    retry: retry::RetryPolicy,
+    metrics: Arc<metrics::Metrics>,
+}
+
+impl AppMinter {
+    async fn mint_with_retries(&self) -> Result<MintedToken, GithubError> {
+        let repo = self.target.repo();
+        retry::with_retries(
+            self.retry,
+            || {
+                self.app
+                    .mint(self.installation_id, repo.owner(), repo.name(), &self.permissions)
+            },
+            |error, wait| {
+                self.metrics.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(error = %error, retry_in_ms = wait.as_millis(), "GitHub failed; retrying");
+            },
+        )
+        .await
+    }
 }
 
 impl cache::Minter for AppMinter {
     async fn mint(&self) -> Result<MintedToken, GithubError> {
-        let repo = self.target.repo();
-        self.app
-            .mint(self.installation_id, repo.owner(), repo.name(), &self.permissions)
-            .await
+        match self.mint_with_retries().await {
+            // A 401 whose Date shows our clock is off: sign with GitHub's time and try once more.
+            Err(GithubError::BadAppCredentials {
+                server_date: Some(date),
+                ..
+            }) if self.app.correct_clock(date) => self.mint_with_retries().await,
+            other => other,
+        }
     }
 
     async fn revoke(&self, token: &InstallationToken) -> Result<(), GithubError> {
@@ -64,15 +91,19 @@ impl Daemon {
             .map_err(|e| anyhow::anyhow!("--api-url (or {}): {e}", mint_api::env::API_URL))?;
         let app_id = config.app_id.to_string();
         let permissions = config.permissions.to_string();
+        let metrics = Arc::new(metrics::Metrics::default());
         let minter = AppMinter {
             app: App::new(config.app_id, config.key, client),
             installation_id: config.installation_id,
             target: config.target.clone(),
             permissions: config.permissions,
+            retry: retry::RetryPolicy::default(),
+            metrics: metrics.clone(),
         };
         Ok(Arc::new(Self {
             target: config.target,
-            cache: TokenCache::new(minter),
+            cache: TokenCache::new(minter, metrics.clone()),
+            metrics,
             installation_id: config.installation_id,
             app_id,
             github_url: config.github_url,
@@ -128,7 +159,7 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    init_tracing();
+    init_tracing(args.log_format);
     let config = match args.load() {
         Ok(config) => config,
         Err(e) => {
@@ -153,15 +184,17 @@ pub fn main() -> ExitCode {
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`). Never a secret: secrets are redacting types.
-pub fn init_tracing() {
+pub fn init_tracing(format: config::LogFormat) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env(mint_api::env::LOG)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        config::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        config::LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 /// Resolves on SIGTERM (how containers are stopped) or SIGINT.

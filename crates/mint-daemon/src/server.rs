@@ -72,6 +72,7 @@ async fn handle(daemon: &Daemon, req: Request<Incoming>) -> Response<Full<Bytes>
             }
         }
         (&Method::GET, route::STATUS) => status(daemon),
+        (&Method::GET, route::METRICS) => metrics(daemon),
         (&Method::GET, route::HEALTHZ) => text(StatusCode::OK, "ok\n"),
         (
             _,
@@ -79,6 +80,9 @@ async fn handle(daemon: &Daemon, req: Request<Incoming>) -> Response<Full<Bytes>
         ) => refusal(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route"),
         _ => refusal(StatusCode::NOT_FOUND, "no such route: see docs/local-api.md"),
     };
+    if route_name == route::CREDENTIAL_GET {
+        daemon.metrics.observe_get(started.elapsed());
+    }
     tracing::debug!(
         route = %route_name,
         status = response.status().as_u16(),
@@ -123,6 +127,10 @@ async fn credential(daemon: &Daemon, action: &str, body: &[u8]) -> Response<Full
     let approved = match daemon.target.check_get(&request) {
         Ok(approved) => approved,
         Err(decline) => {
+            daemon
+                .metrics
+                .declined
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(reason = %decline, "declined a credential request");
             return empty(StatusCode::NO_CONTENT, Some(&decline.to_string()));
         }
@@ -181,6 +189,15 @@ fn status(daemon: &Daemon) -> Response<Full<Bytes>> {
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body)))
+        .expect("static headers are valid")
+}
+
+fn metrics(daemon: &Daemon) -> Response<Full<Bytes>> {
+    let life = daemon.cache.current().map(|c| c.remaining(Instant::now()).as_secs());
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+        .body(Full::new(Bytes::from(daemon.metrics.render(life))))
         .expect("static headers are valid")
 }
 

@@ -1,0 +1,157 @@
+//! What mintd is doing, as counters and a latency histogram, served as Prometheus text on `GET /metrics`.
+//!
+//! A handful of atomics rendered by hand: a metrics framework would outweigh what it carries here.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the `get` latency buckets: a warm get is well under a millisecond, a cold one
+/// waits on GitHub.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 20.0,
+];
+
+#[derive(Default)]
+pub struct Metrics {
+    mints_ok: AtomicU64,
+    mint_failures: Mutex<BTreeMap<&'static str, u64>>,
+    pub(crate) cache_hits: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) revocations: AtomicU64,
+    pub(crate) erases: AtomicU64,
+    pub(crate) declined: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn mint_succeeded(&self) {
+        self.mints_ok.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn mint_failed(&self, reason: &'static str) {
+        let mut failures = self
+            .mint_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *failures.entry(reason).or_default() += 1;
+    }
+
+    pub(crate) fn observe_get(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            if seconds <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us
+            .fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition; `token_life_left` is the current token's remaining seconds.
+    pub fn render(&self, token_life_left: Option<u64>) -> String {
+        let mut out = String::with_capacity(2048);
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP mint_mints_total Installation tokens requested from GitHub, by outcome."
+        );
+        let _ = writeln!(out, "# TYPE mint_mints_total counter");
+        let _ = writeln!(out, "mint_mints_total{{outcome=\"success\"}} {}", load(&self.mints_ok));
+        let failures = self
+            .mint_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (reason, n) in failures.iter() {
+            let _ = writeln!(out, "mint_mints_total{{outcome=\"failure\",reason=\"{reason}\"}} {n}");
+        }
+        drop(failures);
+        for (name, help, counter) in [
+            (
+                "mint_cache_hits_total",
+                "Credential gets answered from the cached token.",
+                &self.cache_hits,
+            ),
+            (
+                "mint_retries_total",
+                "Requests to GitHub retried after a transient failure.",
+                &self.retries,
+            ),
+            ("mint_revocations_total", "Tokens revoked at GitHub.", &self.revocations),
+            (
+                "mint_erases_total",
+                "Tokens dropped because git reported them failing.",
+                &self.erases,
+            ),
+            (
+                "mint_declined_total",
+                "Credential requests refused by the policy.",
+                &self.declined,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                load(counter)
+            );
+        }
+        let _ = writeln!(out, "# HELP mint_get_duration_seconds Time to answer a credential get.");
+        let _ = writeln!(out, "# TYPE mint_get_duration_seconds histogram");
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            let _ = writeln!(
+                out,
+                "mint_get_duration_seconds_bucket{{le=\"{bound}\"}} {}",
+                load(bucket)
+            );
+        }
+        let count = load(&self.latency_count);
+        let _ = writeln!(out, "mint_get_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
+        #[expect(clippy::cast_precision_loss, reason = "microsecond sums stay far below 2^52")]
+        let sum = load(&self.latency_sum_us) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "mint_get_duration_seconds_sum {sum}\nmint_get_duration_seconds_count {count}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP mint_token_life_seconds Seconds of life left on the token being served."
+        );
+        let _ = writeln!(out, "# TYPE mint_token_life_seconds gauge");
+        let _ = writeln!(out, "mint_token_life_seconds {}", token_life_left.unwrap_or(0));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.mint_succeeded();
+        m.mint_failed("installation_not_found");
+        m.mint_failed("installation_not_found");
+        m.observe_get(Duration::from_micros(300));
+        m.observe_get(Duration::from_millis(700));
+        let text = m.render(Some(3500));
+        for line in [
+            "mint_mints_total{outcome=\"success\"} 1",
+            "mint_mints_total{outcome=\"failure\",reason=\"installation_not_found\"} 2",
+            "mint_get_duration_seconds_bucket{le=\"0.00025\"} 0",
+            "mint_get_duration_seconds_bucket{le=\"0.0005\"} 1",
+            "mint_get_duration_seconds_bucket{le=\"1\"} 2",
+            "mint_get_duration_seconds_bucket{le=\"+Inf\"} 2",
+            "mint_get_duration_seconds_count 2",
+            "mint_token_life_seconds 3500",
+            "# TYPE mint_retries_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
+}
