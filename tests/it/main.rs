@@ -2,6 +2,7 @@
 //! One test binary (not one per file) so the workspace links it once.
 
 mod daemon;
+mod faults;
 mod git_flow;
 mod policy;
 mod support;

@@ -156,9 +156,19 @@ impl World {
     }
 
     pub(crate) fn spawn_mintd(&mut self, installation_id: u64) {
+        self.spawn(self.mintd_command(installation_id));
+    }
+
+    /// Start mintd for the default installation with extra flags.
+    pub(crate) fn spawn_mintd_with(&mut self, extra: &[&str]) {
+        let mut command = self.mintd_command(INSTALLATION_ID);
+        command.args(extra);
+        self.spawn(command);
+    }
+
+    fn spawn(&mut self, mut command: Command) {
         let log = std::fs::File::create(&self.log).expect("log file");
-        let child = self
-            .mintd_command(installation_id)
+        let child = command
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
