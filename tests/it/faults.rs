@@ -160,3 +160,39 @@ fn git_keeps_working_across_token_rotations() {
     let mints = world.hub.mints().len();
     assert!((3..=6).contains(&mints), "{mints} mints in 25 s of 12 s tokens");
 }
+
+#[test]
+fn a_422_names_which_case_it_is() {
+    let mut world = crate::support::World::start_with(crate::support::Options {
+        start_mintd: false,
+        ..Default::default()
+    });
+    // A repository the installation does not include.
+    let mut command = world.mintd_command_for(crate::support::INSTALLATION_ID, "octo-org/not-selected");
+    let log = std::fs::File::create(&world.log).expect("log");
+    let mut child = command.stderr(log).spawn().expect("mintd");
+    while std::os::unix::net::UnixStream::connect(&world.socket).is_err() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = world.git(
+        None,
+        &["ls-remote", &format!("{}/octo-org/not-selected.git", world.url())],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("repository octo-org/not-selected is not selected for installation 42"),
+        "{stderr}"
+    );
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+
+    // A permission the installation never granted.
+    world.spawn_mintd_with(&["--permissions", "contents:write,members:read"]);
+    let out = ls_remote(&world);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("installation 42 has not granted contents:write,members:read")
+            && stderr.contains("must approve"),
+        "{stderr}"
+    );
+}
