@@ -5,4 +5,5 @@ mod daemon;
 mod faults;
 mod git_flow;
 mod policy;
+mod security;
 mod support;

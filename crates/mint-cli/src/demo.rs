@@ -102,6 +102,9 @@ impl Demo {
             api_url: Some(hub.url()),
             permissions: mint_daemon::config::DEFAULT_PERMISSIONS.into(),
             allow_readable_key: false,
+            allow_uids: Vec::new(),
+            socket_mode: "0600".into(),
+            socket_group: None,
             log_format: mint_daemon::config::LogFormat::Text,
         }
         .load()

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
+use crate::peer::AllowedPeer;
 
 /// Never hand out a token with less than this left (older git ignores `password_expiry_utc`).
 pub const SERVE_MARGIN: Duration = Duration::from_secs(5 * 60);
@@ -153,7 +154,8 @@ impl<M: Minter> TokenCache<M> {
     }
 
     /// A token with enough life left for a request that passed the policy. Once warm, this never waits.
-    pub async fn get(&self, _approved: &Approved) -> Result<Arc<Cached>, Arc<MintFailure>> {
+    /// Both proofs are demanded: the connection's uid is allowed, and the request passed the policy.
+    pub async fn get(&self, _peer: &AllowedPeer, _approved: &Approved) -> Result<Arc<Cached>, Arc<MintFailure>> {
         let now = Instant::now();
         if let Some(token) = self.fresh(now) {
             self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -385,6 +387,12 @@ mod tests {
         }
     }
 
+    /// This test process, as the kernel reports it through a socket pair.
+    fn me() -> AllowedPeer {
+        let (ours, _theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        crate::peer::check(&ours, &[nix::unistd::getuid().as_raw()]).expect("allowed")
+    }
+
     fn approved() -> Approved {
         let target = Target::new("https://github.com", "o/r".parse().expect("valid")).expect("valid");
         target
@@ -428,19 +436,22 @@ mod tests {
             async move { cache.refresh_loop().await }
         });
         let ok = approved();
-        let first = cache.get(&ok).await.expect("mints");
+        let first = cache.get(&me(), &ok).await.expect("mints");
         assert_eq!(first.token.expose(), "ghs_test_1");
 
         // 49 minutes in: still the first token, no refresh yet.
         tokio::time::sleep(Duration::from_secs(49 * 60)).await;
-        assert_eq!(cache.get(&ok).await.expect("cached").token.expose(), "ghs_test_1");
+        assert_eq!(
+            cache.get(&me(), &ok).await.expect("cached").token.expose(),
+            "ghs_test_1"
+        );
         assert_eq!(minter.mints.load(Ordering::SeqCst), 1);
 
         // Past 50 minutes (10 left): the refresher has minted the successor in the background.
         tokio::time::sleep(Duration::from_secs(61)).await;
         assert_eq!(minter.mints.load(Ordering::SeqCst), 2);
         let started = Instant::now();
-        let second = cache.get(&ok).await.expect("warm");
+        let second = cache.get(&me(), &ok).await.expect("warm");
         assert_eq!(started.elapsed(), Duration::ZERO, "a warm get never waits on GitHub");
         assert_eq!(second.token.expose(), "ghs_test_2");
         assert!(second.remaining(Instant::now()) > Duration::from_secs(59 * 60));
@@ -449,7 +460,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(5 * 3600)).await;
         let mints = minter.mints.load(Ordering::SeqCst);
         assert!((7..=8).contains(&mints), "{mints} mints in 6 hours");
-        let served = cache.get(&ok).await.expect("warm");
+        let served = cache.get(&me(), &ok).await.expect("warm");
         assert!(served.remaining(Instant::now()) >= SERVE_MARGIN);
         refresher.abort();
     }
@@ -460,11 +471,11 @@ mod tests {
         let minter = Arc::new(Counting::new(HOUR, Duration::ZERO));
         let cache = TokenCache::new(minter.clone(), Arc::default());
         let ok = approved();
-        cache.get(&ok).await.expect("mints");
+        cache.get(&me(), &ok).await.expect("mints");
         tokio::time::sleep(Duration::from_secs(55 * 60 - 1)).await;
-        assert_eq!(cache.get(&ok).await.expect("ok").token.expose(), "ghs_test_1");
+        assert_eq!(cache.get(&me(), &ok).await.expect("ok").token.expose(), "ghs_test_1");
         tokio::time::sleep(Duration::from_secs(2)).await;
-        assert_eq!(cache.get(&ok).await.expect("ok").token.expose(), "ghs_test_2");
+        assert_eq!(cache.get(&me(), &ok).await.expect("ok").token.expose(), "ghs_test_2");
     }
 
     #[tokio::test(start_paused = true)]
@@ -477,7 +488,7 @@ mod tests {
         });
         let ok = approved();
         for _ in 0..600 {
-            let token = cache.get(&ok).await.expect("served");
+            let token = cache.get(&me(), &ok).await.expect("served");
             assert!(token.remaining(Instant::now()) >= Duration::from_secs(30));
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -492,7 +503,7 @@ mod tests {
         let minter = Arc::new(Counting::new(HOUR, Duration::ZERO));
         let cache = TokenCache::new(minter.clone(), Arc::default());
         let ok = approved();
-        cache.get(&ok).await.expect("mints");
+        cache.get(&me(), &ok).await.expect("mints");
         let target = Target::new("https://github.com", "o/r".parse().expect("valid")).expect("valid");
         let erase = |password: &str| {
             target
@@ -503,9 +514,9 @@ mod tests {
                 .expect("approved")
         };
         assert!(!cache.erase(&erase("ghs_something_else")));
-        assert_eq!(cache.get(&ok).await.expect("ok").token.expose(), "ghs_test_1");
+        assert_eq!(cache.get(&me(), &ok).await.expect("ok").token.expose(), "ghs_test_1");
         assert!(cache.erase(&erase("ghs_test_1")));
-        assert_eq!(cache.get(&ok).await.expect("ok").token.expose(), "ghs_test_2");
+        assert_eq!(cache.get(&me(), &ok).await.expect("ok").token.expose(), "ghs_test_2");
         assert_eq!(
             cache.revoke_all().await,
             2,
@@ -523,16 +534,19 @@ mod tests {
             async move { cache.refresh_loop().await }
         });
         let ok = approved();
-        cache.get(&ok).await.expect("mints");
+        cache.get(&me(), &ok).await.expect("mints");
         minter.fail.store(true, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(50 * 60 + 1)).await;
-        assert_eq!(cache.get(&ok).await.expect("old token").token.expose(), "ghs_test_1");
+        assert_eq!(
+            cache.get(&me(), &ok).await.expect("old token").token.expose(),
+            "ghs_test_1"
+        );
         tokio::time::sleep(Duration::from_secs(60)).await;
         let failed = minter.mints.load(Ordering::SeqCst);
         assert!(failed >= 4, "retried: {failed}");
         minter.fail.store(false, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(20)).await;
-        let token = cache.get(&ok).await.expect("new token");
+        let token = cache.get(&me(), &ok).await.expect("new token");
         assert_ne!(token.token.expose(), "ghs_test_1");
         assert!(cache.stats().last_error.is_none());
         refresher.abort();
@@ -545,7 +559,7 @@ mod tests {
         let cache = TokenCache::new(minter.clone(), Arc::default());
         let ok = approved();
         for _ in 0..20 {
-            let failure = cache.get(&ok).await.expect_err("uninstalled");
+            let failure = cache.get(&me(), &ok).await.expect_err("uninstalled");
             assert!(failure.message.contains("installation 42 not found"));
             tokio::time::sleep(Duration::from_millis(400)).await;
         }
@@ -553,7 +567,7 @@ mod tests {
         assert_eq!(minter.mints.load(Ordering::SeqCst), 1);
         tokio::time::sleep(NEGATIVE_TTL).await;
         minter.uninstalled.store(false, Ordering::SeqCst);
-        assert!(cache.get(&ok).await.is_ok(), "reinstalled: served again");
+        assert!(cache.get(&me(), &ok).await.is_ok(), "reinstalled: served again");
         assert_eq!(minter.mints.load(Ordering::SeqCst), 2);
     }
 
@@ -568,16 +582,16 @@ mod tests {
                 .expect("decodes");
             cache.erase(&target.check_erase(&req).expect("approved"))
         };
-        let first = cache.get(&ok).await.expect("mints").token.expose().to_owned();
+        let first = cache.get(&me(), &ok).await.expect("mints").token.expose().to_owned();
         assert!(erase_current(&first));
-        let second = cache.get(&ok).await.expect("mints").token.expose().to_owned();
+        let second = cache.get(&me(), &ok).await.expect("mints").token.expose().to_owned();
         // The fresh token 401s too (GitHub still propagating it): git erases again at once. Keep it.
         assert!(!erase_current(&second));
-        assert_eq!(cache.get(&ok).await.expect("kept").token.expose(), second);
+        assert_eq!(cache.get(&me(), &ok).await.expect("kept").token.expose(), second);
         tokio::time::sleep(ERASE_INTERVAL).await;
         assert!(erase_current(&second));
         assert_eq!(minter.mints.load(Ordering::SeqCst), 2);
-        cache.get(&ok).await.expect("mints");
+        cache.get(&me(), &ok).await.expect("mints");
         assert_eq!(minter.mints.load(Ordering::SeqCst), 3);
     }
 
@@ -588,7 +602,7 @@ mod tests {
             let cache = cache.clone();
             set.spawn(async move {
                 cache
-                    .get(&approved())
+                    .get(&me(), &approved())
                     .await
                     .map(|c| c.token.expose().to_owned())
                     .map_err(|e| e.message.clone())

@@ -53,6 +53,21 @@ pub struct Args {
     /// Accept a private key file that group or others can read (e.g. a Kubernetes Secret mounted 0644).
     #[arg(long, env = "MINT_ALLOW_READABLE_KEY")]
     pub allow_readable_key: bool,
+    /// Uid allowed to use the socket (repeatable) [default: mintd's own uid]. Checked with `SO_PEERCRED` on
+    /// every connection; give the sandbox's uid when mintd runs as a sidecar under another uid.
+    #[arg(
+        long = "allow-uid",
+        env = "MINT_ALLOW_UIDS",
+        value_name = "UID",
+        value_delimiter = ','
+    )]
+    pub allow_uids: Vec<u32>,
+    /// Mode of the socket file, in octal; e.g. 0660 with --socket-group to share it through a volume.
+    #[arg(long, env = "MINT_SOCKET_MODE", value_name = "MODE", default_value = "0600")]
+    pub socket_mode: String,
+    /// Group (name or gid) to own the socket file.
+    #[arg(long, env = "MINT_SOCKET_GROUP", value_name = "GROUP")]
+    pub socket_group: Option<String>,
     /// Log format on stderr (levels are filtered by the `RUST_LOG` variable; default info).
     #[arg(long, env = "MINT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -78,6 +93,10 @@ pub struct Config {
     pub api_url: String,
     pub permissions: Permissions,
     pub socket: PathBuf,
+    pub socket_mode: u32,
+    pub socket_group: Option<u32>,
+    /// Uids whose connections are served.
+    pub allowed_uids: Vec<u32>,
 }
 
 /// A setting that cannot work, named with its flag and environment variable.
@@ -117,6 +136,25 @@ impl Args {
                 "must be a file path, e.g. /run/mint/mint.sock",
             ));
         }
+        let socket_mode = u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m & !0o777 == 0 && *m & 0o600 == 0o600)
+            .ok_or_else(|| {
+                invalid(
+                    "socket-mode",
+                    "MINT_SOCKET_MODE",
+                    format!(
+                        "{:?} is not an octal file mode that lets mintd's own user read and write (e.g. 0600, 0660)",
+                        self.socket_mode
+                    ),
+                )
+            })?;
+        let socket_group = self.socket_group.as_deref().map(resolve_group).transpose()?;
+        let allowed_uids = if self.allow_uids.is_empty() {
+            vec![nix::unistd::getuid().as_raw()]
+        } else {
+            self.allow_uids
+        };
         Ok(Config {
             app_id,
             key,
@@ -126,7 +164,29 @@ impl Args {
             api_url,
             permissions,
             socket: self.socket,
+            socket_mode,
+            socket_group,
+            allowed_uids,
         })
+    }
+}
+
+fn resolve_group(group: &str) -> Result<u32, ConfigError> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(invalid(
+            "socket-group",
+            "MINT_SOCKET_GROUP",
+            format!("no group named {group:?} on this system"),
+        )),
+        Err(e) => Err(invalid(
+            "socket-group",
+            "MINT_SOCKET_GROUP",
+            format!("looking up {group:?}: {e}"),
+        )),
     }
 }
 

@@ -3,7 +3,9 @@
 
 pub mod cache;
 pub mod config;
+pub mod harden;
 pub mod metrics;
+pub mod peer;
 pub mod retry;
 pub mod server;
 pub mod socket;
@@ -38,6 +40,7 @@ pub struct Daemon {
     pub(crate) api_url: String,
     pub(crate) permissions: String,
     pub(crate) started: Instant,
+    pub(crate) allowed_uids: Vec<u32>,
 }
 
 /// Mints through the GitHub App for the one configured installation, repository and permission set.
@@ -110,6 +113,7 @@ impl Daemon {
             api_url: config.api_url,
             permissions,
             started: Instant::now(),
+            allowed_uids: config.allowed_uids,
         }))
     }
 }
@@ -117,15 +121,16 @@ impl Daemon {
 /// Run the daemon until `shutdown` resolves: bind (the socket appears once ready), serve, then drain,
 /// revoke every live token and remove the socket.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let socket_path = config.socket.clone();
+    let (socket_path, mode, group) = (config.socket.clone(), config.socket_mode, config.socket_group);
     let daemon = Daemon::new(config)?;
-    let (listener, socket_file) = socket::bind(&socket_path)?;
+    let (listener, socket_file) = socket::bind(&socket_path, mode, group)?;
     tracing::info!(
         socket = %socket_file.path.display(),
         repository = %daemon.target.repo(),
         installation = daemon.installation_id,
         github = %daemon.github_url,
         permissions = %daemon.permissions,
+        allowed_uids = ?daemon.allowed_uids,
         "mintd ready"
     );
     let refresher = tokio::spawn({
@@ -160,6 +165,9 @@ pub fn main() -> ExitCode {
         }
     };
     init_tracing(args.log_format);
+    if let Err(e) = harden::harden() {
+        tracing::warn!(error = %e, "could not make the process non-dumpable; its memory may be readable by its uid");
+    }
     let config = match args.load() {
         Ok(config) => config,
         Err(e) => {

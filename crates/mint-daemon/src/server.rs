@@ -16,6 +16,7 @@ use tokio::net::UnixListener;
 use tokio::time::Instant;
 
 use crate::Daemon;
+use crate::peer::{AllowedPeer, PeerError};
 
 /// A client gets this long to send its request; a stalled one cannot hold a connection open.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,9 +34,15 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>, shutdown: impl F
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let daemon = daemon.clone();
+                    // Once per connection: the kernel says who connected; every request on it is judged by that.
+                    let peer = crate::peer::check(&stream, &daemon.allowed_uids);
+                    if let Err(e) = &peer {
+                        tracing::warn!(error = %e, "refused a connection");
+                    }
                     let service = service_fn(move |req| {
                         let daemon = daemon.clone();
-                        async move { Ok::<_, Infallible>(handle(&daemon, req).await) }
+                        let peer = peer.clone();
+                        async move { Ok::<_, Infallible>(handle(&daemon, peer, req).await) }
                     });
                     let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
                     tokio::spawn(async move {
@@ -60,14 +67,22 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>, shutdown: impl F
     }
 }
 
-async fn handle(daemon: &Daemon, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    daemon: &Daemon,
+    peer: Result<AllowedPeer, PeerError>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let route_name = parts.uri.path().to_owned();
+    let peer = match peer {
+        Ok(peer) => peer,
+        Err(e) => return refusal(StatusCode::FORBIDDEN, &e.to_string()),
+    };
     let response = match (&parts.method, parts.uri.path()) {
         (&Method::POST, route::CREDENTIAL_GET | route::CREDENTIAL_STORE | route::CREDENTIAL_ERASE) => {
             match read_body(body).await {
-                Ok(bytes) => credential(daemon, parts.uri.path(), &bytes).await,
+                Ok(bytes) => credential(daemon, &peer, parts.uri.path(), &bytes).await,
                 Err(response) => response,
             }
         }
@@ -106,7 +121,7 @@ async fn read_body(body: Incoming) -> Result<Bytes, Response<Full<Bytes>>> {
     }
 }
 
-async fn credential(daemon: &Daemon, action: &str, body: &[u8]) -> Response<Full<Bytes>> {
+async fn credential(daemon: &Daemon, peer: &AllowedPeer, action: &str, body: &[u8]) -> Response<Full<Bytes>> {
     if action == route::CREDENTIAL_STORE {
         // mintd never keeps what git offers: the token it serves is the only credential it knows.
         return empty(StatusCode::NO_CONTENT, None);
@@ -135,7 +150,7 @@ async fn credential(daemon: &Daemon, action: &str, body: &[u8]) -> Response<Full
             return empty(StatusCode::NO_CONTENT, Some(&decline.to_string()));
         }
     };
-    match daemon.cache.get(&approved).await {
+    match daemon.cache.get(peer, &approved).await {
         Ok(cached) => {
             let expiry = cached
                 .expires_at

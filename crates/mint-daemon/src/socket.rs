@@ -42,16 +42,20 @@ impl SocketFile {
     }
 }
 
-/// Bind `path` so that it appears, ready and private, in one step.
-pub fn bind(path: &Path) -> Result<(tokio::net::UnixListener, SocketFile), SocketError> {
+/// Bind `path` so that it appears, ready and with its final `mode` and `group`, in one step.
+pub fn bind(path: &Path, mode: u32, group: Option<u32>) -> Result<(tokio::net::UnixListener, SocketFile), SocketError> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
     if !dir.exists() {
+        // Private, except that whoever the socket's mode lets in may also pass through the directory.
+        let group_x = if mode & 0o060 == 0 { 0 } else { 0o010 };
+        let other_x = u32::from(mode & 0o006 != 0);
+        let traverse = group_x | other_x;
         std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o700)
+            .mode(0o700 | traverse)
             .create(&dir)
             .map_err(io_err("create the socket directory", &dir))?;
     }
@@ -68,7 +72,10 @@ pub fn bind(path: &Path) -> Result<(tokio::net::UnixListener, SocketFile), Socke
     let bound = std::os::unix::net::UnixListener::bind(&staging);
     umask(old_umask);
     let listener = bound.map_err(io_err("bind", &staging))?;
-    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(&staging, None, Some(gid)).map_err(io_err("change the group of", &staging))?;
+    }
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(mode))
         .map_err(io_err("set the mode of", &staging))?;
     listener.set_nonblocking(true).map_err(io_err("configure", &staging))?;
     let listener = tokio::net::UnixListener::from_std(listener).map_err(io_err("register", &staging))?;
@@ -115,7 +122,7 @@ mod tests {
     async fn creates_a_private_directory_and_socket() {
         let root = tempfile::tempdir().expect("tempdir");
         let path = root.path().join("run/mint/mint.sock");
-        let (_listener, file) = bind(&path).expect("binds");
+        let (_listener, file) = bind(&path, 0o600, None).expect("binds");
         let dir_mode = std::fs::metadata(path.parent().expect("dir"))
             .expect("dir")
             .permissions()
@@ -135,17 +142,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_shared_socket_gets_its_mode_and_group_and_a_traversable_directory() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let path = root.path().join("shared/mint.sock");
+        let gid = nix::unistd::getgid().as_raw();
+        let (_listener, _file) = bind(&path, 0o660, Some(gid)).expect("binds");
+        let meta = std::fs::symlink_metadata(&path).expect("socket");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+        assert_eq!(meta.gid(), gid);
+        let dir_mode = std::fs::metadata(path.parent().expect("dir"))
+            .expect("dir")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dir_mode, 0o710);
+    }
+
+    #[tokio::test]
     async fn replaces_a_stale_socket_but_not_a_live_one_or_a_file() {
         let root = tempfile::tempdir().expect("tempdir");
         let path = root.path().join("mint.sock");
         drop(std::os::unix::net::UnixListener::bind(&path).expect("stale socket"));
-        let live = bind(&path).expect("stale socket replaced");
-        assert!(matches!(bind(&path), Err(SocketError::InUse(_))));
+        let live = bind(&path, 0o600, None).expect("stale socket replaced");
+        assert!(matches!(bind(&path, 0o600, None), Err(SocketError::InUse(_))));
         drop(live);
 
         let file = root.path().join("file.sock");
         std::fs::write(&file, "precious").expect("write");
-        assert!(matches!(bind(&file), Err(SocketError::NotASocket(_))));
+        assert!(matches!(bind(&file, 0o600, None), Err(SocketError::NotASocket(_))));
         assert_eq!(std::fs::read_to_string(&file).expect("kept"), "precious");
     }
 }
