@@ -102,35 +102,10 @@ impl Client {
     }
 
     fn parse(&self, raw: &[u8]) -> Result<Response, ClientError> {
-        let bad = |reason: String| ClientError::BadResponse {
+        parse_response(raw).map_err(|reason| ClientError::BadResponse {
             socket: self.socket.clone(),
             reason,
-        };
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut response = httparse::Response::new(&mut headers);
-        let head_len = match response.parse(raw) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => return Err(bad("the answer ended early".into())),
-            Err(e) => return Err(bad(e.to_string())),
-        };
-        let status = response.code.ok_or_else(|| bad("no status code".into()))?;
-        let mut body = raw[head_len..].to_vec();
-        let mut reason = None;
-        for header in response.headers.iter() {
-            if header.name.eq_ignore_ascii_case("content-length") {
-                let len: usize = std::str::from_utf8(header.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok())
-                    .ok_or_else(|| bad("unreadable content-length".into()))?;
-                if body.len() < len {
-                    return Err(bad(format!("body ended after {} of {len} bytes", body.len())));
-                }
-                body.truncate(len);
-            } else if header.name.eq_ignore_ascii_case(REASON_HEADER) {
-                reason = Some(String::from_utf8_lossy(header.value).into_owned());
-            }
-        }
-        Ok(Response { status, reason, body })
+        })
     }
 
     /// `GET /v1/status`.
@@ -147,5 +122,58 @@ impl Client {
             socket: self.socket.clone(),
             reason: format!("status JSON: {e}"),
         })
+    }
+}
+
+/// Parse one whole HTTP/1.1 answer from mintd: status, the `mint-reason` header, the body cut to its
+/// `Content-Length`. The error says what is wrong, never echoing the body (it may hold a token).
+pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let head_len = match response.parse(raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Err("the answer ended early".into()),
+        Err(e) => return Err(e.to_string()),
+    };
+    // httparse takes any three digits ("020" is 20); only real HTTP statuses mean anything here.
+    let status = response
+        .code
+        .filter(|code| (100..=599).contains(code))
+        .ok_or("no valid HTTP status code")?;
+    let mut body = raw[head_len..].to_vec();
+    let mut reason = None;
+    for header in response.headers.iter() {
+        if header.name.eq_ignore_ascii_case("content-length") {
+            let len: usize = std::str::from_utf8(header.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or("unreadable content-length")?;
+            if body.len() < len {
+                return Err(format!("body ended after {} of {len} bytes", body.len()));
+            }
+            body.truncate(len);
+        } else if header.name.eq_ignore_ascii_case(REASON_HEADER) {
+            reason = Some(String::from_utf8_lossy(header.value).into_owned());
+        }
+    }
+    Ok(Response { status, reason, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_mintds_answers_and_refuses_what_is_not_http() {
+        let ok = parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nmint-reason: fine\r\n\r\nhello!!")
+            .expect("parses");
+        assert_eq!(
+            (ok.status, ok.reason.as_deref(), &ok.body[..]),
+            (200, Some("fine"), &b"hello"[..])
+        );
+        // Found by fuzzing: a status of "020" is three digits but no HTTP status.
+        assert!(parse_response(b"HTTP/1.1 020 OK\r\ncontent-length: 0\r\n\r\n").is_err());
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nshort").is_err());
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use client::{Client, ClientError, Response};
+pub use client::{Client, ClientError, Response, parse_response};
 
 /// Where mintd listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/mint/mint.sock";

@@ -227,7 +227,8 @@ impl App {
     }
 }
 
-fn decode_minted(op: &Operation, body: &[u8]) -> Result<MintedToken, GithubError> {
+/// Decode the 201 answer to a token request. Public so fuzzing reaches exactly what [`App::mint`] runs.
+pub fn decode_minted(op: &Operation, body: &[u8]) -> Result<MintedToken, GithubError> {
     let bad = |reason: String| GithubError::BadResponse { op: op.clone(), reason };
     let raw: TokenResponse = serde_json::from_slice(body).map_err(|e| bad(format!("token response: {e}")))?;
     let expires_at =
@@ -245,7 +246,7 @@ fn decode_minted(op: &Operation, body: &[u8]) -> Result<MintedToken, GithubError
 }
 
 /// The token must cover exactly the one repository and no permission beyond those requested.
-fn check_scope(minted: &MintedToken, full_name: &str, asked: &Permissions) -> Result<(), ScopeError> {
+pub fn check_scope(minted: &MintedToken, full_name: &str, asked: &Permissions) -> Result<(), ScopeError> {
     let excess = minted.permissions.excess_over(asked);
     if !excess.is_empty() {
         return Err(ScopeError::Permissions { excess });

@@ -7,7 +7,7 @@ mod jwt;
 mod secret;
 mod types;
 
-pub use app::{App, ScopeError};
+pub use app::{App, ScopeError, check_scope, decode_minted};
 pub use client::{ClientError, GitHubClient};
 pub use error::{GithubError, Operation};
 pub use jwt::{AppId, AppIdError, Claims, JWT_BACKDATE, JWT_LIFETIME};
