@@ -366,6 +366,45 @@ mod tests {
     }
 
     #[test]
+    fn a_minted_token_and_every_error_about_it_print_no_secret() {
+        let secret = "ghs_1_secretsecret.payload.signature";
+        let body = format!(
+            r#"{{"token":"{secret}","expires_at":"2026-11-25T03:00:00Z","permissions":{{"contents":"admin"}},"repository_selection":"all","repositories":[]}}"#
+        );
+        let op = Operation::Mint {
+            installation_id: 42,
+            repo: "o/r".into(),
+        };
+        let minted = decode_minted(&op, body.as_bytes()).expect("decodes");
+        assert_eq!(minted.token.expose(), secret);
+        assert!(!format!("{minted:?}").contains("secret"));
+        let scope = check_scope(&minted, "o/r", &Permissions::least()).expect_err("too wide");
+        let error = GithubError::from(scope);
+        for text in [
+            error.to_string(),
+            format!("{error:?}"),
+            format!("{:#}", anyhow_like(&error)),
+        ] {
+            assert!(!text.contains("secret"), "{text}");
+        }
+        let unparseable = decode_minted(&op, format!(r#"{{"token":"{secret}","expires_at":"soon"}}"#).as_bytes())
+            .expect_err("bad expiry");
+        assert!(!unparseable.to_string().contains("secret"), "{unparseable}");
+    }
+
+    /// The whole `source()` chain, as a binary prints it with `{:#}`.
+    fn anyhow_like(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            source = s.source();
+        }
+        out
+    }
+
+    #[test]
     fn scope_must_match_the_request() {
         let asked = Permissions::least();
         let exact = [
