@@ -4,6 +4,7 @@
 mod daemon;
 mod faults;
 mod git_flow;
+mod mediated;
 mod policy;
 mod security;
 mod support;

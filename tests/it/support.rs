@@ -159,6 +159,24 @@ impl World {
         self.spawn(self.mintd_command(installation_id));
     }
 
+    /// Mediated mode: mintd with its git proxy on a free loopback port, and a HOME whose git config has no
+    /// credential helper at all, only a rewrite of the GitHub URL to the proxy. Returns the proxy's URL.
+    pub(crate) fn start_mediated(&mut self) -> String {
+        self.spawn_mintd_with(&["--git-proxy", "127.0.0.1:0"]);
+        let status = mint_api::Client::new(&self.socket).status().expect("status");
+        let proxy = format!("http://{}/", status.git_proxy.expect("mediated mode reports its proxy"));
+        std::fs::write(
+            self.home.join(".gitconfig"),
+            format!(
+                "[user]\n\tname = Test Agent\n\temail = agent@example.invalid\n\
+                 [url \"{proxy}\"]\n\tinsteadOf = {}/\n",
+                self.url()
+            ),
+        )
+        .expect("gitconfig");
+        proxy
+    }
+
     /// Start mintd for the default installation with extra flags.
     pub(crate) fn spawn_mintd_with(&mut self, extra: &[&str]) {
         let mut command = self.mintd_command(INSTALLATION_ID);

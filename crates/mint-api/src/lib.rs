@@ -80,6 +80,9 @@ pub struct Status {
     pub mints: u64,
     pub last_error: Option<String>,
     pub uptime_seconds: u64,
+    /// Mediated mode: the address of mintd's git proxy (`127.0.0.1:8417`); absent in helper mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_proxy: Option<String>,
 }
 
 /// The token currently served, described without the token itself.

@@ -105,6 +105,8 @@ impl Demo {
             allow_uids: Vec::new(),
             socket_mode: "0600".into(),
             socket_group: None,
+            git_proxy: None,
+            branch_prefix: "adagent/".into(),
             log_format: mint_daemon::config::LogFormat::Text,
         }
         .load()

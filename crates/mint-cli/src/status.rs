@@ -38,7 +38,8 @@ fn render(socket: &Path, s: &Status) -> String {
          permissions   {perms}\n\
          token         {token}\n\
          mints         {mints}\n\
-         last error    {error}\n",
+         last error    {error}\n\
+         mode          {mode}\n",
         version = s.version,
         socket = socket.display(),
         uptime = human(s.uptime_seconds),
@@ -50,6 +51,10 @@ fn render(socket: &Path, s: &Status) -> String {
         perms = s.permissions,
         mints = s.mints,
         error = s.last_error.as_deref().unwrap_or("none"),
+        mode = match &s.git_proxy {
+            Some(addr) => format!("mediated: git proxy on http://{addr}/ (no token in the sandbox)"),
+            None => "helper: git-credential-mint hands git the token".to_owned(),
+        },
     )
 }
 
@@ -83,6 +88,7 @@ mod tests {
             mints: 1,
             last_error: None,
             uptime_seconds: 75,
+            git_proxy: None,
         };
         assert_eq!(
             render(Path::new("/run/mint/mint.sock"), &status),
@@ -93,7 +99,8 @@ mod tests {
              permissions   contents:write,metadata:read,pull_requests:write\n\
              token         expires 2026-11-25T03:00:00Z (in 58m20s), minted 2026-11-25T02:00:00Z\n\
              mints         1\n\
-             last error    none\n"
+             last error    none\n\
+             mode          helper: git-credential-mint hands git the token\n"
         );
     }
 }

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 use crate::peer::AllowedPeer;
+use crate::proxy::ProxyChecked;
 
 /// Never hand out a token with less than this left (older git ignores `password_expiry_utc`).
 pub const SERVE_MARGIN: Duration = Duration::from_secs(5 * 60);
@@ -156,6 +157,15 @@ impl<M: Minter> TokenCache<M> {
     /// A token with enough life left for a request that passed the policy. Once warm, this never waits.
     /// Both proofs are demanded: the connection's uid is allowed, and the request passed the policy.
     pub async fn get(&self, _peer: &AllowedPeer, _approved: &Approved) -> Result<Arc<Cached>, Arc<MintFailure>> {
+        self.get_checked().await
+    }
+
+    /// For the git proxy: the request targets the configured repository through an allowed route.
+    pub async fn get_for_proxy(&self, _checked: &ProxyChecked) -> Result<Arc<Cached>, Arc<MintFailure>> {
+        self.get_checked().await
+    }
+
+    async fn get_checked(&self) -> Result<Arc<Cached>, Arc<MintFailure>> {
         let now = Instant::now();
         if let Some(token) = self.fresh(now) {
             self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -224,18 +234,24 @@ impl<M: Minter> TokenCache<M> {
 
     /// git reported this password as failing. If it is the token being served, stop serving it.
     pub fn erase(&self, erase: &EraseApproved) -> bool {
+        self.drop_if_current(|token| token.matches(erase.password()))
+    }
+
+    /// GitHub itself answered 401 to this token (seen by the git proxy): stop serving it.
+    pub fn drop_rejected(&self, rejected: &InstallationToken) -> bool {
+        self.drop_if_current(|token| token.matches(rejected.expose()))
+    }
+
+    /// Drop the served token if `is_it` says it is the failing one, at most once per [`ERASE_INTERVAL`].
+    fn drop_if_current(&self, is_it: impl Fn(&InstallationToken) -> bool) -> bool {
         let now = Instant::now();
         let mut state = self.state();
-        let is_current = state
-            .current
-            .as_ref()
-            .is_some_and(|c| c.token.matches(erase.password()));
-        if !is_current {
+        if !state.current.as_ref().is_some_and(|c| is_it(&c.token)) {
             return false;
         }
         if state.last_erase.is_some_and(|at| now < at + ERASE_INTERVAL) {
             tracing::info!(
-                "git reported the served token as failing again within seconds; keeping it (GitHub may still be propagating it)"
+                "the served token was reported failing again within seconds; keeping it (GitHub may still be propagating it)"
             );
             return false;
         }
@@ -243,7 +259,7 @@ impl<M: Minter> TokenCache<M> {
         state.last_erase = Some(now);
         drop(state);
         self.metrics.erases.fetch_add(1, Ordering::Relaxed);
-        tracing::info!("git reported the served token as failing; the next request mints a new one");
+        tracing::info!("the served token was reported failing; the next request mints a new one");
         self.changed.send_modify(|g| *g += 1);
         true
     }

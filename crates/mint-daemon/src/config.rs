@@ -68,6 +68,13 @@ pub struct Args {
     /// Group (name or gid) to own the socket file.
     #[arg(long, env = "MINT_SOCKET_GROUP", value_name = "GROUP")]
     pub socket_group: Option<String>,
+    /// Mediated mode: serve git smart HTTP for the repository on this address (e.g. 127.0.0.1:8417) and
+    /// forward it to GitHub with the token, which then never enters the sandbox.
+    #[arg(long, env = "MINT_GIT_PROXY", value_name = "ADDR:PORT")]
+    pub git_proxy: Option<std::net::SocketAddr>,
+    /// Branches the agent may push through the proxy, and open pull requests from.
+    #[arg(long, env = "MINT_BRANCH_PREFIX", value_name = "PREFIX", default_value = "adagent/")]
+    pub branch_prefix: String,
     /// Log format on stderr (levels are filtered by the `RUST_LOG` variable; default info).
     #[arg(long, env = "MINT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -97,6 +104,8 @@ pub struct Config {
     pub socket_group: Option<u32>,
     /// Uids whose connections are served.
     pub allowed_uids: Vec<u32>,
+    pub git_proxy: Option<std::net::SocketAddr>,
+    pub branch_prefix: String,
 }
 
 /// A setting that cannot work, named with its flag and environment variable.
@@ -155,6 +164,24 @@ impl Args {
         } else {
             self.allow_uids
         };
+        let prefix_ok = !self.branch_prefix.is_empty()
+            && self.branch_prefix.ends_with('/')
+            && !self.branch_prefix.starts_with('/')
+            && !self.branch_prefix.contains("..")
+            && self
+                .branch_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b));
+        if !prefix_ok {
+            return Err(invalid(
+                "branch-prefix",
+                "MINT_BRANCH_PREFIX",
+                format!(
+                    "{:?} must be a branch path ending in '/', e.g. adagent/",
+                    self.branch_prefix
+                ),
+            ));
+        }
         Ok(Config {
             app_id,
             key,
@@ -167,6 +194,8 @@ impl Args {
             socket_mode,
             socket_group,
             allowed_uids,
+            git_proxy: self.git_proxy,
+            branch_prefix: self.branch_prefix,
         })
     }
 }

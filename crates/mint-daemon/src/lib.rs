@@ -6,6 +6,8 @@ pub mod config;
 pub mod harden;
 pub mod metrics;
 pub mod peer;
+pub mod proxy;
+pub mod push_policy;
 pub mod retry;
 pub mod server;
 pub mod socket;
@@ -41,6 +43,12 @@ pub struct Daemon {
     pub(crate) permissions: String,
     pub(crate) started: Instant,
     pub(crate) allowed_uids: Vec<u32>,
+    pub(crate) branch_prefix: String,
+    /// The git proxy's way to GitHub, in mediated mode.
+    pub(crate) upstream: Option<proxy::Upstream>,
+    pub(crate) git_proxy: Option<std::net::SocketAddr>,
+    /// Where the proxy actually listens (the configured port may be 0).
+    pub(crate) git_proxy_bound: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 /// Mints through the GitHub App for the one configured installation, repository and permission set.
@@ -94,6 +102,13 @@ impl Daemon {
             .map_err(|e| anyhow::anyhow!("--api-url (or {}): {e}", mint_api::env::API_URL))?;
         let app_id = config.app_id.to_string();
         let permissions = config.permissions.to_string();
+        let upstream = match config.git_proxy {
+            Some(_) => Some(
+                proxy::Upstream::new(&config.github_url)
+                    .map_err(|e| anyhow::anyhow!("--github-url (or {}): {e}", mint_api::env::GITHUB_URL))?,
+            ),
+            None => None,
+        };
         let metrics = Arc::new(metrics::Metrics::default());
         let minter = AppMinter {
             app: App::new(config.app_id, config.key, client),
@@ -114,6 +129,10 @@ impl Daemon {
             permissions,
             started: Instant::now(),
             allowed_uids: config.allowed_uids,
+            branch_prefix: config.branch_prefix,
+            upstream,
+            git_proxy: config.git_proxy,
+            git_proxy_bound: std::sync::OnceLock::new(),
         }))
     }
 }
@@ -123,6 +142,18 @@ impl Daemon {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let (socket_path, mode, group) = (config.socket.clone(), config.socket_mode, config.socket_group);
     let daemon = Daemon::new(config)?;
+    // Everything that can fail binds before the socket appears: its appearance means ready.
+    let proxy_listener = match daemon.git_proxy {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("--git-proxy {addr}: cannot listen: {e}"))?,
+        ),
+        None => None,
+    };
+    if let Some(tcp) = &proxy_listener {
+        let _ = daemon.git_proxy_bound.set(tcp.local_addr()?);
+    }
     let (listener, socket_file) = socket::bind(&socket_path, mode, group)?;
     tracing::info!(
         socket = %socket_file.path.display(),
@@ -137,7 +168,33 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let daemon = daemon.clone();
         async move { daemon.cache.refresh_loop().await }
     });
-    server::serve(listener, daemon.clone(), shutdown).await;
+    // One shutdown signal, heard by the socket server and the git proxy alike.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let proxy = match proxy_listener {
+        Some(tcp) => {
+            tracing::info!(address = %tcp.local_addr()?, prefix = %daemon.branch_prefix, "git proxy ready (mediated mode)");
+            let mut stopping = stopping.clone();
+            Some(tokio::spawn(proxy::serve(tcp, daemon.clone(), async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            })))
+        }
+        None => None,
+    };
+    let mut socket_stopping = stopping;
+    let served = server::serve(listener, daemon.clone(), async move {
+        let _ = socket_stopping.wait_for(|s| *s).await;
+    });
+    tokio::pin!(served);
+    tokio::select! {
+        () = &mut served => {}
+        () = shutdown => {
+            let _ = stop.send(true);
+            served.await;
+        }
+    }
+    if let Some(proxy) = proxy {
+        let _ = proxy.await;
+    }
     refresher.abort();
     // Stop advertising before the slow part, so a restarted daemon can take over the path at once.
     socket_file.remove();

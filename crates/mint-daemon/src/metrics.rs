@@ -23,6 +23,9 @@ pub struct Metrics {
     pub(crate) revocations: AtomicU64,
     pub(crate) erases: AtomicU64,
     pub(crate) declined: AtomicU64,
+    proxied: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    proxy_refusals: Mutex<BTreeMap<&'static str, u64>>,
+    proxy_bytes_down: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -39,6 +42,61 @@ impl Metrics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *failures.entry(reason).or_default() += 1;
+    }
+
+    pub(crate) fn proxied(&self, route: &'static str, status: u16) {
+        let mut map = self.proxied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *map.entry((route, status)).or_default() += 1;
+    }
+
+    pub(crate) fn proxy_refused(&self, reason: &'static str) {
+        let mut map = self
+            .proxy_refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *map.entry(reason).or_default() += 1;
+    }
+
+    pub(crate) fn proxy_bytes_down(&self, n: usize) {
+        self.proxy_bytes_down
+            .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// The mediated-mode proxy's counters.
+    fn render_proxy(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP mint_proxy_requests_total Git requests forwarded by the git proxy."
+        );
+        let _ = writeln!(out, "# TYPE mint_proxy_requests_total counter");
+        let proxied = self.proxied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for ((route, status), n) in proxied.iter() {
+            let _ = writeln!(
+                out,
+                "mint_proxy_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+            );
+        }
+        drop(proxied);
+        let _ = writeln!(
+            out,
+            "# HELP mint_proxy_refusals_total Git requests the proxy refused, by reason."
+        );
+        let _ = writeln!(out, "# TYPE mint_proxy_refusals_total counter");
+        let refusals = self
+            .proxy_refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (reason, n) in refusals.iter() {
+            let _ = writeln!(out, "mint_proxy_refusals_total{{reason=\"{reason}\"}} {n}");
+        }
+        drop(refusals);
+        let _ = writeln!(
+            out,
+            "# HELP mint_proxy_bytes_down_total Bytes relayed from GitHub to git."
+        );
+        let _ = writeln!(out, "# TYPE mint_proxy_bytes_down_total counter");
+        let down = self.proxy_bytes_down.load(Ordering::Relaxed);
+        let _ = writeln!(out, "mint_proxy_bytes_down_total {down}");
     }
 
     pub(crate) fn observe_get(&self, took: Duration) {
@@ -117,6 +175,7 @@ impl Metrics {
             out,
             "mint_get_duration_seconds_sum {sum}\nmint_get_duration_seconds_count {count}"
         );
+        self.render_proxy(&mut out);
         let _ = writeln!(
             out,
             "# HELP mint_token_life_seconds Seconds of life left on the token being served."

@@ -58,41 +58,7 @@ pub(crate) struct RawResponse {
 
 impl GitHubClient {
     pub fn new(api_url: &str) -> Result<Self, ClientError> {
-        let uri: http::Uri = api_url.parse().map_err(|_| ClientError::BadUrl(api_url.into()))?;
-        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-            return Err(ClientError::BadUrl(api_url.into()));
-        };
-        if authority.as_str().contains('@') || uri.query().is_some() {
-            return Err(ClientError::BadUrl(api_url.into()));
-        }
-        let https = match scheme {
-            "https" => true,
-            "http" if is_loopback(authority.host()) => false,
-            _ => return Err(ClientError::Scheme(api_url.into())),
-        };
-        let mut roots = rustls::RootCertStore::empty();
-        if https {
-            // Only an https API needs the system's roots; reading them costs milliseconds at start-up.
-            let loaded = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(loaded.certs);
-            if roots.is_empty() {
-                let why = loaded
-                    .errors
-                    .first()
-                    .map_or_else(|| "none found".to_owned(), ToString::to_string);
-                return Err(ClientError::Roots(why));
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ClientError::Tls(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let connector = https_connector(api_url)?;
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
@@ -175,6 +141,46 @@ impl GitHubClient {
                 timeout: self.timeout,
             })?
     }
+}
+
+/// The connector for talking to `base_url` (the API, or git's smart HTTP): rustls with the system's roots
+/// for https; plain http only to a loopback address (fakehub, tests).
+pub fn https_connector(base_url: &str) -> Result<HttpsConnector<HttpConnector>, ClientError> {
+    let uri: http::Uri = base_url.parse().map_err(|_| ClientError::BadUrl(base_url.into()))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return Err(ClientError::BadUrl(base_url.into()));
+    };
+    if authority.as_str().contains('@') || uri.query().is_some() {
+        return Err(ClientError::BadUrl(base_url.into()));
+    }
+    let https = match scheme {
+        "https" => true,
+        "http" if is_loopback(authority.host()) => false,
+        _ => return Err(ClientError::Scheme(base_url.into())),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    if https {
+        // Only https needs the system's roots; reading them costs milliseconds at start-up.
+        let loaded = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(loaded.certs);
+        if roots.is_empty() {
+            let why = loaded
+                .errors
+                .first()
+                .map_or_else(|| "none found".to_owned(), ToString::to_string);
+            return Err(ClientError::Roots(why));
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build())
 }
 
 /// hyper's errors say little at the top ("client error (Connect)"); the cause is further down.

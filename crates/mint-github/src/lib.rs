@@ -8,7 +8,7 @@ mod secret;
 mod types;
 
 pub use app::{App, ScopeError, check_scope, decode_minted};
-pub use client::{ClientError, GitHubClient};
+pub use client::{ClientError, GitHubClient, https_connector};
 pub use error::{GithubError, Operation};
 pub use jwt::{AppId, AppIdError, Claims, JWT_BACKDATE, JWT_LIFETIME};
 pub use secret::{AppKey, InstallationToken, Jwt, KeyError};
