@@ -152,6 +152,7 @@ fn a_100_mb_push_streams_through_with_bounded_memory() {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmHWM");
+    eprintln!("mintd peak RSS during a 100 MB push: {peak_kib} KiB");
     assert!(
         peak_kib < 48 * 1024,
         "mintd's peak RSS was {peak_kib} KiB for a 100 MB push"
