@@ -63,18 +63,7 @@ impl World {
         let dir = tempfile::Builder::new().prefix("mint-it-").tempdir().expect("tempdir");
         let key = app_key();
         let config = Config::new(APP_ID, key.public_key_pem(), dir.path().join("github")).with_installation(
-            InstallationConfig::new(
-                INSTALLATION_ID,
-                OWNER,
-                &[REPO, OTHER_REPO],
-                &[
-                    ("contents", "write"),
-                    ("pull_requests", "write"),
-                    ("metadata", "read"),
-                    ("issues", "write"),
-                    ("administration", "write"),
-                ],
-            ),
+            InstallationConfig::new(INSTALLATION_ID, OWNER, &[REPO, OTHER_REPO], fakehub::BROAD_PERMISSIONS),
         );
         let hub = runtime.block_on(FakeHub::start(config)).expect("fakehub starts");
         hub.create_repo(OWNER, REPO).expect("repo");

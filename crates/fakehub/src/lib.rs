@@ -30,6 +30,16 @@ pub struct InstallationConfig {
     pub permissions: BTreeMap<String, String>,
 }
 
+/// What a typical organisation grants a coding App: more than mint asks for, so tests and the demo can show
+/// that a minted token is narrower than the installation.
+pub const BROAD_PERMISSIONS: &[(&str, &str)] = &[
+    ("contents", "write"),
+    ("pull_requests", "write"),
+    ("metadata", "read"),
+    ("issues", "write"),
+    ("administration", "write"),
+];
+
 impl InstallationConfig {
     /// An installation on `account` reaching `repositories`, granting `permissions` (`("contents", "write")`, …).
     pub fn new(id: u64, account: &str, repositories: &[&str], permissions: &[(&str, &str)]) -> Self {

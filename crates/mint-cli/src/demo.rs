@@ -62,18 +62,7 @@ impl Demo {
 
         let key = AppKeyPair::generate().context("generating the App's RSA key")?;
         let hub_config = HubConfig::new(APP_ID, key.public_key_pem(), work.join("github")).with_installation(
-            InstallationConfig::new(
-                INSTALLATION_ID,
-                OWNER,
-                &[REPO, OTHER_REPO],
-                &[
-                    ("contents", "write"),
-                    ("pull_requests", "write"),
-                    ("metadata", "read"),
-                    ("issues", "write"),
-                    ("administration", "write"),
-                ],
-            ),
+            InstallationConfig::new(INSTALLATION_ID, OWNER, &[REPO, OTHER_REPO], fakehub::BROAD_PERMISSIONS),
         );
         let hub = FakeHub::start(hub_config).await.context("starting fakehub")?;
         hub.create_repo(OWNER, REPO)?;

@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod config;
 pub mod harden;
+mod http;
 pub mod metrics;
 pub mod peer;
 pub mod proxy;

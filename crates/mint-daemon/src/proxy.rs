@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 
 use crate::Daemon;
@@ -67,42 +67,17 @@ impl Upstream {
     }
 }
 
-/// Serve the git proxy on `listener` until `shutdown` resolves.
+/// Serve the git proxy on `listener` until `shutdown` resolves, then drain.
 pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, shutdown: impl Future<Output = ()>) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let daemon = daemon.clone();
-                    let service = service_fn(move |req| {
-                        let daemon = daemon.clone();
-                        async move { Ok::<_, Infallible>(handle(&daemon, req).await) }
-                    });
-                    let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-                    tokio::spawn(async move {
-                        if let Err(e) = connection.await {
-                            tracing::debug!(error = %e, "proxy connection ended with an error");
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "git proxy accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(crate::server::SHUTDOWN_GRACE) => {}
-    }
+    let service_for = move |_: &tokio::net::TcpStream| {
+        let daemon = daemon.clone();
+        service_fn(move |req| {
+            let daemon = daemon.clone();
+            async move { Ok::<_, Infallible>(handle(&daemon, req).await) }
+        })
+    };
+    // git sends its request at once; the generous header timeout only covers slow sandboxes.
+    crate::http::serve(listener, Duration::from_secs(30), service_for, shutdown).await;
 }
 
 /// The git routes the proxy forwards.

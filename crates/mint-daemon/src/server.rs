@@ -9,7 +9,6 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use mint_api::{MAX_REQUEST_BODY, REASON_HEADER, TokenStatus, route};
 use mint_credential::Request as CredentialRequest;
 use tokio::net::UnixListener;
@@ -20,51 +19,22 @@ use crate::peer::{AllowedPeer, PeerError};
 
 /// A client gets this long to send its request; a stalled one cannot hold a connection open.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// After shutdown is asked for, requests in flight get this long to finish.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
-/// Serve `listener` until `shutdown` resolves, then stop accepting and let requests in flight finish.
+/// Serve the local API on `listener` until `shutdown` resolves, then drain.
 pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>, shutdown: impl Future<Output = ()>) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(REQUEST_TIMEOUT);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let daemon = daemon.clone();
-                    // Once per connection: the kernel says who connected; every request on it is judged by that.
-                    let peer = crate::peer::check(&stream, &daemon.allowed_uids);
-                    if let Err(e) = &peer {
-                        tracing::warn!(error = %e, "refused a connection");
-                    }
-                    let service = service_fn(move |req| {
-                        let daemon = daemon.clone();
-                        let peer = peer.clone();
-                        async move { Ok::<_, Infallible>(handle(&daemon, peer, req).await) }
-                    });
-                    let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-                    tokio::spawn(async move {
-                        if let Err(e) = connection.await {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
-                    });
-                }
-                Err(e) => {
-                    // Typically out of file descriptors: keep serving those already connected.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            () = &mut shutdown => break,
+    let service_for = move |stream: &tokio::net::UnixStream| {
+        let daemon = daemon.clone();
+        // Once per connection: the kernel says who connected; every request on it is judged by that.
+        let peer = crate::peer::check(stream, &daemon.allowed_uids);
+        if let Err(e) = &peer {
+            tracing::warn!(error = %e, "refused a connection");
         }
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("requests still in flight after the grace period were cut off"),
-    }
+        service_fn(move |req| {
+            let daemon = daemon.clone();
+            let peer = peer.clone();
+            async move { Ok::<_, Infallible>(handle(&daemon, peer, req).await) }
+        })
+    };
+    crate::http::serve(listener, REQUEST_TIMEOUT, service_for, shutdown).await;
 }
 
 async fn handle(

@@ -383,25 +383,13 @@ mod tests {
         for text in [
             error.to_string(),
             format!("{error:?}"),
-            format!("{:#}", anyhow_like(&error)),
+            crate::client::error_chain(&error),
         ] {
             assert!(!text.contains("secret"), "{text}");
         }
         let unparseable = decode_minted(&op, format!(r#"{{"token":"{secret}","expires_at":"soon"}}"#).as_bytes())
             .expect_err("bad expiry");
         assert!(!unparseable.to_string().contains("secret"), "{unparseable}");
-    }
-
-    /// The whole `source()` chain, as a binary prints it with `{:#}`.
-    fn anyhow_like(e: &dyn std::error::Error) -> String {
-        let mut out = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            out.push_str(": ");
-            out.push_str(&s.to_string());
-            source = s.source();
-        }
-        out
     }
 
     #[test]

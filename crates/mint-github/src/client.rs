@@ -184,7 +184,7 @@ pub fn https_connector(base_url: &str) -> Result<HttpsConnector<HttpConnector>, 
 }
 
 /// hyper's errors say little at the top ("client error (Connect)"); the cause is further down.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
