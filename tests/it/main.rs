@@ -6,5 +6,6 @@ mod faults;
 mod git_flow;
 mod mediated;
 mod policy;
+mod pulls;
 mod security;
 mod support;

@@ -227,6 +227,32 @@ fn find_header_end(buf: &[u8]) -> Option<(usize, usize)> {
     }
 }
 
+/// The commit a branch points at, if it exists.
+pub(crate) fn branch_sha(repo: &Path, branch: &str) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(repo)
+        .args(["rev-parse", "--verify", "--quiet"])
+        .arg(format!("refs/heads/{branch}^{{commit}}"))
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Whether `head` has commits that `base` lacks.
+pub(crate) fn has_commits_beyond(repo: &Path, base: &str, head: &str) -> bool {
+    std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(repo)
+        .args(["merge-base", "--is-ancestor", head, base])
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .status()
+        .is_ok_and(|s| !s.success())
+}
+
 /// The branch `HEAD` points at in a bare repository.
 pub(crate) fn default_branch(repo: &Path) -> Option<String> {
     let head = std::fs::read_to_string(repo.join("HEAD")).ok()?;

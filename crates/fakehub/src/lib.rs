@@ -4,6 +4,9 @@
 //! Shapes follow GitHub's `OpenAPI` description (`../shared/github-api/`); behaviour follows GitHub's docs:
 //! JWT rules for Apps, token scoping to repositories and permissions, 401 with `WWW-Authenticate` for git.
 
+// serde_json's json! macro recurses per key; GitHub's pull-request object has many.
+#![recursion_limit = "256"]
+
 pub mod cli;
 mod git;
 mod keys;
@@ -16,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 pub use keys::AppKeyPair;
-pub use state::{AuthKind, InjectedFailure, IssuedToken, MintRecord, RequestRecord};
+pub use state::{AuthKind, InjectedFailure, IssuedToken, MintRecord, PullRecord, RequestRecord};
 
 /// One installation of the App on an account.
 #[derive(Debug, Clone)]
@@ -163,6 +166,10 @@ impl FakeHub {
 
     pub fn tokens(&self) -> Vec<IssuedToken> {
         self.state().tokens.clone()
+    }
+
+    pub fn pulls(&self) -> Vec<PullRecord> {
+        self.state().pulls.clone()
     }
 
     pub fn requests(&self) -> Vec<RequestRecord> {

@@ -154,6 +154,8 @@ impl FakeHub {
                 _ => error(StatusCode::UNAUTHORIZED, "A JSON web token could not be decoded"),
             },
             (&Method::GET, ["repos", owner, repo]) => self.repository(owner, repo, &auth),
+            (&Method::POST, ["repos", owner, repo, "pulls"]) => self.create_pull(owner, repo, &auth, req).await,
+            (&Method::GET, ["repos", owner, repo, "pulls"]) => self.list_pulls(owner, repo, query, &auth),
             (&Method::GET, ["installation", "repositories"]) => self.installation_repositories(&auth),
             (_, ["_fakehub", rest @ ..]) => self.control(method, rest, req).await,
             (_, [owner, repo, rest @ ..]) if git::is_git_route(method, rest, query) => {
@@ -410,6 +412,143 @@ impl FakeHub {
             StatusCode::OK,
             &json!({"total_count": repositories.len(), "repositories": repositories}),
         )
+    }
+
+    /// The installation and canonical repository name a token may use, or GitHub's refusal.
+    fn token_repo(
+        &self,
+        owner: &str,
+        repo: &str,
+        auth: &Auth,
+    ) -> Result<(&InstallationConfig, IssuedToken, String), Box<Response<Body>>> {
+        let token = match auth {
+            Auth::Token(Some(t)) => t.clone(),
+            Auth::None => return Err(Box::new(error(StatusCode::UNAUTHORIZED, "Requires authentication"))),
+            _ => return Err(Box::new(error(StatusCode::UNAUTHORIZED, "Bad credentials"))),
+        };
+        match self.installation_for(owner, repo) {
+            Some(installation) if Self::token_covers(&token, installation, owner, repo) => {
+                let name = installation
+                    .repositories
+                    .iter()
+                    .find(|r| r.eq_ignore_ascii_case(repo))
+                    .expect("token_covers found it")
+                    .clone();
+                Ok((installation, token, name))
+            }
+            _ => Err(Box::new(not_found())),
+        }
+    }
+
+    async fn create_pull(&self, owner: &str, repo: &str, auth: &Auth, req: Request<Incoming>) -> Response<Body> {
+        #[derive(Deserialize)]
+        struct NewPull {
+            head: Option<String>,
+            base: Option<String>,
+            #[serde(default)]
+            title: String,
+            #[serde(default)]
+            body: Option<String>,
+            #[serde(default)]
+            draft: bool,
+        }
+        let (installation, token, name) = match self.token_repo(owner, repo, auth) {
+            Ok(found) => found,
+            Err(response) => return *response,
+        };
+        if token.permissions.get("pull_requests").map_or(0, |l| rank(l)) < 2 {
+            return error(StatusCode::FORBIDDEN, "Resource not accessible by integration");
+        }
+        let body = match read_json_body(req).await {
+            Ok(b) => b,
+            Err(response) => return response,
+        };
+        let Ok(new) = serde_json::from_slice::<NewPull>(&body) else {
+            return error(StatusCode::BAD_REQUEST, "Problems parsing JSON");
+        };
+        let account = installation.account.clone();
+        let invalid = |field: &str| {
+            json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &json!({"message": "Validation Failed", "errors": [{"resource": "PullRequest", "field": field, "code": "invalid"}], "documentation_url": DOCS, "status": "422"}),
+            )
+        };
+        let custom = |message: String| {
+            json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &json!({"message": "Validation Failed", "errors": [{"resource": "PullRequest", "code": "custom", "message": message}], "documentation_url": DOCS, "status": "422"}),
+            )
+        };
+        let (Some(head), Some(base)) = (new.head, new.base) else {
+            return invalid("head");
+        };
+        let head = head.strip_prefix(&format!("{account}:")).unwrap_or(&head).to_owned();
+        let path = self.repo_path(&account, &name);
+        let Some(head_sha) = git::branch_sha(&path, &head) else {
+            return invalid("head");
+        };
+        let Some(base_sha) = git::branch_sha(&path, &base) else {
+            return invalid("base");
+        };
+        if self
+            .state()
+            .pulls
+            .iter()
+            .any(|p| p.owner == account && p.repo == name && p.head == head)
+        {
+            return custom(format!("A pull request already exists for {account}:{head}."));
+        }
+        if !git::has_commits_beyond(&path, &base_sha, &head_sha) {
+            return custom(format!("No commits between {base} and {head}"));
+        }
+        let mut state = self.state();
+        let record = crate::PullRecord {
+            number: u64::try_from(state.pulls.len()).expect("few pulls") + 1,
+            owner: account,
+            repo: name,
+            head,
+            head_sha,
+            base,
+            base_sha,
+            title: new.title,
+            body: new.body.unwrap_or_default(),
+            draft: new.draft,
+        };
+        state.pulls.push(record.clone());
+        drop(state);
+        let mut response = json_response(StatusCode::CREATED, &pull_json(&record));
+        if let Ok(location) = HeaderValue::from_str(&format!(
+            "https://api.github.com/repos/{}/{}/pulls/{}",
+            record.owner, record.repo, record.number
+        )) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+        response
+    }
+
+    fn list_pulls(&self, owner: &str, repo: &str, query: Option<&str>, auth: &Auth) -> Response<Body> {
+        let (installation, _, name) = match self.token_repo(owner, repo, auth) {
+            Ok(found) => found,
+            Err(response) => return *response,
+        };
+        let param = |key: &str| {
+            query?
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                .map(|v| v.replace("%2F", "/").replace("%3A", ":"))
+        };
+        let head = param("head");
+        let state = param("state").unwrap_or_else(|| "open".to_owned());
+        let pulls: Vec<Value> = self
+            .state()
+            .pulls
+            .iter()
+            .filter(|p| p.owner == installation.account && p.repo == name)
+            .filter(|p| head.as_deref().is_none_or(|h| h == format!("{}:{}", p.owner, p.head)))
+            .filter(|_| state == "open" || state == "all")
+            .map(pull_json)
+            .collect();
+        json_response(StatusCode::OK, &json!(pulls))
     }
 
     async fn git(
@@ -701,6 +840,58 @@ fn repository_json(hub: &FakeHub, owner: &str, name: &str) -> Value {
         "visibility": "private",
         "archived": false,
         "disabled": false,
+    })
+}
+
+/// A pull request shaped like GitHub's `pull-request` example.
+fn pull_json(p: &crate::PullRecord) -> Value {
+    let (owner, repo, n) = (&p.owner, &p.repo, p.number);
+    let api = format!("https://api.github.com/repos/{owner}/{repo}");
+    let side = |name: &str, sha: &str| json!({"label": format!("{owner}:{name}"), "ref": name, "sha": sha, "user": account_json(owner), "repo": {"full_name": format!("{owner}/{repo}"), "name": repo}});
+    json!({
+        "url": format!("{api}/pulls/{n}"),
+        "id": repo_id(owner, repo) * 1000 + n,
+        "node_id": format!("PR_{}", STANDARD.encode(format!("{owner}/{repo}#{n}"))),
+        "html_url": format!("https://github.com/{owner}/{repo}/pull/{n}"),
+        "diff_url": format!("https://github.com/{owner}/{repo}/pull/{n}.diff"),
+        "patch_url": format!("https://github.com/{owner}/{repo}/pull/{n}.patch"),
+        "issue_url": format!("{api}/issues/{n}"),
+        "commits_url": format!("{api}/pulls/{n}/commits"),
+        "review_comments_url": format!("{api}/pulls/{n}/comments"),
+        "review_comment_url": format!("{api}/pulls/comments{{/number}}"),
+        "comments_url": format!("{api}/issues/{n}/comments"),
+        "statuses_url": format!("{api}/statuses/{}", p.head_sha),
+        "number": n,
+        "state": "open",
+        "locked": false,
+        "title": p.title,
+        "user": account_json("mint-fakehub[bot]"),
+        "body": p.body,
+        "labels": [],
+        "milestone": null,
+        "assignee": null,
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+        "closed_at": null,
+        "merged_at": null,
+        "merge_commit_sha": null,
+        "head": side(&p.head, &p.head_sha),
+        "base": side(&p.base, &p.base_sha),
+        "_links": {"html": {"href": format!("https://github.com/{owner}/{repo}/pull/{n}")}},
+        "author_association": "NONE",
+        "auto_merge": null,
+        "draft": p.draft,
+        "merged": false,
+        "mergeable": null,
+        "mergeable_state": "unknown",
+        "merged_by": null,
+        "comments": 0,
+        "review_comments": 0,
+        "maintainer_can_modify": false,
+        "commits": 1,
+        "additions": 0,
+        "deletions": 0,
+        "changed_files": 0,
     })
 }
 

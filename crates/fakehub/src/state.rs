@@ -44,6 +44,21 @@ pub struct RequestRecord {
     pub token_id: Option<u64>,
 }
 
+/// A pull request opened on fakehub.
+#[derive(Debug, Clone)]
+pub struct PullRecord {
+    pub number: u64,
+    pub owner: String,
+    pub repo: String,
+    pub head: String,
+    pub head_sha: String,
+    pub base: String,
+    pub base_sha: String,
+    pub title: String,
+    pub body: String,
+    pub draft: bool,
+}
+
 /// A failure to answer a mint with instead of a token.
 #[derive(Debug, Clone)]
 pub struct InjectedFailure {
@@ -78,6 +93,7 @@ pub(crate) struct State {
     pub(crate) date_skew: i64,
     pub(crate) uninstalled: HashSet<u64>,
     pub(crate) suspended: HashSet<u64>,
+    pub(crate) pulls: Vec<PullRecord>,
 }
 
 impl State {
@@ -92,6 +108,7 @@ impl State {
             date_skew: 0,
             uninstalled: HashSet::new(),
             suspended: HashSet::new(),
+            pulls: Vec::new(),
         }
     }
 }

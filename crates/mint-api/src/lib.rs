@@ -40,6 +40,10 @@ pub mod route {
     pub const CREDENTIAL_ERASE: &str = "/v1/credential/erase";
     /// `GET`: [`Status`] as JSON.
     pub const STATUS: &str = "/v1/status";
+    /// `POST`, body: [`PullRequestInput`] as JSON. Opens (or finds) the pull request from an agent branch to
+    /// the repository's default branch: 201 with [`PullRequestOutput`] when opened, 200 when one was already
+    /// open, 400 for input the policy refuses, 422 when GitHub refuses (e.g. no commits), 502/503 on failure.
+    pub const PULLS: &str = "/v1/pulls";
     /// `GET`: 200 `ok` once serving.
     pub const HEALTHZ: &str = "/healthz";
     /// `GET`: Prometheus text: mints by outcome and reason, cache hits, retries, revocations, erases,
@@ -61,6 +65,33 @@ pub fn socket_path(flag: Option<PathBuf>) -> PathBuf {
             .map(PathBuf::from)
     })
     .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+}
+
+/// What an agent asks for with `POST /v1/pulls`. The base branch is not the caller's to choose: mintd takes
+/// the repository's default branch from GitHub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequestInput {
+    /// The pushed branch, inside mintd's prefix (`adagent/…`).
+    pub branch: String,
+    pub title: String,
+    #[serde(default)]
+    pub body: Option<String>,
+    /// A ticket id or URL, linked at the end of the body.
+    #[serde(default)]
+    pub ticket: Option<String>,
+    #[serde(default)]
+    pub draft: bool,
+}
+
+/// The pull request mintd opened or found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequestOutput {
+    pub number: u64,
+    pub url: String,
+    pub head: String,
+    pub base: String,
+    /// `false` when an open pull request for the branch already existed.
+    pub created: bool,
 }
 
 /// What `GET /v1/status` answers. Never contains a secret.

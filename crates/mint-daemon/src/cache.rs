@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::metrics::Metrics;
 use crate::peer::AllowedPeer;
 use crate::proxy::ProxyChecked;
+use crate::pulls::PullChecked;
 
 /// Never hand out a token with less than this left (older git ignores `password_expiry_utc`).
 pub const SERVE_MARGIN: Duration = Duration::from_secs(5 * 60);
@@ -163,6 +164,16 @@ impl<M: Minter> TokenCache<M> {
     /// For the git proxy: the request targets the configured repository through an allowed route.
     pub async fn get_for_proxy(&self, _checked: &ProxyChecked) -> Result<Arc<Cached>, Arc<MintFailure>> {
         self.get_checked().await
+    }
+
+    /// For opening a pull request: an allowed peer asked for a branch inside the prefix.
+    pub async fn get_for_pull(&self, _checked: &PullChecked) -> Result<Arc<Cached>, Arc<MintFailure>> {
+        self.get_checked().await
+    }
+
+    /// The minter, for the GitHub calls beside minting (pull requests).
+    pub fn minter(&self) -> &M {
+        &self.minter
     }
 
     async fn get_checked(&self) -> Result<Arc<Cached>, Arc<MintFailure>> {

@@ -8,6 +8,7 @@ mod http;
 pub mod metrics;
 pub mod peer;
 pub mod proxy;
+pub mod pulls;
 pub mod push_policy;
 pub mod retry;
 pub mod server;
@@ -63,6 +64,10 @@ pub struct AppMinter {
 }
 
 impl AppMinter {
+    pub(crate) fn app(&self) -> &App {
+        &self.app
+    }
+
     async fn mint_with_retries(&self) -> Result<MintedToken, GithubError> {
         let repo = self.target.repo();
         retry::with_retries(

@@ -56,6 +56,10 @@ async fn handle(
                 Err(response) => response,
             }
         }
+        (&Method::POST, route::PULLS) => match read_body(body).await {
+            Ok(bytes) => crate::pulls::open(daemon, &peer, &bytes).await,
+            Err(response) => response,
+        },
         (&Method::GET, route::STATUS) => status(daemon),
         (&Method::GET, route::METRICS) => metrics(daemon),
         (&Method::GET, route::HEALTHZ) => text(StatusCode::OK, "ok\n"),
@@ -196,7 +200,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 }
 
 /// An error or refusal: the reason both in the `mint-reason` header and as the body.
-fn refusal(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
+pub(crate) fn refusal(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
     let mut response = empty(status, Some(reason));
     *response.body_mut() = Full::new(Bytes::from(format!("{reason}\n")));
     response

@@ -8,8 +8,8 @@ use http::{HeaderMap, Method, StatusCode};
 use crate::client::RawResponse;
 use crate::types::{ErrorBody, TokenResponse};
 use crate::{
-    AppId, AppKey, GitHubClient, GithubError, InstallationToken, MintedToken, Operation, Permissions, Repository,
-    TokenRequest,
+    AppId, AppKey, GitHubClient, GithubError, InstallationToken, MintedToken, NewPull, Operation, Permissions,
+    PullRequest, Repository, TokenRequest,
 };
 
 /// GitHub granted more than was asked; the token is revoked, never served.
@@ -19,6 +19,14 @@ pub enum ScopeError {
     Permissions { excess: Vec<String> },
     #[error("the token covers {got} instead of only {want}")]
     Repositories { want: String, got: String },
+}
+
+/// What `POST /pulls` came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullOutcome {
+    Created(PullRequest),
+    /// GitHub answered 422 "A pull request already exists for …".
+    AlreadyExists,
 }
 
 /// A GitHub App: its id, its private key and a client for its API.
@@ -184,6 +192,78 @@ impl App {
         }
     }
 
+    /// `POST /repos/{owner}/{repo}/pulls` with an installation token.
+    pub async fn create_pull(
+        &self,
+        token: &InstallationToken,
+        owner: &str,
+        name: &str,
+        pull: &NewPull<'_>,
+    ) -> Result<PullOutcome, GithubError> {
+        let op = Operation::CreatePull {
+            repo: format!("{owner}/{name}"),
+            head: pull.head.to_owned(),
+        };
+        let body = serde_json::to_vec(pull).expect("a NewPull always serialises");
+        let response = self
+            .client
+            .send(
+                &op,
+                Method::POST,
+                &format!("/repos/{owner}/{name}/pulls"),
+                &format!("Bearer {}", token.expose()),
+                Some(body),
+            )
+            .await?;
+        match response.status {
+            StatusCode::CREATED => serde_json::from_slice(&response.body)
+                .map(PullOutcome::Created)
+                .map_err(|e| GithubError::BadResponse {
+                    op,
+                    reason: e.to_string(),
+                }),
+            StatusCode::UNPROCESSABLE_ENTITY if message_of(&response).contains("already exists") => {
+                Ok(PullOutcome::AlreadyExists)
+            }
+            StatusCode::UNAUTHORIZED => Err(GithubError::TokenRejected {
+                op,
+                message: message_of(&response),
+            }),
+            _ => Err(generic_error(op, &response)),
+        }
+    }
+
+    /// The open pull request from `branch` (in the same repository), if any.
+    pub async fn open_pull_for(
+        &self,
+        token: &InstallationToken,
+        owner: &str,
+        name: &str,
+        branch: &str,
+    ) -> Result<Option<PullRequest>, GithubError> {
+        let op = Operation::FindPull {
+            repo: format!("{owner}/{name}"),
+            head: branch.to_owned(),
+        };
+        let path = format!(
+            "/repos/{owner}/{name}/pulls?head={owner}:{}&state=open",
+            query_escape(branch)
+        );
+        let response = self
+            .client
+            .send(&op, Method::GET, &path, &format!("Bearer {}", token.expose()), None)
+            .await?;
+        match response.status {
+            StatusCode::OK => serde_json::from_slice::<Vec<PullRequest>>(&response.body)
+                .map(|pulls| pulls.into_iter().next())
+                .map_err(|e| GithubError::BadResponse {
+                    op,
+                    reason: e.to_string(),
+                }),
+            _ => Err(generic_error(op, &response)),
+        }
+    }
+
     fn mint_error(
         &self,
         op: &Operation,
@@ -308,6 +388,22 @@ fn rate_limit(op: &Operation, response: &RawResponse) -> Option<GithubError> {
         retry_after,
         message: message_of(response),
     })
+}
+
+/// Branch names are ref names: letters, digits and `/-_.` need no escaping; anything else is percent-encoded.
+fn query_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"/-_.".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
+        }
+    }
+    out
 }
 
 fn server_date(headers: &HeaderMap) -> Option<SystemTime> {

@@ -9,6 +9,8 @@ pub enum Operation {
     Mint { installation_id: u64, repo: String },
     Revoke,
     GetRepository { repo: String },
+    CreatePull { repo: String, head: String },
+    FindPull { repo: String, head: String },
 }
 
 impl fmt::Display for Operation {
@@ -19,6 +21,8 @@ impl fmt::Display for Operation {
             }
             Operation::Revoke => f.write_str("revoke an installation token"),
             Operation::GetRepository { repo } => write!(f, "read repository {repo}"),
+            Operation::CreatePull { repo, head } => write!(f, "open a pull request from {head} in {repo}"),
+            Operation::FindPull { repo, head } => write!(f, "find the open pull request from {head} in {repo}"),
         }
     }
 }

@@ -7,9 +7,9 @@ mod jwt;
 mod secret;
 mod types;
 
-pub use app::{App, ScopeError, check_scope, decode_minted};
+pub use app::{App, PullOutcome, ScopeError, check_scope, decode_minted};
 pub use client::{ClientError, GitHubClient, https_connector};
 pub use error::{GithubError, Operation};
 pub use jwt::{AppId, AppIdError, Claims, JWT_BACKDATE, JWT_LIFETIME};
 pub use secret::{AppKey, InstallationToken, Jwt, KeyError};
-pub use types::{Level, MintedToken, Permissions, Repository, TokenRequest};
+pub use types::{Level, MintedToken, NewPull, Permissions, PullRef, PullRequest, Repository, TokenRequest};

@@ -112,6 +112,38 @@ pub struct Repository {
     pub html_url: Option<String>,
 }
 
+/// Body of `POST /repos/{owner}/{repo}/pulls`.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewPull<'a> {
+    pub title: &'a str,
+    /// The branch in the same repository.
+    pub head: &'a str,
+    pub base: &'a str,
+    pub body: &'a str,
+    pub draft: bool,
+}
+
+/// The subset of GitHub's `pull-request` object mint reads.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct PullRequest {
+    pub number: u64,
+    pub html_url: String,
+    pub state: String,
+    pub title: String,
+    #[serde(default)]
+    pub draft: bool,
+    pub head: PullRef,
+    pub base: PullRef,
+}
+
+/// One side of a pull request.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct PullRef {
+    #[serde(rename = "ref")]
+    pub name: String,
+    pub sha: String,
+}
+
 /// The 201 answer to a token request, decoded and checked for shape.
 pub struct MintedToken {
     pub token: InstallationToken,
