@@ -4,6 +4,7 @@
 //! command, so it must start and finish in about a millisecond, with no async runtime to build.
 
 mod client;
+pub mod policy;
 
 use std::path::PathBuf;
 
@@ -114,6 +115,13 @@ pub struct Status {
     /// Mediated mode: the address of mintd's git proxy (`127.0.0.1:8417`); absent in helper mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_proxy: Option<String>,
+    /// The branches an agent may push and open pull requests from: `adagent/`.
+    #[serde(default = "default_branch_prefix")]
+    pub branch_prefix: String,
+}
+
+fn default_branch_prefix() -> String {
+    "adagent/".to_owned()
 }
 
 /// The token currently served, described without the token itself.

@@ -39,7 +39,9 @@ fn render(socket: &Path, s: &Status) -> String {
          token         {token}\n\
          mints         {mints}\n\
          last error    {error}\n\
-         mode          {mode}\n",
+         mode          {mode}\n\
+         branches      {prefix}* (mint publish and pull requests)\n",
+        prefix = s.branch_prefix,
         version = s.version,
         socket = socket.display(),
         uptime = human(s.uptime_seconds),
@@ -89,6 +91,7 @@ mod tests {
             last_error: None,
             uptime_seconds: 75,
             git_proxy: None,
+            branch_prefix: "adagent/".into(),
         };
         assert_eq!(
             render(Path::new("/run/mint/mint.sock"), &status),
@@ -100,7 +103,8 @@ mod tests {
              token         expires 2026-11-25T03:00:00Z (in 58m20s), minted 2026-11-25T02:00:00Z\n\
              mints         1\n\
              last error    none\n\
-             mode          helper: git-credential-mint hands git the token\n"
+             mode          helper: git-credential-mint hands git the token\n\
+             branches      adagent/* (mint publish and pull requests)\n"
         );
     }
 }

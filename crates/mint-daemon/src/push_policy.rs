@@ -2,6 +2,8 @@
 //! GitHub, allow only creations and fast updates of `refs/heads/<prefix>…`, and answer a refusal in git's
 //! own protocol (`report-status` with `ng <ref> <reason>`, plus a side-band message) so `git push` prints why.
 
+use mint_api::policy::branch_refusal;
+
 /// The command list (and any shallow lines) of a push is a few KiB at most; more is not a push.
 pub const MAX_COMMANDS_BYTES: usize = 1024 * 1024;
 
@@ -104,34 +106,13 @@ pub fn judge(command: &Command, prefix: &str) -> Option<&'static str> {
         Some("tags cannot be pushed through mint")
     } else if !command.refname.starts_with("refs/heads/") {
         Some("only branches can be pushed through mint")
-    } else if !command.refname["refs/heads/".len()..].starts_with(prefix)
-        || command.refname.len() == "refs/heads/".len() + prefix.len()
-    {
-        Some("outside the agent's branches")
+    } else if let Some(reason) = branch_refusal(&command.refname["refs/heads/".len()..], prefix) {
+        Some(reason)
     } else if is_zero(&command.new) {
         Some("deleting branches is not allowed through mint")
-    } else if !valid_branch(&command.refname["refs/heads/".len()..]) {
-        Some("not a valid branch name")
     } else {
         None
     }
-}
-
-/// The rules of `git check-ref-format` that matter for a branch name.
-#[expect(
-    clippy::case_sensitive_file_extension_comparisons,
-    reason = "git's own rule refuses exactly `.lock`, case-sensitively"
-)]
-fn valid_branch(name: &str) -> bool {
-    !name.is_empty()
-        && !name.contains("..")
-        && !name.contains("@{")
-        && !name.contains("//")
-        && !name.ends_with('/')
-        && !name.ends_with(".lock")
-        && !name.ends_with('.')
-        && !name.split('/').any(|c| c.starts_with('.'))
-        && !name.bytes().any(|b| b < 0x20 || b == 0x7f || b" ~^:?*[\\".contains(&b))
 }
 
 /// Judge a whole push: if any ref is refused, every ref is (nothing of it reaches GitHub).

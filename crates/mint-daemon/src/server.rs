@@ -173,6 +173,7 @@ fn status(daemon: &Daemon) -> Response<Full<Bytes>> {
         last_error: stats.last_error,
         uptime_seconds: daemon.started.elapsed().as_secs(),
         git_proxy: daemon.git_proxy_bound.get().map(ToString::to_string),
+        branch_prefix: daemon.branch_prefix.clone(),
     };
     let body = serde_json::to_vec_pretty(&report).expect("Status always serialises");
     Response::builder()
