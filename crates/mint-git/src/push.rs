@@ -1,0 +1,550 @@
+//! A send-pack client on gix's parts (gix has no push yet: GitoxideLabs/gitoxide#306).
+//!
+//! One branch, fast-forward only, over smart HTTP with protocol V1 (receive-pack has no V2):
+//! 1. the receive-pack handshake lists the remote's refs and capabilities;
+//! 2. the update is checked locally: the remote's tip must be an ancestor of ours (never a force push);
+//! 3. the commits the remote lacks are those reachable from ours and from none of the advertised tips we
+//!    have; `gix_pack` expands them to the trees and blobs each adds, and the pack is streamed into the
+//!    request body as it is generated (back-pressure from the upload, never a whole pack in memory);
+//! 4. the answer is demultiplexed (side-band-64k: progress and hook output to the caller, fatal errors kept)
+//!    and `report-status` is read per ref: `unpack ok`, then `ok <ref>` or `ng <ref> <reason>`.
+
+use std::io::Write;
+use std::sync::atomic::AtomicBool;
+
+use bstr::{BString, ByteSlice};
+use gix::ObjectId;
+use gix::protocol::transport::client::blocking_io::{ExtendedBufRead, Transport as _};
+use gix::protocol::transport::client::{MessageKind, TransportWithoutIO as _, WriteMode};
+use gix::protocol::transport::{Protocol, Service};
+use gix_pack::data::output;
+
+use crate::credentials::{CredentialSource, authenticate_fn};
+
+/// What a successful push did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushOutcome {
+    /// The remote branch before the push; `None` when it was created.
+    pub old: Option<ObjectId>,
+    pub new: ObjectId,
+    /// `true` when the remote already had `new`: nothing was sent.
+    pub up_to_date: bool,
+    /// Objects in the pack that was sent.
+    pub objects: usize,
+    /// Bytes of the pack that was sent.
+    pub pack_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("connecting to {url} failed: {message}")]
+    Connect { url: String, message: String },
+    #[error(
+        "the remote has commits on {branch} that this repository does not have ({remote}): someone else pushed to it; fetch and integrate them, or publish to a new branch"
+    )]
+    RemoteAhead { branch: String, remote: ObjectId },
+    #[error(
+        "{branch} on the remote ({remote}) is not an ancestor of {local}: publishing would overwrite it (mint never force-pushes); publish to a new branch"
+    )]
+    NonFastForward {
+        branch: String,
+        remote: ObjectId,
+        local: ObjectId,
+    },
+    #[error("the server does not offer {capability}, which mint's push needs")]
+    MissingCapability { capability: &'static str },
+    #[error("the remote refused the push of {branch}: {reason}{}", remote_lines(.remote))]
+    Rejected {
+        branch: String,
+        reason: String,
+        remote: Vec<String>,
+    },
+    #[error("the remote could not unpack what was sent: {reason}{}", remote_lines(.remote))]
+    Unpack { reason: String, remote: Vec<String> },
+    #[error("building the pack failed: {0}")]
+    Pack(String),
+    #[error("the push to {url} failed: {message}{}", remote_lines(.remote))]
+    Transport {
+        url: String,
+        message: String,
+        remote: Vec<String>,
+    },
+    #[error("the remote's answer could not be read: {0}")]
+    Protocol(String),
+    #[error("the local repository is not usable: {0}")]
+    Local(String),
+}
+
+fn remote_lines(lines: &[String]) -> String {
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!("\nremote said:\n  {}", lines.join("\n  "))
+    }
+}
+
+fn local(e: impl std::fmt::Display) -> PushError {
+    PushError::Local(e.to_string())
+}
+
+type HttpTransport = gix::protocol::transport::client::blocking_io::http::Transport<
+    gix::protocol::transport::client::blocking_io::http::reqwest::Remote,
+>;
+
+/// A receive-pack conversation after the handshake: the remote's refs are known, nothing is sent yet.
+pub struct Session {
+    url: String,
+    transport: HttpTransport,
+    side_band: bool,
+    advertised: Vec<(BString, ObjectId)>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("url", &self.url)
+            .field("refs", &self.advertised.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Connect to `url` (`https://github.com/OWNER/NAME.git`) for receive-pack. `credentials` is `None`
+    /// for a remote that needs none (mintd's git proxy adds the token itself). A refused token is replaced
+    /// once by a fresh one from the source.
+    pub fn connect(url: &str, credentials: Option<&mut dyn CredentialSource>) -> Result<Self, PushError> {
+        let connect_error = |message: String| PushError::Connect {
+            url: url.to_owned(),
+            message,
+        };
+        crate::ensure_tls_provider();
+        let parsed = gix::url::parse(url.as_bytes().as_bstr()).map_err(|e| connect_error(e.to_string()))?;
+        let mut transport = HttpTransport::new(parsed, Protocol::V1, false);
+        let mut no_credentials = |_| Err::<crate::Credentials, _>("this remote takes no credentials".to_owned());
+        let source: &mut dyn CredentialSource = match credentials {
+            Some(source) => {
+                // Ask up front: a 401 round trip per push buys nothing when the remote surely needs a token.
+                let first = source.get(false).map_err(connect_error)?;
+                transport
+                    .set_identity(first.to_account())
+                    .map_err(|e| connect_error(e.to_string()))?;
+                source
+            }
+            None => &mut no_credentials,
+        };
+        let handshake = gix::protocol::handshake(
+            &mut transport,
+            Service::ReceivePack,
+            authenticate_fn(source, true),
+            Vec::new(),
+            &mut gix::progress::Discard,
+        )
+        .map_err(|e| connect_error(format!("{e:#}")))?;
+
+        let capabilities = &handshake.capabilities;
+        if !capabilities.contains("report-status") {
+            return Err(PushError::MissingCapability {
+                capability: "report-status",
+            });
+        }
+        if !capabilities.contains("ofs-delta") {
+            return Err(PushError::MissingCapability {
+                capability: "ofs-delta",
+            });
+        }
+        if let Some(format) = capabilities
+            .capability("object-format")
+            .and_then(|c| c.value().map(ToOwned::to_owned))
+            && format != "sha1"
+        {
+            return Err(PushError::Protocol(format!(
+                "the remote uses object format {format}; mint pushes sha1 repositories"
+            )));
+        }
+        let side_band = capabilities.contains("side-band-64k");
+        let refs = handshake.refs.unwrap_or_default();
+        let advertised = refs
+            .iter()
+            .filter_map(|r| match r.unpack() {
+                (name, Some(target), _) => Some((name.to_owned(), target.to_owned())),
+                (_, None, _) => None,
+            })
+            .collect();
+        Ok(Self {
+            url: url.to_owned(),
+            transport,
+            side_band,
+            advertised,
+        })
+    }
+
+    /// The remote's tip of `refs/heads/<branch>`.
+    pub fn remote_branch(&self, branch: &str) -> Option<ObjectId> {
+        let refname = format!("refs/heads/{branch}");
+        self.advertised
+            .iter()
+            .find(|(name, _)| name == refname.as_bytes())
+            .map(|(_, id)| *id)
+    }
+
+    /// Whether `commit` is already on the remote under another name than `branch`: equal to, or an ancestor
+    /// of, another advertised ref. A branch at such a commit has nothing of its own to propose.
+    pub fn has_elsewhere(&self, repo: &gix::Repository, branch: &str, commit: ObjectId) -> Result<bool, PushError> {
+        let refname = format!("refs/heads/{branch}");
+        for (name, id) in &self.advertised {
+            if name == refname.as_bytes() {
+                continue;
+            }
+            if *id == commit || (repo.has_object(id) && is_ancestor(repo, commit, *id)?) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Push `new` to `refs/heads/<branch>`, fast-forward only; `progress` receives our progress lines and
+    /// the remote's (`remote: …`).
+    pub fn push(
+        self,
+        repo: &gix::Repository,
+        branch: &str,
+        new: ObjectId,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<PushOutcome, PushError> {
+        let Self {
+            url,
+            mut transport,
+            side_band,
+            advertised,
+        } = self;
+        let url = url.as_str();
+        let refname = format!("refs/heads/{branch}");
+        let old = advertised
+            .iter()
+            .find(|(name, _)| name == refname.as_bytes())
+            .map(|(_, id)| *id);
+        if old == Some(new) {
+            return Ok(PushOutcome {
+                old,
+                new,
+                up_to_date: true,
+                objects: 0,
+                pack_bytes: 0,
+            });
+        }
+        if let Some(old) = old {
+            if !repo.has_object(old) {
+                return Err(PushError::RemoteAhead {
+                    branch: branch.to_owned(),
+                    remote: old,
+                });
+            }
+            if !is_ancestor(repo, old, new)? {
+                return Err(PushError::NonFastForward {
+                    branch: branch.to_owned(),
+                    remote: old,
+                    local: new,
+                });
+            }
+        }
+
+        let hidden = advertised.iter().map(|(_, id)| *id).filter(|id| repo.has_object(id));
+        let (objects, entries) = pack_entries(repo, new, hidden.collect())?;
+        progress(&format!("Pushing {objects} objects to {branch}"));
+        let objects_u32 = u32::try_from(objects).map_err(|_| PushError::Pack("more than 2^32 objects".into()))?;
+
+        let transport_error = |message: String, remote: Vec<String>| PushError::Transport {
+            url: url.to_owned(),
+            message,
+            remote,
+        };
+        let writer = transport
+            .request(WriteMode::Binary, MessageKind::Flush, false)
+            .map_err(|e| transport_error(format!("{e:#}"), Vec::new()))?;
+        let (mut body, mut reader) = writer.into_parts();
+
+        let zero = ObjectId::null(gix::hash::Kind::Sha1);
+        let mut caps = String::from("report-status");
+        if side_band {
+            caps.push_str(" side-band-64k");
+        }
+        caps.push_str(concat!(" agent=mint/", env!("CARGO_PKG_VERSION")));
+        let command = format!("{} {new} {refname}\0{caps}", old.unwrap_or(zero));
+        let send = (|| -> Result<u64, PushError> {
+            write_pkt_line(&mut body, command.as_bytes()).map_err(|e| transport_error(e.to_string(), Vec::new()))?;
+            body.write_all(b"0000")
+                .map_err(|e| transport_error(e.to_string(), Vec::new()))?;
+            let mut pack = gix_pack::data::output::bytes::FromEntriesIter::new(
+                entries,
+                &mut body,
+                objects_u32,
+                gix_pack::data::Version::V2,
+                gix::hash::Kind::Sha1,
+            );
+            let mut written = 0;
+            for chunk in pack.by_ref() {
+                written += chunk.map_err(|e| PushError::Pack(format!("{e:#}")))?;
+            }
+            drop(pack);
+            body.flush().map_err(|e| transport_error(e.to_string(), Vec::new()))?;
+            Ok(written)
+        })();
+        // Closing the body ends the request; the answer explains a failed upload better than the write error.
+        drop(body);
+
+        let mut remote = Vec::new();
+        let report = read_report(&mut reader, side_band, &mut remote, progress);
+        let pack_bytes = match (send, report) {
+            (Ok(bytes), Ok(report)) => {
+                check_report(&report, &refname, branch, remote)?;
+                bytes
+            }
+            (Err(e), Ok(report)) => {
+                check_report(&report, &refname, branch, remote)?;
+                return Err(e);
+            }
+            (Ok(_), Err(e)) => return Err(transport_error(e, remote)),
+            (Err(PushError::Transport { message, .. }), Err(_)) => return Err(transport_error(message, remote)),
+            (Err(e), Err(_)) => return Err(e),
+        };
+        Ok(PushOutcome {
+            old,
+            new,
+            up_to_date: false,
+            objects,
+            pack_bytes,
+        })
+    }
+}
+
+type Entries = Box<dyn Iterator<Item = gix::Result<Vec<output::Entry>>>>;
+
+/// The pack's entries, generated lazily: everything reachable from `new` that none of `hidden` (the remote's
+/// tips we have) reaches. Returns the number of objects and the entries in pack order.
+fn pack_entries(repo: &gix::Repository, new: ObjectId, hidden: Vec<ObjectId>) -> Result<(usize, Entries), PushError> {
+    // Everything reachable from `new` that no advertised tip we have reaches.
+    let commits: Vec<ObjectId> = repo
+        .rev_walk([new])
+        .with_hidden(hidden)
+        .all()
+        .map_err(local)?
+        .map(|info| info.map(|info| info.id))
+        .collect::<Result<_, _>>()
+        .map_err(local)?;
+
+    let mut db = repo.objects.clone().into_inner().into_arc().map_err(local)?;
+    // Pack generation looks objects up by pack location: packs must stay loaded meanwhile.
+    db.prevent_pack_unload();
+    db.ignore_replacements = true;
+    let should_interrupt = AtomicBool::new(false);
+    let (counts, _) = output::count::objects(
+        db.clone(),
+        Box::new(commits.into_iter().map(Ok)),
+        &gix::progress::Discard,
+        &should_interrupt,
+        output::count::objects::Options {
+            thread_limit: None,
+            input_object_expansion: output::count::objects::ObjectExpansion::TreeAdditionsComparedToAncestor,
+            chunk_size: 50,
+        },
+    )
+    .map_err(|e| PushError::Pack(format!("{e:#}")))?;
+    let objects = counts.len();
+
+    let entries = output::entry::iter_from_counts(
+        counts,
+        db,
+        Box::new(gix::progress::Discard),
+        output::entry::iter_from_counts::Options {
+            // Deltas against objects outside the pack would need the receiver to have them: send bases.
+            allow_thin_pack: false,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| PushError::Pack(format!("{e:#}")))?;
+    let entries = gix::parallel::InOrderIter::from(entries).map(|r| r.map_err(|e| gix::Error::from_error(e)));
+    Ok((objects, Box::new(entries)))
+}
+
+fn is_ancestor(repo: &gix::Repository, ancestor: ObjectId, descendant: ObjectId) -> Result<bool, PushError> {
+    for info in repo.rev_walk([descendant]).all().map_err(local)? {
+        if info.map_err(local)?.id == ancestor {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn write_pkt_line(out: &mut impl Write, payload: &[u8]) -> std::io::Result<()> {
+    write!(out, "{:04x}", payload.len() + 4)?;
+    out.write_all(payload)
+}
+
+/// The lines of `report-status`, without the trailing flush.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Report {
+    unpack: Option<String>,
+    refs: Vec<(String, Option<String>)>,
+}
+
+fn read_report(
+    reader: &mut (dyn ExtendedBufRead<'_> + Unpin + '_),
+    side_band: bool,
+    remote: &mut Vec<String>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Report, String> {
+    let mut raw = Vec::new();
+    if side_band {
+        let lines = std::rc::Rc::new(std::cell::RefCell::new(Vec::<(bool, String)>::new()));
+        let sink = std::rc::Rc::clone(&lines);
+        reader.set_progress_handler(Some(Box::new(move |is_error, text: &[u8]| {
+            for line in ByteSlice::lines(text) {
+                let line = line.to_str_lossy().trim_end().to_owned();
+                if !line.is_empty() {
+                    sink.borrow_mut().push((is_error, line));
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        })));
+        let read = std::io::copy(reader, &mut raw).map_err(|e| e.to_string());
+        reader.set_progress_handler(None);
+        for (is_error, line) in lines.take() {
+            progress(&format!("remote: {line}"));
+            if is_error || !line.contains('%') {
+                remote.push(line);
+            }
+        }
+        read?;
+    } else {
+        while let Some(line) = reader.readline() {
+            let line = line.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+            if let Some(data) = line.as_slice() {
+                write_pkt_line(&mut raw, data).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    parse_report(&raw)
+}
+
+/// Parse `report-status` pkt-lines (the content of side-band 1, or the plain answer).
+fn parse_report(mut raw: &[u8]) -> Result<Report, String> {
+    let mut report = Report::default();
+    while raw.len() >= 4 {
+        let len = std::str::from_utf8(&raw[..4])
+            .ok()
+            .and_then(|h| usize::from_str_radix(h, 16).ok())
+            .ok_or_else(|| format!("not a pkt-line: {:?}", raw[..4].as_bstr()))?;
+        if len == 0 {
+            break;
+        }
+        if len < 4 || len > raw.len() {
+            return Err(format!("pkt-line length {len} out of bounds"));
+        }
+        let line = raw[4..len].trim_end_with(|c| c == '\n').to_str_lossy();
+        raw = &raw[len..];
+        if let Some(rest) = line.strip_prefix("unpack ") {
+            report.unpack = Some(rest.to_owned());
+        } else if let Some(rest) = line.strip_prefix("ok ") {
+            report.refs.push((rest.to_owned(), None));
+        } else if let Some(rest) = line.strip_prefix("ng ") {
+            let (name, reason) = rest.split_once(' ').unwrap_or((rest, "no reason given"));
+            report.refs.push((name.to_owned(), Some(reason.to_owned())));
+        }
+    }
+    if report.unpack.is_none() {
+        return Err("the answer holds no report-status".into());
+    }
+    Ok(report)
+}
+
+fn check_report(report: &Report, refname: &str, branch: &str, remote: Vec<String>) -> Result<(), PushError> {
+    if let Some((_, Some(reason))) = report.refs.iter().find(|(name, _)| name == refname) {
+        return Err(PushError::Rejected {
+            branch: branch.to_owned(),
+            reason: explain(reason),
+            remote,
+        });
+    }
+    match report.unpack.as_deref() {
+        Some("ok") => {}
+        Some(reason) => {
+            return Err(PushError::Unpack {
+                reason: reason.to_owned(),
+                remote,
+            });
+        }
+        None => unreachable!("parse_report demands an unpack line"),
+    }
+    if !report
+        .refs
+        .iter()
+        .any(|(name, status)| name == refname && status.is_none())
+    {
+        return Err(PushError::Protocol(format!("the report does not mention {refname}")));
+    }
+    Ok(())
+}
+
+/// git's terse reasons, with what to do about them.
+fn explain(reason: &str) -> String {
+    let advice = if reason.contains("protected branch") {
+        "the branch is protected on GitHub; publish to another adagent/ branch"
+    } else if reason.contains("pre-receive hook declined") || reason.contains("hook declined") {
+        "a server-side hook refused it; its output is below"
+    } else if reason.contains("non-fast-forward") || reason.contains("fetch first") {
+        "the remote branch moved; publish to a new branch"
+    } else {
+        return reason.to_owned();
+    };
+    format!("{reason} ({advice})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkt(s: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_pkt_line(&mut out, s.as_bytes()).unwrap();
+        out
+    }
+
+    #[test]
+    fn report_status_is_read_per_ref() {
+        let mut raw = pkt("unpack ok\n");
+        raw.extend(pkt("ok refs/heads/adagent/x\n"));
+        raw.extend(pkt("ng refs/heads/adagent/y pre-receive hook declined\n"));
+        raw.extend(b"0000");
+        let report = parse_report(&raw).unwrap();
+        assert_eq!(report.unpack.as_deref(), Some("ok"));
+        assert_eq!(
+            report.refs,
+            vec![
+                ("refs/heads/adagent/x".to_owned(), None),
+                (
+                    "refs/heads/adagent/y".to_owned(),
+                    Some("pre-receive hook declined".to_owned())
+                ),
+            ]
+        );
+        check_report(&report, "refs/heads/adagent/x", "adagent/x", Vec::new()).unwrap();
+        let err = check_report(&report, "refs/heads/adagent/y", "adagent/y", vec!["no".into()]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("pre-receive hook declined"), "{text}");
+        assert!(text.contains("remote said:\n  no"), "{text}");
+    }
+
+    #[test]
+    fn a_failed_unpack_and_garbage_are_errors() {
+        let mut raw = pkt("unpack index-pack abnormal exit\n");
+        raw.extend(pkt("ng refs/heads/a unpacker error\n"));
+        let report = parse_report(&raw).unwrap();
+        assert!(matches!(
+            check_report(&report, "refs/heads/b", "b", Vec::new()),
+            Err(PushError::Unpack { .. })
+        ));
+        assert!(parse_report(b"zzzz").is_err());
+        assert!(parse_report(b"0010unpack").is_err());
+        assert!(parse_report(&pkt("ok refs/heads/a\n")).is_err(), "no unpack line");
+    }
+}
