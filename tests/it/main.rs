@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `git`, the real `mintd` and `git-credential-mint` binaries, fakehub on loopback.
 //! One test binary (not one per file) so the workspace links it once.
 
+mod agent;
 mod daemon;
 mod faults;
 mod git_flow;

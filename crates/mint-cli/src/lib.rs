@@ -1,6 +1,8 @@
 //! mint: the agent's CLI — `mint status` now, `mint demo` to run the whole flow on one machine.
 
 mod demo;
+mod publish;
+mod remote;
 mod status;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +19,10 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::doc_markdown,
+    reason = "these doc comments are the --help text, read as plain text"
+)]
 enum Command {
     /// Show what mintd serves: repository, installation, token life left, last error (never the token).
     Status {
@@ -26,6 +32,53 @@ enum Command {
         /// Print mintd's status JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Clone mintd's repository with gix and check out its default branch (no `git` program needed).
+    ///
+    /// The URL and the token come from mintd (in mediated mode, mintd's git proxy, with no token at all).
+    /// No system, user or environment git config is read for the clone.
+    Clone {
+        /// The directory to clone into (absent or empty) [default: the repository's name].
+        dir: Option<PathBuf>,
+        /// mintd's socket [default: /run/mint/mint.sock].
+        #[arg(long, env = mint_api::env::SOCKET, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+    /// Commit every change in this work tree to an agent branch, push it, and open its pull request.
+    ///
+    /// Steps: refuse a branch outside mintd's prefix (adagent/) before touching anything; create the
+    /// branch from HEAD, or continue it; stage everything as `git add -A` would; commit (author from
+    /// user.name/user.email, else MINT_AUTHOR_NAME/MINT_AUTHOR_EMAIL, else "mint agent
+    /// <agent@mint.invalid>"); push with gix, fast-forward only; ask mintd to open the pull request
+    /// against the default branch, or return the one already open for the branch.
+    ///
+    /// Prints the pull request's URL as the last line (or one JSON object with --json). Exit codes:
+    /// 0 published, 2 nothing to commit, 1 anything else (the reason is on stderr).
+    Publish {
+        /// The branch, inside mintd's prefix: adagent/<change>.
+        #[arg(long, value_name = "NAME")]
+        branch: String,
+        /// The commit message.
+        #[arg(long, short = 'm', value_name = "MSG")]
+        message: String,
+        /// The pull request's title.
+        #[arg(long, value_name = "TITLE")]
+        title: String,
+        /// The pull request's description.
+        #[arg(long, value_name = "TEXT")]
+        body: Option<String>,
+        /// A ticket id or URL, linked at the end of the description.
+        #[arg(long, value_name = "ID_OR_URL")]
+        ticket: Option<String>,
+        /// Open the pull request as a draft.
+        #[arg(long)]
+        draft: bool,
+        /// Print one JSON object (outcome, branch, commit, pull_request) instead of the URL.
+        #[arg(long)]
+        json: bool,
+        /// mintd's socket [default: /run/mint/mint.sock].
+        #[arg(long, env = mint_api::env::SOCKET, value_name = "PATH")]
+        socket: Option<PathBuf>,
     },
     /// Run the whole flow on this machine against fakehub, a stand-in GitHub: no account needed.
     Demo,
@@ -45,6 +98,28 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Status { socket, json } => status::run(&mint_api::socket_path(socket), json),
+        Command::Clone { dir, socket } => publish::clone(&mint_api::socket_path(socket), dir),
+        Command::Publish {
+            branch,
+            message,
+            title,
+            body,
+            ticket,
+            draft,
+            json,
+            socket,
+        } => publish::publish(
+            &mint_api::socket_path(socket),
+            &publish::PublishArgs {
+                branch,
+                message,
+                title,
+                body,
+                ticket,
+                draft,
+                json,
+            },
+        ),
         Command::Demo => demo::run(),
     };
     match result {
