@@ -17,6 +17,7 @@ const OTHER_REPO: &str = "other-repo";
 const APP_ID: u64 = 1;
 const INSTALLATION_ID: u64 = 42;
 const BRANCH: &str = "adagent/demo";
+const AGENT_BRANCH: &str = "adagent/demo-gix";
 
 pub(crate) fn run() -> anyhow::Result<ExitCode> {
     init_quiet_tracing();
@@ -32,7 +33,9 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
     let outcome = runtime.block_on(async { Demo::start(work.path()).await })?;
     let result = outcome.flow();
     let finish = runtime.block_on(outcome.stop());
-    result.and(finish)?;
+    let pull_request = result?;
+    finish?;
+    println!("\nThe pull request fakehub recorded, ready for a human to review:\n{pull_request}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -146,8 +149,9 @@ impl Demo {
         })
     }
 
-    /// The sandbox's side: plain git commands, as an agent would run them.
-    fn flow(&self) -> anyhow::Result<()> {
+    /// The sandbox's side: plain git commands, then the agent's own `mint clone` / `mint publish`.
+    /// Returns the pull request's URL.
+    fn flow(&self) -> anyhow::Result<String> {
         let url = format!("{}/{OWNER}/{REPO}.git", self.hub.url());
         self.git(
             None,
@@ -206,6 +210,8 @@ impl Demo {
             &format!("{OWNER}/{OTHER_REPO} refused: mintd serves no token for another repository"),
         );
 
+        let pull_request = self.agent_flow()?;
+
         println!("\nWhat this showed:");
         let mints = self.hub.mints();
         let tokens = self.hub.tokens();
@@ -215,7 +221,7 @@ impl Demo {
                 mints.len()
             );
         }
-        proof("one token minted for clone, push and ls-remote together (fakehub saw 1 mint)");
+        proof("one token minted for every clone, push, pull request and ls-remote (fakehub saw 1 mint)");
         let token = &tokens[0];
         let mut repos = token.repositories.clone();
         repos.sort();
@@ -227,14 +233,93 @@ impl Demo {
             "scoped to {OWNER}/{REPO} alone with {} — not the installation's issues or administration",
             perms.join(", ")
         ));
-        let (files, found) = search_for_secret(&[&self.home, &self.clone, &self.bin], &token.token)?;
+        let agent = self.agent_clone();
+        let (files, found) = search_for_secret(&[&self.home, &self.clone, &agent, &self.bin], &token.token)?;
         if !found.is_empty() {
             bail!("the token was written to {found:?}");
         }
         proof(&format!(
-            "the token is on no disk: searched {files} files under HOME and the clone, including .git"
+            "the token is on no disk: searched {files} files under HOME and both clones, including .git"
         ));
-        Ok(())
+        Ok(pull_request)
+    }
+
+    fn agent_clone(&self) -> PathBuf {
+        self.clone.with_file_name("agent-work")
+    }
+
+    /// `mint clone`, an edit, `mint publish`: gix does the git work, with no `git` on PATH.
+    fn agent_flow(&self) -> anyhow::Result<String> {
+        let dir = self.agent_clone();
+        self.mint(None, &[&"clone".into(), &dir.clone().into_os_string()])?;
+        step(
+            "mint clone",
+            &format!(
+                "{} with gix, the token straight from mintd (no git program)",
+                dir.display()
+            ),
+        );
+        let readme = dir.join("README.md");
+        let mut text = std::fs::read_to_string(&readme).context("the clone's README.md")?;
+        text.push_str("\nEdited by the demo agent.\n");
+        std::fs::write(&readme, text)?;
+        std::fs::create_dir_all(dir.join("src"))?;
+        std::fs::write(dir.join("src/greeting.txt"), "hello from mint publish\n")?;
+        let out = self.mint(
+            Some(&dir),
+            &[
+                &"publish".into(),
+                &"--branch".into(),
+                &AGENT_BRANCH.into(),
+                &"--message".into(),
+                &"Greet from the demo agent".into(),
+                &"--title".into(),
+                &"Greet from the demo agent".into(),
+                &"--body".into(),
+                &"Opened by `mint demo`.".into(),
+                &"--ticket".into(),
+                &"DEMO-1".into(),
+            ],
+        )?;
+        let url = out.lines().last().unwrap_or_default().trim().to_owned();
+        let pull = self
+            .hub
+            .pulls()
+            .into_iter()
+            .find(|p| p.head == AGENT_BRANCH)
+            .context("fakehub has no pull request for the agent's branch")?;
+        step(
+            "mint publish",
+            &format!(
+                "staged, committed and pushed {AGENT_BRANCH} with gix; pull request #{} against {}",
+                pull.number, pull.base
+            ),
+        );
+        Ok(url)
+    }
+
+    /// Run this binary as `mint …`, with no `git` on PATH: the agent commands need none.
+    fn mint(&self, dir: Option<&Path>, args: &[&OsString]) -> anyhow::Result<String> {
+        let exe = std::env::current_exe().context("finding this program")?;
+        let mut command = Command::new(exe);
+        command
+            .args(args)
+            .env_clear()
+            .env("HOME", &self.home)
+            .env(mint_api::env::SOCKET, &self.socket)
+            .stdin(Stdio::null());
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
+        let output = command.output().context("running mint")?;
+        if !output.status.success() {
+            bail!(
+                "mint {} failed: {}",
+                args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     async fn stop(self) -> anyhow::Result<()> {
