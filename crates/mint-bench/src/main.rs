@@ -3,6 +3,8 @@
 //! Run with `bench/run` (builds the release binaries first). Every scenario is interleaved with its anchors
 //! in the same run, so a busy machine slows all of them alike; the ratios are the claim.
 
+mod agent;
+
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -79,6 +81,11 @@ fn main() -> anyhow::Result<()> {
         n * 2,
         kib_to_mib(rss_warm)
     );
+    // The agent's flow (issue 3): fewer rounds, each is a whole publish or clone.
+    let rounds = std::env::var("MINT_BENCH_AGENT_ROUNDS").map_or(Ok(15), |s| s.parse())?;
+    if rounds > 0 {
+        agent::run(&rig, rounds)?;
+    }
     rig.stop();
     Ok(())
 }

@@ -1,0 +1,175 @@
+//! The agent's flow: `mint publish` against the git CLI doing the same steps (switch -c, add -A, commit,
+//! push, and the same pull-request call to mintd), and `mint clone` against `git clone`.
+//!
+//! Each tool works in its own long-lived clone, as an agent loop does: every round makes the same kind of
+//! change in both (5 files modified, 5 added in a new directory, 1 deleted) and publishes it to a new
+//! branch, so each round is a first publish (new branch, new pull request) from a warm work tree.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+
+use crate::{OWNER, REPO, Rig, Scenario};
+
+const AUTHOR: [(&str, &str); 2] = [("user.name", "Bench Agent"), ("user.email", "bench@example.invalid")];
+
+pub(crate) fn run(rig: &Rig, rounds: usize) -> anyhow::Result<()> {
+    let work = rig.work.path().join("agent");
+    std::fs::create_dir_all(&work)?;
+    if !rig.hub.repo_path(OWNER, REPO).exists() {
+        rig.hub.create_repo(OWNER, REPO)?;
+    }
+    let mut small = Scenario::new(
+        "publish a change (small repository): `mint publish` vs git CLI + the same PR call",
+        &["mint publish", "git switch/add/commit/push + PR"],
+    );
+    publish_rounds(rig, &work.join("small"), rounds, &mut small)?;
+
+    seed_files(rig, &work.join("seed"), 10_000)?;
+    let mut big = Scenario::new(
+        "publish a change (10,000 files): `mint publish` vs git CLI + the same PR call",
+        &["mint publish", "git switch/add/commit/push + PR"],
+    );
+    publish_rounds(rig, &work.join("big"), rounds, &mut big)?;
+
+    let mut clone = Scenario::new(
+        "clone (10,000 files over smart HTTP): `mint clone` vs `git clone`",
+        &["mint clone", "git clone"],
+    );
+    for i in 0..rounds.div_ceil(2) {
+        let ours = work.join(format!("clone-mint-{i}"));
+        let theirs = work.join(format!("clone-git-{i}"));
+        clone.time(0, || exec(rig.mint(&work).arg("clone").arg(&ours)))?;
+        clone.time(1, || {
+            exec(rig.git(&rig.helper_path()).arg("clone").arg("-q").arg(rig.repo_url()).arg(&theirs))
+        })?;
+        std::fs::remove_dir_all(&ours)?;
+        std::fs::remove_dir_all(&theirs)?;
+    }
+    small.print();
+    big.print();
+    clone.print();
+    Ok(())
+}
+
+fn publish_rounds(rig: &Rig, dir: &Path, rounds: usize, scenario: &mut Scenario) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let ours = dir.join("mint");
+    let theirs = dir.join("git");
+    exec(rig.mint(dir).arg("clone").arg(&ours))?;
+    exec(rig.git(&rig.helper_path()).arg("clone").arg("-q").arg(rig.repo_url()).arg(&theirs))?;
+    let client = mint_api::Client::new(&rig.socket);
+    for round in 0..rounds {
+        change(&ours, "mint", round)?;
+        change(&theirs, "git", round)?;
+        let branch = format!("adagent/bench-mint-{}-{round}", dir_name(dir));
+        scenario.time(0, || {
+            exec(rig.mint(&ours).args(["publish", "--branch", &branch, "-m", "change", "--title", "change"]))
+        })?;
+        let branch = format!("adagent/bench-git-{}-{round}", dir_name(dir));
+        scenario.time(1, || {
+            exec(rig.git_in(&theirs).args(["switch", "-q", "-c", &branch]))?;
+            exec(rig.git_in(&theirs).args(["add", "-A"]))?;
+            exec(rig.git_in(&theirs).args(["commit", "-q", "-m", "change"]))?;
+            exec(rig.git_in(&theirs).args(["push", "-q", "origin", "HEAD"]))?;
+            let input = mint_api::PullRequestInput {
+                branch: branch.clone(),
+                title: "change".into(),
+                body: None,
+                ticket: None,
+                draft: false,
+            };
+            let response = client.request("POST", mint_api::route::PULLS, &serde_json::to_vec(&input)?)?;
+            if response.status != 201 {
+                bail!("the pull request call answered {}: {:?}", response.status, response.reason);
+            }
+            Ok(response.body)
+        })?;
+    }
+    Ok(())
+}
+
+fn dir_name(dir: &Path) -> String {
+    dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// The same kind of change for both tools: 5 modified, 5 added in a new directory, 1 deleted.
+fn change(dir: &Path, tool: &str, round: usize) -> anyhow::Result<()> {
+    for i in 0..5 {
+        let path = dir.join(format!("edit-{i}.txt"));
+        let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.push_str(&format!("{tool} round {round}\n"));
+        std::fs::write(&path, text)?;
+    }
+    let new = dir.join(format!("round-{round}"));
+    std::fs::create_dir_all(&new)?;
+    for i in 0..5 {
+        std::fs::write(new.join(format!("file-{i}.txt")), format!("{tool} {round} {i}\n"))?;
+    }
+    if round > 0 {
+        std::fs::remove_file(dir.join(format!("round-{}/file-0.txt", round - 1)))?;
+    }
+    Ok(())
+}
+
+/// Put `count` files (100 per directory) on the remote's main, with git.
+fn seed_files(rig: &Rig, dir: &Path, count: usize) -> anyhow::Result<()> {
+    exec(rig.git(&rig.helper_path()).arg("clone").arg("-q").arg(rig.repo_url()).arg(dir))?;
+    for i in 0..count {
+        let sub = dir.join(format!("src/mod{:03}", i / 100));
+        if i % 100 == 0 {
+            std::fs::create_dir_all(&sub)?;
+        }
+        std::fs::write(sub.join(format!("file{i:05}.rs")), format!("// file {i}\npub fn f{i}() {{}}\n"))?;
+    }
+    exec(rig.git_in(dir).args(["add", "-A"]))?;
+    exec(rig.git_in(dir).args(["commit", "-q", "-m", "10,000 files"]))?;
+    exec(rig.git_in(dir).args(["push", "-q", "origin", "HEAD:main"]))?;
+    Ok(())
+}
+
+impl Rig {
+    fn repo_url(&self) -> String {
+        format!("{}/{OWNER}/{REPO}.git", self.hub.url())
+    }
+
+    fn helper_path(&self) -> String {
+        self.bin_dir.join("git-credential-mint").display().to_string()
+    }
+
+    /// git in a work tree, authenticated by the helper named by absolute path (the recommended setup).
+    fn git_in(&self, dir: &Path) -> Command {
+        let mut c = self.git(&self.helper_path());
+        for (key, value) in AUTHOR {
+            c.arg("-c").arg(format!("{key}={value}"));
+        }
+        c.current_dir(dir);
+        c
+    }
+
+    fn mint(&self, dir: &Path) -> Command {
+        let mut c = Command::new(self.bin_dir.join("mint"));
+        c.env_clear()
+            .env("HOME", &self.home)
+            .env("MINT_SOCKET", &self.socket)
+            .env("MINT_AUTHOR_NAME", AUTHOR[0].1)
+            .env("MINT_AUTHOR_EMAIL", AUTHOR[1].1)
+            .current_dir(dir);
+        c
+    }
+}
+
+fn exec(command: &mut Command) -> anyhow::Result<Vec<u8>> {
+    let started = Instant::now();
+    let out = command.stdin(Stdio::null()).output().context("spawning")?;
+    if !out.status.success() {
+        bail!(
+            "{command:?} failed after {:?}: {}",
+            started.elapsed(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out.stdout)
+}
