@@ -117,7 +117,13 @@ fn the_demo_runs_the_whole_flow() {
     );
     assert!(stdout.contains("✓ one token minted"), "{stdout}");
     assert!(stdout.contains("✓ mintd stopped: the token was revoked"), "{stdout}");
-    assert!(stdout.contains("mint publish   staged, committed and pushed"), "{stdout}");
+    assert!(
+        stdout.contains("mint publish   staged, committed and pushed"),
+        "{stdout}"
+    );
     let last = stdout.lines().last().unwrap_or_default();
-    assert!(last.ends_with("/octo-org/hello-world/pull/1"), "the PR's URL comes last: {stdout}");
+    assert!(
+        last.ends_with("/octo-org/hello-world/pull/1"),
+        "the PR's URL comes last: {stdout}"
+    );
 }

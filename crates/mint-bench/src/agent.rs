@@ -5,6 +5,7 @@
 //! change in both (5 files modified, 5 added in a new directory, 1 deleted) and publishes it to a new
 //! branch, so each round is a first publish (new branch, new pull request) from a warm work tree.
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -43,7 +44,13 @@ pub(crate) fn run(rig: &Rig, rounds: usize) -> anyhow::Result<()> {
         let theirs = work.join(format!("clone-git-{i}"));
         clone.time(0, || exec(rig.mint(&work).arg("clone").arg(&ours)))?;
         clone.time(1, || {
-            exec(rig.git(&rig.helper_path()).arg("clone").arg("-q").arg(rig.repo_url()).arg(&theirs))
+            exec(
+                rig.git(&rig.helper_path())
+                    .arg("clone")
+                    .arg("-q")
+                    .arg(rig.repo_url())
+                    .arg(&theirs),
+            )
         })?;
         std::fs::remove_dir_all(&ours)?;
         std::fs::remove_dir_all(&theirs)?;
@@ -59,14 +66,23 @@ fn publish_rounds(rig: &Rig, dir: &Path, rounds: usize, scenario: &mut Scenario)
     let ours = dir.join("mint");
     let theirs = dir.join("git");
     exec(rig.mint(dir).arg("clone").arg(&ours))?;
-    exec(rig.git(&rig.helper_path()).arg("clone").arg("-q").arg(rig.repo_url()).arg(&theirs))?;
+    exec(
+        rig.git(&rig.helper_path())
+            .arg("clone")
+            .arg("-q")
+            .arg(rig.repo_url())
+            .arg(&theirs),
+    )?;
     let client = mint_api::Client::new(&rig.socket);
     for round in 0..rounds {
         change(&ours, "mint", round)?;
         change(&theirs, "git", round)?;
         let branch = format!("adagent/bench-mint-{}-{round}", dir_name(dir));
         scenario.time(0, || {
-            exec(rig.mint(&ours).args(["publish", "--branch", &branch, "-m", "change", "--title", "change"]))
+            exec(
+                rig.mint(&ours)
+                    .args(["publish", "--branch", &branch, "-m", "change", "--title", "change"]),
+            )
         })?;
         let branch = format!("adagent/bench-git-{}-{round}", dir_name(dir));
         scenario.time(1, || {
@@ -83,7 +99,11 @@ fn publish_rounds(rig: &Rig, dir: &Path, rounds: usize, scenario: &mut Scenario)
             };
             let response = client.request("POST", mint_api::route::PULLS, &serde_json::to_vec(&input)?)?;
             if response.status != 201 {
-                bail!("the pull request call answered {}: {:?}", response.status, response.reason);
+                bail!(
+                    "the pull request call answered {}: {:?}",
+                    response.status,
+                    response.reason
+                );
             }
             Ok(response.body)
         })?;
@@ -92,7 +112,9 @@ fn publish_rounds(rig: &Rig, dir: &Path, rounds: usize, scenario: &mut Scenario)
 }
 
 fn dir_name(dir: &Path) -> String {
-    dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The same kind of change for both tools: 5 modified, 5 added in a new directory, 1 deleted.
@@ -100,7 +122,7 @@ fn change(dir: &Path, tool: &str, round: usize) -> anyhow::Result<()> {
     for i in 0..5 {
         let path = dir.join(format!("edit-{i}.txt"));
         let mut text = std::fs::read_to_string(&path).unwrap_or_default();
-        text.push_str(&format!("{tool} round {round}\n"));
+        writeln!(text, "{tool} round {round}")?;
         std::fs::write(&path, text)?;
     }
     let new = dir.join(format!("round-{round}"));
@@ -116,13 +138,22 @@ fn change(dir: &Path, tool: &str, round: usize) -> anyhow::Result<()> {
 
 /// Put `count` files (100 per directory) on the remote's main, with git.
 fn seed_files(rig: &Rig, dir: &Path, count: usize) -> anyhow::Result<()> {
-    exec(rig.git(&rig.helper_path()).arg("clone").arg("-q").arg(rig.repo_url()).arg(dir))?;
+    exec(
+        rig.git(&rig.helper_path())
+            .arg("clone")
+            .arg("-q")
+            .arg(rig.repo_url())
+            .arg(dir),
+    )?;
     for i in 0..count {
         let sub = dir.join(format!("src/mod{:03}", i / 100));
         if i % 100 == 0 {
             std::fs::create_dir_all(&sub)?;
         }
-        std::fs::write(sub.join(format!("file{i:05}.rs")), format!("// file {i}\npub fn f{i}() {{}}\n"))?;
+        std::fs::write(
+            sub.join(format!("file{i:05}.rs")),
+            format!("// file {i}\npub fn f{i}() {{}}\n"),
+        )?;
     }
     exec(rig.git_in(dir).args(["add", "-A"]))?;
     exec(rig.git_in(dir).args(["commit", "-q", "-m", "10,000 files"]))?;

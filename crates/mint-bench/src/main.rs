@@ -119,7 +119,11 @@ impl Rig {
             .worker_threads(1)
             .enable_all()
             .build()?;
-        let work = tempfile::Builder::new().prefix("mint-bench-").tempdir()?;
+        // The work trees live under target/bench, not /tmp: on this project's machines /tmp is a different
+        // mount whose file creation measured 9x slower, which would swamp what is being measured.
+        let out_dir = bin_dir.parent().context("target/<profile>/..")?.join("bench");
+        std::fs::create_dir_all(&out_dir)?;
+        let work = tempfile::Builder::new().prefix("work-").tempdir_in(&out_dir)?;
         let key = AppKeyPair::generate()?;
         let config = Config::new(1, key.public_key_pem(), work.path().join("github")).with_installation(
             InstallationConfig::new(

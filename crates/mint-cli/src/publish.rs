@@ -139,15 +139,11 @@ pub(crate) fn publish(socket: &Path, args: &PublishArgs) -> anyhow::Result<ExitC
     if pushed.up_to_date {
         progress(&format!("{} is up to date at {url}", args.branch));
     } else {
-        let old = pushed
-            .old
-            .map_or_else(|| "[new branch]".to_owned(), |o| format!("{}..", o.to_hex_with_len(7)));
-        progress(&format!(
-            "To {url}\n   {old}{}  {} -> {}",
-            tip.to_hex_with_len(7),
-            args.branch,
-            args.branch
-        ));
+        let old = pushed.old.map_or_else(
+            || " * [new branch]     ".to_owned(),
+            |o| format!("   {}..{}", o.to_hex_with_len(7), tip.to_hex_with_len(7)),
+        );
+        progress(&format!("To {url}\n{old}  {} -> {}", args.branch, args.branch));
     }
 
     let pull = open_pull(&remote.client, &input)?;
