@@ -17,6 +17,11 @@ pub enum ClientError {
         socket.display()
     )]
     NotRunning { socket: PathBuf, source: std::io::Error },
+    #[error(
+        "not allowed to open mintd's socket {} ({source}): this user is not the sandbox's; run as the user mintd serves (its --allow-uid), in the socket's group (its --socket-group)",
+        socket.display()
+    )]
+    NoAccess { socket: PathBuf, source: std::io::Error },
     #[error("talking to mintd on {} failed: {source}", socket.display())]
     Io { socket: PathBuf, source: std::io::Error },
     #[error("mintd on {} gave an answer that is not HTTP: {reason}", socket.display())]
@@ -80,9 +85,13 @@ impl Client {
             socket: self.socket.clone(),
             source,
         };
-        let mut stream = UnixStream::connect(&self.socket).map_err(|source| ClientError::NotRunning {
-            socket: self.socket.clone(),
-            source,
+        let mut stream = UnixStream::connect(&self.socket).map_err(|source| {
+            let socket = self.socket.clone();
+            if source.kind() == std::io::ErrorKind::PermissionDenied {
+                ClientError::NoAccess { socket, source }
+            } else {
+                ClientError::NotRunning { socket, source }
+            }
         })?;
         stream.set_read_timeout(Some(self.timeout)).map_err(io)?;
         stream.set_write_timeout(Some(self.timeout)).map_err(io)?;
