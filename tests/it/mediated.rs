@@ -158,3 +158,21 @@ fn a_100_mb_push_streams_through_with_bounded_memory() {
         "mintd's peak RSS was {peak_kib} KiB for a 100 MB push"
     );
 }
+
+#[test]
+fn the_socket_hands_out_no_token_in_mediated_mode() {
+    let (world, proxy) = mediated_world();
+    let url = world.url();
+    let (protocol, host) = url.split_once("://").expect("url");
+    let request = format!("protocol={protocol}\nhost={host}\npath={OWNER}/{REPO}.git\n\n");
+    let out = world.helper("get", request.as_bytes());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stdout.contains("password="), "a token was handed out: {stdout}");
+    assert!(!out.status.success(), "the helper reports the refusal");
+    assert!(
+        stderr.contains("mediated mode") && stderr.contains(&proxy),
+        "the refusal names the mode and the way out: {stderr}"
+    );
+    assert!(world.hub.mints().is_empty(), "nothing was minted for it");
+}

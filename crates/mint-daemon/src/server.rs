@@ -113,6 +113,20 @@ async fn credential(daemon: &Daemon, peer: &AllowedPeer, action: &str, body: &[u
         }
         return empty(StatusCode::NO_CONTENT, None);
     }
+    if let Some(proxy) = daemon.git_proxy_bound.get() {
+        // Mediated mode: the token never enters the sandbox, whatever asks for it.
+        daemon
+            .metrics
+            .declined
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (scheme, host) = (daemon.target.scheme(), daemon.target.host());
+        return refusal(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "mintd is in mediated mode and hands out no token: point git at its proxy instead, [url \"http://{proxy}/\"] insteadOf = {scheme}://{host}/"
+            ),
+        );
+    }
     let approved = match daemon.target.check_get(&request) {
         Ok(approved) => approved,
         Err(decline) => {
