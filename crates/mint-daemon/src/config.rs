@@ -24,7 +24,10 @@ Git inside the sandbox needs only:
         helper = mint
         useHttpPath = true
 
-Local API on the socket: POST /v1/credential/{get,store,erase}, GET /v1/status, GET /healthz.")]
+Local API on the socket: POST /v1/credential/{get,store,erase}, GET /v1/status, GET /healthz.
+
+`mintd ready [--socket PATH]` exits 0 once a mintd accepts connections on the socket, else 1: a startup
+probe for images with no shell.")]
 pub struct Args {
     /// The GitHub App's numeric App ID or its Client ID.
     #[arg(long, env = env::APP_ID, value_name = "ID")]

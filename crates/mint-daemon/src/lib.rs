@@ -215,6 +215,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 /// `mintd`'s whole life: parse flags, set up logging, load the config (exit 64 if it cannot work), run
 /// until SIGTERM or SIGINT.
 pub fn main() -> ExitCode {
+    let mut words = std::env::args_os().skip(1);
+    if words.next().is_some_and(|first| first == "ready") {
+        return ready(words);
+    }
     let args = match Args::try_parse() {
         Ok(args) => args,
         Err(e) => {
@@ -249,6 +253,29 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mintd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `mintd ready [--socket PATH]`: is a mintd accepting connections on the socket? The socket appears only
+/// once mintd is ready, so a connection that is accepted is the answer; no request is made.
+fn ready(mut argv: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
+    let socket = match (argv.next(), argv.next(), argv.next()) {
+        (None, ..) => mint_api::socket_path(None),
+        (Some(flag), Some(path), None) if flag == "--socket" => mint_api::socket_path(Some(path.into())),
+        _ => {
+            eprintln!("usage: mintd ready [--socket PATH]");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match std::os::unix::net::UnixStream::connect(&socket) {
+        Ok(_) => {
+            println!("mintd is ready on {}", socket.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mintd is not ready on {}: {e}", socket.display());
             ExitCode::FAILURE
         }
     }
