@@ -5,6 +5,7 @@ mod agent;
 mod daemon;
 mod faults;
 mod git_flow;
+mod image;
 mod mediated;
 mod policy;
 mod pulls;
