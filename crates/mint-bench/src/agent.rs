@@ -12,31 +12,28 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use crate::{OWNER, REPO, Rig, Scenario};
+use crate::{OWNER, REPO, Report, Rig, Scenario};
 
 const AUTHOR: [(&str, &str); 2] = [("user.name", "Bench Agent"), ("user.email", "bench@example.invalid")];
 
-pub(crate) fn run(rig: &Rig, rounds: usize) -> anyhow::Result<()> {
+pub(crate) fn run(rig: &Rig, rounds: usize, report: &mut Report) -> anyhow::Result<()> {
     let work = rig.work.path().join("agent");
     std::fs::create_dir_all(&work)?;
-    if !rig.hub.repo_path(OWNER, REPO).exists() {
-        rig.hub.create_repo(OWNER, REPO)?;
-    }
     let mut small = Scenario::new(
-        "publish a change (small repository): `mint publish` vs git CLI + the same PR call",
+        "publish a change, small repository (target: mint publish ÷ git ≤ 1.0)",
         &["mint publish", "git switch/add/commit/push + PR"],
     );
     publish_rounds(rig, &work.join("small"), rounds, &mut small)?;
 
     seed_files(rig, &work.join("seed"), 10_000)?;
     let mut big = Scenario::new(
-        "publish a change (10,000 files): `mint publish` vs git CLI + the same PR call",
+        "publish a change, 10,000 files (target: mint publish ÷ git ≤ 1.0)",
         &["mint publish", "git switch/add/commit/push + PR"],
     );
     publish_rounds(rig, &work.join("big"), rounds, &mut big)?;
 
     let mut clone = Scenario::new(
-        "clone (10,000 files over smart HTTP): `mint clone` vs `git clone`",
+        "clone, 10,000 files over smart HTTP (target: mint clone ÷ git clone ≤ 1.0)",
         &["mint clone", "git clone"],
     );
     for i in 0..rounds.div_ceil(2) {
@@ -55,9 +52,9 @@ pub(crate) fn run(rig: &Rig, rounds: usize) -> anyhow::Result<()> {
         std::fs::remove_dir_all(&ours)?;
         std::fs::remove_dir_all(&theirs)?;
     }
-    small.print();
-    big.print();
-    clone.print();
+    small.report(report, 1)?;
+    big.report(report, 1)?;
+    clone.report(report, 1)?;
     Ok(())
 }
 
@@ -164,10 +161,6 @@ fn seed_files(rig: &Rig, dir: &Path, count: usize) -> anyhow::Result<()> {
 impl Rig {
     fn repo_url(&self) -> String {
         format!("{}/{OWNER}/{REPO}.git", self.hub.url())
-    }
-
-    fn helper_path(&self) -> String {
-        self.bin_dir.join("git-credential-mint").display().to_string()
     }
 
     /// git in a work tree, authenticated by the helper named by absolute path (the recommended setup).

@@ -4,6 +4,7 @@
 //! in the same run, so a busy machine slows all of them alike; the ratios are the claim.
 
 mod agent;
+mod load;
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -22,23 +23,33 @@ fn main() -> anyhow::Result<()> {
         .nth(1)
         .map_or(Ok(200), |s| s.parse())
         .context("N must be a number")?;
+    if n == 0 {
+        bail!("N must be at least 1");
+    }
     let rig = Rig::start()?;
+    let mut report = Report::new(rig.out_dir.clone());
+    let git_version = Command::new("git").arg("--version").output()?;
+    report.line(format!(
+        "mint-bench, N = {n} per series, {}, {} CPUs",
+        String::from_utf8_lossy(&git_version.stdout).trim(),
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
+    ));
     let mut fill = Scenario::new(
-        "warm `git credential fill`",
+        "warm `git credential fill` (target: /abs/git-credential-mint ÷ credential-cache ≤ 1.0)",
         &[
-            "helper = mint",
             "helper = /abs/git-credential-mint",
+            "helper = mint (PATH lookup)",
             "git credential-cache",
             "git credential-store",
         ],
     );
     let mut alone = Scenario::new(
-        "helper process alone (`get` on stdin)",
+        "helper process alone, `get` on stdin (target: git-credential-mint ≤ 1.3 ms)",
         &["git-credential-mint get", "git credential-cache get", "/bin/true"],
     );
     let helpers = [
+        rig.helper_path(),
         "mint".to_owned(),
-        rig.bin_dir.join("git-credential-mint").display().to_string(),
         rig.cache_helper(),
         rig.store_helper(),
     ];
@@ -66,33 +77,81 @@ fn main() -> anyhow::Result<()> {
         alone.time(2, || run_with_input(&mut Command::new("/bin/true"), ""))?;
     }
     let rss_warm = rss_kib(&rig.mintd)?;
-    let git_version = Command::new("git").arg("--version").output()?;
-    println!(
-        "mint-bench, N = {n} per series, {}",
-        String::from_utf8_lossy(&git_version.stdout).trim()
-    );
-    fill.print();
-    alone.print();
-    println!("\nmintd");
-    println!("  start to socket ready        {:>8.2} ms", ms(rig.ready));
-    println!("  RSS idle (before any mint)   {:>8.1} MiB", kib_to_mib(rig.rss_idle));
-    println!(
-        "  RSS after {:>4} warm gets     {:>8.1} MiB",
+    fill.report(&mut report, 2)?;
+    alone.report(&mut report, 1)?;
+    report.line("\nmintd");
+    report.line(format!(
+        "  start to socket ready        {:>8.2} ms (target ≤ 50 ms)",
+        ms(rig.ready)
+    ));
+    report.line(format!(
+        "  RSS idle (before any mint)   {:>8.1} MiB (target ≤ 8 MiB)",
+        kib_to_mib(rig.rss_idle)
+    ));
+    report.line(format!(
+        "  RSS after {:>5} warm gets    {:>8.1} MiB",
         n * 2,
         kib_to_mib(rss_warm)
-    );
-    // The agent's flow (issue 3): fewer rounds, each is a whole publish or clone.
+    ));
+
+    load::burst(&rig, &mut report)?;
+    let seconds = std::env::var("MINT_BENCH_STEADY_SECONDS").map_or(Ok(30), |s| s.parse())?;
+    if seconds > 0 {
+        load::steady(&rig, 200, seconds, &mut report)?;
+    }
+    // The agent's flow: fewer rounds, each is a whole publish or clone.
     let rounds = std::env::var("MINT_BENCH_AGENT_ROUNDS").map_or(Ok(15), |s| s.parse())?;
     if rounds > 0 {
-        agent::run(&rig, rounds)?;
+        agent::run(&rig, rounds, &mut report)?;
     }
-    rig.stop();
-    Ok(())
+    drop(rig);
+    report.finish()
+}
+
+/// The results as they are printed, plus the same table and the raw samples as files under target/bench/.
+struct Report {
+    dir: PathBuf,
+    text: String,
+    samples: String,
+}
+
+impl Report {
+    fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            text: String::new(),
+            samples: String::from("scenario,series,ms\n"),
+        }
+    }
+
+    fn line(&mut self, line: impl AsRef<str>) {
+        let line = line.as_ref();
+        println!("{line}");
+        self.text.push_str(line);
+        self.text.push('\n');
+    }
+
+    fn file(&self, name: &str, contents: &str) -> anyhow::Result<()> {
+        let path = self.dir.join(name);
+        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))
+    }
+
+    fn finish(self) -> anyhow::Result<()> {
+        self.file("results.txt", &self.text)?;
+        self.file("samples.csv", &self.samples)?;
+        println!(
+            "\nwritten to {}: results.txt, samples.csv, burst.csv, steady.csv, steady-rss.csv",
+            self.dir.display()
+        );
+        Ok(())
+    }
 }
 
 /// fakehub in-process, the release `mintd` as a child, git's credential-cache daemon, a temp HOME.
 struct Rig {
-    runtime: tokio::runtime::Runtime,
+    /// Runs fakehub until the rig is dropped.
+    _runtime: tokio::runtime::Runtime,
+    out_dir: PathBuf,
     hub: fakehub::RunningFakeHub,
     work: tempfile::TempDir,
     bin_dir: PathBuf,
@@ -134,6 +193,7 @@ impl Rig {
             ),
         );
         let hub = runtime.block_on(FakeHub::start(config))?;
+        hub.create_repo(OWNER, REPO)?;
         let url = hub.url();
         let key_file = work.path().join("app.pem");
         std::fs::OpenOptions::new()
@@ -145,31 +205,7 @@ impl Rig {
 
         // mintd: time from exec to the socket appearing (it appears only when ready), then RSS idle.
         let socket = work.path().join("run/mint.sock");
-        let started = Instant::now();
-        let mintd = Command::new(bin_dir.join("mintd"))
-            .args([
-                "--app-id",
-                "1",
-                "--installation-id",
-                "42",
-                "--repo",
-                &format!("{OWNER}/{REPO}"),
-            ])
-            .arg("--private-key")
-            .arg(&key_file)
-            .arg("--socket")
-            .arg(&socket)
-            .args(["--github-url", &url, "--api-url", &url])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()?;
-        while !socket.exists() {
-            if started.elapsed() > Duration::from_secs(10) {
-                bail!("mintd did not become ready");
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        let ready = started.elapsed();
+        let (mintd, ready) = spawn_mintd(&bin_dir, &url, &key_file, &socket)?;
         std::thread::sleep(Duration::from_millis(200));
         let rss_idle = rss_kib(&mintd)?;
         let home = work.path().join("home");
@@ -177,7 +213,8 @@ impl Rig {
         let (protocol, host) = url.split_once("://").context("url")?;
         let request = format!("protocol={protocol}\nhost={host}\npath={OWNER}/{REPO}.git\n\n");
         let rig = Self {
-            runtime,
+            _runtime: runtime,
+            out_dir,
             hub,
             work,
             bin_dir,
@@ -212,6 +249,11 @@ impl Rig {
         Ok(())
     }
 
+    /// The helper by absolute path: the recommended setup (git runs it without a PATH search).
+    fn helper_path(&self) -> String {
+        self.bin_dir.join("git-credential-mint").display().to_string()
+    }
+
     fn cache_socket(&self) -> PathBuf {
         self.work.path().join("cache/socket")
     }
@@ -240,12 +282,21 @@ impl Rig {
             ]);
         c
     }
+}
 
-    fn stop(mut self) {
-        let _ = run_with_input(self.git(&self.cache_helper()).args(["credential-cache", "exit"]), "");
+impl Drop for Rig {
+    /// Also on an error: no mintd or credential-cache daemon outlives the bench.
+    fn drop(&mut self) {
+        let mut exit = Command::new("git");
+        exit.env_clear()
+            .env("HOME", &self.home)
+            .arg("credential-cache")
+            .arg("--socket")
+            .arg(self.cache_socket())
+            .arg("exit");
+        let _ = run_with_input(&mut exit, "");
         let _ = self.mintd.kill();
         let _ = self.mintd.wait();
-        self.runtime.block_on(self.hub.shutdown());
     }
 }
 
@@ -271,20 +322,29 @@ impl Scenario {
         Ok(())
     }
 
-    fn print(&mut self) {
-        println!("\n{}", self.title);
-        println!("  {:<36} {:>10} {:>10} {:>14}", "", "median", "p95", "÷ first row");
-        let first = median(&mut self.samples[0].clone());
+    /// Medians, p95 and each row's median ÷ the `anchor` row's; the samples go to samples.csv.
+    fn report(&mut self, report: &mut Report, anchor: usize) -> anyhow::Result<()> {
+        use std::fmt::Write as _;
+        report.line(format!("\n{}", self.title));
+        report.line(format!(
+            "  {:<36} {:>10} {:>10} {:>10}   (ratio: ÷ {})",
+            "", "median", "p95", "ratio", self.names[anchor]
+        ));
+        let base = median(&mut self.samples[anchor].clone());
         for (name, samples) in self.names.iter().zip(&mut self.samples) {
             let med = median(samples);
             let p95 = percentile(samples, 95);
-            println!(
-                "  {name:<36} {:>8.2}ms {:>8.2}ms {:>13.2}x",
+            report.line(format!(
+                "  {name:<36} {:>8.2}ms {:>8.2}ms {:>9.2}x",
                 ms(med),
                 ms(p95),
-                med.as_secs_f64() / first.as_secs_f64()
-            );
+                med.as_secs_f64() / base.as_secs_f64()
+            ));
+            for sample in samples.iter() {
+                writeln!(report.samples, "\"{}\",\"{name}\",{:.4}", self.title, ms(*sample))?;
+            }
         }
+        Ok(())
     }
 }
 
@@ -313,6 +373,67 @@ fn rss_kib(child: &Child) -> anyhow::Result<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("no VmRSS in /proc/PID/status")
+}
+
+/// A release mintd on `socket` against fakehub at `url`; returns once the socket is there, with the time
+/// that took.
+fn spawn_mintd(bin_dir: &Path, url: &str, key_file: &Path, socket: &Path) -> anyhow::Result<(Child, Duration)> {
+    spawn_mintd_logging(bin_dir, url, key_file, socket, None)
+}
+
+/// [`spawn_mintd`], with a debug log of every request (JSON lines, microsecond timestamps) when `log` is
+/// given.
+fn spawn_mintd_logging(
+    bin_dir: &Path,
+    url: &str,
+    key_file: &Path,
+    socket: &Path,
+    log: Option<&Path>,
+) -> anyhow::Result<(Child, Duration)> {
+    // MINT_BENCH_MINTD_NICE=-15 runs mintd ahead of the load, as a sidecar with its own CPU share would be.
+    let mut command = match std::env::var("MINT_BENCH_MINTD_NICE") {
+        Ok(nice) => {
+            let mut c = Command::new("nice");
+            c.args(["-n", &nice]).arg(bin_dir.join("mintd"));
+            c
+        }
+        Err(_) => Command::new(bin_dir.join("mintd")),
+    };
+    match log {
+        Some(log) => command
+            .env("RUST_LOG", "mint_daemon=debug")
+            .args(["--log-format", "json"])
+            .stderr(std::fs::File::create(log)?),
+        None => command.env("RUST_LOG", "warn"),
+    };
+    let started = Instant::now();
+    let mut child = command
+        .args([
+            "--app-id",
+            "1",
+            "--installation-id",
+            "42",
+            "--repo",
+            &format!("{OWNER}/{REPO}"),
+        ])
+        .arg("--private-key")
+        .arg(key_file)
+        .arg("--socket")
+        .arg(socket)
+        .args(["--github-url", url, "--api-url", url])
+        .stdin(Stdio::null())
+        .spawn()?;
+    while !socket.exists() {
+        if let Some(status) = child.try_wait()? {
+            bail!("mintd exited with {status} before its socket appeared");
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            bail!("mintd did not become ready within 10 s");
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok((child, started.elapsed()))
 }
 
 fn path_with(dir: &Path) -> std::ffi::OsString {
