@@ -201,6 +201,11 @@ fn publish_pushes_exactly_the_tree_git_add_all_would_and_opens_the_pull_request(
         "adagent/every-kind"
     );
     assert_eq!(git(&world, &dir, &["rev-parse", "HEAD"]), pushed);
+    assert_eq!(
+        git(&world, &dir, &["rev-parse", "origin/adagent/every-kind"]),
+        pushed,
+        "the remote-tracking branch follows the push, as after git push"
+    );
     assert_eq!(git(&world, &dir, &["status", "--porcelain", "--ignored=no"]), "");
     assert_eq!(git(&world, &dir, &["write-tree"]), expected_tree);
     git(&world, &dir, &["fsck", "--strict"]);

@@ -136,6 +136,10 @@ pub(crate) fn publish(socket: &Path, args: &PublishArgs) -> anyhow::Result<ExitC
                 args.branch
             )
         })?;
+    if let Err(e) = mint_git::push::record_pushed(&repo, &args.branch, tip) {
+        // The push itself succeeded: say so, and go on to the pull request.
+        progress(&format!("warning: could not update origin/{}: {e}", args.branch));
+    }
     if pushed.up_to_date {
         progress(&format!("{} is up to date at {url}", args.branch));
     } else {

@@ -321,6 +321,22 @@ type Entries = Box<dyn Iterator<Item = gix::Result<Vec<output::Entry>>>>;
 
 /// The pack's entries, generated lazily: everything reachable from `new` that none of `hidden` (the remote's
 /// tips we have) reaches. Returns the number of objects and the entries in pack order.
+/// After a push, what `git push` does locally: `refs/remotes/origin/BRANCH` now names the pushed commit, so
+/// `git status` and `git log origin/BRANCH` agree with the remote. Only when the work tree has an `origin`.
+pub fn record_pushed(repo: &gix::Repository, branch: &str, pushed: ObjectId) -> Result<(), PushError> {
+    if repo.find_remote("origin").is_err() {
+        return Ok(());
+    }
+    repo.reference(
+        format!("refs/remotes/origin/{branch}"),
+        pushed,
+        gix::refs::transaction::PreviousValue::Any,
+        "update by push",
+    )
+    .map(|_| ())
+    .map_err(local)
+}
+
 fn pack_entries(repo: &gix::Repository, new: ObjectId, hidden: Vec<ObjectId>) -> Result<(usize, Entries), PushError> {
     // Everything reachable from `new` that no advertised tip we have reaches.
     let commits: Vec<ObjectId> = repo
