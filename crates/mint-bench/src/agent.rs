@@ -40,15 +40,7 @@ pub(crate) fn run(rig: &Rig, rounds: usize, report: &mut Report) -> anyhow::Resu
         let ours = work.join(format!("clone-mint-{i}"));
         let theirs = work.join(format!("clone-git-{i}"));
         clone.time(0, || exec(rig.mint(&work).arg("clone").arg(&ours)))?;
-        clone.time(1, || {
-            exec(
-                rig.git(&rig.helper_path())
-                    .arg("clone")
-                    .arg("-q")
-                    .arg(rig.repo_url())
-                    .arg(&theirs),
-            )
-        })?;
+        clone.time(1, || exec(&mut rig.git_clone(&theirs)))?;
         std::fs::remove_dir_all(&ours)?;
         std::fs::remove_dir_all(&theirs)?;
     }
@@ -63,13 +55,7 @@ fn publish_rounds(rig: &Rig, dir: &Path, rounds: usize, scenario: &mut Scenario)
     let ours = dir.join("mint");
     let theirs = dir.join("git");
     exec(rig.mint(dir).arg("clone").arg(&ours))?;
-    exec(
-        rig.git(&rig.helper_path())
-            .arg("clone")
-            .arg("-q")
-            .arg(rig.repo_url())
-            .arg(&theirs),
-    )?;
+    exec(&mut rig.git_clone(&theirs))?;
     let client = mint_api::Client::new(&rig.socket);
     for round in 0..rounds {
         change(&ours, "mint", round)?;
@@ -135,13 +121,7 @@ fn change(dir: &Path, tool: &str, round: usize) -> anyhow::Result<()> {
 
 /// Put `count` files (100 per directory) on the remote's main, with git.
 fn seed_files(rig: &Rig, dir: &Path, count: usize) -> anyhow::Result<()> {
-    exec(
-        rig.git(&rig.helper_path())
-            .arg("clone")
-            .arg("-q")
-            .arg(rig.repo_url())
-            .arg(dir),
-    )?;
+    exec(&mut rig.git_clone(dir))?;
     for i in 0..count {
         let sub = dir.join(format!("src/mod{:03}", i / 100));
         if i % 100 == 0 {
@@ -159,8 +139,12 @@ fn seed_files(rig: &Rig, dir: &Path, count: usize) -> anyhow::Result<()> {
 }
 
 impl Rig {
-    fn repo_url(&self) -> String {
-        format!("{}/{OWNER}/{REPO}.git", self.hub.url())
+    /// `git clone -q` of the repository into `dir`, authenticated by the helper.
+    fn git_clone(&self, dir: &Path) -> Command {
+        let mut c = self.git(&self.helper_path());
+        c.args(["clone", "-q", &format!("{}/{OWNER}/{REPO}.git", self.hub.url())])
+            .arg(dir);
+        c
     }
 
     /// git in a work tree, authenticated by the helper named by absolute path (the recommended setup).

@@ -64,16 +64,7 @@ fn main() -> anyhow::Result<()> {
             c.arg("--socket").arg(&rig.socket).arg("get").env_clear();
             run_with_input(&mut c, &rig.request)
         })?;
-        alone.time(1, || {
-            let mut c = Command::new("git");
-            c.env_clear()
-                .env("HOME", &rig.home)
-                .arg("credential-cache")
-                .arg("--socket")
-                .arg(rig.cache_socket())
-                .arg("get");
-            run_with_input(&mut c, &rig.request)
-        })?;
+        alone.time(1, || run_with_input(&mut rig.credential_cache("get"), &rig.request))?;
         alone.time(2, || run_with_input(&mut Command::new("/bin/true"), ""))?;
     }
     let rss_warm = rss_kib(&rig.mintd)?;
@@ -258,6 +249,19 @@ impl Rig {
         self.work.path().join("cache/socket")
     }
 
+    /// `git credential-cache ACTION` on this rig's cache socket, run directly (not through git's helper
+    /// machinery).
+    fn credential_cache(&self, action: &str) -> Command {
+        let mut c = Command::new("git");
+        c.env_clear()
+            .env("HOME", &self.home)
+            .arg("credential-cache")
+            .arg("--socket")
+            .arg(self.cache_socket())
+            .arg(action);
+        c
+    }
+
     fn cache_helper(&self) -> String {
         format!("cache --timeout=86400 --socket {}", self.cache_socket().display())
     }
@@ -287,14 +291,7 @@ impl Rig {
 impl Drop for Rig {
     /// Also on an error: no mintd or credential-cache daemon outlives the bench.
     fn drop(&mut self) {
-        let mut exit = Command::new("git");
-        exit.env_clear()
-            .env("HOME", &self.home)
-            .arg("credential-cache")
-            .arg("--socket")
-            .arg(self.cache_socket())
-            .arg("exit");
-        let _ = run_with_input(&mut exit, "");
+        let _ = run_with_input(&mut self.credential_cache("exit"), "");
         let _ = self.mintd.kill();
         let _ = self.mintd.wait();
     }
