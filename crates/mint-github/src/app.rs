@@ -32,9 +32,9 @@ pub enum PullOutcome {
 /// A GitHub App: its id, its private key and a client for its API.
 #[derive(Debug)]
 pub struct App {
-    id: AppId,
-    key: AppKey,
-    client: GitHubClient,
+    pub(crate) id: AppId,
+    pub(crate) key: AppKey,
+    pub(crate) client: GitHubClient,
     /// Seconds to add to this machine's clock to get GitHub's, learnt from a 401's `Date` header.
     clock_offset: AtomicI64,
 }
@@ -54,7 +54,7 @@ impl App {
     }
 
     /// GitHub's idea of now, as far as we know it.
-    fn github_now(&self) -> SystemTime {
+    pub(crate) fn github_now(&self) -> SystemTime {
         shift(SystemTime::now(), self.clock_offset.load(Ordering::Relaxed))
     }
 
@@ -353,7 +353,7 @@ pub fn check_scope(minted: &MintedToken, full_name: &str, asked: &Permissions) -
     Ok(())
 }
 
-fn message_of(response: &RawResponse) -> String {
+pub(crate) fn message_of(response: &RawResponse) -> String {
     let body: ErrorBody = serde_json::from_slice(&response.body).unwrap_or_default();
     let mut message = body
         .message
@@ -367,7 +367,7 @@ fn message_of(response: &RawResponse) -> String {
 }
 
 /// A 403 or 429 that says "wait": `retry-after`, or no requests left until `x-ratelimit-reset`.
-fn rate_limit(op: &Operation, response: &RawResponse) -> Option<GithubError> {
+pub(crate) fn rate_limit(op: &Operation, response: &RawResponse) -> Option<GithubError> {
     if !matches!(response.status, StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS) {
         return None;
     }
@@ -406,7 +406,7 @@ fn query_escape(value: &str) -> String {
     out
 }
 
-fn server_date(headers: &HeaderMap) -> Option<SystemTime> {
+pub(crate) fn server_date(headers: &HeaderMap) -> Option<SystemTime> {
     headers
         .get(http::header::DATE)
         .and_then(|v| v.to_str().ok())
@@ -422,7 +422,7 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
-fn generic_error(op: Operation, response: &RawResponse) -> GithubError {
+pub(crate) fn generic_error(op: Operation, response: &RawResponse) -> GithubError {
     if let Some(limited) = rate_limit(&op, response) {
         return limited;
     }
