@@ -33,7 +33,7 @@ pub enum PullOutcome {
 #[derive(Debug)]
 pub struct App {
     pub(crate) id: AppId,
-    pub(crate) key: AppKey,
+    pub(crate) key: Box<dyn crate::Signer>,
     pub(crate) client: GitHubClient,
     /// Seconds to add to this machine's clock to get GitHub's, learnt from a 401's `Date` header.
     clock_offset: AtomicI64,
@@ -45,12 +45,24 @@ const SKEW_TOLERANCE: Duration = Duration::from_secs(30);
 
 impl App {
     pub fn new(id: AppId, key: AppKey, client: GitHubClient) -> Self {
+        Self::with_signer(id, Box::new(key), client)
+    }
+
+    /// An App whose JWTs some other [`crate::Signer`] signs (e.g. a KMS holding the key).
+    pub fn with_signer(id: AppId, signer: Box<dyn crate::Signer>, client: GitHubClient) -> Self {
         Self {
             id,
-            key,
+            key: signer,
             client,
             clock_offset: AtomicI64::new(0),
         }
+    }
+
+    /// A fresh App JWT, signed with GitHub's clock as far as we know it.
+    pub(crate) fn jwt(&self) -> Result<crate::Jwt, GithubError> {
+        self.key
+            .app_jwt(&self.id, self.github_now())
+            .map_err(|e| GithubError::Jwt(e.to_string()))
     }
 
     /// GitHub's idea of now, as far as we know it.
@@ -105,10 +117,7 @@ impl App {
             installation_id,
             repo: full_name.clone(),
         };
-        let jwt = self
-            .key
-            .jwt(&self.id, self.github_now())
-            .map_err(|e| GithubError::Jwt(e.to_string()))?;
+        let jwt = self.jwt()?;
         let request = TokenRequest {
             repositories: vec![name.to_owned()],
             permissions: permissions.clone(),
@@ -264,7 +273,7 @@ impl App {
         }
     }
 
-    fn mint_error(
+    pub(crate) fn mint_error(
         &self,
         op: &Operation,
         installation_id: u64,

@@ -11,6 +11,7 @@ pub enum Operation {
     GetRepository { repo: String },
     CreatePull { repo: String, head: String },
     FindPull { repo: String, head: String },
+    GetInstallation { installation_id: u64 },
 }
 
 impl fmt::Display for Operation {
@@ -23,6 +24,7 @@ impl fmt::Display for Operation {
             Operation::GetRepository { repo } => write!(f, "read repository {repo}"),
             Operation::CreatePull { repo, head } => write!(f, "open a pull request from {head} in {repo}"),
             Operation::FindPull { repo, head } => write!(f, "find the open pull request from {head} in {repo}"),
+            Operation::GetInstallation { installation_id } => write!(f, "read installation {installation_id}"),
         }
     }
 }

@@ -3,13 +3,17 @@
 mod app;
 mod client;
 mod error;
+mod installation;
 mod jwt;
 mod secret;
+mod signer;
 mod types;
 
 pub use app::{App, PullOutcome, ScopeError, check_scope, decode_minted};
 pub use client::{ClientError, GitHubClient, https_connector};
 pub use error::{GithubError, Operation};
+pub use installation::{Account, Installation, check_scope_by_id};
 pub use jwt::{AppId, AppIdError, Claims, JWT_BACKDATE, JWT_LIFETIME};
 pub use secret::{AppKey, InstallationToken, Jwt, KeyError};
+pub use signer::{SignError, Signer};
 pub use types::{Level, MintedToken, NewPull, Permissions, PullRef, PullRequest, Repository, TokenRequest};

@@ -1,0 +1,148 @@
+//! What the control plane asks GitHub beside minting by name: an installation's account and state, and
+//! tokens minted by numeric repository id, which survives renames and transfers.
+
+use http::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::app::{generic_error, message_of, server_date};
+use crate::{App, GithubError, InstallationToken, MintedToken, Operation, Permissions, ScopeError, decode_minted};
+
+/// The subset of GitHub's `installation` object the control plane reads.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Installation {
+    pub id: u64,
+    pub account: Account,
+    /// Where an owner adds or removes the installation's repositories.
+    #[serde(default)]
+    pub html_url: Option<String>,
+    /// Set while an owner has suspended the App on the account.
+    #[serde(default)]
+    pub suspended_at: Option<String>,
+}
+
+/// The user or organization an installation belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Account {
+    pub login: String,
+    /// `User` or `Organization`.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+}
+
+/// Body of `POST /app/installations/{id}/access_tokens` naming the repository by id.
+#[derive(Serialize)]
+struct TokenRequestById<'a> {
+    repository_ids: [u64; 1],
+    permissions: &'a Permissions,
+}
+
+impl App {
+    /// `GET /app/installations/{id}` with the App JWT.
+    pub async fn installation(&self, installation_id: u64) -> Result<Installation, GithubError> {
+        let op = Operation::GetInstallation { installation_id };
+        let jwt = self.jwt()?;
+        let path = format!("/app/installations/{installation_id}");
+        let response = self
+            .client
+            .send(&op, Method::GET, &path, &format!("Bearer {}", jwt.expose()), None)
+            .await?;
+        match response.status {
+            StatusCode::OK => serde_json::from_slice(&response.body).map_err(|e| GithubError::BadResponse {
+                op,
+                reason: e.to_string(),
+            }),
+            StatusCode::NOT_FOUND => Err(GithubError::InstallationNotFound { installation_id }),
+            StatusCode::UNAUTHORIZED => Err(GithubError::BadAppCredentials {
+                app_id: self.id.to_string(),
+                status: 401,
+                message: message_of(&response),
+                server_date: server_date(&response.headers),
+            }),
+            _ => Err(generic_error(op, &response)),
+        }
+    }
+
+    /// Mint a token limited to the repository with this numeric id and to `permissions`, and verify the
+    /// grant. `full_name` is what the caller last knew the repository as, for messages only: the answer
+    /// carries its current name.
+    #[tracing::instrument(level = "debug", skip(self, permissions), fields(app = %self.id))]
+    pub async fn mint_for_repository_id(
+        &self,
+        installation_id: u64,
+        repository_id: u64,
+        full_name: &str,
+        permissions: &Permissions,
+    ) -> Result<MintedToken, GithubError> {
+        let op = Operation::Mint {
+            installation_id,
+            repo: full_name.to_owned(),
+        };
+        let jwt = self.jwt()?;
+        let body = serde_json::to_vec(&TokenRequestById {
+            repository_ids: [repository_id],
+            permissions,
+        })
+        .expect("a token request always serialises");
+        let path = format!("/app/installations/{installation_id}/access_tokens");
+        let response = self
+            .client
+            .send(
+                &op,
+                Method::POST,
+                &path,
+                &format!("Bearer {}", jwt.expose()),
+                Some(body),
+            )
+            .await?;
+        if response.status != StatusCode::CREATED {
+            return Err(self.mint_error(&op, installation_id, full_name, permissions, &response));
+        }
+        let mut minted = decode_minted(&op, &response.body)?;
+        minted.server_date = server_date(&response.headers);
+        if let Err(scope) = check_scope_by_id(&minted, repository_id, full_name, permissions) {
+            self.revoke_quietly(&minted.token).await;
+            return Err(scope.into());
+        }
+        Ok(minted)
+    }
+
+    /// Revoke, logging rather than returning a failure: for tokens that must not live on but whose
+    /// revocation nobody waits for (the token expires within the hour anyway).
+    pub async fn revoke_quietly(&self, token: &InstallationToken) {
+        if let Err(e) = self.revoke(token).await {
+            tracing::warn!(error = %e, "could not revoke a token; it expires on its own");
+        }
+    }
+}
+
+/// The token must cover exactly the repository with this id and no permission beyond those requested.
+pub fn check_scope_by_id(
+    minted: &MintedToken,
+    repository_id: u64,
+    full_name: &str,
+    asked: &Permissions,
+) -> Result<(), ScopeError> {
+    let excess = minted.permissions.excess_over(asked);
+    if !excess.is_empty() {
+        return Err(ScopeError::Permissions { excess });
+    }
+    let repos = minted.repositories.as_deref().unwrap_or_default();
+    if minted.repository_selection.as_deref() == Some("all") || repos.len() != 1 || repos[0].id != repository_id {
+        let got = if minted.repository_selection.as_deref() == Some("all") {
+            "all of the installation's repositories".to_owned()
+        } else if repos.is_empty() {
+            "no listed repository".to_owned()
+        } else {
+            repos
+                .iter()
+                .map(|r| format!("{} (id {})", r.full_name, r.id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(ScopeError::Repositories {
+            want: format!("{full_name} (id {repository_id})"),
+            got,
+        });
+    }
+    Ok(())
+}
