@@ -149,59 +149,22 @@ impl App {
         Ok(minted)
     }
 
-    /// `DELETE /installation/token`. A 401 means the token is already dead, which is what was wanted.
+    /// `DELETE /installation/token`; see [`GitHubClient::revoke`].
     pub async fn revoke(&self, token: &InstallationToken) -> Result<(), GithubError> {
-        let op = Operation::Revoke;
-        let response = self
-            .client
-            .send(
-                &op,
-                Method::DELETE,
-                "/installation/token",
-                &format!("Bearer {}", token.expose()),
-                None,
-            )
-            .await?;
-        match response.status {
-            StatusCode::NO_CONTENT | StatusCode::UNAUTHORIZED => Ok(()),
-            _ => Err(generic_error(op, &response)),
-        }
+        self.client.revoke(token).await
     }
 
-    /// `GET /repos/{owner}/{repo}` with an installation token (for the default branch).
+    /// `GET /repos/{owner}/{repo}`; see [`GitHubClient::repository`].
     pub async fn repository(
         &self,
         token: &InstallationToken,
         owner: &str,
         name: &str,
     ) -> Result<Repository, GithubError> {
-        let op = Operation::GetRepository {
-            repo: format!("{owner}/{name}"),
-        };
-        let response = self
-            .client
-            .send(
-                &op,
-                Method::GET,
-                &format!("/repos/{owner}/{name}"),
-                &format!("Bearer {}", token.expose()),
-                None,
-            )
-            .await?;
-        match response.status {
-            StatusCode::OK => serde_json::from_slice(&response.body).map_err(|e| GithubError::BadResponse {
-                op,
-                reason: e.to_string(),
-            }),
-            StatusCode::UNAUTHORIZED => Err(GithubError::TokenRejected {
-                op,
-                message: message_of(&response),
-            }),
-            _ => Err(generic_error(op, &response)),
-        }
+        self.client.repository(token, owner, name).await
     }
 
-    /// `POST /repos/{owner}/{repo}/pulls` with an installation token.
+    /// `POST /repos/{owner}/{repo}/pulls`; see [`GitHubClient::create_pull`].
     pub async fn create_pull(
         &self,
         token: &InstallationToken,
@@ -209,40 +172,10 @@ impl App {
         name: &str,
         pull: &NewPull<'_>,
     ) -> Result<PullOutcome, GithubError> {
-        let op = Operation::CreatePull {
-            repo: format!("{owner}/{name}"),
-            head: pull.head.to_owned(),
-        };
-        let body = serde_json::to_vec(pull).expect("a NewPull always serialises");
-        let response = self
-            .client
-            .send(
-                &op,
-                Method::POST,
-                &format!("/repos/{owner}/{name}/pulls"),
-                &format!("Bearer {}", token.expose()),
-                Some(body),
-            )
-            .await?;
-        match response.status {
-            StatusCode::CREATED => serde_json::from_slice(&response.body)
-                .map(PullOutcome::Created)
-                .map_err(|e| GithubError::BadResponse {
-                    op,
-                    reason: e.to_string(),
-                }),
-            StatusCode::UNPROCESSABLE_ENTITY if message_of(&response).contains("already exists") => {
-                Ok(PullOutcome::AlreadyExists)
-            }
-            StatusCode::UNAUTHORIZED => Err(GithubError::TokenRejected {
-                op,
-                message: message_of(&response),
-            }),
-            _ => Err(generic_error(op, &response)),
-        }
+        self.client.create_pull(token, owner, name, pull).await
     }
 
-    /// The open pull request from `branch` (in the same repository), if any.
+    /// See [`GitHubClient::open_pull_for`].
     pub async fn open_pull_for(
         &self,
         token: &InstallationToken,
@@ -250,27 +183,7 @@ impl App {
         name: &str,
         branch: &str,
     ) -> Result<Option<PullRequest>, GithubError> {
-        let op = Operation::FindPull {
-            repo: format!("{owner}/{name}"),
-            head: branch.to_owned(),
-        };
-        let path = format!(
-            "/repos/{owner}/{name}/pulls?head={owner}:{}&state=open",
-            query_escape(branch)
-        );
-        let response = self
-            .client
-            .send(&op, Method::GET, &path, &format!("Bearer {}", token.expose()), None)
-            .await?;
-        match response.status {
-            StatusCode::OK => serde_json::from_slice::<Vec<PullRequest>>(&response.body)
-                .map(|pulls| pulls.into_iter().next())
-                .map_err(|e| GithubError::BadResponse {
-                    op,
-                    reason: e.to_string(),
-                }),
-            _ => Err(generic_error(op, &response)),
-        }
+        self.client.open_pull_for(token, owner, name, branch).await
     }
 
     pub(crate) fn mint_error(
@@ -397,22 +310,6 @@ pub(crate) fn rate_limit(op: &Operation, response: &RawResponse) -> Option<Githu
         retry_after,
         message: message_of(response),
     })
-}
-
-/// Branch names are ref names: letters, digits and `/-_.` need no escaping; anything else is percent-encoded.
-fn query_escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || b"/-_.".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            const HEX: &[u8; 16] = b"0123456789ABCDEF";
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 15)]));
-        }
-    }
-    out
 }
 
 pub(crate) fn server_date(headers: &HeaderMap) -> Option<SystemTime> {

@@ -7,6 +7,7 @@ mod installation;
 mod jwt;
 mod secret;
 mod signer;
+mod token_calls;
 mod types;
 
 pub use app::{App, PullOutcome, ScopeError, check_scope, decode_minted};
