@@ -8,7 +8,7 @@ mod request;
 mod target;
 
 pub use request::{DecodeError, MAX_REQUEST_BYTES, Request};
-pub use target::{Approved, Decline, EraseApproved, RepoName, RepoNameError, Target, TargetError};
+pub use target::{Approved, Decline, EraseApproved, RepoName, RepoNameError, Server, Target, TargetError};
 
 /// The username GitHub expects with an installation token over HTTPS.
 pub const TOKEN_USERNAME: &str = "x-access-token";

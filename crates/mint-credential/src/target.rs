@@ -108,26 +108,47 @@ pub enum TargetError {
     NotRoot(String),
 }
 
-/// Where tokens may go: the scheme and host (with port) of the configured GitHub, and the repository.
+/// The configured GitHub as git names it: scheme and host (with a non-default port). Known from the start
+/// even when the repository is not (a daemon that learns it from a broker's answer).
 #[derive(Clone, PartialEq, Eq)]
-pub struct Target {
+pub struct Server {
     scheme: &'static str,
     /// Lower-cased, with the port only when it is not the scheme's default, as git writes `host=`.
     host: String,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.host)
+    }
+}
+
+/// Where tokens may go: the scheme and host (with port) of the configured GitHub, and the repository.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Target {
+    server: Server,
     repo: RepoName,
 }
 
 impl fmt::Debug for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}/{}", self.scheme, self.host, self.repo)
+        write!(f, "{:?}/{}", self.server, self.repo)
     }
 }
 
-/// Proof that a `get` passed the policy. Only [`Target::check_get`] creates one, so code that serves a
-/// token can demand it and an unchecked path does not compile.
+/// Proof that a `get` passed the policy for one target. Only [`Target::check_get`] creates one, so code
+/// that serves a token can demand it, and hold the token's own target to [`Approved::target`]: an
+/// unchecked path does not compile, and a token for another repository is not served.
 #[derive(Debug)]
 pub struct Approved {
-    _checked: (),
+    target: Target,
+}
+
+impl Approved {
+    /// The target the request was checked against.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
 }
 
 /// Proof that an `erase` names this target and carries a password to compare with the served token.
@@ -169,9 +190,9 @@ pub enum Decline {
     NoPassword,
 }
 
-impl Target {
+impl Server {
     /// `github_url` is the web root git talks to (`https://github.com`, `https://ghe.example.com`).
-    pub fn new(github_url: &str, repo: RepoName) -> Result<Self, TargetError> {
+    pub fn new(github_url: &str) -> Result<Self, TargetError> {
         let uri: http::Uri = github_url
             .parse()
             .map_err(|_| TargetError::NotAUrl(github_url.into()))?;
@@ -187,7 +208,7 @@ impl Target {
             _ => return Err(TargetError::Scheme(github_url.into())),
         };
         let host = normalize_host(scheme, authority.as_str());
-        Ok(Self { scheme, host, repo })
+        Ok(Self { scheme, host })
     }
 
     pub fn scheme(&self) -> &'static str {
@@ -199,19 +220,72 @@ impl Target {
         &self.host
     }
 
+    /// This server's repository `repo`.
+    pub fn target(&self, repo: RepoName) -> Target {
+        Target {
+            server: self.clone(),
+            repo,
+        }
+    }
+
+    /// Whether a request is for this server at all (protocol and host; any path). For deciding, before the
+    /// repository is known, whether learning it is worth a round trip; never a reason to serve a token.
+    pub fn admits(&self, req: &Request) -> Result<(), Decline> {
+        self.check_server(&effective_parts(req)?)
+    }
+
+    /// Protocol and host of `parts` against this server; the repository is the caller's to check.
+    fn check_server(&self, parts: &Parts) -> Result<(), Decline> {
+        let protocol = parts.protocol.clone().ok_or(Decline::MissingProtocol)?;
+        if !protocol.eq_ignore_ascii_case(self.scheme) {
+            return Err(Decline::OtherProtocol {
+                got: protocol,
+                want: self.scheme,
+            });
+        }
+        let host = parts.host.clone().ok_or(Decline::MissingHost)?;
+        if normalize_host(self.scheme, &host) != self.host {
+            return Err(Decline::OtherHost {
+                got: host,
+                want: self.host.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Target {
+    /// `github_url` is the web root git talks to (`https://github.com`, `https://ghe.example.com`).
+    pub fn new(github_url: &str, repo: RepoName) -> Result<Self, TargetError> {
+        Ok(Server::new(github_url)?.target(repo))
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        self.server.scheme
+    }
+
+    /// The host as git names it in credential requests, with a non-default port.
+    pub fn host(&self) -> &str {
+        &self.server.host
+    }
+
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
     pub fn repo(&self) -> &RepoName {
         &self.repo
     }
 
     /// The HTTPS URL to clone this target's repository from.
     pub fn clone_url(&self) -> String {
-        format!("{}://{}/{}.git", self.scheme, self.host, self.repo)
+        format!("{}://{}/{}.git", self.server.scheme, self.server.host, self.repo)
     }
 
     /// Decide whether a `get` may be answered with this target's token.
     pub fn check_get(&self, req: &Request) -> Result<Approved, Decline> {
         self.check_destination(req)?;
-        Ok(Approved { _checked: () })
+        Ok(Approved { target: self.clone() })
     }
 
     /// Decide whether an `erase` concerns this target (the caller then compares the password).
@@ -224,22 +298,9 @@ impl Target {
     }
 
     fn check_destination(&self, req: &Request) -> Result<(), Decline> {
-        let Parts { protocol, host, path } = effective_parts(req)?;
-        let protocol = protocol.ok_or(Decline::MissingProtocol)?;
-        if !protocol.eq_ignore_ascii_case(self.scheme) {
-            return Err(Decline::OtherProtocol {
-                got: protocol,
-                want: self.scheme,
-            });
-        }
-        let host = host.ok_or(Decline::MissingHost)?;
-        if normalize_host(self.scheme, &host) != self.host {
-            return Err(Decline::OtherHost {
-                got: host,
-                want: self.host.clone(),
-            });
-        }
-        if let Some(path) = path
+        let parts = effective_parts(req)?;
+        self.server.check_server(&parts)?;
+        if let Some(path) = parts.path
             && !self.repo.matches_path(&path)
         {
             return Err(Decline::OtherRepository {
@@ -394,6 +455,27 @@ mod tests {
         ] {
             assert!(bad.parse::<RepoName>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn approval_names_the_target_it_was_checked_against() {
+        let t = target();
+        let approved = get(&t, "protocol=https\nhost=github.com\n").expect("approved");
+        assert_eq!(approved.target(), &t);
+        let other = t.server().target("octo-org/other".parse().expect("valid"));
+        assert_ne!(approved.target(), &other);
+    }
+
+    #[test]
+    fn the_server_alone_admits_its_protocol_and_host_with_any_path() {
+        let server = Server::new("https://github.com/").expect("valid");
+        let admits = |input: &str| server.admits(&Request::decode(input.as_bytes()).expect("decodes"));
+        assert!(admits("protocol=https\nhost=github.com\npath=any/repo.git\n").is_ok());
+        assert!(admits("url=https://github.com/any/repo\n").is_ok());
+        assert!(admits("protocol=https\nhost=evil.example\npath=any/repo.git\n").is_err());
+        assert!(admits("protocol=http\nhost=github.com\n").is_err());
+        assert!(admits("protocol=https\nhost=github.com\nurl=https://evil.example/a/b\n").is_err());
+        assert_eq!(format!("{server:?}"), "https://github.com");
     }
 
     #[test]
