@@ -25,6 +25,11 @@ pub mod env {
     pub const GITHUB_URL: &str = "MINT_GITHUB_URL";
     pub const API_URL: &str = "MINT_API_URL";
     pub const PERMISSIONS: &str = "MINT_PERMISSIONS";
+    /// Broker mode: the control plane mintd asks for tokens instead of holding the App key.
+    pub const BROKER: &str = "MINT_BROKER";
+    /// Broker mode: the file holding this sandbox's credential for the broker.
+    pub const SANDBOX_CREDENTIAL_FILE: &str = "MINT_SANDBOX_CREDENTIAL_FILE";
+    pub const ALLOW_READABLE_CREDENTIAL: &str = "MINT_ALLOW_READABLE_CREDENTIAL";
     pub const LOG: &str = "RUST_LOG";
 }
 
@@ -99,9 +104,11 @@ pub struct PullRequestOutput {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     pub version: String,
-    /// `OWNER/NAME`.
+    /// `OWNER/NAME`. In broker mode the latest token's, and empty before the first one.
     pub repository: String,
+    /// In broker mode the latest token's, and 0 before the first one.
     pub installation_id: u64,
+    /// Empty in broker mode: the broker holds the App.
     pub app_id: String,
     pub github_url: String,
     pub api_url: String,
@@ -118,6 +125,9 @@ pub struct Status {
     /// The branches an agent may push and open pull requests from: `adagent/`.
     #[serde(default = "default_branch_prefix")]
     pub branch_prefix: String,
+    /// Broker mode: the broker's URL (`https://mint.example.com`); absent when mintd holds the App key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
 }
 
 fn default_branch_prefix() -> String {

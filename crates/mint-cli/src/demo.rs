@@ -85,14 +85,17 @@ impl Demo {
         write_private(&key_file, key.private_key_pem().as_bytes())?;
         let socket = private.join("run/mint.sock");
         let config = mint_daemon::Args {
-            app_id: APP_ID.to_string(),
-            private_key: key_file,
-            installation_id: INSTALLATION_ID,
-            repo: format!("{OWNER}/{REPO}"),
+            app_id: Some(APP_ID.to_string()),
+            private_key: Some(key_file),
+            installation_id: Some(INSTALLATION_ID),
+            repo: Some(format!("{OWNER}/{REPO}")),
+            broker: None,
+            sandbox_credential_file: None,
+            allow_readable_credential: false,
             socket: socket.clone(),
             github_url: hub.url(),
             api_url: Some(hub.url()),
-            permissions: mint_daemon::config::DEFAULT_PERMISSIONS.into(),
+            permissions: Some(mint_daemon::config::DEFAULT_PERMISSIONS.into()),
             allow_readable_key: false,
             allow_uids: Vec::new(),
             socket_mode: "0600".into(),

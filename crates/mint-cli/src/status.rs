@@ -30,10 +30,32 @@ fn render(socket: &Path, s: &Status) -> String {
         ),
         None => "none yet (minted on the first git request)".to_owned(),
     };
+    // Broker mode: the broker holds the App, and the repository is whatever its latest token is for.
+    let (repo, installation, broker) = match &s.broker {
+        None => (
+            s.repository.clone(),
+            format!("{} (App {})", s.installation_id, s.app_id),
+            String::new(),
+        ),
+        Some(url) => (
+            if s.repository.is_empty() {
+                "(not yet known: the broker names it with the first token)".to_owned()
+            } else {
+                s.repository.clone()
+            },
+            if s.installation_id == 0 {
+                "(not yet known; the broker holds the App)".to_owned()
+            } else {
+                format!("{} (the broker holds the App)", s.installation_id)
+            },
+            format!("broker        {url}\n"),
+        ),
+    };
     format!(
         "mintd {version} on {socket}, up {uptime}\n\
          repository    {repo}\n\
-         installation  {inst} (App {app})\n\
+         installation  {installation}\n\
+         {broker}\
          github        {github} (API {api})\n\
          permissions   {perms}\n\
          token         {token}\n\
@@ -45,9 +67,6 @@ fn render(socket: &Path, s: &Status) -> String {
         version = s.version,
         socket = socket.display(),
         uptime = human(s.uptime_seconds),
-        repo = s.repository,
-        inst = s.installation_id,
-        app = s.app_id,
         github = s.github_url,
         api = s.api_url,
         perms = s.permissions,
@@ -92,6 +111,7 @@ mod tests {
             uptime_seconds: 75,
             git_proxy: None,
             branch_prefix: "adagent/".into(),
+            broker: None,
         };
         assert_eq!(
             render(Path::new("/run/mint/mint.sock"), &status),
@@ -105,6 +125,47 @@ mod tests {
              last error    none\n\
              mode          helper: git-credential-mint hands git the token\n\
              branches      adagent/* (mint publish and pull requests)\n"
+        );
+    }
+
+    #[test]
+    fn broker_mode_names_the_broker_and_what_is_not_known_yet() {
+        let mut status = Status {
+            version: "0.1.0".into(),
+            repository: String::new(),
+            installation_id: 0,
+            app_id: String::new(),
+            github_url: "https://github.com".into(),
+            api_url: "https://api.github.com".into(),
+            permissions: "contents:write,metadata:read,pull_requests:write".into(),
+            token: None,
+            mints: 0,
+            last_error: None,
+            uptime_seconds: 5,
+            git_proxy: None,
+            branch_prefix: "adagent/".into(),
+            broker: Some("https://mint.example.com".into()),
+        };
+        let before = render(Path::new("/run/mint/mint.sock"), &status);
+        assert!(
+            before.contains(
+                "repository    (not yet known: the broker names it with the first token)\n\
+                 installation  (not yet known; the broker holds the App)\n\
+                 broker        https://mint.example.com\n\
+                 github        https://github.com (API https://api.github.com)\n"
+            ),
+            "{before}"
+        );
+        status.repository = "octo-org/hello-world".into();
+        status.installation_id = 42;
+        let after = render(Path::new("/run/mint/mint.sock"), &status);
+        assert!(
+            after.contains(
+                "repository    octo-org/hello-world\n\
+                 installation  42 (the broker holds the App)\n\
+                 broker        https://mint.example.com\n"
+            ),
+            "{after}"
         );
     }
 }

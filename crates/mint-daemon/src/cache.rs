@@ -1,14 +1,17 @@
 //! One installation token per daemon: minted on first demand, single-flight, refreshed in the background
 //! before it gets short, dropped on `erase`, and revoked at shutdown.
 //!
+//! Each token carries the repository it is for. With the App key that is fixed by configuration; in broker
+//! mode it is whatever the broker's latest answer names, and the daemon's repository follows it.
+//!
 //! All timing uses `tokio::time`, so the schedule is tested with paused time.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use mint_credential::{Approved, EraseApproved};
-use mint_github::{GithubError, InstallationToken, MintedToken};
+use mint_credential::{Approved, EraseApproved, Target};
+use mint_github::{GithubError, InstallationToken, MintedToken, Permissions};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -30,25 +33,81 @@ pub const NEGATIVE_TTL: Duration = Duration::from_secs(10);
 /// can briefly 401 while GitHub propagates it and re-minting would only make more of them.
 pub const ERASE_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Where tokens come from: the GitHub App in production, a counter in unit tests.
+/// Where tokens come from: the GitHub App or a broker in production, a counter in unit tests.
 pub trait Minter: Send + Sync + 'static {
-    fn mint(&self) -> impl Future<Output = Result<MintedToken, GithubError>> + Send;
+    fn mint(&self) -> impl Future<Output = Result<Minted, MintError>> + Send;
     fn revoke(&self, token: &InstallationToken) -> impl Future<Output = Result<(), GithubError>> + Send;
+    /// Where every token goes, when configuration fixes it (the App key's `--repo`); `None` when each
+    /// answer says (a broker).
+    fn fixed_scope(&self) -> Option<Scope> {
+        None
+    }
 }
 
-/// A token in the cache with its schedule.
+/// A new token and where it goes.
+pub struct Minted {
+    pub token: MintedToken,
+    pub target: Arc<Target>,
+    pub installation_id: u64,
+}
+
+/// The repository and installation of the latest token: the daemon's current repository.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub target: Arc<Target>,
+    pub installation_id: u64,
+}
+
+/// Why a mint failed: GitHub's answer to the App, or the broker's.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    #[error(transparent)]
+    GitHub(#[from] GithubError),
+    #[error(transparent)]
+    Broker(#[from] crate::broker::BrokerError),
+}
+
+impl MintError {
+    /// Whether trying again later can succeed without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            MintError::GitHub(e) => e.is_transient(),
+            MintError::Broker(e) => e.is_transient(),
+        }
+    }
+
+    /// A short, stable label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            MintError::GitHub(e) => e.reason(),
+            MintError::Broker(e) => e.reason(),
+        }
+    }
+}
+
+/// A token in the cache with its schedule and where it goes.
 pub struct Cached {
     pub token: InstallationToken,
     /// GitHub's expiry, for `password_expiry_utc` and status.
     pub expires_at: SystemTime,
     pub minted_at: SystemTime,
+    /// The one repository the token is for; it is served for requests checked against this only.
+    pub target: Arc<Target>,
+    pub installation_id: u64,
+    /// What the token grants, as its minter reported it.
+    pub permissions: Permissions,
     expires: Instant,
     serve_until: Instant,
     refresh_at: Instant,
 }
 
 impl Cached {
-    fn new(minted: MintedToken, now: Instant) -> Self {
+    fn new(minted: Minted, now: Instant) -> Self {
+        let Minted {
+            token: minted,
+            target,
+            installation_id,
+        } = minted;
         let lifetime = minted.lifetime();
         // GitHub's tokens live an hour; fakehub's (and perhaps a future GitHub's) may live minutes.
         // Scale the margins down for short lifetimes so a fresh token is always servable for a while
@@ -60,6 +119,9 @@ impl Cached {
             token: minted.token,
             expires_at: minted.expires_at,
             minted_at: SystemTime::now(),
+            target,
+            installation_id,
+            permissions: minted.permissions,
             expires,
             serve_until: expires - serve_margin,
             refresh_at: expires - refresh_margin,
@@ -74,6 +136,13 @@ impl Cached {
     fn servable(&self, now: Instant) -> bool {
         now < self.serve_until
     }
+
+    fn scope(&self) -> Scope {
+        Scope {
+            target: self.target.clone(),
+            installation_id: self.installation_id,
+        }
+    }
 }
 
 impl std::fmt::Debug for Cached {
@@ -81,6 +150,7 @@ impl std::fmt::Debug for Cached {
         f.debug_struct("Cached")
             .field("token", &self.token)
             .field("expires_at", &humantime::format_rfc3339_seconds(self.expires_at))
+            .field("target", &self.target)
             .finish_non_exhaustive()
     }
 }
@@ -95,7 +165,7 @@ pub struct MintFailure {
 }
 
 impl MintFailure {
-    fn new(e: &GithubError, at: Instant) -> Self {
+    fn new(e: &MintError, at: Instant) -> Self {
         Self {
             message: e.to_string(),
             reason: e.reason(),
@@ -105,9 +175,21 @@ impl MintFailure {
     }
 }
 
+/// Why a request checked against one repository gets no token.
+#[derive(Debug, Clone)]
+pub enum GetError {
+    /// No token could be had.
+    Failed(Arc<MintFailure>),
+    /// The token is for another repository than the one the request was checked against: the broker's
+    /// answer moved the sandbox there in the meantime.
+    Moved { now: Arc<Target> },
+}
+
 #[derive(Default)]
 struct State {
     current: Option<Arc<Cached>>,
+    /// The latest token's repository and installation (fixed from the start with the App key).
+    scope: Option<Scope>,
     /// Completed mint attempts, successful or not: lets waiters tell "someone just tried" apart.
     attempts: u64,
     last_error: Option<Arc<MintFailure>>,
@@ -137,10 +219,14 @@ pub struct TokenCache<M> {
 
 impl<M: Minter> TokenCache<M> {
     pub fn new(minter: M, metrics: Arc<Metrics>) -> Self {
+        let state = State {
+            scope: minter.fixed_scope(),
+            ..State::default()
+        };
         Self {
             minter,
             metrics,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
             mint_lock: tokio::sync::Mutex::new(()),
             changed: watch::Sender::new(0),
         }
@@ -156,14 +242,47 @@ impl<M: Minter> TokenCache<M> {
     }
 
     /// A token with enough life left for a request that passed the policy. Once warm, this never waits.
-    /// Both proofs are demanded: the connection's uid is allowed, and the request passed the policy.
-    pub async fn get(&self, _peer: &AllowedPeer, _approved: &Approved) -> Result<Arc<Cached>, Arc<MintFailure>> {
-        self.get_checked().await
+    /// Both proofs are demanded: the connection's uid is allowed, and the request passed the policy for the
+    /// repository the token is for.
+    pub async fn get(&self, _peer: &AllowedPeer, approved: &Approved) -> Result<Arc<Cached>, GetError> {
+        Self::for_target(self.get_checked().await, approved.target())
     }
 
-    /// For the git proxy: the request targets the configured repository through an allowed route.
-    pub async fn get_for_proxy(&self, _checked: &ProxyChecked) -> Result<Arc<Cached>, Arc<MintFailure>> {
-        self.get_checked().await
+    /// For the git proxy: the request names the token's repository through an allowed route.
+    pub async fn get_for_proxy(&self, checked: &ProxyChecked) -> Result<Arc<Cached>, GetError> {
+        Self::for_target(self.get_checked().await, checked.target())
+    }
+
+    /// Hand out the token only if it is for the repository the request was checked against.
+    fn for_target(got: Result<Arc<Cached>, Arc<MintFailure>>, checked: &Target) -> Result<Arc<Cached>, GetError> {
+        let cached = got.map_err(GetError::Failed)?;
+        if cached.target.as_ref() == checked {
+            Ok(cached)
+        } else {
+            Err(GetError::Moved {
+                now: cached.target.clone(),
+            })
+        }
+    }
+
+    /// The current repository: the latest token's, or the configured one. `None` in broker mode before the
+    /// first token.
+    pub fn target(&self) -> Option<Arc<Target>> {
+        self.state().scope.as_ref().map(|s| s.target.clone())
+    }
+
+    /// The current repository and installation, as [`TokenCache::target`].
+    pub fn scope(&self) -> Option<Scope> {
+        self.state().scope.clone()
+    }
+
+    /// The current repository, minting a token first if none is known yet (broker mode: the answer names
+    /// it). Hands out no token: a request is judged against this, then asks [`TokenCache::get`].
+    pub async fn learn_target(&self) -> Result<Arc<Target>, Arc<MintFailure>> {
+        if let Some(target) = self.target() {
+            return Ok(target);
+        }
+        Ok(self.get_checked().await?.target.clone())
     }
 
     /// For opening a pull request: an allowed peer asked for a branch inside the prefix.
@@ -221,8 +340,17 @@ impl<M: Minter> TokenCache<M> {
                 tracing::info!(
                     expires_at = %humantime::format_rfc3339_seconds(cached.expires_at),
                     lifetime_s = cached.remaining(now).as_secs(),
+                    repository = %cached.target.repo(),
                     "minted installation token"
                 );
+                if let Some(before) = state.scope.as_ref().filter(|s| s.target != cached.target) {
+                    tracing::warn!(
+                        from = %before.target.repo(),
+                        to = %cached.target.repo(),
+                        "the token is for another repository than the last one; git, the proxy and pull requests follow it"
+                    );
+                }
+                state.scope = Some(cached.scope());
                 state.mints += 1;
                 state.last_error = None;
                 self.metrics.mint_succeeded();
@@ -360,7 +488,9 @@ mod tests {
     use mint_github::Permissions;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Counts mints; each token lives `lifetime` from (paused) now; can be told to fail.
+    /// Counts mints; each token lives `lifetime` from (paused) now and is for `repo` on github.com (which a
+    /// test may change, as a broker's answer can); can be told to fail. Like a broker, it fixes no
+    /// repository in advance unless `fixed` says so, like the App key's `--repo`.
     struct Counting {
         mints: AtomicUsize,
         revokes: AtomicUsize,
@@ -368,6 +498,8 @@ mod tests {
         latency: Duration,
         fail: std::sync::atomic::AtomicBool,
         uninstalled: std::sync::atomic::AtomicBool,
+        repo: Mutex<&'static str>,
+        fixed: bool,
     }
 
     impl Counting {
@@ -379,38 +511,61 @@ mod tests {
                 latency,
                 fail: false.into(),
                 uninstalled: false.into(),
+                repo: Mutex::new("o/r"),
+                fixed: false,
             }
+        }
+
+        fn target(&self) -> Arc<Target> {
+            let repo = *self.repo.lock().expect("lock");
+            Arc::new(target_for(repo))
         }
     }
 
+    fn target_for(repo: &str) -> Target {
+        Target::new("https://github.com", repo.parse().expect("valid")).expect("valid")
+    }
+
     impl Minter for Arc<Counting> {
-        async fn mint(&self) -> Result<MintedToken, GithubError> {
+        async fn mint(&self) -> Result<Minted, MintError> {
             tokio::time::sleep(self.latency).await;
             let n = self.mints.fetch_add(1, Ordering::SeqCst) + 1;
             if self.uninstalled.load(Ordering::SeqCst) {
-                return Err(GithubError::InstallationNotFound { installation_id: 42 });
+                return Err(GithubError::InstallationNotFound { installation_id: 42 }.into());
             }
             if self.fail.load(Ordering::SeqCst) {
                 return Err(GithubError::Status {
                     op: mint_github::Operation::Revoke,
                     status: 502,
                     message: "Bad Gateway".into(),
-                });
+                }
+                .into());
             }
             let now = SystemTime::now();
-            Ok(MintedToken {
-                token: InstallationToken::new(format!("ghs_test_{n}")).expect("valid"),
-                expires_at: now + self.lifetime,
-                server_date: Some(now),
-                permissions: Permissions::least(),
-                repository_selection: Some("selected".into()),
-                repositories: None,
+            Ok(Minted {
+                token: MintedToken {
+                    token: InstallationToken::new(format!("ghs_test_{n}")).expect("valid"),
+                    expires_at: now + self.lifetime,
+                    server_date: Some(now),
+                    permissions: Permissions::least(),
+                    repository_selection: Some("selected".into()),
+                    repositories: None,
+                },
+                target: self.target(),
+                installation_id: 42,
             })
         }
 
         async fn revoke(&self, _token: &InstallationToken) -> Result<(), GithubError> {
             self.revokes.fetch_add(1, Ordering::SeqCst);
             Ok(())
+        }
+
+        fn fixed_scope(&self) -> Option<Scope> {
+            self.fixed.then(|| Scope {
+                target: self.target(),
+                installation_id: 42,
+            })
         }
     }
 
@@ -421,10 +576,82 @@ mod tests {
     }
 
     fn approved() -> Approved {
-        let target = Target::new("https://github.com", "o/r".parse().expect("valid")).expect("valid");
+        approved_for(&target_for("o/r"))
+    }
+
+    fn approved_for(target: &Target) -> Approved {
         target
             .check_get(&Request::decode(b"protocol=https\nhost=github.com\n").expect("decodes"))
             .expect("approved")
+    }
+
+    fn get_for(repo: &str) -> Request {
+        Request::decode(format!("protocol=https\nhost=github.com\npath={repo}.git\n").as_bytes()).expect("decodes")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_repository_follows_the_latest_token() {
+        let minter = Arc::new(Counting::new(HOUR, Duration::ZERO));
+        let cache = TokenCache::new(minter.clone(), Arc::default());
+        assert!(
+            cache.target().is_none(),
+            "a broker names the repository with its first token"
+        );
+        assert_eq!(minter.mints.load(Ordering::SeqCst), 0);
+
+        // Nothing known: learning the repository is one mint, and its token is then served for it.
+        let first = cache.learn_target().await.expect("learnt");
+        assert_eq!(first.repo().to_string(), "o/r");
+        assert_eq!(cache.scope().expect("known").installation_id, 42);
+        let old = first.check_get(&get_for("o/r")).expect("o/r approved");
+        assert_eq!(
+            cache.get(&me(), &old).await.expect("served").token.expose(),
+            "ghs_test_1"
+        );
+        assert_eq!(
+            minter.mints.load(Ordering::SeqCst),
+            1,
+            "learning and serving took one mint"
+        );
+        assert!(
+            first.check_get(&get_for("o/s")).is_err(),
+            "another repository is declined unminted"
+        );
+
+        // The connection moves to o/s: from the next token on, everything follows it.
+        *minter.repo.lock().expect("lock") = "o/s";
+        tokio::time::sleep(Duration::from_secs(56 * 60)).await;
+        match cache.get(&me(), &old).await {
+            Err(GetError::Moved { now }) => assert_eq!(now.repo().to_string(), "o/s"),
+            other => panic!("an o/r approval gets no o/s token: {other:?}"),
+        }
+        let now = cache.target().expect("known");
+        assert_eq!(now.repo().to_string(), "o/s");
+        assert!(
+            now.check_get(&get_for("o/r")).is_err(),
+            "the old repository is declined now"
+        );
+        let new = now.check_get(&get_for("o/s")).expect("o/s approved");
+        let served = cache.get(&me(), &new).await.expect("served");
+        assert_eq!(
+            (served.token.expose(), served.target.repo().to_string().as_str()),
+            ("ghs_test_2", "o/s")
+        );
+        // Both tokens are still revoked at shutdown, whichever repository they were for.
+        assert_eq!(cache.revoke_all().await, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fixed_repository_is_known_before_any_mint() {
+        let mut counting = Counting::new(HOUR, Duration::ZERO);
+        counting.fixed = true;
+        let minter = Arc::new(counting);
+        let cache = TokenCache::new(minter.clone(), Arc::default());
+        assert_eq!(cache.target().expect("configured").repo().to_string(), "o/r");
+        assert_eq!(cache.learn_target().await.expect("known").repo().to_string(), "o/r");
+        assert_eq!(minter.mints.load(Ordering::SeqCst), 0, "nothing minted to know it");
+        let other = approved_for(&target_for("o/other"));
+        assert!(matches!(cache.get(&me(), &other).await, Err(GetError::Moved { .. })));
     }
 
     const HOUR: Duration = Duration::from_secs(3600);
@@ -586,7 +813,9 @@ mod tests {
         let cache = TokenCache::new(minter.clone(), Arc::default());
         let ok = approved();
         for _ in 0..20 {
-            let failure = cache.get(&me(), &ok).await.expect_err("uninstalled");
+            let Err(GetError::Failed(failure)) = cache.get(&me(), &ok).await else {
+                panic!("uninstalled")
+            };
             assert!(failure.message.contains("installation 42 not found"));
             tokio::time::sleep(Duration::from_millis(400)).await;
         }
@@ -632,7 +861,7 @@ mod tests {
                     .get(&me(), &approved())
                     .await
                     .map(|c| c.token.expose().to_owned())
-                    .map_err(|e| e.message.clone())
+                    .map_err(|e| format!("{e:?}"))
             });
         }
         set.join_all().await

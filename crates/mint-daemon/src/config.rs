@@ -5,14 +5,16 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use mint_api::env;
-use mint_credential::{RepoName, Target};
+use mint_credential::{RepoName, Server, Target};
 use mint_github::{AppId, AppKey, Permissions};
+
+use crate::broker::{self, SandboxCredential};
 
 /// The least a sandbox needs to push a branch and open a pull request.
 pub const DEFAULT_PERMISSIONS: &str = "contents:write,pull_requests:write,metadata:read";
 
-/// mintd: mints short-lived GitHub App installation tokens scoped to one repository and serves them to
-/// git (through git-credential-mint) on a unix socket.
+/// mintd: mints short-lived GitHub App installation tokens scoped to one repository (or gets them from a
+/// broker) and serves them to git (through git-credential-mint) on a unix socket.
 #[derive(Debug, Parser)]
 #[command(name = "mintd", version, max_term_width = 100)]
 #[command(after_help = "\
@@ -24,23 +26,40 @@ Git inside the sandbox needs only:
         helper = mint
         useHttpPath = true
 
+Broker mode: give --broker URL and --sandbox-credential-file FILE instead of --app-id, --private-key,
+--installation-id and --repo. mintd then holds no App key: it asks the broker for each token
+(POST URL/api/v1/token, the file's credential as a bearer token), serves only a token for exactly one
+repository with at most contents:write, pull_requests:write and metadata:read (anything wider is revoked),
+and follows the repository the broker's latest token is for. The URL must be https:// (http:// only to a
+loopback address); the credential file must be private like the key (or --allow-readable-credential).
+
 Local API on the socket: POST /v1/credential/{get,store,erase}, GET /v1/status, GET /healthz.
 
 `mintd ready [--socket PATH]` exits 0 once a mintd accepts connections on the socket, else 1: a startup
 probe for images with no shell.")]
 pub struct Args {
-    /// The GitHub App's numeric App ID or its Client ID.
+    /// The GitHub App's numeric App ID or its Client ID (required unless --broker).
     #[arg(long, env = env::APP_ID, value_name = "ID")]
-    pub app_id: String,
-    /// PEM file with the App's private key (as downloaded from GitHub: PKCS#1, or PKCS#8).
+    pub app_id: Option<String>,
+    /// PEM file with the App's private key (as downloaded from GitHub: PKCS#1, or PKCS#8) (required unless
+    /// --broker).
     #[arg(long, env = env::PRIVATE_KEY_FILE, value_name = "PEM_FILE")]
-    pub private_key: PathBuf,
-    /// The installation of the App on the account that owns the repository.
+    pub private_key: Option<PathBuf>,
+    /// The installation of the App on the account that owns the repository (required unless --broker).
     #[arg(long, env = env::INSTALLATION_ID, value_name = "ID")]
-    pub installation_id: u64,
-    /// The one repository tokens are scoped to.
+    pub installation_id: Option<u64>,
+    /// The one repository tokens are scoped to (required unless --broker).
     #[arg(long, env = env::REPO, value_name = "OWNER/NAME")]
-    pub repo: String,
+    pub repo: Option<String>,
+    /// Broker mode: get tokens from this control plane instead of minting them with an App key.
+    #[arg(long, env = env::BROKER, value_name = "URL")]
+    pub broker: Option<String>,
+    /// Broker mode: file holding this sandbox's credential for the broker (private to mintd's user).
+    #[arg(long, env = env::SANDBOX_CREDENTIAL_FILE, value_name = "FILE")]
+    pub sandbox_credential_file: Option<PathBuf>,
+    /// Accept a sandbox credential file that group or others can read (e.g. a Secret mounted 0644).
+    #[arg(long, env = env::ALLOW_READABLE_CREDENTIAL)]
+    pub allow_readable_credential: bool,
     /// Unix socket to serve on; its directory is created 0700 if missing.
     #[arg(long, env = env::SOCKET, value_name = "PATH", default_value = mint_api::DEFAULT_SOCKET)]
     pub socket: PathBuf,
@@ -50,9 +69,14 @@ pub struct Args {
     /// GitHub's REST API root [default: api.github.com for github.com, else the GitHub URL + /api/v3].
     #[arg(long, env = env::API_URL, value_name = "URL")]
     pub api_url: Option<String>,
-    /// Permissions each token asks for, as NAME:LEVEL pairs.
-    #[arg(long, env = env::PERMISSIONS, value_name = "LIST", default_value = DEFAULT_PERMISSIONS)]
-    pub permissions: String,
+    // The default is applied in `load`, so that a value given with --broker is noticed and refused.
+    #[arg(
+        long,
+        env = env::PERMISSIONS,
+        value_name = "LIST",
+        help = "Permissions each token asks for, as NAME:LEVEL pairs [default: contents:write,pull_requests:write,metadata:read]. Not with --broker, whose tokens are held to that default"
+    )]
+    pub permissions: Option<String>,
     /// Accept a private key file that group or others can read (e.g. a Kubernetes Secret mounted 0644).
     #[arg(long, env = "MINT_ALLOW_READABLE_KEY")]
     pub allow_readable_key: bool,
@@ -92,16 +116,14 @@ pub enum LogFormat {
     Json,
 }
 
-/// A validated configuration. Holds the parsed key; nothing here prints a secret.
+/// A validated configuration. Holds the parsed key or the sandbox's credential; nothing here prints a secret.
 #[derive(Debug)]
 pub struct Config {
-    pub app_id: AppId,
-    pub key: AppKey,
-    pub installation_id: u64,
-    pub target: Target,
+    pub mode: Mode,
+    /// The GitHub git talks to; the repository on it is [`KeyMode::target`] or the broker's answer.
+    pub server: Server,
     pub github_url: String,
     pub api_url: String,
-    pub permissions: Permissions,
     pub socket: PathBuf,
     pub socket_mode: u32,
     pub socket_group: Option<u32>,
@@ -109,6 +131,31 @@ pub struct Config {
     pub allowed_uids: Vec<u32>,
     pub git_proxy: Option<std::net::SocketAddr>,
     pub branch_prefix: String,
+}
+
+/// Where tokens come from.
+#[derive(Debug)]
+pub enum Mode {
+    /// mintd holds the App key and mints for one configured repository.
+    Key(KeyMode),
+    /// A broker mints; mintd holds only this sandbox's credential for it.
+    Broker(BrokerMode),
+}
+
+#[derive(Debug)]
+pub struct KeyMode {
+    pub app_id: AppId,
+    pub key: AppKey,
+    pub installation_id: u64,
+    pub target: Target,
+    pub permissions: Permissions,
+}
+
+#[derive(Debug)]
+pub struct BrokerMode {
+    /// `https://…` (or `http://` to loopback), without a trailing slash.
+    pub url: String,
+    pub credential: SandboxCredential,
 }
 
 /// A setting that cannot work, named with its flag and environment variable.
@@ -130,17 +177,16 @@ fn invalid(flag: &'static str, env: &'static str, reason: impl std::fmt::Display
 
 impl Args {
     pub fn load(self) -> Result<Config, ConfigError> {
-        let app_id: AppId = self.app_id.parse().map_err(|e| invalid("app-id", env::APP_ID, e))?;
-        let repo: RepoName = self.repo.parse().map_err(|e| invalid("repo", env::REPO, e))?;
         let github_url = self.github_url.trim_end_matches('/').to_owned();
-        let target = Target::new(&github_url, repo).map_err(|e| invalid("github-url", env::GITHUB_URL, e))?;
-        let api_url = self.api_url.map_or_else(
-            || default_api_url(&target, &github_url),
+        let server = Server::new(&github_url).map_err(|e| invalid("github-url", env::GITHUB_URL, e))?;
+        let api_url = self.api_url.as_deref().map_or_else(
+            || default_api_url(&server, &github_url),
             |u| u.trim_end_matches('/').to_owned(),
         );
-        let permissions =
-            Permissions::parse_list(&self.permissions).map_err(|e| invalid("permissions", env::PERMISSIONS, e))?;
-        let key = load_key(&self.private_key, self.allow_readable_key)?;
+        let mode = match self.broker.as_deref() {
+            Some(url) => self.broker_mode(url)?,
+            None => self.key_mode(&server)?,
+        };
         if self.socket.as_os_str().is_empty() || self.socket.file_name().is_none() {
             return Err(invalid(
                 "socket",
@@ -186,13 +232,10 @@ impl Args {
             ));
         }
         Ok(Config {
-            app_id,
-            key,
-            installation_id: self.installation_id,
-            target,
+            mode,
+            server,
             github_url,
             api_url,
-            permissions,
             socket: self.socket,
             socket_mode,
             socket_group,
@@ -200,6 +243,89 @@ impl Args {
             git_proxy: self.git_proxy,
             branch_prefix: self.branch_prefix,
         })
+    }
+}
+
+impl Args {
+    /// `--app-id`, `--private-key`, `--installation-id` and `--repo`, all required.
+    fn key_mode(&self, server: &Server) -> Result<Mode, ConfigError> {
+        if self.sandbox_credential_file.is_some() {
+            return Err(invalid(
+                "sandbox-credential-file",
+                env::SANDBOX_CREDENTIAL_FILE,
+                "is for broker mode: give --broker URL too, or drop it to mint with the App key",
+            ));
+        }
+        let required = |flag: &'static str, env: &'static str| {
+            invalid(
+                flag,
+                env,
+                "required unless --broker is given: minting with the App key needs --app-id, --private-key, --installation-id and --repo",
+            )
+        };
+        let app_id: AppId = self
+            .app_id
+            .as_deref()
+            .ok_or_else(|| required("app-id", env::APP_ID))?
+            .parse()
+            .map_err(|e| invalid("app-id", env::APP_ID, e))?;
+        let private_key = self
+            .private_key
+            .as_deref()
+            .ok_or_else(|| required("private-key", env::PRIVATE_KEY_FILE))?;
+        let installation_id = self
+            .installation_id
+            .ok_or_else(|| required("installation-id", env::INSTALLATION_ID))?;
+        let repo: RepoName = self
+            .repo
+            .as_deref()
+            .ok_or_else(|| required("repo", env::REPO))?
+            .parse()
+            .map_err(|e| invalid("repo", env::REPO, e))?;
+        let permissions = Permissions::parse_list(self.permissions.as_deref().unwrap_or(DEFAULT_PERMISSIONS))
+            .map_err(|e| invalid("permissions", env::PERMISSIONS, e))?;
+        let key = load_key(private_key, self.allow_readable_key)?;
+        Ok(Mode::Key(KeyMode {
+            app_id,
+            key,
+            installation_id,
+            target: server.target(repo),
+            permissions,
+        }))
+    }
+
+    /// `--broker URL` and `--sandbox-credential-file FILE`, and none of the App key's settings.
+    fn broker_mode(&self, url: &str) -> Result<Mode, ConfigError> {
+        let conflicting: Vec<&str> = [
+            ("--app-id", self.app_id.is_some()),
+            ("--private-key", self.private_key.is_some()),
+            ("--installation-id", self.installation_id.is_some()),
+            ("--repo", self.repo.is_some()),
+            ("--permissions", self.permissions.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect();
+        if !conflicting.is_empty() {
+            return Err(invalid(
+                "broker",
+                env::BROKER,
+                format!(
+                    "cannot be combined with {} (flags or their MINT_* variables): in broker mode the broker holds the App key and names the repository; drop them, or drop --broker to mint with the key here",
+                    conflicting.join(", ")
+                ),
+            ));
+        }
+        let url = broker::check_url(url).map_err(|e| invalid("broker", env::BROKER, e))?;
+        let path = self.sandbox_credential_file.as_deref().ok_or_else(|| {
+            invalid(
+                "sandbox-credential-file",
+                env::SANDBOX_CREDENTIAL_FILE,
+                "required with --broker: the file holding this sandbox's credential for the broker",
+            )
+        })?;
+        let credential = load_credential(path, self.allow_readable_credential)?;
+        Ok(Mode::Broker(BrokerMode { url, credential }))
     }
 }
 
@@ -222,8 +348,8 @@ fn resolve_group(group: &str) -> Result<u32, ConfigError> {
     }
 }
 
-fn default_api_url(target: &Target, github_url: &str) -> String {
-    if target.host() == "github.com" {
+fn default_api_url(server: &Server, github_url: &str) -> String {
+    if server.host() == "github.com" {
         "https://api.github.com".to_owned()
     } else {
         format!("{github_url}/api/v3")
@@ -232,18 +358,30 @@ fn default_api_url(target: &Target, github_url: &str) -> String {
 
 fn load_key(path: &std::path::Path, allow_readable: bool) -> Result<AppKey, ConfigError> {
     let bad = |reason: String| invalid("private-key", env::PRIVATE_KEY_FILE, reason);
-    let meta = std::fs::metadata(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 && !allow_readable {
-        return Err(bad(format!(
-            "{} is readable by group or others (mode {mode:04o}): run `chmod 600` on it, or pass --allow-readable-key if a mounted secret cannot be made private",
-            path.display()
-        )));
-    }
+    check_private(path, allow_readable, "--allow-readable-key").map_err(bad)?;
     // The PEM is wiped once parsed; the parsed key lives in AppKey.
     let pem =
         zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?);
     AppKey::from_pem(&pem).map_err(|e| bad(format!("{}: {e}", path.display())))
+}
+
+/// The same rule as the key: a secret file group or others can open is refused, unless told otherwise.
+fn check_private(path: &std::path::Path, allow_readable: bool, escape_hatch: &str) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 && !allow_readable {
+        return Err(format!(
+            "{} is readable by group or others (mode {mode:04o}): run `chmod 600` on it, or pass {escape_hatch} if a mounted secret cannot be made private",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+fn load_credential(path: &std::path::Path, allow_readable: bool) -> Result<SandboxCredential, ConfigError> {
+    let bad = |reason: String| invalid("sandbox-credential-file", env::SANDBOX_CREDENTIAL_FILE, reason);
+    check_private(path, allow_readable, "--allow-readable-credential").map_err(bad)?;
+    SandboxCredential::read(path).map_err(bad)
 }
 
 #[cfg(test)]
@@ -295,10 +433,9 @@ mod tests {
 
     #[test]
     fn api_url_defaults_follow_the_github_url() {
-        let repo: RepoName = "o/r".parse().expect("valid");
-        let dotcom = Target::new("https://github.com", repo.clone()).expect("valid");
+        let dotcom = Server::new("https://github.com").expect("valid");
         assert_eq!(default_api_url(&dotcom, "https://github.com"), "https://api.github.com");
-        let ghes = Target::new("https://ghe.example.com", repo).expect("valid");
+        let ghes = Server::new("https://ghe.example.com").expect("valid");
         assert_eq!(
             default_api_url(&ghes, "https://ghe.example.com"),
             "https://ghe.example.com/api/v3"

@@ -1,6 +1,7 @@
-//! mintd: holds the GitHub App key, mints the repository-scoped installation token, caches and refreshes
-//! it, and serves it to git on a unix socket.
+//! mintd: holds the GitHub App key (or asks a broker that holds it), mints the repository-scoped
+//! installation token, caches and refreshes it, and serves it to git on a unix socket.
 
+pub mod broker;
 pub mod cache;
 pub mod config;
 pub mod harden;
@@ -20,12 +21,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use mint_credential::Target;
+use mint_credential::{Server, Target};
 use mint_github::{App, GitHubClient, GithubError, InstallationToken, MintedToken, Permissions};
 use tokio::time::Instant;
 
 pub use cache::TokenCache;
-pub use config::{Args, Config, ConfigError};
+pub use config::{Args, Config, ConfigError, Mode};
 
 /// Revocation at shutdown gets this long; the whole stop stays within five seconds.
 const REVOKE_TIMEOUT: Duration = Duration::from_millis(2500);
@@ -35,14 +36,15 @@ pub const EXIT_CONFIG: u8 = 64;
 
 /// What the request handlers share.
 pub struct Daemon {
-    pub(crate) target: Target,
-    pub(crate) cache: TokenCache<AppMinter>,
+    /// The GitHub git talks to. The repository on it is the cache's: [`TokenCache::target`].
+    pub(crate) server: Server,
+    pub(crate) cache: TokenCache<DaemonMinter>,
     pub(crate) metrics: Arc<metrics::Metrics>,
-    pub(crate) installation_id: u64,
-    pub(crate) app_id: String,
+    pub(crate) source: Source,
+    /// For the calls a token authenticates by itself (pull requests).
+    pub(crate) github: GitHubClient,
     pub(crate) github_url: String,
     pub(crate) api_url: String,
-    pub(crate) permissions: String,
     pub(crate) started: Instant,
     pub(crate) allowed_uids: Vec<u32>,
     pub(crate) branch_prefix: String,
@@ -53,21 +55,23 @@ pub struct Daemon {
     pub(crate) git_proxy_bound: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
+/// Where the daemon's tokens come from, as status reports it.
+pub(crate) enum Source {
+    App { app_id: String, permissions: String },
+    Broker { url: String },
+}
+
 /// Mints through the GitHub App for the one configured installation, repository and permission set.
 pub struct AppMinter {
     app: App,
     installation_id: u64,
-    target: Target,
+    target: Arc<Target>,
     permissions: Permissions,
     retry: retry::RetryPolicy,
     metrics: Arc<metrics::Metrics>,
 }
 
 impl AppMinter {
-    pub(crate) fn app(&self) -> &App {
-        &self.app
-    }
-
     async fn mint_with_retries(&self) -> Result<MintedToken, GithubError> {
         let repo = self.target.repo();
         retry::with_retries(
@@ -86,19 +90,64 @@ impl AppMinter {
 }
 
 impl cache::Minter for AppMinter {
-    async fn mint(&self) -> Result<MintedToken, GithubError> {
-        match self.mint_with_retries().await {
+    async fn mint(&self) -> Result<cache::Minted, cache::MintError> {
+        let minted = match self.mint_with_retries().await {
             // A 401 whose Date shows our clock is off: sign with GitHub's time and try once more.
             Err(GithubError::BadAppCredentials {
                 server_date: Some(date),
                 ..
             }) if self.app.correct_clock(date) => self.mint_with_retries().await,
             other => other,
-        }
+        }?;
+        Ok(cache::Minted {
+            token: minted,
+            target: self.target.clone(),
+            installation_id: self.installation_id,
+        })
     }
 
     async fn revoke(&self, token: &InstallationToken) -> Result<(), GithubError> {
         self.app.revoke(token).await
+    }
+
+    fn fixed_scope(&self) -> Option<cache::Scope> {
+        Some(cache::Scope {
+            target: self.target.clone(),
+            installation_id: self.installation_id,
+        })
+    }
+}
+
+/// The daemon's minter: the App key's, or the broker's.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per daemon, built once at start and never moved after"
+)]
+pub enum DaemonMinter {
+    App(AppMinter),
+    Broker(broker::BrokerMinter),
+}
+
+impl cache::Minter for DaemonMinter {
+    async fn mint(&self) -> Result<cache::Minted, cache::MintError> {
+        match self {
+            DaemonMinter::App(m) => m.mint().await,
+            DaemonMinter::Broker(m) => m.mint().await,
+        }
+    }
+
+    async fn revoke(&self, token: &InstallationToken) -> Result<(), GithubError> {
+        match self {
+            DaemonMinter::App(m) => m.revoke(token).await,
+            DaemonMinter::Broker(m) => m.revoke(token).await,
+        }
+    }
+
+    fn fixed_scope(&self) -> Option<cache::Scope> {
+        match self {
+            DaemonMinter::App(m) => m.fixed_scope(),
+            DaemonMinter::Broker(m) => m.fixed_scope(),
+        }
     }
 }
 
@@ -106,8 +155,6 @@ impl Daemon {
     pub fn new(config: Config) -> anyhow::Result<Arc<Self>> {
         let client = GitHubClient::new(&config.api_url)
             .map_err(|e| anyhow::anyhow!("--api-url (or {}): {e}", mint_api::env::API_URL))?;
-        let app_id = config.app_id.to_string();
-        let permissions = config.permissions.to_string();
         let upstream = match config.git_proxy {
             Some(_) => Some(
                 proxy::Upstream::new(&config.github_url)
@@ -116,23 +163,42 @@ impl Daemon {
             None => None,
         };
         let metrics = Arc::new(metrics::Metrics::default());
-        let minter = AppMinter {
-            app: App::new(config.app_id, config.key, client),
-            installation_id: config.installation_id,
-            target: config.target.clone(),
-            permissions: config.permissions,
-            retry: retry::RetryPolicy::default(),
-            metrics: metrics.clone(),
+        let (minter, source) = match config.mode {
+            Mode::Key(key) => {
+                let source = Source::App {
+                    app_id: key.app_id.to_string(),
+                    permissions: key.permissions.to_string(),
+                };
+                let minter = AppMinter {
+                    app: App::new(key.app_id, key.key, client.clone()),
+                    installation_id: key.installation_id,
+                    target: Arc::new(key.target),
+                    permissions: key.permissions,
+                    retry: retry::RetryPolicy::default(),
+                    metrics: metrics.clone(),
+                };
+                (DaemonMinter::App(minter), source)
+            }
+            Mode::Broker(broker) => {
+                let client_for_broker = broker::BrokerClient::new(&broker.url, broker.credential)
+                    .map_err(|e| anyhow::anyhow!("--broker (or {}): {e}", mint_api::env::BROKER))?;
+                let minter = broker::BrokerMinter::new(
+                    client_for_broker,
+                    client.clone(),
+                    config.server.clone(),
+                    metrics.clone(),
+                );
+                (DaemonMinter::Broker(minter), Source::Broker { url: broker.url })
+            }
         };
         Ok(Arc::new(Self {
-            target: config.target,
+            server: config.server,
             cache: TokenCache::new(minter, metrics.clone()),
             metrics,
-            installation_id: config.installation_id,
-            app_id,
+            source,
+            github: client,
             github_url: config.github_url,
             api_url: config.api_url,
-            permissions,
             started: Instant::now(),
             allowed_uids: config.allowed_uids,
             branch_prefix: config.branch_prefix,
@@ -161,15 +227,28 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let _ = daemon.git_proxy_bound.set(tcp.local_addr()?);
     }
     let (listener, socket_file) = socket::bind(&socket_path, mode, group)?;
-    tracing::info!(
-        socket = %socket_file.path.display(),
-        repository = %daemon.target.repo(),
-        installation = daemon.installation_id,
-        github = %daemon.github_url,
-        permissions = %daemon.permissions,
-        allowed_uids = ?daemon.allowed_uids,
-        "mintd ready"
-    );
+    match &daemon.source {
+        Source::App { permissions, .. } => {
+            let scope = daemon.cache.scope().expect("the App key fixes the repository");
+            tracing::info!(
+                socket = %socket_file.path.display(),
+                repository = %scope.target.repo(),
+                installation = scope.installation_id,
+                github = %daemon.github_url,
+                permissions = %permissions,
+                allowed_uids = ?daemon.allowed_uids,
+                "mintd ready"
+            );
+        }
+        // The credential is never logged; the repository is known once the broker's first token names it.
+        Source::Broker { url } => tracing::info!(
+            socket = %socket_file.path.display(),
+            broker = %url,
+            github = %daemon.github_url,
+            allowed_uids = ?daemon.allowed_uids,
+            "mintd ready"
+        ),
+    }
     let refresher = tokio::spawn({
         let daemon = daemon.clone();
         async move { daemon.cache.refresh_loop().await }

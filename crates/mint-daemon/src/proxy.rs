@@ -17,7 +17,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 
+use mint_credential::Target;
+
 use crate::Daemon;
+use crate::cache::GetError;
 use crate::push_policy;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -42,11 +45,18 @@ const FORWARDED_RESPONSE_HEADERS: [header::HeaderName; 5] = [
     header::CONTENT_ENCODING,
 ];
 
-/// Proof that a proxied request targets the configured repository through an allowed git route. Only this
-/// module creates one, and the token cache demands it.
+/// Proof that a proxied request names the daemon's repository through an allowed git route. Only this
+/// module creates one, and the token cache demands it and serves only a token for [`ProxyChecked::target`].
 #[derive(Debug)]
 pub struct ProxyChecked {
-    _checked: (),
+    target: Arc<Target>,
+}
+
+impl ProxyChecked {
+    /// The repository the request was checked against.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
 }
 
 /// The upstream client for git traffic to GitHub.
@@ -98,14 +108,18 @@ impl Route {
     }
 }
 
-/// `/{owner}/{name}(.git)/{info/refs|git-upload-pack|git-receive-pack}` for the configured repository only.
-fn route(daemon: &Daemon, method: &Method, path: &str, query: Option<&str>) -> Option<(Route, String)> {
+/// A request of git's smart HTTP: `/{owner}/{name}(.git)/{info/refs|git-upload-pack|git-receive-pack}`.
+struct GitRequest<'a> {
+    route: Route,
+    /// `owner/name` as the request spells it.
+    repo_path: String,
+    rest: &'a str,
+    service: Option<&'a str>,
+}
+
+fn parse_route<'a>(method: &Method, path: &'a str, query: Option<&'a str>) -> Option<GitRequest<'a>> {
     let mut segments = path.trim_start_matches('/').splitn(3, '/');
     let (owner, name, rest) = (segments.next()?, segments.next()?, segments.next()?);
-    let repo = daemon.target.repo();
-    if !repo.matches_path(&format!("{owner}/{name}")) {
-        return None;
-    }
     let service = query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("service=")));
     let route = match (method, rest, service) {
         (&Method::GET, "info/refs", Some("git-upload-pack" | "git-receive-pack")) => Route::InfoRefs,
@@ -113,24 +127,61 @@ fn route(daemon: &Daemon, method: &Method, path: &str, query: Option<&str>) -> O
         (&Method::POST, "git-receive-pack", _) => Route::ReceivePack,
         _ => return None,
     };
-    let mut upstream = format!("/{}/{}.git/{rest}", repo.owner(), repo.name());
-    if route == Route::InfoRefs {
-        upstream.push_str("?service=");
-        upstream.push_str(service.unwrap_or_default());
+    Some(GitRequest {
+        route,
+        repo_path: format!("{owner}/{name}"),
+        rest,
+        service,
+    })
+}
+
+/// The upstream path of a request for the daemon's repository, or `None` for any other repository.
+fn upstream_path(target: &Target, request: &GitRequest<'_>) -> Option<String> {
+    let repo = target.repo();
+    if !repo.matches_path(&request.repo_path) {
+        return None;
     }
-    Some((route, upstream))
+    let mut upstream = format!("/{}/{}.git/{}", repo.owner(), repo.name(), request.rest);
+    if request.route == Route::InfoRefs {
+        upstream.push_str("?service=");
+        upstream.push_str(request.service.unwrap_or_default());
+    }
+    Some(upstream)
 }
 
 async fn handle(daemon: &Daemon, req: Request<Incoming>) -> Response<ProxyBody> {
     let (parts, body) = req.into_parts();
-    let Some((route, upstream_path)) = route(daemon, &parts.method, parts.uri.path(), parts.uri.query()) else {
+    let not_ours = |target: Option<&Target>| {
         daemon.metrics.proxy_refused("not_this_repository");
-        return text(
+        text(
             StatusCode::NOT_FOUND,
-            format!("mint proxies git for {} only\n", daemon.target.repo()),
-        );
+            match target {
+                Some(target) => format!("mint proxies git for {} only\n", target.repo()),
+                None => "mint proxies git smart HTTP for the sandbox's repository only\n".to_owned(),
+            },
+        )
     };
-    let checked = ProxyChecked { _checked: () };
+    let Some(git) = parse_route(&parts.method, parts.uri.path(), parts.uri.query()) else {
+        return not_ours(daemon.cache.target().as_deref());
+    };
+    // Broker mode before the first token: the repository is learnt from a mint, then the request judged.
+    let target = match daemon.cache.target() {
+        Some(target) => target,
+        None => match daemon.cache.learn_target().await {
+            Ok(target) => target,
+            Err(failure) => {
+                return text(
+                    failure_status(failure.transient),
+                    format!("mint: {}\n", failure.message),
+                );
+            }
+        },
+    };
+    let Some(upstream_path) = upstream_path(&target, &git) else {
+        return not_ours(Some(&target));
+    };
+    let route = git.route;
+    let checked = ProxyChecked { target };
     let mut body = Pending {
         body,
         head: BytesMut::new(),
@@ -223,13 +274,21 @@ async fn forward(
 ) -> Result<(Response<Incoming>, mint_github::InstallationToken), Response<ProxyBody>> {
     let token = match daemon.cache.get_for_proxy(checked).await {
         Ok(cached) => cached.token.clone(),
-        Err(failure) => {
-            let status = if failure.transient {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::BAD_GATEWAY
-            };
-            return Err(text(status, format!("mint: {}\n", failure.message)));
+        Err(GetError::Failed(failure)) => {
+            return Err(text(
+                failure_status(failure.transient),
+                format!("mint: {}\n", failure.message),
+            ));
+        }
+        Err(GetError::Moved { now }) => {
+            daemon.metrics.proxy_refused("not_this_repository");
+            return Err(text(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "mint: the repository changed: mint proxies git for {} only now\n",
+                    now.repo()
+                ),
+            ));
         }
     };
     let Some(upstream) = daemon.upstream.as_ref() else {
@@ -368,6 +427,14 @@ impl hyper::body::Body for ChainBody {
         std::pin::Pin::new(&mut self.rest)
             .poll_frame(cx)
             .map(|frame| frame.map(|f| f.map_err(|e| -> BoxError { Box::new(e) })))
+    }
+}
+
+fn failure_status(transient: bool) -> StatusCode {
+    if transient {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::BAD_GATEWAY
     }
 }
 

@@ -1,6 +1,7 @@
 //! `POST /v1/pulls`: open the pull request from an agent branch for a human to review. mintd holds the
 //! token and the policy: the head must be a valid branch inside the prefix, the base is the repository's
-//! default branch as GitHub reports it (never the caller's choice), and inputs are bounded.
+//! default branch as GitHub reports it (never the caller's choice), and inputs are bounded. The repository
+//! is the token's own: the configured one, or the broker's latest.
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
@@ -34,21 +35,14 @@ pub(crate) async fn open(daemon: &Daemon, _peer: &AllowedPeer, body: &[u8]) -> R
         return refusal(StatusCode::BAD_REQUEST, &reason);
     }
     let checked = PullChecked { _checked: () };
-    let token = match daemon.cache.get_for_pull(&checked).await {
-        Ok(cached) => cached.token.clone(),
-        Err(failure) => {
-            let status = if failure.transient {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::BAD_GATEWAY
-            };
-            return refusal(status, &failure.message);
-        }
+    let cached = match daemon.cache.get_for_pull(&checked).await {
+        Ok(cached) => cached,
+        Err(failure) => return crate::server::mint_failed(&failure),
     };
-    let app = daemon.cache.minter().app();
-    let repo = daemon.target.repo();
+    let (token, github) = (&cached.token, &daemon.github);
+    let repo = cached.target.repo();
     let (owner, name) = (repo.owner(), repo.name());
-    let base = match app.repository(&token, owner, name).await {
+    let base = match github.repository(token, owner, name).await {
         Ok(r) => r.default_branch.unwrap_or_else(|| "main".to_owned()),
         Err(e) => return github_failure(&e),
     };
@@ -67,9 +61,9 @@ pub(crate) async fn open(daemon: &Daemon, _peer: &AllowedPeer, body: &[u8]) -> R
         body: &text,
         draft: input.draft,
     };
-    let (pull, created) = match app.create_pull(&token, owner, name, &new).await {
+    let (pull, created) = match github.create_pull(token, owner, name, &new).await {
         Ok(PullOutcome::Created(pull)) => (pull, true),
-        Ok(PullOutcome::AlreadyExists) => match app.open_pull_for(&token, owner, name, &input.branch).await {
+        Ok(PullOutcome::AlreadyExists) => match github.open_pull_for(token, owner, name, &input.branch).await {
             Ok(Some(pull)) => (pull, false),
             Ok(None) => {
                 return refusal(

@@ -25,16 +25,49 @@ impl Default for RetryPolicy {
     }
 }
 
+/// What [`with_retries`] needs to know about a failure: GitHub's, or a broker's.
+pub trait Retryable: Sized {
+    /// Whether trying again later can succeed without anyone changing anything.
+    fn is_transient(&self) -> bool;
+    /// How long the server asked us to wait (`Retry-After`, a rate limit's reset), if it said.
+    fn retry_after(&self) -> Option<Duration>;
+    /// The failure to report after `attempts` tries over `elapsed`, this one the last.
+    #[must_use]
+    fn gave_up(self, attempts: u32, elapsed: Duration) -> Self;
+}
+
+impl Retryable for GithubError {
+    fn is_transient(&self) -> bool {
+        GithubError::is_transient(self)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            GithubError::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    fn gave_up(self, attempts: u32, elapsed: Duration) -> Self {
+        GithubError::GaveUp {
+            attempts,
+            elapsed,
+            last: Box::new(self),
+        }
+    }
+}
+
 /// Run `attempt` until it succeeds, fails permanently, or waiting again would pass the deadline.
 /// `on_retry` hears about each failure that will be retried and how long mintd waits first.
-pub async fn with_retries<T, F, Fut>(
+pub async fn with_retries<T, E, F, Fut>(
     policy: RetryPolicy,
     mut attempt: F,
-    mut on_retry: impl FnMut(&GithubError, Duration),
-) -> Result<T, GithubError>
+    mut on_retry: impl FnMut(&E, Duration),
+) -> Result<T, E>
 where
+    E: Retryable,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, GithubError>>,
+    Fut: Future<Output = Result<T, E>>,
 {
     let started = Instant::now();
     let mut backoff = policy.first_backoff;
@@ -45,21 +78,13 @@ where
             Ok(value) => return Ok(value),
             Err(e) => e,
         };
-        let wait = match &error {
-            GithubError::RateLimited {
-                retry_after: Some(after),
-                ..
-            } => *after,
-            e if e.is_transient() => jittered(backoff),
-            _ => return Err(error),
-        };
+        if !error.is_transient() {
+            return Err(error);
+        }
+        let wait = error.retry_after().unwrap_or_else(|| jittered(backoff));
         if started.elapsed() + wait > policy.deadline {
             return Err(if attempts > 1 {
-                GithubError::GaveUp {
-                    attempts,
-                    elapsed: started.elapsed(),
-                    last: Box::new(error),
-                }
+                error.gave_up(attempts, started.elapsed())
             } else {
                 error
             });

@@ -14,8 +14,9 @@ use mint_credential::Request as CredentialRequest;
 use tokio::net::UnixListener;
 use tokio::time::Instant;
 
-use crate::Daemon;
+use crate::cache::{GetError, MintFailure};
 use crate::peer::{AllowedPeer, PeerError};
+use crate::{Daemon, Source};
 
 /// A client gets this long to send its request; a stalled one cannot hold a connection open.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -108,7 +109,10 @@ async fn credential(daemon: &Daemon, peer: &AllowedPeer, action: &str, body: &[u
         }
     };
     if action == route::CREDENTIAL_ERASE {
-        if let Ok(erase) = daemon.target.check_erase(&request) {
+        // No repository known means no token was ever served: nothing to erase.
+        if let Some(target) = daemon.cache.target()
+            && let Ok(erase) = target.check_erase(&request)
+        {
             daemon.cache.erase(&erase);
         }
         return empty(StatusCode::NO_CONTENT, None);
@@ -119,7 +123,7 @@ async fn credential(daemon: &Daemon, peer: &AllowedPeer, action: &str, body: &[u
             .metrics
             .declined
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (scheme, host) = (daemon.target.scheme(), daemon.target.host());
+        let (scheme, host) = (daemon.server.scheme(), daemon.server.host());
         return refusal(
             StatusCode::FORBIDDEN,
             &format!(
@@ -127,16 +131,22 @@ async fn credential(daemon: &Daemon, peer: &AllowedPeer, action: &str, body: &[u
             ),
         );
     }
-    let approved = match daemon.target.check_get(&request) {
-        Ok(approved) => approved,
-        Err(decline) => {
-            daemon
-                .metrics
-                .declined
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(reason = %decline, "declined a credential request");
-            return empty(StatusCode::NO_CONTENT, Some(&decline.to_string()));
+    // A known repository declines the others before any mint. Not known yet (broker mode, before the first
+    // token): a request for this GitHub at all learns it from a mint, then is judged against it.
+    let target = if let Some(target) = daemon.cache.target() {
+        target
+    } else {
+        if let Err(decline) = daemon.server.admits(&request) {
+            return declined(daemon, &decline.to_string());
         }
+        match daemon.cache.learn_target().await {
+            Ok(target) => target,
+            Err(failure) => return mint_failed(&failure),
+        }
+    };
+    let approved = match target.check_get(&request) {
+        Ok(approved) => approved,
+        Err(decline) => return declined(daemon, &decline.to_string()),
     };
     match daemon.cache.get(peer, &approved).await {
         Ok(cached) => {
@@ -155,15 +165,37 @@ async fn credential(daemon: &Daemon, peer: &AllowedPeer, action: &str, body: &[u
                 Err(e) => refusal(StatusCode::BAD_GATEWAY, &e.to_string()),
             }
         }
-        Err(failure) => refusal(
-            if failure.transient {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::BAD_GATEWAY
-            },
-            &failure.message,
+        Err(GetError::Failed(failure)) => mint_failed(&failure),
+        Err(GetError::Moved { now }) => declined(
+            daemon,
+            &format!(
+                "the repository changed while the token was minted: tokens are now for {}",
+                now.repo()
+            ),
         ),
     }
+}
+
+/// Not this daemon's request: 204 with the reason, so git moves on to its next helper.
+fn declined(daemon: &Daemon, reason: &str) -> Response<Full<Bytes>> {
+    daemon
+        .metrics
+        .declined
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(%reason, "declined a credential request");
+    empty(StatusCode::NO_CONTENT, Some(reason))
+}
+
+/// Ours, but no token could be had: 503 if waiting may help, else 502; the helper shows git the reason.
+pub(crate) fn mint_failed(failure: &MintFailure) -> Response<Full<Bytes>> {
+    refusal(
+        if failure.transient {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::BAD_GATEWAY
+        },
+        &failure.message,
+    )
 }
 
 fn status(daemon: &Daemon) -> Response<Full<Bytes>> {
@@ -174,20 +206,34 @@ fn status(daemon: &Daemon) -> Response<Full<Bytes>> {
         expires_in_seconds: c.remaining(now).as_secs(),
         minted_at: humantime::format_rfc3339_seconds(c.minted_at).to_string(),
     });
+    // Broker mode: the repository and installation are the latest token's, unknown before the first.
+    let scope = daemon.cache.scope();
+    let (app_id, permissions, broker) = match &daemon.source {
+        Source::App { app_id, permissions } => (app_id.clone(), permissions.clone(), None),
+        Source::Broker { url } => (
+            String::new(),
+            daemon.cache.current().map_or_else(
+                || mint_github::Permissions::least().to_string(),
+                |c| c.permissions.to_string(),
+            ),
+            Some(url.clone()),
+        ),
+    };
     let report = mint_api::Status {
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        repository: daemon.target.repo().to_string(),
-        installation_id: daemon.installation_id,
-        app_id: daemon.app_id.clone(),
+        repository: scope.as_ref().map(|s| s.target.repo().to_string()).unwrap_or_default(),
+        installation_id: scope.as_ref().map_or(0, |s| s.installation_id),
+        app_id,
         github_url: daemon.github_url.clone(),
         api_url: daemon.api_url.clone(),
-        permissions: daemon.permissions.clone(),
+        permissions,
         token,
         mints: stats.mints,
         last_error: stats.last_error,
         uptime_seconds: daemon.started.elapsed().as_secs(),
         git_proxy: daemon.git_proxy_bound.get().map(ToString::to_string),
         branch_prefix: daemon.branch_prefix.clone(),
+        broker,
     };
     let body = serde_json::to_vec_pretty(&report).expect("Status always serialises");
     Response::builder()
