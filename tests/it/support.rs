@@ -173,6 +173,31 @@ impl World {
         self.spawn(command);
     }
 
+    /// Broker mode: mintd with no App key (no --app-id, --private-key, --installation-id or --repo), asking
+    /// the broker at `broker_url` for tokens with the credential in `credential_file` (which must be 0600).
+    /// git and the API (revocation, pull requests) are fakehub's; `extra` must not repeat --socket,
+    /// --github-url or --api-url.
+    #[allow(dead_code, reason = "called by tests/it/broker.rs, which is written alongside")]
+    pub(crate) fn spawn_mintd_broker(&mut self, broker_url: &str, credential_file: &Path, extra: &[&str]) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mintd"));
+        command
+            .arg("--broker")
+            .arg(broker_url)
+            .arg("--sandbox-credential-file")
+            .arg(credential_file)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--github-url")
+            .arg(self.url())
+            .arg("--api-url")
+            .arg(self.url())
+            .args(extra)
+            .env_clear()
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null());
+        self.spawn(command);
+    }
+
     fn spawn(&mut self, mut command: Command) {
         let log = std::fs::File::create(&self.log).expect("log file");
         let child = command
