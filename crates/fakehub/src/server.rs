@@ -912,8 +912,8 @@ fn installation_json(hub: &FakeHub, installation: &InstallationConfig) -> Value 
         "created_at": "2026-01-01T00:00:00Z",
         "updated_at": "2026-01-01T00:00:00Z",
         "single_file_name": null,
-        "suspended_at": null,
-        "suspended_by": null,
+        "suspended_at": hub.state().suspended.contains(&installation.id).then_some("2026-01-02T00:00:00Z"),
+        "suspended_by": hub.state().suspended.contains(&installation.id).then(|| account_json(&installation.account)),
     })
 }
 

@@ -1,7 +1,206 @@
 //! mint-server: the control plane. The one holder of the GitHub App key; keeps each product's GitHub
-//! connection in a database and mints repository-scoped tokens for sandboxes on request.
+//! connection in a database (`SQLite` embedded, or `PostgreSQL`) and mints repository-scoped tokens for
+//! sandboxes on request (`mintd --broker`).
 
-/// `mint-server`'s whole life.
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::FAILURE
+pub mod admin;
+pub mod api;
+pub mod broker;
+pub mod config;
+pub mod db;
+pub mod github;
+pub mod model;
+pub mod secrets;
+pub mod state;
+mod tls;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use mint_github::{App, GitHubClient};
+use tokio::net::TcpListener;
+
+pub use config::{Args, Config, ConfigError};
+
+/// Exit code for a configuration that cannot work (`EX_USAGE`).
+pub const EXIT_CONFIG: u8 = 64;
+/// A client gets this long to send its request headers, and a TLS client to finish its handshake.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// After shutdown is asked for, requests in flight get this long to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Open the database (migrating it), then serve on `listener` until `shutdown` resolves.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let client = GitHubClient::new(&config.api_url)
+        .map_err(|e| anyhow::anyhow!("--api-url (or {}): {e}", config::env::API_URL))?;
+    let app = App::new(config.app_id, config.key, client);
+    let store = db::Store::open(&config.database).await?;
+    let state = Arc::new(state::AppState {
+        store: store.clone(),
+        github: github::GitHub::new(app),
+        admin: config.admin,
+        live: state::LiveTokens::default(),
+        sandbox_ttl: config.sandbox_ttl,
+    });
+    tracing::info!(
+        address = %listener.local_addr()?,
+        tls = config.tls.is_some(),
+        database = %db::redact_url(&config.database),
+        github_api = %config.api_url,
+        "mint-server ready"
+    );
+    serve(listener, config.tls, api::router(state), shutdown).await;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Accept connections (TLS when configured) and serve the router on each until `shutdown`; then drain.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let service = TowerToHyperService::new(app.clone());
+                    let http = http.clone();
+                    let watcher = graceful.watcher();
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        let served = match acceptor {
+                            None => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
+                            Some(acceptor) => {
+                                let Ok(Ok(stream)) = tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await else {
+                                    tracing::debug!("TLS handshake failed or timed out");
+                                    return;
+                                };
+                                watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await
+                            }
+                        };
+                        if let Err(e) = served {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Typically out of file descriptors: keep serving the connections we have.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!("requests still in flight after the grace period were cut off");
+        }
+    }
+}
+
+/// `mint-server`'s whole life: flags, logging, configuration (exit 64 if it cannot work), then serve until
+/// SIGTERM or SIGINT.
+pub fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_tracing(args.log_format);
+    harden();
+    let config = match args.load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("mint-server: invalid configuration: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mint-server: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listen = config.listen;
+    let listener = match runtime.block_on(TcpListener::bind(listen)) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!(
+                "mint-server: invalid configuration: --listen (or {}): cannot listen on {listen}: {e}",
+                config::env::LISTEN
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match runtime.block_on(run(config, listener, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mint-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// No core dumps and no same-uid ptrace: the App key in memory stays there. Also lift the open-file limit
+/// to what the system allows, since every client is a connection.
+fn harden() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "could not make the process non-dumpable; its memory may be readable by its uid");
+    }
+    let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`). Never a secret: secrets are redacting types.
+fn init_tracing(format: config::LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        config::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        config::LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Resolves on SIGTERM (how containers are stopped) or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

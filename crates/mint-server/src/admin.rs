@@ -1,0 +1,240 @@
+//! The orchestrator's routes (admin token): products, their connection, sandboxes and teardown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use mint_credential::RepoName;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api::{Admin, ApiError, Id, Input, json};
+use crate::model::{Connection, ConnectionStatus, SandboxRow, now, rfc3339};
+use crate::secrets::{SandboxCredential, new_id};
+use crate::state::AppState;
+
+/// The longest a sandbox credential may be asked to live.
+const MAX_SANDBOX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+const MAX_MEMBERS: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewProduct {
+    name: String,
+    #[serde(default)]
+    members: Vec<String>,
+}
+
+/// `POST /api/v1/products` → 201 `{"id"}`.
+pub async fn create_product(
+    _admin: Admin,
+    State(state): State<Arc<AppState>>,
+    Input(input): Input<NewProduct>,
+) -> Result<Response, ApiError> {
+    let name = input.name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "name must be 1 to 200 characters without control characters",
+        ));
+    }
+    if input.members.len() > MAX_MEMBERS {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_MEMBERS} members per product"
+        )));
+    }
+    let mut members = Vec::with_capacity(input.members.len());
+    for login in &input.members {
+        if !is_github_login(login) {
+            return Err(ApiError::bad_request(format!(
+                "member {login:?} is not a GitHub login: 1 to 39 letters, digits or single hyphens, not starting or ending with one"
+            )));
+        }
+        members.push(login.to_ascii_lowercase());
+    }
+    let id = new_id("prd_");
+    state.store.create_product(&id, name, &members, now()).await?;
+    tracing::info!(product = %id, members = members.len(), "product created");
+    Ok(json(StatusCode::CREATED, &json!({"id": id})))
+}
+
+fn is_github_login(login: &str) -> bool {
+    (1..=39).contains(&login.len())
+        && !login.starts_with('-')
+        && !login.ends_with('-')
+        && !login.contains("--")
+        && login.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutConnection {
+    installation_id: u64,
+    repository: String,
+}
+
+/// `PUT /api/v1/products/{id}/connection`: bind an installation and one repository, after GitHub confirms
+/// the installation exists, is not suspended and can mint for the repository.
+pub async fn put_connection(
+    _admin: Admin,
+    State(state): State<Arc<AppState>>,
+    id: Id,
+    Input(input): Input<PutConnection>,
+) -> Result<Response, ApiError> {
+    let repository: RepoName = input
+        .repository
+        .parse()
+        .map_err(|e: mint_credential::RepoNameError| ApiError::bad_request(e.to_string()))?;
+    if state.store.product(&id).await?.is_none() {
+        return Err(ApiError::no_product(&id));
+    }
+    let verified = state.github.verify(input.installation_id, &repository).await?;
+    let connection = Connection {
+        status: ConnectionStatus::Active,
+        reason: format!(
+            "connected to {} through installation {} on {}",
+            verified.repository, verified.installation_id, verified.account_login
+        ),
+        installation_id: Some(verified.installation_id),
+        repository_id: Some(verified.repository_id),
+        repository: Some(verified.repository),
+        account_login: Some(verified.account_login),
+        account_type: Some(verified.account_type),
+        updated_at: now(),
+    };
+    state.store.put_connection(&id, &connection).await?;
+    tracing::info!(
+        product = %*id,
+        installation = verified.installation_id,
+        repository_id = verified.repository_id,
+        "connection set"
+    );
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::to_value(connection.view(&id)).expect("serialises"),
+    ))
+}
+
+/// `GET /api/v1/products/{id}/connection`.
+pub async fn get_connection(_admin: Admin, State(state): State<Arc<AppState>>, id: Id) -> Result<Response, ApiError> {
+    let connection = state
+        .store
+        .connection(&id)
+        .await?
+        .ok_or_else(|| ApiError::no_product(&id))?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::to_value(connection.view(&id)).expect("serialises"),
+    ))
+}
+
+/// `DELETE /api/v1/products/{id}/connection`: Disconnect. Only our row changes: the App stays installed
+/// (other products may share the installation) and no code is touched. The product's sandboxes get 409 on
+/// their next mint; tokens already handed out live until they expire or the sandbox is torn down.
+pub async fn disconnect(_admin: Admin, State(state): State<Arc<AppState>>, id: Id) -> Result<Response, ApiError> {
+    if state.store.product(&id).await?.is_none() {
+        return Err(ApiError::no_product(&id));
+    }
+    let connection = Connection::not_connected("GitHub was disconnected: connect it again to run coding tasks", now());
+    state.store.put_connection(&id, &connection).await?;
+    tracing::info!(product = %*id, "disconnected");
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::to_value(connection.view(&id)).expect("serialises"),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSandbox {
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+}
+
+/// `POST /api/v1/products/{id}/sandboxes` → 201 `{"sandbox_id", "credential", "expires_at"}`. The credential
+/// is in this answer and nowhere else: only its SHA-256 is stored.
+pub async fn create_sandbox(
+    _admin: Admin,
+    State(state): State<Arc<AppState>>,
+    id: Id,
+    Input(input): Input<NewSandbox>,
+) -> Result<Response, ApiError> {
+    let ttl = match input.ttl_seconds {
+        None => state.sandbox_ttl,
+        Some(s) if (1..=MAX_SANDBOX_TTL.as_secs()).contains(&s) => Duration::from_secs(s),
+        Some(_) => {
+            return Err(ApiError::bad_request(format!(
+                "ttl_seconds must be 1 to {}",
+                MAX_SANDBOX_TTL.as_secs()
+            )));
+        }
+    };
+    if state.store.product(&id).await?.is_none() {
+        return Err(ApiError::no_product(&id));
+    }
+    let created_at = now();
+    let sandbox = SandboxRow {
+        id: new_id("sbx_"),
+        product_id: id.to_string(),
+        created_at,
+        expires_at: created_at + i64::try_from(ttl.as_secs()).expect("at most a week"),
+        revoked_at: None,
+    };
+    let credential = SandboxCredential::generate();
+    state.store.create_sandbox(&sandbox, &credential.sha256()).await?;
+    tracing::info!(sandbox = %sandbox.id, product = %*id, "sandbox created");
+    Ok(json(
+        StatusCode::CREATED,
+        &json!({
+            "sandbox_id": sandbox.id,
+            "credential": credential.expose(),
+            "expires_at": rfc3339(sandbox.expires_at),
+        }),
+    ))
+}
+
+/// `DELETE /api/v1/sandboxes/{id}` → 204: the credential stops working at once, then every live token
+/// minted for the sandbox is revoked at GitHub.
+pub async fn teardown(_admin: Admin, State(state): State<Arc<AppState>>, id: Id) -> Result<Response, ApiError> {
+    let now = now();
+    if state.store.revoke_sandbox(&id, now).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "sandbox_not_found",
+            format!("no sandbox {}: it was never created here", *id),
+        ));
+    }
+    let (revoked, unheld) = revoke_minted(&state, &id, now).await?;
+    if unheld > 0 {
+        tracing::warn!(
+            sandbox = %*id,
+            unheld,
+            "tokens minted before a restart or by another replica cannot be revoked from here; they expire within the hour"
+        );
+    }
+    tracing::info!(sandbox = %*id, revoked, "sandbox torn down");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Revoke every live token recorded for the sandbox that this process holds; mark all of them revoked.
+/// Returns (revoked at GitHub, not held here).
+pub async fn revoke_minted(state: &AppState, sandbox_id: &str, now: i64) -> Result<(usize, usize), ApiError> {
+    let (mut revoked, mut unheld) = (0, 0);
+    for (hash, expires) in state.store.live_tokens(sandbox_id, now).await? {
+        match state.live.take(&hash) {
+            Some(token) => match state.github.revoke(&token).await {
+                Ok(()) => revoked += 1,
+                Err(e) => {
+                    // Keep it for the next teardown attempt; the credential is already dead either way.
+                    tracing::warn!(error = %e, sandbox = sandbox_id, "could not revoke a token; tear down again or it expires on its own");
+                    state.live.insert(hash, token, expires, now);
+                    continue;
+                }
+            },
+            None => unheld += 1,
+        }
+        state.store.mark_token_revoked(&hash, now).await?;
+    }
+    Ok((revoked, unheld))
+}

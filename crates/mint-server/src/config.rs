@@ -1,0 +1,245 @@
+//! mint-server's settings: flags, else `MINT_SERVER_*` variables, else defaults; loaded and validated once,
+//! before anything binds. A bad setting exits 64 naming the flag and the variable.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use mint_github::{AppId, AppKey};
+
+use crate::secrets::{AdminToken, MIN_ADMIN_TOKEN_LEN};
+
+/// The environment variables, one per flag.
+pub mod env {
+    pub const APP_ID: &str = "MINT_SERVER_APP_ID";
+    pub const PRIVATE_KEY: &str = "MINT_SERVER_PRIVATE_KEY";
+    pub const ALLOW_READABLE_KEY: &str = "MINT_SERVER_ALLOW_READABLE_KEY";
+    pub const DATABASE: &str = "MINT_SERVER_DATABASE";
+    pub const LISTEN: &str = "MINT_SERVER_LISTEN";
+    pub const BEHIND_TLS_PROXY: &str = "MINT_SERVER_BEHIND_TLS_PROXY";
+    pub const TLS_CERT: &str = "MINT_SERVER_TLS_CERT";
+    pub const TLS_KEY: &str = "MINT_SERVER_TLS_KEY";
+    pub const GITHUB_URL: &str = "MINT_SERVER_GITHUB_URL";
+    pub const API_URL: &str = "MINT_SERVER_API_URL";
+    pub const ADMIN_TOKEN_FILE: &str = "MINT_SERVER_ADMIN_TOKEN_FILE";
+    pub const SANDBOX_TTL: &str = "MINT_SERVER_SANDBOX_TTL";
+    pub const LOG_FORMAT: &str = "MINT_SERVER_LOG_FORMAT";
+}
+
+/// mint-server: the control plane. The only holder of the GitHub App's private key; keeps each product's
+/// GitHub connection in a database and mints repository-scoped tokens for sandboxes (mintd --broker).
+#[derive(Debug, Parser)]
+#[command(name = "mint-server", version, max_term_width = 100)]
+#[command(after_help = "\
+Every flag can also come from the environment variable named beside it.
+
+Orchestrator API (Authorization: Bearer <admin token>):
+    POST   /api/v1/products                     {\"name\", \"members\": [login...]} -> 201 {\"id\"}
+    PUT    /api/v1/products/{id}/connection     {\"installation_id\", \"repository\": \"owner/name\"}
+    GET    /api/v1/products/{id}/connection
+    DELETE /api/v1/products/{id}/connection     (Disconnect; never uninstalls the App)
+    POST   /api/v1/products/{id}/sandboxes      -> 201 {\"sandbox_id\", \"credential\", \"expires_at\"}
+    DELETE /api/v1/sandboxes/{id}               -> 204, after revoking its tokens
+Broker API (Authorization: Bearer <sandbox credential>):
+    POST   /api/v1/token                        -> 200 {\"token\", \"expires_at\", \"repository\", ...}
+Probes: GET /healthz, GET /readyz. Details and every error: docs/server.md.")]
+pub struct Args {
+    /// The GitHub App's numeric App ID or its Client ID.
+    #[arg(long, env = env::APP_ID, value_name = "ID")]
+    pub app_id: String,
+    /// PEM file with the App's private key (mode 0600).
+    #[arg(long, env = env::PRIVATE_KEY, value_name = "PEM_FILE")]
+    pub private_key: PathBuf,
+    /// Accept a private key file that group or others can read (e.g. a Kubernetes Secret mounted 0644).
+    #[arg(long, env = env::ALLOW_READABLE_KEY)]
+    pub allow_readable_key: bool,
+    /// Where connections and sandboxes are kept: `sqlite://FILE` (embedded) or `postgres://USER@HOST/DB`.
+    #[arg(long, env = env::DATABASE, value_name = "URL", default_value = "sqlite://mint-server.db")]
+    pub database: String,
+    /// Address to serve on.
+    #[arg(long, env = env::LISTEN, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Serve plain HTTP on a non-loopback address because a TLS-terminating proxy is in front.
+    #[arg(long, env = env::BEHIND_TLS_PROXY)]
+    pub behind_tls_proxy: bool,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = env::TLS_CERT, value_name = "PEM_FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM, mode 0600).
+    #[arg(long, env = env::TLS_KEY, value_name = "PEM_FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// GitHub's web address (for GitHub Enterprise Server: `https://HOST`).
+    #[arg(long, env = env::GITHUB_URL, value_name = "URL", default_value = "https://github.com")]
+    pub github_url: String,
+    /// GitHub's REST API root [default: api.github.com for github.com, else the GitHub URL + /api/v3].
+    #[arg(long, env = env::API_URL, value_name = "URL")]
+    pub api_url: Option<String>,
+    /// File holding the orchestrator's admin token (mode 0600, at least 32 characters; e.g.
+    /// `openssl rand -base64 32`).
+    #[arg(long, env = env::ADMIN_TOKEN_FILE, value_name = "FILE")]
+    pub admin_token_file: PathBuf,
+    /// How long a sandbox credential works unless the sandbox is torn down first (e.g. 24h, 90m).
+    #[arg(long, env = env::SANDBOX_TTL, value_name = "DURATION", default_value = "24h")]
+    pub sandbox_ttl: humantime::Duration,
+    /// Log format on stderr (levels are filtered by `RUST_LOG`; default info).
+    #[arg(long, env = env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A validated configuration. Nothing here prints a secret.
+#[derive(Debug)]
+pub struct Config {
+    pub app_id: AppId,
+    pub key: AppKey,
+    pub database: String,
+    pub listen: SocketAddr,
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    pub api_url: String,
+    pub admin: AdminToken,
+    pub sandbox_ttl: Duration,
+}
+
+/// A setting that cannot work, named with its flag and environment variable.
+#[derive(Debug, thiserror::Error)]
+#[error("--{flag} (or {env}): {reason}")]
+pub struct ConfigError {
+    pub flag: &'static str,
+    pub env: &'static str,
+    pub reason: String,
+}
+
+fn invalid(flag: &'static str, env: &'static str, reason: impl std::fmt::Display) -> ConfigError {
+    ConfigError {
+        flag,
+        env,
+        reason: reason.to_string(),
+    }
+}
+
+impl Args {
+    pub fn load(self) -> Result<Config, ConfigError> {
+        let app_id: AppId = self.app_id.parse().map_err(|e| invalid("app-id", env::APP_ID, e))?;
+        let github_url = self.github_url.trim_end_matches('/').to_owned();
+        let github_host = github_url
+            .split_once("://")
+            .filter(|(scheme, rest)| matches!(*scheme, "http" | "https") && !rest.is_empty())
+            .map(|(_, rest)| rest.split(['/', ':']).next().unwrap_or_default().to_owned())
+            .ok_or_else(|| {
+                invalid(
+                    "github-url",
+                    env::GITHUB_URL,
+                    format!("{github_url:?} is not an http(s) URL"),
+                )
+            })?;
+        let api_url = self.api_url.map_or_else(
+            || {
+                if github_host == "github.com" {
+                    "https://api.github.com".to_owned()
+                } else {
+                    format!("{github_url}/api/v3")
+                }
+            },
+            |u| u.trim_end_matches('/').to_owned(),
+        );
+        let pem = read_private_file(
+            &self.private_key,
+            self.allow_readable_key,
+            "private-key",
+            env::PRIVATE_KEY,
+        )?;
+        let key = AppKey::from_pem(&pem).map_err(|e| {
+            invalid(
+                "private-key",
+                env::PRIVATE_KEY,
+                format!("{}: {e}", self.private_key.display()),
+            )
+        })?;
+        let admin = read_private_file(&self.admin_token_file, false, "admin-token-file", env::ADMIN_TOKEN_FILE)?;
+        let admin = std::str::from_utf8(&admin).map(str::trim).unwrap_or_default();
+        if admin.len() < MIN_ADMIN_TOKEN_LEN || admin.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err(invalid(
+                "admin-token-file",
+                env::ADMIN_TOKEN_FILE,
+                format!(
+                    "{} must hold one token of at least {MIN_ADMIN_TOKEN_LEN} visible ASCII characters: make one with `openssl rand -base64 32`",
+                    self.admin_token_file.display()
+                ),
+            ));
+        }
+        let admin = AdminToken::new(admin);
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+            _ => None,
+        };
+        if tls.is_none() && !self.listen.ip().is_loopback() && !self.behind_tls_proxy {
+            return Err(invalid(
+                "listen",
+                env::LISTEN,
+                format!(
+                    "{} is not a loopback address, and plain HTTP there would carry tokens and credentials in clear: serve HTTPS with --tls-cert and --tls-key, or pass --behind-tls-proxy if a TLS-terminating proxy is in front",
+                    self.listen
+                ),
+            ));
+        }
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| self.database.starts_with(p))
+        {
+            return Err(invalid(
+                "database",
+                env::DATABASE,
+                format!(
+                    "{} is not a database URL mint-server knows: use sqlite://FILE (embedded, the default) or postgres://USER@HOST/DB",
+                    crate::db::redact_url(&self.database)
+                ),
+            ));
+        }
+        let sandbox_ttl: Duration = self.sandbox_ttl.into();
+        if sandbox_ttl.is_zero() || sandbox_ttl > Duration::from_secs(7 * 24 * 3600) {
+            return Err(invalid(
+                "sandbox-ttl",
+                env::SANDBOX_TTL,
+                "must be between 1s and 7 days",
+            ));
+        }
+        Ok(Config {
+            app_id,
+            key,
+            database: self.database,
+            listen: self.listen,
+            tls,
+            api_url,
+            admin,
+            sandbox_ttl,
+        })
+    }
+}
+
+/// Read a secret file that only its owner may read (unless `allow_readable`); the bytes are wiped on drop.
+pub(crate) fn read_private_file(
+    path: &Path,
+    allow_readable: bool,
+    flag: &'static str,
+    env: &'static str,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, ConfigError> {
+    let bad = |reason: String| invalid(flag, env, reason);
+    let meta = std::fs::metadata(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 && !allow_readable {
+        return Err(bad(format!(
+            "{} is readable by group or others (mode {mode:04o}): run `chmod 600` on it",
+            path.display()
+        )));
+    }
+    std::fs::read(path)
+        .map(zeroize::Zeroizing::new)
+        .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))
+}

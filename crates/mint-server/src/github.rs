@@ -1,0 +1,158 @@
+//! The server's side of GitHub: check a connection before storing it, mint for a connection by repository
+//! id, and say what a failed mint means for the connection.
+
+use mint_credential::RepoName;
+use mint_github::{App, GithubError, InstallationToken, MintedToken, Permissions};
+
+use crate::model::ConnectionStatus;
+
+/// A connection GitHub confirmed: the installation exists, is not suspended, and can mint for the
+/// repository with the permissions sandboxes get.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub installation_id: u64,
+    pub repository_id: u64,
+    pub repository: String,
+    pub account_login: String,
+    pub account_type: String,
+}
+
+/// Why a connection cannot be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(
+        "installation {installation_id} is suspended on {account}: an owner of {account} must unsuspend the App before it can be connected"
+    )]
+    Suspended { installation_id: u64, account: String },
+    #[error(
+        "repository {repository} does not belong to {account}, the account of installation {installation_id}: choose one of {account}'s repositories, or the installation on {owner}"
+    )]
+    WrongAccount {
+        installation_id: u64,
+        repository: String,
+        account: String,
+        owner: String,
+    },
+    #[error(transparent)]
+    GitHub(#[from] GithubError),
+}
+
+/// The App, used only by the server: the one place the key is.
+#[derive(Debug)]
+pub struct GitHub {
+    app: App,
+    /// What every sandbox token asks for: `contents:write`, `pull_requests:write`, `metadata:read`.
+    permissions: Permissions,
+}
+
+impl GitHub {
+    pub fn new(app: App) -> Self {
+        Self {
+            app,
+            permissions: Permissions::least(),
+        }
+    }
+
+    pub fn permissions(&self) -> &Permissions {
+        &self.permissions
+    }
+
+    /// Check with GitHub that `installation_id` can serve `repository`, and learn the repository's id.
+    /// A token is minted to learn it (with exactly the sandbox permissions, so a connection that would
+    /// fail every mint is refused now) and revoked at once.
+    pub async fn verify(&self, installation_id: u64, repository: &RepoName) -> Result<Verified, ConnectError> {
+        let installation = self.with_clock_fix(|| self.app.installation(installation_id)).await?;
+        if installation.suspended_at.is_some() {
+            return Err(ConnectError::Suspended {
+                installation_id,
+                account: installation.account.login,
+            });
+        }
+        if !installation.account.login.eq_ignore_ascii_case(repository.owner()) {
+            return Err(ConnectError::WrongAccount {
+                installation_id,
+                repository: repository.to_string(),
+                account: installation.account.login,
+                owner: repository.owner().to_owned(),
+            });
+        }
+        let minted = self
+            .with_clock_fix(|| {
+                self.app.mint(
+                    installation_id,
+                    repository.owner(),
+                    repository.name(),
+                    &self.permissions,
+                )
+            })
+            .await?;
+        self.app.revoke_quietly(&minted.token).await;
+        let repo = minted
+            .repositories
+            .as_deref()
+            .and_then(<[_]>::first)
+            .expect("App::mint checked the token names exactly this repository");
+        Ok(Verified {
+            installation_id,
+            repository_id: repo.id,
+            repository: repo.full_name.clone(),
+            account_login: installation.account.login,
+            account_type: installation.account.kind,
+        })
+    }
+
+    /// A token for the repository with this id, with the sandbox permissions, checked to grant no more.
+    pub async fn mint(&self, installation_id: u64, repository_id: u64, name: &str) -> Result<MintedToken, GithubError> {
+        self.with_clock_fix(|| {
+            self.app
+                .mint_for_repository_id(installation_id, repository_id, name, &self.permissions)
+        })
+        .await
+    }
+
+    pub async fn revoke(&self, token: &InstallationToken) -> Result<(), GithubError> {
+        self.app.revoke(token).await
+    }
+
+    pub async fn revoke_quietly(&self, token: &InstallationToken) {
+        self.app.revoke_quietly(token).await;
+    }
+
+    /// A 401 whose `Date` shows our clock is off: sign with GitHub's time and try once more.
+    async fn with_clock_fix<T, F: Future<Output = Result<T, GithubError>>>(
+        &self,
+        call: impl Fn() -> F,
+    ) -> Result<T, GithubError> {
+        match call().await {
+            Err(GithubError::BadAppCredentials {
+                server_date: Some(date),
+                ..
+            }) if self.app.correct_clock(date) => call().await,
+            other => other,
+        }
+    }
+}
+
+/// What a failed mint says about the connection, if anything: the new status and the sentence shown to
+/// the sandbox (in git's output) and on the Integrations page.
+pub fn connection_outcome(error: &GithubError, repository: &str) -> Option<(ConnectionStatus, String)> {
+    match error {
+        GithubError::InstallationNotFound { installation_id } => Some((
+            ConnectionStatus::InstallationGone,
+            format!("installation {installation_id} was uninstalled: reconnect GitHub"),
+        )),
+        GithubError::InstallationSuspended { installation_id, .. } => Some((
+            ConnectionStatus::Suspended,
+            format!(
+                "installation {installation_id} is suspended: an owner of its account must unsuspend the GitHub App, then coding tasks resume"
+            ),
+        )),
+        GithubError::RepositoryNotSelected { installation_id, .. } => Some((
+            ConnectionStatus::RepoRemoved,
+            format!(
+                "repository {repository} is no longer available to installation {installation_id}: add it back under the installation's repository access, or choose another repository"
+            ),
+        )),
+        _ => None,
+    }
+}

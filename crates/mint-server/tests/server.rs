@@ -1,0 +1,431 @@
+//! mint-server through its HTTP API, against fakehub, on SQLite and on a real PostgreSQL: the same suite
+//! for both.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::{ADMIN_TOKEN, Db, World, app_key, postgres::Postgres};
+
+/// Run each scenario once on SQLite and once on PostgreSQL.
+macro_rules! on_both_databases {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$scenario(super::World::start(super::Db::Sqlite).await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let pg = tokio::task::spawn_blocking(super::Postgres::start).await.expect("postgres");
+                super::$scenario(super::World::start(super::Db::Postgres(pg)).await).await;
+            }
+        }
+    )*};
+}
+
+on_both_databases!(
+    connect_mint_change_repository_teardown,
+    connection_state_follows_github_and_disconnect,
+    a_product_never_gets_another_products_repository,
+    connections_github_cannot_serve_are_refused,
+    hostile_input_gets_a_clear_4xx_and_changes_nothing,
+    connections_and_sandboxes_survive_a_restart,
+);
+
+fn issued<'a>(w: &World, token: &'a str) -> fakehub::IssuedToken {
+    w.hub
+        .tokens()
+        .into_iter()
+        .find(|t| t.token == token)
+        .unwrap_or_else(|| panic!("fakehub never issued the token it was given ({} chars)", token.len()))
+}
+
+async fn connect_mint_change_repository_teardown(mut w: World) {
+    let product = w.connected_product(42, "octo-org/hello-world").await;
+    let connection = w
+        .admin("GET", &format!("/api/v1/products/{product}/connection"), None)
+        .await;
+    assert_eq!(connection.status, 200);
+    assert_eq!(connection.body["status"], "active");
+    assert_eq!(connection.body["repository"], "octo-org/hello-world");
+    assert_eq!(connection.body["installation_id"], 42);
+    assert_eq!(
+        connection.body["account"],
+        json!({"login": "octo-org", "type": "Organization"})
+    );
+    assert!(connection.body["repository_id"].as_u64().is_some_and(|id| id > 0));
+    // The token used to check the connection did not outlive the check.
+    assert!(
+        w.hub.tokens().iter().all(|t| t.revoked),
+        "the verification token was revoked"
+    );
+
+    let (sandbox, credential) = w.sandbox(&product).await;
+    let first = w.token(&credential).await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    assert_eq!(first.headers["cache-control"], "no-store");
+    assert_eq!(first.body["repository"], "octo-org/hello-world");
+    assert_eq!(first.body["installation_id"], 42);
+    assert_eq!(
+        first.body["permissions"],
+        json!({"contents": "write", "metadata": "read", "pull_requests": "write"})
+    );
+    let first_token = first.body["token"].as_str().expect("token").to_owned();
+    let minted = issued(&w, &first_token);
+    assert_eq!(minted.repositories, ["hello-world"], "scoped to the one repository");
+    assert!(
+        !minted.permissions.contains_key("administration"),
+        "never wider than asked"
+    );
+    let asked = w.hub.mints().last().cloned().expect("a mint");
+    assert_eq!(asked.repositories, None, "minted by repository id, not by name");
+
+    // Change repository: the very next mint is for the new one.
+    let changed = w
+        .admin(
+            "PUT",
+            &format!("/api/v1/products/{product}/connection"),
+            Some(json!({"installation_id": 42, "repository": "octo-org/other-repo"})),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{:?}", changed.body);
+    let second = w.token(&credential).await;
+    assert_eq!(second.status, 200, "{:?}", second.body);
+    assert_eq!(second.body["repository"], "octo-org/other-repo");
+    let second_token = second.body["token"].as_str().expect("token").to_owned();
+    assert_eq!(issued(&w, &second_token).repositories, ["other-repo"]);
+
+    // Teardown revokes both, the old repository's token included, and the credential dies at once.
+    let torn = w.admin("DELETE", &format!("/api/v1/sandboxes/{sandbox}"), None).await;
+    assert_eq!(torn.status, 204, "{:?}", torn.body);
+    assert!(
+        issued(&w, &first_token).revoked,
+        "the old repository's token was revoked at teardown"
+    );
+    assert!(issued(&w, &second_token).revoked);
+    let after = w.token(&credential).await;
+    assert_eq!(after.status, 401);
+    assert_eq!(after.headers["www-authenticate"], "Bearer");
+    let again = w.admin("DELETE", &format!("/api/v1/sandboxes/{sandbox}"), None).await;
+    assert_eq!(again.status, 204, "tearing down twice is harmless");
+
+    // Nothing secret is at rest: not the tokens, not the credential, not the admin token, not the key.
+    w.stop_server().await;
+    let dump = w.dump();
+    assert!(dump.contains("octo-org/other-repo"), "the dump is the real database");
+    for token in w.hub.tokens() {
+        assert!(!dump.contains(&token.token), "a GitHub token is in the database");
+    }
+    assert!(!dump.contains(&credential), "the sandbox credential is in the database");
+    assert!(!dump.contains(ADMIN_TOKEN), "the admin token is in the database");
+    let key_body: String = app_key()
+        .private_key_pem()
+        .lines()
+        .nth(1)
+        .expect("a PEM line")
+        .to_owned();
+    assert!(!dump.contains(&key_body), "the App key is in the database");
+}
+
+async fn connection_state_follows_github_and_disconnect(w: World) {
+    let product = w.connected_product(42, "octo-org/hello-world").await;
+    let (_, credential) = w.sandbox(&product).await;
+    assert_eq!(w.token(&credential).await.status, 200);
+
+    // Disconnect: our row only. The next mint says why and what to do.
+    let disconnected = w
+        .admin("DELETE", &format!("/api/v1/products/{product}/connection"), None)
+        .await;
+    assert_eq!(disconnected.status, 200, "{:?}", disconnected.body);
+    assert_eq!(disconnected.body["status"], "not_connected");
+    let refused = w.token(&credential).await;
+    assert_eq!(refused.status, 409, "{:?}", refused.body);
+    assert_eq!(refused.body["status"], "not_connected");
+    assert!(
+        refused.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("connect it again")),
+        "{:?}",
+        refused.body
+    );
+    assert!(
+        w.hub
+            .requests()
+            .iter()
+            .all(|r| !r.path.contains("/app/installations/42/access_tokens") || r.method != "DELETE"),
+        "Disconnect never touches the installation"
+    );
+
+    // Reconnect, then GitHub uninstalls the App: the mint's 404 becomes the connection's state.
+    w.admin(
+        "PUT",
+        &format!("/api/v1/products/{product}/connection"),
+        Some(json!({"installation_id": 42, "repository": "octo-org/hello-world"})),
+    )
+    .await;
+    assert_eq!(w.token(&credential).await.status, 200);
+    w.hub.uninstall(42);
+    let gone = w.token(&credential).await;
+    assert_eq!(gone.status, 409);
+    assert_eq!(
+        gone.body,
+        json!({"status": "installation_gone", "message": "installation 42 was uninstalled: reconnect GitHub"})
+    );
+    let connection = w
+        .admin("GET", &format!("/api/v1/products/{product}/connection"), None)
+        .await;
+    assert_eq!(connection.body["status"], "installation_gone");
+    let mints_before = w.hub.mints().len();
+    assert_eq!(w.token(&credential).await.status, 409);
+    assert_eq!(
+        w.hub.mints().len(),
+        mints_before,
+        "a gone installation is not asked again"
+    );
+
+    // A suspended installation, likewise.
+    let other = w.connected_product(43, "acme/widgets").await;
+    let (_, other_credential) = w.sandbox(&other).await;
+    w.hub.suspend(43);
+    let suspended = w.token(&other_credential).await;
+    assert_eq!(suspended.status, 409, "{:?}", suspended.body);
+    assert_eq!(suspended.body["status"], "suspended");
+}
+
+async fn a_product_never_gets_another_products_repository(w: World) {
+    let a = w.connected_product(42, "octo-org/hello-world").await;
+    let b = w.connected_product(43, "acme/widgets").await;
+    let (_, a_credential) = w.sandbox(&a).await;
+    let (_, b_credential) = w.sandbox(&b).await;
+    for _ in 0..3 {
+        let a_token = w.token(&a_credential).await;
+        assert_eq!(a_token.body["repository"], "octo-org/hello-world");
+        assert_eq!(
+            issued(&w, a_token.body["token"].as_str().expect("token")).repositories,
+            ["hello-world"]
+        );
+        let b_token = w.token(&b_credential).await;
+        assert_eq!(b_token.body["repository"], "acme/widgets");
+        assert_eq!(
+            issued(&w, b_token.body["token"].as_str().expect("token")).installation_id,
+            43
+        );
+    }
+    // The sandbox API has no way to name another product: the credential is the only input.
+    let smuggled = w
+        .request(
+            "POST",
+            "/api/v1/token",
+            Some(&a_credential),
+            Some(br#"{"product_id": "x"}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(smuggled.status, 400, "{:?}", smuggled.body);
+    // And a sandbox credential is not an admin token.
+    let escalated = w
+        .request(
+            "POST",
+            &format!("/api/v1/products/{b}/sandboxes"),
+            Some(&a_credential),
+            None,
+        )
+        .await;
+    assert_eq!(escalated.status, 401);
+}
+
+async fn connections_github_cannot_serve_are_refused(w: World) {
+    let created = w.admin("POST", "/api/v1/products", Some(json!({"name": "p"}))).await;
+    let product = created.body["id"].as_str().expect("id").to_owned();
+    let path = format!("/api/v1/products/{product}/connection");
+    let cases = [
+        (
+            json!({"installation_id": 999, "repository": "octo-org/hello-world"}),
+            "installation 999 not found",
+        ),
+        (
+            json!({"installation_id": 42, "repository": "octo-org/not-selected"}),
+            "not selected for installation 42",
+        ),
+        (
+            json!({"installation_id": 43, "repository": "octo-org/hello-world"}),
+            "does not belong to acme",
+        ),
+    ];
+    for (body, expected) in cases {
+        let refused = w.admin("PUT", &path, Some(body.clone())).await;
+        assert_eq!(refused.status, 422, "{body}: {:?}", refused.body);
+        assert_eq!(refused.body["status"], "connection_refused");
+        assert!(
+            refused.body["message"].as_str().is_some_and(|m| m.contains(expected)),
+            "{body}: {:?}",
+            refused.body
+        );
+    }
+    w.hub.suspend(43);
+    let suspended = w
+        .admin(
+            "PUT",
+            &path,
+            Some(json!({"installation_id": 43, "repository": "acme/widgets"})),
+        )
+        .await;
+    assert_eq!(suspended.status, 422);
+    assert!(
+        suspended.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("suspended"))
+    );
+    let unchanged = w.admin("GET", &path, None).await;
+    assert_eq!(
+        unchanged.body["status"], "not_connected",
+        "a refused connection stores nothing"
+    );
+    let missing = w
+        .admin(
+            "PUT",
+            "/api/v1/products/prd_nope/connection",
+            Some(json!({"installation_id": 42, "repository": "octo-org/hello-world"})),
+        )
+        .await;
+    assert_eq!(missing.status, 404);
+}
+
+async fn hostile_input_gets_a_clear_4xx_and_changes_nothing(w: World) {
+    let big = vec![b' '; 64 * 1024 + 1];
+    let too_large = w
+        .request("POST", "/api/v1/products", Some(ADMIN_TOKEN), Some(big))
+        .await;
+    assert_eq!(too_large.status, 413, "{:?}", too_large.body);
+    assert_eq!(too_large.body["status"], "body_too_large");
+
+    let bad_json = w
+        .request(
+            "POST",
+            "/api/v1/products",
+            Some(ADMIN_TOKEN),
+            Some(b"{\"name\":".to_vec()),
+        )
+        .await;
+    assert_eq!(bad_json.status, 400);
+    assert!(
+        bad_json.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not the JSON"))
+    );
+
+    let unknown = w
+        .admin("POST", "/api/v1/products", Some(json!({"name": "x", "admin": true})))
+        .await;
+    assert_eq!(unknown.status, 400);
+    assert!(
+        unknown.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unknown field")),
+        "{:?}",
+        unknown.body
+    );
+
+    let bad_login = w
+        .admin(
+            "POST",
+            "/api/v1/products",
+            Some(json!({"name": "x", "members": ["a b"]})),
+        )
+        .await;
+    assert_eq!(bad_login.status, 400);
+
+    let no_admin = w
+        .request("POST", "/api/v1/products", Some("wrong"), Some(b"{}".to_vec()))
+        .await;
+    assert_eq!(no_admin.status, 401);
+    assert_eq!(no_admin.body["status"], "unauthorized");
+
+    // SQL metacharacters are data.
+    let sneaky = "x'); DROP TABLE products; --\"";
+    let product = w.admin("POST", "/api/v1/products", Some(json!({"name": sneaky}))).await;
+    assert_eq!(product.status, 201);
+    let id = product.body["id"].as_str().expect("id");
+    let injected_id = w
+        .admin("GET", "/api/v1/products/x'%20OR%20'1'='1/connection", None)
+        .await;
+    assert_eq!(injected_id.status, 404);
+    assert_eq!(
+        w.admin("GET", &format!("/api/v1/products/{id}/connection"), None)
+            .await
+            .status,
+        200
+    );
+
+    let bad_repo = w
+        .admin(
+            "PUT",
+            &format!("/api/v1/products/{id}/connection"),
+            Some(json!({"installation_id": 42, "repository": "../../etc"})),
+        )
+        .await;
+    assert_eq!(bad_repo.status, 400);
+
+    // Thousands of bad credentials at once, malformed and well-formed: each a 401, none a crash.
+    let mut tasks = tokio::task::JoinSet::new();
+    let world = std::sync::Arc::new(w);
+    for i in 0..2000 {
+        let w = world.clone();
+        tasks.spawn(async move {
+            let credential = if i % 2 == 0 {
+                format!("mint_sbx_{:0>43}", i)
+            } else {
+                format!("garbage-{i}")
+            };
+            w.token(&credential).await.status
+        });
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    while let Some(status) = tasks.join_next().await {
+        *statuses.entry(status.expect("task")).or_insert(0) += 1;
+    }
+    assert_eq!(statuses, std::collections::BTreeMap::from([(401, 2000)]));
+    assert_eq!(world.get("/healthz", None).await.status, 200, "still serving");
+    assert!(world.hub.mints().is_empty(), "no bad input reached GitHub");
+}
+
+async fn connections_and_sandboxes_survive_a_restart(mut w: World) {
+    let product = w.connected_product(42, "octo-org/hello-world").await;
+    let (sandbox, credential) = w.sandbox(&product).await;
+    let before = w.token(&credential).await;
+    assert_eq!(before.status, 200);
+    w.stop_server().await;
+    w.start_server().await;
+    let connection = w
+        .admin("GET", &format!("/api/v1/products/{product}/connection"), None)
+        .await;
+    assert_eq!(connection.body["status"], "active");
+    let after = w.token(&credential).await;
+    assert_eq!(after.status, 200, "{:?}", after.body);
+    assert_eq!(after.body["repository"], "octo-org/hello-world");
+    // The token minted before the restart is no longer held in memory, but teardown still stops the
+    // credential and revokes what this process holds.
+    let after_token = after.body["token"].as_str().expect("token").to_owned();
+    assert_eq!(
+        w.admin("DELETE", &format!("/api/v1/sandboxes/{sandbox}"), None)
+            .await
+            .status,
+        204
+    );
+    assert!(issued(&w, &after_token).revoked);
+    assert_eq!(w.token(&credential).await.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_and_unknown_routes() {
+    let w = World::start(Db::Sqlite).await;
+    assert_eq!(w.get("/healthz", None).await.status, 200);
+    assert_eq!(w.get("/readyz", None).await.status, 200);
+    let missing = w.get("/nope", None).await;
+    assert_eq!(
+        (missing.status, missing.body["status"].clone()),
+        (404, Value::from("not_found"))
+    );
+    let wrong_method = w.get("/api/v1/token", None).await;
+    assert_eq!(wrong_method.status, 405);
+}

@@ -1,0 +1,254 @@
+//! A world for the server's tests: fakehub and mint-server on loopback ports (real sockets, real JWTs,
+//! real RSA keys), on SQLite or a real PostgreSQL, and a small HTTP client.
+
+#![allow(dead_code, unreachable_pub)]
+
+pub mod postgres;
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use fakehub::{AppKeyPair, Config as HubConfig, FakeHub, InstallationConfig, RunningFakeHub};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789abcdefghijkl";
+pub const APP_ID: u64 = 7;
+
+pub fn app_key() -> &'static AppKeyPair {
+    static KEY: OnceLock<AppKeyPair> = OnceLock::new();
+    KEY.get_or_init(|| AppKeyPair::generate().expect("RSA key generation"))
+}
+
+/// Which database a test runs on.
+pub enum Db {
+    Sqlite,
+    Postgres(postgres::Postgres),
+}
+
+pub struct World {
+    pub hub: RunningFakeHub,
+    pub dir: tempfile::TempDir,
+    pub database: String,
+    pub db: Db,
+    server: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    pub url: String,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Value,
+}
+
+impl World {
+    pub async fn start(db: Db) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("mint-server-")
+            .tempdir()
+            .expect("tempdir");
+        let config = HubConfig::new(APP_ID, app_key().public_key_pem(), dir.path().join("github"))
+            .with_installation(InstallationConfig::new(
+                42,
+                "octo-org",
+                &["hello-world", "other-repo"],
+                fakehub::BROAD_PERMISSIONS,
+            ))
+            .with_installation(InstallationConfig::new(
+                43,
+                "acme",
+                &["widgets"],
+                fakehub::BROAD_PERMISSIONS,
+            ));
+        let hub = FakeHub::start(config).await.expect("fakehub starts");
+        let database = match &db {
+            Db::Sqlite => format!("sqlite://{}", dir.path().join("mint-server.db").display()),
+            Db::Postgres(pg) => pg.database("mint"),
+        };
+        let mut world = Self {
+            hub,
+            dir,
+            database,
+            db,
+            server: None,
+            url: String::new(),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        };
+        world.start_server().await;
+        world
+    }
+
+    fn write_private(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        if !path.exists() {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .expect("create");
+            file.write_all(contents.as_bytes()).expect("write");
+        }
+        path
+    }
+
+    pub fn args(&self) -> mint_server::Args {
+        use clap::Parser;
+        let key = self.write_private("app.pem", &app_key().private_key_pem());
+        let admin = self.write_private("admin-token", ADMIN_TOKEN);
+        mint_server::Args::parse_from([
+            "mint-server".into(),
+            "--app-id".into(),
+            APP_ID.to_string(),
+            "--private-key".into(),
+            key.display().to_string(),
+            "--admin-token-file".into(),
+            admin.display().to_string(),
+            "--database".into(),
+            self.database.clone(),
+            "--api-url".into(),
+            self.hub.url(),
+            "--github-url".into(),
+            self.hub.url(),
+        ])
+    }
+
+    pub async fn start_server(&mut self) {
+        let config = self.args().load().expect("valid config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        self.url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            mint_server::run(config, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("mint-server runs");
+        });
+        self.server = Some((stop, task));
+        // Ready means the database is migrated and the listener answers.
+        for _ in 0..200 {
+            if self.get("/readyz", None).await.status == 200 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("mint-server did not become ready");
+    }
+
+    pub async fn stop_server(&mut self) {
+        if let Some((stop, task)) = self.server.take() {
+            let _ = stop.send(());
+            task.await.expect("server task");
+        }
+    }
+
+    pub async fn request(&self, method: &str, path: &str, bearer: Option<&str>, body: Option<Vec<u8>>) -> Answer {
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.url))
+            .header("content-type", "application/json");
+        if let Some(token) = bearer {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .expect("request");
+        let response = match self.client.request(request).await {
+            Ok(r) => r,
+            Err(e) => {
+                return Answer {
+                    status: 0,
+                    headers: http::HeaderMap::new(),
+                    body: Value::String(e.to_string()),
+                };
+            }
+        };
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.expect("body").to_bytes();
+        Answer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())),
+        }
+    }
+
+    pub async fn get(&self, path: &str, bearer: Option<&str>) -> Answer {
+        self.request("GET", path, bearer, None).await
+    }
+
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        self.request(
+            method,
+            path,
+            Some(ADMIN_TOKEN),
+            body.map(|b| b.to_string().into_bytes()),
+        )
+        .await
+    }
+
+    /// A product connected to `repository` through `installation`; returns its id.
+    pub async fn connected_product(&self, installation: u64, repository: &str) -> String {
+        let created = self
+            .admin(
+                "POST",
+                "/api/v1/products",
+                Some(serde_json::json!({"name": "Acme app", "members": ["octocat"]})),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+        let id = created.body["id"].as_str().expect("id").to_owned();
+        let connected = self
+            .admin(
+                "PUT",
+                &format!("/api/v1/products/{id}/connection"),
+                Some(serde_json::json!({"installation_id": installation, "repository": repository})),
+            )
+            .await;
+        assert_eq!(connected.status, 200, "{:?}", connected.body);
+        id
+    }
+
+    /// A new sandbox of the product; returns (id, credential).
+    pub async fn sandbox(&self, product: &str) -> (String, String) {
+        let created = self
+            .admin("POST", &format!("/api/v1/products/{product}/sandboxes"), None)
+            .await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+        (
+            created.body["sandbox_id"].as_str().expect("id").to_owned(),
+            created.body["credential"].as_str().expect("credential").to_owned(),
+        )
+    }
+
+    pub async fn token(&self, credential: &str) -> Answer {
+        self.request("POST", "/api/v1/token", Some(credential), None).await
+    }
+
+    /// Every byte the database holds, as text: the SQLite files (with the WAL), or `pg_dump`.
+    pub fn dump(&self) -> String {
+        match &self.db {
+            Db::Sqlite => {
+                let mut all = Vec::new();
+                for entry in std::fs::read_dir(self.dir.path()).expect("dir") {
+                    let path = entry.expect("entry").path();
+                    if path
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("mint-server.db"))
+                    {
+                        all.extend(std::fs::read(&path).expect("read"));
+                    }
+                }
+                String::from_utf8_lossy(&all).into_owned()
+            }
+            Db::Postgres(pg) => pg.dump("mint"),
+        }
+    }
+}
