@@ -33,7 +33,7 @@ on_both_databases!(
     connections_and_sandboxes_survive_a_restart,
 );
 
-fn issued<'a>(w: &World, token: &'a str) -> fakehub::IssuedToken {
+fn issued(w: &World, token: &str) -> fakehub::IssuedToken {
     w.hub
         .tokens()
         .into_iter()
@@ -373,7 +373,7 @@ async fn hostile_input_gets_a_clear_4xx_and_changes_nothing(w: World) {
         let w = world.clone();
         tasks.spawn(async move {
             let credential = if i % 2 == 0 {
-                format!("mint_sbx_{:0>43}", i)
+                format!("mint_sbx_{i:0>43}")
             } else {
                 format!("garbage-{i}")
             };
