@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use crate::support::{OWNER, REPO, World};
 
 /// Runs the `mint` binary as an agent would, with a PATH that holds no `git`.
-fn mint(world: &World, dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn mint(world: &World, dir: &Path, args: &[&str]) -> Output {
     let no_git = world.dir.path().join("empty-bin");
     std::fs::create_dir_all(&no_git).expect("dir");
     Command::new(env!("CARGO_BIN_EXE_mint"))
@@ -23,7 +23,7 @@ fn mint(world: &World, dir: &Path, args: &[&str]) -> Output {
         .expect("mint runs")
 }
 
-fn mint_ok(world: &World, dir: &Path, args: &[&str]) -> String {
+pub(crate) fn mint_ok(world: &World, dir: &Path, args: &[&str]) -> String {
     let output = mint(world, dir, args);
     assert!(
         output.status.success(),

@@ -1,0 +1,457 @@
+//! Broker mode end to end, with real binaries: `mint-server` holds the App key, `mintd --broker` beside the
+//! sandbox holds only its sandbox credential, and plain `git` and `mint publish` work as in key mode.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{APP_ID, INSTALLATION_ID, OTHER_REPO, OWNER, REPO, World, app_key};
+
+#[allow(
+    dead_code,
+    unreachable_pub,
+    reason = "shared with mint-server's tests, which use all of it"
+)]
+#[path = "../../crates/mint-server/tests/support/postgres.rs"]
+mod postgres;
+
+const ADMIN_TOKEN: &str = "an-admin-token-of-more-than-32-characters";
+
+/// The real `mint-server` binary, on its own directory: the only place the App key is.
+struct Server {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    database: String,
+    hub_url: String,
+    url: String,
+}
+
+impl Server {
+    fn start(world: &World, database: Option<String>) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("mint-server-it-")
+            .tempdir()
+            .expect("tempdir");
+        for (name, contents) in [
+            ("app.pem", app_key().private_key_pem()),
+            ("admin-token", ADMIN_TOKEN.to_owned()),
+        ] {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(dir.path().join(name))
+                .and_then(|mut f| f.write_all(contents.as_bytes()))
+                .expect("secret file");
+        }
+        let database = database.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("mint-server.db").display()));
+        let mut server = Self {
+            child: None,
+            dir,
+            database,
+            hub_url: world.url(),
+            url: String::new(),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let log = std::fs::File::create(self.dir.path().join("server.log")).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_mint-server"))
+            .arg("--app-id")
+            .arg(APP_ID.to_string())
+            .arg("--private-key")
+            .arg(self.dir.path().join("app.pem"))
+            .arg("--admin-token-file")
+            .arg(self.dir.path().join("admin-token"))
+            .arg("--database")
+            .arg(&self.database)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--github-url")
+            .arg(&self.hub_url)
+            .arg("--api-url")
+            .arg(&self.hub_url)
+            .env_clear()
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("mint-server starts");
+        self.child = Some(child);
+        self.url = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while http(&self.url, "GET", "/readyz", None, None).0 != 200 {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "mint-server did not become ready:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    fn kill_9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        http(&self.url, method, path, Some(ADMIN_TOKEN), body)
+    }
+
+    /// A product connected to `repo` of the test installation; returns its id.
+    fn product(&self, repo: &str) -> String {
+        let (status, created) = self.admin("POST", "/api/v1/products", Some(json!({"name": "it", "members": []})));
+        assert_eq!(status, 201, "{created}");
+        let id = created["id"].as_str().expect("id").to_owned();
+        self.connect(&id, repo);
+        id
+    }
+
+    fn connect(&self, product: &str, repo: &str) {
+        let (status, body) = self.admin(
+            "PUT",
+            &format!("/api/v1/products/{product}/connection"),
+            Some(json!({"installation_id": INSTALLATION_ID, "repository": format!("{OWNER}/{repo}")})),
+        );
+        assert_eq!(status, 200, "{body}\n{}", self.log());
+    }
+
+    /// A sandbox of the product: its id and the path of its credential file (0600, in the world's dir).
+    fn sandbox(&self, world: &World, product: &str) -> (String, PathBuf) {
+        let (status, body) = self.admin("POST", &format!("/api/v1/products/{product}/sandboxes"), None);
+        assert_eq!(status, 201, "{body}");
+        let file = world.dir.path().join("mintd").join("sandbox-credential");
+        let _ = std::fs::remove_file(&file);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&file)
+            .and_then(|mut f| f.write_all(body["credential"].as_str().expect("credential").as_bytes()))
+            .expect("credential file");
+        (body["sandbox_id"].as_str().expect("id").to_owned(), file)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection; the status and the JSON body (or the text as a string).
+fn http(base: &str, method: &str, path: &str, bearer: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let addr = base.trim_start_matches("http://");
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return (0, Value::Null);
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, Value::Null);
+    }
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_default();
+    let payload = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (
+        status,
+        serde_json::from_str(payload).unwrap_or_else(|_| Value::String(payload.to_owned())),
+    )
+}
+
+/// A world whose mintd runs in broker mode against a real mint-server; the App key is only in the
+/// server's directory, and the sandbox's side has none.
+fn broker_world() -> (World, Server, String, String) {
+    let mut world = World::start_with(crate::support::Options {
+        start_mintd: false,
+        ..Default::default()
+    });
+    // The sandbox host has no key file at all.
+    std::fs::remove_file(&world.key_file).expect("remove the key from the sandbox side");
+    let server = Server::start(&world, None);
+    let product = server.product(REPO);
+    let (sandbox, credential) = server.sandbox(&world, &product);
+    world.spawn_mintd_broker(&server.url, &credential, &[]);
+    (world, server, product, sandbox)
+}
+
+fn tokens(world: &World) -> Vec<fakehub::IssuedToken> {
+    world
+        .hub
+        .tokens()
+        .into_iter()
+        .filter(|t| !t.permissions.is_empty())
+        .collect()
+}
+
+#[test]
+fn git_and_mint_publish_work_through_the_broker_with_no_key_beside_the_sandbox() {
+    let (world, server, _, _) = broker_world();
+    let work = world.dir.path().join("work");
+    world.git_ok(None, &["clone", &world.repo_url(REPO), work.to_str().expect("utf8")]);
+    std::fs::write(work.join("README.md"), "hello from broker mode\n").expect("write");
+    world.git_ok(Some(&work), &["switch", "-c", "adagent/broker"]);
+    world.git_ok(Some(&work), &["add", "-A"]);
+    world.git_ok(Some(&work), &["commit", "-qm", "broker mode"]);
+    world.git_ok(Some(&work), &["push", "-q", "origin", "adagent/broker"]);
+    let head = world.git_ok(Some(&work), &["rev-parse", "HEAD"]);
+    let server_head = Command::new("git")
+        .arg("--git-dir")
+        .arg(world.hub.repo_path(OWNER, REPO))
+        .args(["rev-parse", "refs/heads/adagent/broker"])
+        .output()
+        .expect("git");
+    assert_eq!(server_head.stdout, head.stdout, "the push arrived");
+
+    // The agent's own flow opens the pull request through mintd, with the broker's token.
+    std::fs::write(work.join("NOTES.md"), "more\n").expect("write");
+    let published = crate::agent::mint_ok(
+        &world,
+        &work,
+        &[
+            "publish",
+            "--branch",
+            "adagent/broker",
+            "--message",
+            "Notes",
+            "--title",
+            "Notes",
+            "--json",
+        ],
+    );
+    let outcome: Value = serde_json::from_str(&published).expect("json");
+    assert_eq!(outcome["outcome"], "published", "{outcome}");
+    assert_eq!(world.hub.pulls().len(), 1);
+
+    // Everything minted came through the server, scoped to the one repository.
+    let minted = tokens(&world);
+    assert!(!minted.is_empty());
+    assert!(minted.iter().all(|t| t.repositories == [REPO]), "{minted:?}");
+
+    // No key on the sandbox's side: not in mintd's argv or environment, not in any file there.
+    let pid = world.mintd.as_ref().expect("mintd").id();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    for bytes in [&cmdline, &environ] {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(!text.contains("private-key") && !text.contains(".pem"), "{text}");
+    }
+    let (files, with_key) = World::files_containing(&[world.dir.path()], "PRIVATE KEY");
+    assert!(files > 0);
+    assert!(with_key.is_empty(), "a key on the sandbox side: {with_key:?}");
+    let status = Command::new(env!("CARGO_BIN_EXE_mint"))
+        .arg("status")
+        .env_clear()
+        .env("MINT_SOCKET", &world.socket)
+        .output()
+        .expect("mint status");
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains(&server.url), "mint status names the broker:\n{status}");
+    assert!(status.contains(&format!("{OWNER}/{REPO}")), "{status}");
+}
+
+#[test]
+fn a_changed_repository_is_served_from_the_next_mint_and_teardown_revokes_both() {
+    let (world, server, product, sandbox) = broker_world();
+    let first = world.fill(REPO).expect("a token for the connected repository");
+    assert!(world.fill(OTHER_REPO).is_none(), "another repository is declined");
+
+    server.connect(&product, OTHER_REPO);
+    // git drops a token it saw fail (`git credential reject`): the next fill mints, for the new repository.
+    let url = world.url();
+    let (protocol, host) = url.split_once("://").expect("url");
+    let reject = format!(
+        "protocol={protocol}\nhost={host}\npath={OWNER}/{REPO}.git\nusername=x-access-token\npassword={first}\n\n"
+    );
+    world.git_with_input(None, &["credential", "reject"], Some(&reject));
+    // git asks again for the clone's repository: the new token is for the other one, so it is declined,
+    // and from then on the policy follows the new repository.
+    assert!(world.fill(REPO).is_none(), "the old repository is no longer served");
+    let second = world.fill(OTHER_REPO).expect("a token for the new repository");
+    assert_ne!(first, second);
+    let issued = world.hub.tokens();
+    let find = |token: &str| issued.iter().find(|t| t.token == token).expect("issued").clone();
+    assert_eq!(find(&first).repositories, [REPO]);
+    assert_eq!(find(&second).repositories, [OTHER_REPO]);
+
+    let (status, body) = server.admin("DELETE", &format!("/api/v1/sandboxes/{sandbox}"), None);
+    assert_eq!(status, 204, "{body}");
+    let after = world.hub.tokens();
+    for token in [&first, &second] {
+        assert!(
+            after.iter().any(|t| &t.token == token && t.revoked),
+            "teardown revoked every token minted for the sandbox"
+        );
+    }
+}
+
+#[test]
+fn disconnect_and_teardown_reach_git_with_the_reason_and_the_way_out() {
+    let (mut world, server, product, sandbox) = broker_world();
+    let (status, _) = server.admin("DELETE", &format!("/api/v1/products/{product}/connection"), None);
+    assert_eq!(status, 200);
+    let output = world.git(None, &["ls-remote", &world.repo_url(REPO)]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("GitHub was disconnected: connect it again to run coding tasks"),
+        "git shows the broker's reason:\n{stderr}\nmintd:\n{}",
+        world.mintd_log()
+    );
+
+    // Reconnect; a fresh mintd (a new sandbox start) works again, and teardown stops its credential.
+    server.connect(&product, REPO);
+    world.stop_mintd();
+    let credential = world.dir.path().join("mintd").join("sandbox-credential");
+    world.spawn_mintd_broker(&server.url, &credential, &[]);
+    assert!(world.fill(REPO).is_some());
+    let (status, _) = server.admin("DELETE", &format!("/api/v1/sandboxes/{sandbox}"), None);
+    assert_eq!(status, 204);
+    assert!(
+        tokens(&world).iter().all(|t| t.revoked),
+        "teardown revoked what was minted"
+    );
+    world.stop_mintd();
+    world.spawn_mintd_broker(&server.url, &credential, &[]);
+    let output = world.git(None, &["ls-remote", &world.repo_url(REPO)]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("unknown, expired or revoked"),
+        "a torn-down sandbox's credential is refused, and git says so:\n{stderr}"
+    );
+}
+
+#[test]
+fn mintd_revokes_its_broker_tokens_itself_at_sigterm() {
+    let (mut world, _server, _, _) = broker_world();
+    assert!(world.fill(REPO).is_some());
+    let (status, _) = world.stop_mintd();
+    assert!(status.success());
+    let minted = tokens(&world);
+    assert!(!minted.is_empty() && minted.iter().all(|t| t.revoked), "{minted:?}");
+}
+
+/// Sandboxes are created while the server is killed with SIGKILL; every one whose 201 came back works after
+/// the restart: a commit is never lost.
+fn committed_writes_survive_kill_9(world: &World, server: &mut Server, pg: Option<&mut postgres::Postgres>) {
+    let product = server.product(REPO);
+    let url = server.url.clone();
+    let writer = std::thread::spawn(move || {
+        let mut created = Vec::new();
+        for _ in 0..400 {
+            let (status, body) = http(
+                &url,
+                "POST",
+                &format!("/api/v1/products/{product}/sandboxes"),
+                Some(ADMIN_TOKEN),
+                None,
+            );
+            if status != 201 {
+                break;
+            }
+            created.push(body["credential"].as_str().expect("credential").to_owned());
+        }
+        created
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    server.kill_9();
+    let created = writer.join().expect("writer");
+    assert!(!created.is_empty(), "some sandboxes were created before the kill");
+    if let Some(pg) = pg {
+        pg.crash_and_restart();
+    }
+    server.spawn();
+    for credential in &created {
+        let (status, body) = http(&server.url, "POST", "/api/v1/token", Some(credential), None);
+        assert_eq!(status, 200, "a sandbox committed before the kill was lost: {body}");
+    }
+    assert!(world.hub.tokens().len() >= created.len());
+}
+
+#[test]
+fn kill_9_mid_write_loses_nothing_committed_on_sqlite() {
+    let world = World::start_with(crate::support::Options {
+        start_mintd: false,
+        ..Default::default()
+    });
+    let mut server = Server::start(&world, None);
+    committed_writes_survive_kill_9(&world, &mut server, None);
+}
+
+#[test]
+fn kill_9_mid_write_loses_nothing_committed_on_postgres() {
+    let world = World::start_with(crate::support::Options {
+        start_mintd: false,
+        ..Default::default()
+    });
+    let mut pg = postgres::Postgres::start();
+    let mut server = Server::start(&world, Some(pg.database("mint")));
+    committed_writes_survive_kill_9(&world, &mut server, Some(&mut pg));
+}
+
+#[test]
+fn mint_server_refuses_bad_settings_with_exit_64_naming_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("app.pem");
+    std::fs::write(&key, app_key().private_key_pem()).expect("key");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    let admin = dir.path().join("admin");
+    std::fs::write(&admin, ADMIN_TOKEN).expect("admin");
+    std::fs::set_permissions(&admin, std::os::unix::fs::PermissionsExt::from_mode(0o644)).expect("chmod");
+    let run = |extra: &[&str], admin: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_mint-server"))
+            .args(["--app-id", "7", "--private-key"])
+            .arg(&key)
+            .arg("--admin-token-file")
+            .arg(admin)
+            .args(extra)
+            .env_clear()
+            .output()
+            .expect("runs")
+    };
+    let readable = run(&[], &admin);
+    assert_eq!(readable.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&readable.stderr).contains("--admin-token-file (or MINT_SERVER_ADMIN_TOKEN_FILE)"));
+    std::fs::set_permissions(&admin, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    for (extra, names) in [
+        (&["--database", "mysql://x"][..], "--database (or MINT_SERVER_DATABASE)"),
+        (&["--listen", "0.0.0.0:0"][..], "--listen (or MINT_SERVER_LISTEN)"),
+        (
+            &["--sandbox-ttl", "30d"][..],
+            "--sandbox-ttl (or MINT_SERVER_SANDBOX_TTL)",
+        ),
+    ] {
+        let output = run(extra, &admin);
+        assert_eq!(output.status.code(), Some(64), "{extra:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(names), "{extra:?}: {stderr}");
+        assert!(!stderr.contains(ADMIN_TOKEN));
+    }
+}
