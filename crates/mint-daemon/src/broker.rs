@@ -635,3 +635,6 @@ impl Minter for BrokerMinter {
         self.github.revoke(token).await
     }
 }
+
+#[cfg(test)]
+mod tests;

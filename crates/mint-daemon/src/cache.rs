@@ -44,7 +44,8 @@ pub trait Minter: Send + Sync + 'static {
     }
 }
 
-/// A new token and where it goes.
+/// A new token and where it goes. `Debug` redacts the token (`MintedToken` does).
+#[derive(Debug)]
 pub struct Minted {
     pub token: MintedToken,
     pub target: Arc<Target>,

@@ -431,6 +431,156 @@ mod tests {
         );
     }
 
+    /// A private credential file holding `content`.
+    fn credential_file(dir: &std::path::Path, content: &str, mode: u32) -> PathBuf {
+        let path = dir.join("credential");
+        std::fs::write(&path, content).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        path
+    }
+
+    fn broker_args(url: &str, credential: &std::path::Path, extra: &[&str]) -> Args {
+        let mut argv = vec![
+            "mintd",
+            "--broker",
+            url,
+            "--sandbox-credential-file",
+            credential.to_str().expect("utf8"),
+        ];
+        argv.extend_from_slice(extra);
+        Args::parse_from(argv)
+    }
+
+    const SECRET: &str = "sbx_not-to-be-printed.0123456789";
+
+    #[test]
+    fn broker_mode_needs_no_key_and_holds_the_credential_redacted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = credential_file(dir.path(), &format!("{SECRET}\n"), 0o600);
+        let config = broker_args("https://mint.example.com/", &file, &[])
+            .load()
+            .expect("valid");
+        let Mode::Broker(broker) = &config.mode else {
+            panic!("broker mode")
+        };
+        assert_eq!(broker.url, "https://mint.example.com");
+        assert_eq!(config.api_url, "https://api.github.com");
+        assert_eq!(config.server.host(), "github.com");
+        let debug = format!("{config:?}");
+        assert!(debug.contains("SandboxCredential(<redacted>)"), "{debug}");
+        assert!(!debug.contains(SECRET), "{debug}");
+        for loopback in ["http://127.0.0.1:8080", "http://[::1]:8080", "http://localhost:8080"] {
+            assert!(broker_args(loopback, &file, &[]).load().is_ok(), "{loopback}");
+        }
+    }
+
+    #[test]
+    fn broker_mode_refuses_the_app_keys_settings_naming_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = credential_file(dir.path(), SECRET, 0o600);
+        let err = broker_args(
+            "https://mint.example.com",
+            &file,
+            &["--app-id", "1", "--repo", "o/r", "--permissions", "contents:read"],
+        )
+        .load()
+        .expect_err("refused");
+        assert!(
+            err.to_string()
+                .starts_with("--broker (or MINT_BROKER): cannot be combined with --app-id, --repo, --permissions"),
+            "{err}"
+        );
+        for flag in [&["--private-key", "/k.pem"][..], &["--installation-id", "42"]] {
+            let err = broker_args("https://mint.example.com", &file, flag)
+                .load()
+                .expect_err("refused");
+            assert!(err.to_string().contains(flag[0]), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_broker_over_plain_http_to_another_host_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = credential_file(dir.path(), SECRET, 0o600);
+        for url in ["http://mint.example.com", "http://10.0.0.7:8080"] {
+            let err = broker_args(url, &file, &[]).load().expect_err("refused");
+            let text = err.to_string();
+            assert!(text.starts_with("--broker (or MINT_BROKER): "), "{text}");
+            assert!(text.contains("in clear") && text.contains("use https://"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_credential_file_others_can_read_is_refused_and_never_echoed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = credential_file(dir.path(), SECRET, 0o644);
+        let err = broker_args("https://mint.example.com", &file, &[])
+            .load()
+            .expect_err("refused");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("--sandbox-credential-file (or MINT_SANDBOX_CREDENTIAL_FILE): ")
+                && text.contains("mode 0644")
+                && text.contains("--allow-readable-credential"),
+            "{text}"
+        );
+        assert!(
+            broker_args("https://mint.example.com", &file, &["--allow-readable-credential"])
+                .load()
+                .is_ok(),
+            "the explicit escape hatch"
+        );
+
+        let with_space = credential_file(dir.path(), &format!("{SECRET} {SECRET}"), 0o600);
+        let err = broker_args("https://mint.example.com", &with_space, &[])
+            .load()
+            .expect_err("refused");
+        assert!(err.to_string().contains("cannot travel in an HTTP header"), "{err}");
+        for text in [err.to_string(), format!("{err:?}")] {
+            assert!(!text.contains(SECRET), "the credential is never echoed: {text}");
+        }
+        let empty = credential_file(dir.path(), " \n", 0o600);
+        let err = broker_args("https://mint.example.com", &empty, &[])
+            .load()
+            .expect_err("refused");
+        assert!(err.to_string().ends_with("is empty"), "{err}");
+        let missing = dir.path().join("missing");
+        let err = broker_args("https://mint.example.com", &missing, &[])
+            .load()
+            .expect_err("refused");
+        assert!(err.to_string().contains("cannot read"), "{err}");
+    }
+
+    #[test]
+    fn each_mode_asks_for_its_own_settings() {
+        let err = Args::parse_from(["mintd"]).load().expect_err("nothing given");
+        assert!(
+            err.to_string()
+                .starts_with("--app-id (or MINT_APP_ID): required unless --broker is given"),
+            "{err}"
+        );
+        let err = Args::parse_from(["mintd", "--app-id", "1", "--private-key", "/k.pem", "--repo", "o/r"])
+            .load()
+            .expect_err("no installation");
+        assert!(
+            err.to_string()
+                .starts_with("--installation-id (or MINT_INSTALLATION_ID): required"),
+            "{err}"
+        );
+        let err = Args::parse_from(["mintd", "--broker", "https://mint.example.com"])
+            .load()
+            .expect_err("no credential");
+        assert!(
+            err.to_string()
+                .starts_with("--sandbox-credential-file (or MINT_SANDBOX_CREDENTIAL_FILE): required with --broker"),
+            "{err}"
+        );
+        let err = Args::parse_from(["mintd", "--sandbox-credential-file", "/c"])
+            .load()
+            .expect_err("no broker");
+        assert!(err.to_string().contains("is for broker mode"), "{err}");
+    }
+
     #[test]
     fn api_url_defaults_follow_the_github_url() {
         let dotcom = Server::new("https://github.com").expect("valid");
