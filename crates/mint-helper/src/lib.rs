@@ -120,7 +120,13 @@ fn answer(response: &mint_api::Response, stdout: &mut impl Write, stderr: &mut i
         }
         _ => {
             // The request was for our repository but no token could be had: tell the person why, and
-            // tell git to stop here rather than prompt for a password nobody in a sandbox can type.
+            // tell git to stop here rather than prompt for a password nobody in a sandbox can type. The
+            // body holds the reason whole (a broker's words may not be ASCII); the header only its ASCII form.
+            let whole = std::str::from_utf8(&response.body)
+                .ok()
+                .map(str::trim)
+                .filter(|body| !body.is_empty() && !body.chars().any(char::is_control));
+            let reason = whole.unwrap_or(reason);
             let _ = writeln!(stderr, "git-credential-mint: {reason}");
             let _ = stdout.write_all(b"quit=1\n");
             ExitCode::FAILURE
@@ -209,6 +215,32 @@ mod tests {
         assert_eq!(code, ExitCode::FAILURE);
         assert!(out.is_empty());
         assert!(err.contains("over 65536 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_failure_is_shown_in_full_from_the_body() {
+        let failure = |body: &[u8]| {
+            let response = mint_api::Response {
+                status: 502,
+                reason: Some("installation 42 was uninstalled ? reconnect".into()),
+                body: body.to_vec(),
+            };
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            assert_eq!(answer(&response, &mut out, &mut err), ExitCode::FAILURE);
+            assert_eq!(out, b"quit=1\n");
+            String::from_utf8(err).expect("utf8")
+        };
+        assert_eq!(
+            failure("installation 42 was uninstalled — reconnect\n".as_bytes()),
+            "git-credential-mint: installation 42 was uninstalled — reconnect\n"
+        );
+        // No body, or one a terminal should not get: the header's words instead.
+        for body in [&b""[..], b"\xff", b"a\x1b[31mb\n"] {
+            assert_eq!(
+                failure(body),
+                "git-credential-mint: installation 42 was uninstalled ? reconnect\n"
+            );
+        }
     }
 
     #[test]
