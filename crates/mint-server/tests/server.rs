@@ -165,6 +165,39 @@ async fn connection_state_follows_github_and_disconnect(w: World) {
     )
     .await;
     assert_eq!(w.token(&credential).await.status, 200);
+
+    // The repository was removed from the installation (GitHub's 422 on the mint).
+    w.hub.fail_next_mints(
+        1,
+        &fakehub::InjectedFailure::status(
+            422,
+            "There is at least one repository that does not exist or is not accessible to the parent installation.",
+        ),
+    );
+    let removed = w.token(&credential).await;
+    assert_eq!(removed.status, 409, "{:?}", removed.body);
+    assert_eq!(removed.body["status"], "repo_removed");
+    assert!(
+        removed.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("octo-org/hello-world"))
+    );
+    let connection = w
+        .admin("GET", &format!("/api/v1/products/{product}/connection"), None)
+        .await;
+    assert_eq!(connection.body["status"], "repo_removed");
+    w.admin(
+        "PUT",
+        &format!("/api/v1/products/{product}/connection"),
+        Some(json!({"installation_id": 42, "repository": "octo-org/hello-world"})),
+    )
+    .await;
+    assert_eq!(
+        w.token(&credential).await.status,
+        200,
+        "reconnecting makes it active again"
+    );
+
     w.hub.uninstall(42);
     let gone = w.token(&credential).await;
     assert_eq!(gone.status, 409);
