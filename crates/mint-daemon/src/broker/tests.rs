@@ -136,6 +136,109 @@ fn garbled_or_expired_answers_are_refused() {
     assert!(refused(&serde_json::to_vec(&expired).expect("json")).contains("expires_at"));
 }
 
+/// Pieces a broker, a proxy in front of it, or an attacker on the path could put in a 200 answer.
+mod answers {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    fn repository() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(json!("octo-org/hello-world")),
+            Just(json!("Octo-Org/Hello-World")),
+            Just(json!("o/a,o/b")),
+            Just(json!(["o/a", "o/b"])),
+            Just(json!(["o/a"])),
+            Just(Value::Null),
+            "[a-z/.-]{0,12}".prop_map(Value::from),
+        ]
+    }
+
+    fn permissions() -> impl Strategy<Value = Option<Value>> {
+        let name = prop_oneof![
+            Just("contents"),
+            Just("pull_requests"),
+            Just("metadata"),
+            Just("administration"),
+            Just("issues"),
+        ];
+        let level = prop_oneof![Just("read"), Just("write"), Just("admin"), Just("maintain")];
+        proptest::option::of(
+            proptest::collection::btree_map(name, level, 0..5)
+                .prop_map(|map| Value::Object(map.into_iter().map(|(k, v)| (k.into(), v.into())).collect())),
+        )
+    }
+
+    pub(super) fn answer() -> impl Strategy<Value = Value> {
+        (
+            prop_oneof![
+                Just(json!("ghs_property.token")),
+                Just(json!("")),
+                Just(json!("a b")),
+                Just(json!(7))
+            ],
+            prop_oneof![Just("2026-11-29T20:00:00Z"), Just("2026-11-29T18:00:00Z"), Just("soon")],
+            repository(),
+            permissions(),
+            proptest::option::of(prop_oneof![
+                Just(json!(["octo-org/hello-world"])),
+                Just(json!([{"full_name": "octo-org/hello-world"}])),
+                Just(json!(["o/a", "o/b"])),
+                Just(json!([])),
+            ]),
+            proptest::option::of(prop_oneof![Just("all"), Just("selected")]),
+            proptest::option::of(any::<u64>()),
+        )
+            .prop_map(
+                |(token, expires, repository, permissions, repositories, selection, installation)| {
+                    let mut answer = json!({"token": token, "expires_at": expires, "repository": repository});
+                    let fields = [
+                        ("permissions", permissions),
+                        ("repositories", repositories),
+                        ("repository_selection", selection.map(Value::from)),
+                        ("installation_id", installation.map(Value::from)),
+                    ];
+                    for (key, value) in fields {
+                        if let Some(value) = value {
+                            answer[key] = value;
+                        }
+                    }
+                    answer
+                },
+            )
+    }
+}
+
+proptest::proptest! {
+    /// Whatever the bytes, decoding never panics.
+    #[test]
+    fn arbitrary_answers_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1024)) {
+        let _ = decode_answer(&body, None);
+    }
+
+    /// A served token grants nothing beyond the least permissions on exactly one repository, and a refused
+    /// answer that carried a usable token hands it back for revocation.
+    #[test]
+    fn served_tokens_are_narrow_and_refused_ones_are_revoked(answer in answers::answer()) {
+        let body = serde_json::to_vec(&answer).expect("json");
+        match decode_answer(&body, date("2026-11-29T19:00:00Z")) {
+            Ok(token) => {
+                proptest::prop_assert!(token.minted.permissions.excess_over(&Permissions::least()).is_empty());
+                proptest::prop_assert!(answer["repository"].is_string(), "{answer}");
+                proptest::prop_assert_ne!(answer["repository_selection"].as_str(), Some("all"));
+                if let Some(listed) = answer["repositories"].as_array() {
+                    proptest::prop_assert_eq!(listed.len(), 1);
+                }
+                proptest::prop_assert!(token.minted.lifetime() > Duration::ZERO);
+            }
+            Err(failure) => {
+                let usable = answer["token"].as_str().and_then(|t| InstallationToken::new(t.to_owned()));
+                proptest::prop_assert_eq!(failure.token.is_some(), usable.is_some(), "{}", answer);
+                proptest::prop_assert!(!failure.error.is_transient());
+            }
+        }
+    }
+}
+
 fn error(status: u16, headers: &[(&str, &str)], body: &str) -> BrokerError {
     let mut map = HeaderMap::new();
     for (name, value) in headers {
