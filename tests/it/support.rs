@@ -177,7 +177,6 @@ impl World {
     /// the broker at `broker_url` for tokens with the credential in `credential_file` (which must be 0600).
     /// git and the API (revocation, pull requests) are fakehub's; `extra` must not repeat --socket,
     /// --github-url or --api-url.
-    #[allow(dead_code, reason = "called by tests/it/broker.rs, which is written alongside")]
     pub(crate) fn spawn_mintd_broker(&mut self, broker_url: &str, credential_file: &Path, extra: &[&str]) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_mintd"));
         command
