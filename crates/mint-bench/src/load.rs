@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::{OWNER, REPO, Report, Rig, kib_to_mib, ms, percentile, rss_kib, spawn_mintd_logging};
+use crate::{KillOnDrop, OWNER, REPO, Report, Rig, Tokens, kib_to_mib, ms, percentile, rss_kib, spawn_mintd_logging};
 
 /// Concurrent `git credential fill`s and `git ls-remote`s in the burst, and how long fakehub takes to mint.
 const BURST_FILLS: usize = 200;
@@ -31,7 +31,7 @@ pub(crate) fn burst(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
     let (mintd, _) = spawn_mintd_logging(
         &rig.bin_dir,
         &rig.hub.url(),
-        &rig.work.path().join("app.pem"),
+        &Tokens::Key(&rig.work.path().join("app.pem")),
         &socket,
         Some(&log),
     )?;
@@ -241,16 +241,6 @@ fn seconds_of_day(timestamp: &str) -> Option<f64> {
     let mut parts = time.split(':');
     let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
     Some(h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
-}
-
-/// A child that is killed when dropped, on success or error alike.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Run a git command with `input` on stdin, output discarded; did it succeed?

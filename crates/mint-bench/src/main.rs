@@ -4,6 +4,7 @@
 //! in the same run, so a busy machine slows all of them alike; the ratios are the claim.
 
 mod agent;
+mod broker;
 mod load;
 
 use std::io::Write;
@@ -55,9 +56,7 @@ fn main() -> anyhow::Result<()> {
     ];
     for _ in 0..n {
         for (i, helper) in helpers.iter().enumerate() {
-            fill.time(i, || {
-                run_with_input(rig.git(helper).args(["credential", "fill"]), &rig.request)
-            })?;
+            fill.time(i, || rig.fill(helper, &rig.socket))?;
         }
         alone.time(0, || {
             let mut c = Command::new(rig.bin_dir.join("git-credential-mint"));
@@ -95,6 +94,9 @@ fn main() -> anyhow::Result<()> {
     if rounds > 0 {
         agent::run(&rig, rounds, &mut report)?;
     }
+    if !std::env::var("MINT_BENCH_BROKER").is_ok_and(|v| v == "0") {
+        broker::run(&rig, n, &mut report)?;
+    }
     drop(rig);
     report.finish()
 }
@@ -131,7 +133,7 @@ impl Report {
         self.file("results.txt", &self.text)?;
         self.file("samples.csv", &self.samples)?;
         println!(
-            "\nwritten to {}: results.txt, samples.csv, burst.csv, steady.csv, steady-rss.csv",
+            "\nwritten to {}: results.txt, samples.csv, burst.csv, steady.csv, steady-rss.csv, fleet.csv",
             self.dir.display()
         );
         Ok(())
@@ -196,7 +198,7 @@ impl Rig {
 
         // mintd: time from exec to the socket appearing (it appears only when ready), then RSS idle.
         let socket = work.path().join("run/mint.sock");
-        let (mintd, ready) = spawn_mintd(&bin_dir, &url, &key_file, &socket)?;
+        let (mintd, ready) = spawn_mintd(&bin_dir, &url, &Tokens::Key(&key_file), &socket)?;
         std::thread::sleep(Duration::from_millis(200));
         let rss_idle = rss_kib(&mintd)?;
         let home = work.path().join("home");
@@ -232,12 +234,20 @@ impl Rig {
             run_with_input(self.git(&helper).args(["credential", "approve"]), &approve)?;
         }
         for helper in ["mint".to_owned(), self.cache_helper(), self.store_helper()] {
-            let out = run_with_input(self.git(&helper).args(["credential", "fill"]), &self.request)?;
+            let out = self.fill(&helper, &self.socket)?;
             if !String::from_utf8_lossy(&out).contains("password=") {
                 bail!("credential.helper={helper} gave no password");
             }
         }
         Ok(())
+    }
+
+    /// `git credential fill` for the rig's repository through `helper`, with mint's helper asking the
+    /// mintd on `socket`; git's output.
+    fn fill(&self, helper: &str, socket: &Path) -> anyhow::Result<Vec<u8>> {
+        let mut git = self.git(helper);
+        git.env("MINT_SOCKET", socket).args(["credential", "fill"]);
+        run_with_input(&mut git, &self.request)
     }
 
     /// The helper by absolute path: the recommended setup (git runs it without a PATH search).
@@ -385,10 +395,18 @@ fn work_root(out_dir: &Path) -> PathBuf {
     if writable { shm.to_owned() } else { out_dir.to_owned() }
 }
 
+/// Where a mintd gets its tokens.
+enum Tokens<'a> {
+    /// Key mode: it holds the App key (this file) and mints for the rig's installation and repository.
+    Key(&'a Path),
+    /// Broker mode: it asks mint-server at `url` with the sandbox credential in `credential_file`.
+    Broker { url: &'a str, credential_file: &'a Path },
+}
+
 /// A release mintd on `socket` against fakehub at `url`; returns once the socket is there, with the time
 /// that took.
-fn spawn_mintd(bin_dir: &Path, url: &str, key_file: &Path, socket: &Path) -> anyhow::Result<(Child, Duration)> {
-    spawn_mintd_logging(bin_dir, url, key_file, socket, None)
+fn spawn_mintd(bin_dir: &Path, url: &str, tokens: &Tokens, socket: &Path) -> anyhow::Result<(Child, Duration)> {
+    spawn_mintd_logging(bin_dir, url, tokens, socket, None)
 }
 
 /// [`spawn_mintd`], with a debug log of every request (JSON lines, microsecond timestamps) when `log` is
@@ -396,7 +414,7 @@ fn spawn_mintd(bin_dir: &Path, url: &str, key_file: &Path, socket: &Path) -> any
 fn spawn_mintd_logging(
     bin_dir: &Path,
     url: &str,
-    key_file: &Path,
+    tokens: &Tokens,
     socket: &Path,
     log: Option<&Path>,
 ) -> anyhow::Result<(Child, Duration)> {
@@ -416,18 +434,25 @@ fn spawn_mintd_logging(
             .stderr(std::fs::File::create(log)?),
         None => command.env("RUST_LOG", "warn"),
     };
+    match tokens {
+        Tokens::Key(key_file) => command
+            .args([
+                "--app-id",
+                "1",
+                "--installation-id",
+                "42",
+                "--repo",
+                &format!("{OWNER}/{REPO}"),
+            ])
+            .arg("--private-key")
+            .arg(key_file),
+        Tokens::Broker { url, credential_file } => command
+            .args(["--broker", url])
+            .arg("--sandbox-credential-file")
+            .arg(credential_file),
+    };
     let started = Instant::now();
     let mut child = command
-        .args([
-            "--app-id",
-            "1",
-            "--installation-id",
-            "42",
-            "--repo",
-            &format!("{OWNER}/{REPO}"),
-        ])
-        .arg("--private-key")
-        .arg(key_file)
         .arg("--socket")
         .arg(socket)
         .args(["--github-url", url, "--api-url", url])
@@ -444,6 +469,16 @@ fn spawn_mintd_logging(
         std::thread::sleep(Duration::from_micros(200));
     }
     Ok((child, started.elapsed()))
+}
+
+/// A child that is killed when dropped, on success or error alike.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn path_with(dir: &Path) -> std::ffi::OsString {

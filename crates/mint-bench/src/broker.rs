@@ -1,0 +1,416 @@
+//! Broker mode: a fleet of 1,000 sandboxes asking mint-server for their first token at once (on `SQLite`
+//! and on `PostgreSQL`), and what broker mode costs a warm `git credential fill` against key mode.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{KillOnDrop, OWNER, REPO, Report, Rig, Scenario, Tokens, kib_to_mib, ms, percentile, spawn_mintd};
+
+#[allow(
+    dead_code,
+    unreachable_pub,
+    reason = "shared with mint-server's tests, which use all of it"
+)]
+#[path = "../../mint-server/tests/support/postgres.rs"]
+mod postgres;
+
+/// Sandboxes in the fleet, each asking for its first token at the same moment.
+const SANDBOXES: usize = 1_000;
+/// How long fakehub takes to mint: the least any broker answer can take.
+const MINT_LATENCY: Duration = Duration::from_millis(300);
+const ADMIN_TOKEN: &str = "mint-bench-admin-token-0123456789abcdefghij";
+const TOKEN_ROUTE: &str = "/api/v1/token";
+
+pub(crate) fn run(rig: &Rig, n: usize, report: &mut Report) -> anyhow::Result<()> {
+    if !rig.bin_dir.join("mint-server").exists() {
+        bail!("mint-server is not built next to mint-bench: run bench/run, which builds it");
+    }
+    raise_open_files();
+    let client = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let dir = rig.work.path().join("broker");
+    std::fs::create_dir_all(&dir)?;
+
+    let sqlite = Server::start(
+        rig,
+        &client,
+        &dir.join("sqlite"),
+        &format!("sqlite://{}", dir.join("sqlite/mint-server.db").display()),
+    )?;
+    let mut fleets = vec![("SQLite", fleet(rig, &client, &sqlite)?)];
+    // The helper panics with the way out (install PostgreSQL) when its binaries are missing.
+    match std::panic::catch_unwind(postgres::Postgres::start) {
+        Ok(pg) => {
+            let server = Server::start(rig, &client, &dir.join("postgres"), &pg.database("mint"))?;
+            fleets.push(("PostgreSQL", fleet(rig, &client, &server)?));
+        }
+        Err(_) => eprintln!("mint-bench: PostgreSQL is not available, so the fleet runs on SQLite only"),
+    }
+    report_fleets(&mut fleets, report)?;
+
+    let mints = warm_fills(rig, &client, &sqlite, n, report)?;
+    let missed: Vec<String> = fleets
+        .iter()
+        .filter(|(_, f)| f.ok() != SANDBOXES || f.mints != SANDBOXES)
+        .map(|(db, f)| format!("{db}: {} of {SANDBOXES} got a token, {} mints", f.ok(), f.mints))
+        .collect();
+    if !missed.is_empty() || mints != 0 {
+        bail!(
+            "broker mode failed: {}; {mints} mints during the warm fills",
+            missed.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// What one fleet start gave.
+struct Fleet {
+    /// Every request's HTTP status (0: no answer) and latency, connect to last byte.
+    answers: Vec<(u16, Duration)>,
+    /// The first answer of each failed kind, to say why.
+    failures: Vec<String>,
+    /// Tokens fakehub minted during the fleet's requests (the connection's own check is not counted).
+    mints: usize,
+    wall: Duration,
+    /// Creating the product, its connection and the 1,000 sandboxes, one request after another.
+    setup: Duration,
+    peak_rss_kib: u64,
+}
+
+impl Fleet {
+    fn ok(&self) -> usize {
+        self.answers.iter().filter(|(status, _)| *status == 200).count()
+    }
+}
+
+/// One product connected to the rig's repository, 1,000 sandboxes of it, then every sandbox's first
+/// `POST /api/v1/token` at once while fakehub takes 300 ms per mint.
+fn fleet(rig: &Rig, client: &tokio::runtime::Runtime, server: &Server) -> anyhow::Result<Fleet> {
+    let started = Instant::now();
+    let product = client.block_on(server.product())?;
+    let mut credentials = Vec::with_capacity(SANDBOXES);
+    for _ in 0..SANDBOXES {
+        credentials.push(client.block_on(server.sandbox(&product))?);
+    }
+    let setup = started.elapsed();
+
+    let minted_before = minted(rig);
+    rig.hub.set_mint_latency(MINT_LATENCY);
+    let burst = client.block_on(burst(server.addr, credentials));
+    rig.hub.set_mint_latency(Duration::ZERO);
+    let (answers, failures, wall) = burst?;
+    Ok(Fleet {
+        answers,
+        failures,
+        mints: minted(rig) - minted_before,
+        wall,
+        setup,
+        peak_rss_kib: server.peak_rss_kib()?,
+    })
+}
+
+/// Every credential's request behind one barrier, each on its own connection; the answers, the first
+/// failure of each kind, and the time from the barrier to the last answer.
+async fn burst(
+    addr: SocketAddr,
+    credentials: Vec<String>,
+) -> anyhow::Result<(Vec<(u16, Duration)>, Vec<String>, Duration)> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(credentials.len() + 1));
+    let tasks: Vec<_> = credentials
+        .into_iter()
+        .map(|credential| {
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let started = Instant::now();
+                let answer = request(addr, "POST", TOKEN_ROUTE, Some(&credential), None).await;
+                (answer, started.elapsed())
+            })
+        })
+        .collect();
+    barrier.wait().await;
+    let started = Instant::now();
+    let mut answers = Vec::with_capacity(tasks.len());
+    let mut failures: Vec<String> = Vec::new();
+    for task in tasks {
+        let (answer, took) = task.await?;
+        let (status, why) = match answer {
+            Ok((200, _)) => (200, None),
+            Ok((status, body)) => (status, Some(format!("{status} {body}"))),
+            Err(e) => (0, Some(format!("no answer: {e}"))),
+        };
+        if let Some(why) = why
+            && !failures.iter().any(|f| f.split(' ').next() == why.split(' ').next())
+        {
+            failures.push(why);
+        }
+        answers.push((status, took));
+    }
+    Ok((answers, failures, started.elapsed()))
+}
+
+fn report_fleets(fleets: &mut [(&str, Fleet)], report: &mut Report) -> anyhow::Result<()> {
+    let mut csv = String::from("database,status,latency_ms\n");
+    report.line(format!(
+        "\nbroker fleet start: {SANDBOXES} sandboxes' first `POST {TOKEN_ROUTE}` to mint-server at once, fakehub minting after {} ms",
+        MINT_LATENCY.as_millis()
+    ));
+    report.line(format!(
+        "  {:<11} {:>13} {:>6} {:>9} {:>9} {:>9} {:>8} {:>13} {:>9} {:>16}",
+        "database", "200s", "mints", "p50", "p99", "max", "wall", "p50 ÷ 300 ms", "peak RSS", "setup (1 by 1)"
+    ));
+    for (database, fleet) in fleets.iter_mut() {
+        for (status, took) in &fleet.answers {
+            writeln!(csv, "{database},{status},{:.3}", ms(*took))?;
+        }
+        let mut latencies: Vec<Duration> = fleet.answers.iter().map(|(_, took)| *took).collect();
+        let p50 = percentile(&mut latencies, 50);
+        report.line(format!(
+            "  {database:<11} {:>5} of {SANDBOXES:<5} {:>6} {:>6.0} ms {:>6.0} ms {:>6.0} ms {:>6.2} s {:>12.2}x {:>5.1} MiB {:>14.2} s",
+            fleet.ok(),
+            fleet.mints,
+            ms(p50),
+            ms(percentile(&mut latencies, 99)),
+            ms(percentile(&mut latencies, 100)),
+            fleet.wall.as_secs_f64(),
+            p50.as_secs_f64() / MINT_LATENCY.as_secs_f64(),
+            kib_to_mib(fleet.peak_rss_kib),
+            fleet.setup.as_secs_f64(),
+        ));
+        for failure in &fleet.failures {
+            report.line(format!("    {database} failed: {failure}"));
+        }
+    }
+    report.line(format!(
+        "  (targets: {SANDBOXES} of {SANDBOXES} answered 200, exactly {SANDBOXES} mints at fakehub; p50 ÷ 300 ms: 1.00x is GitHub's latency alone)"
+    ));
+    report.line("  latency: connect to the answer's last byte, per request; peak RSS: mint-server's VmHWM; setup: the product, its connection and the sandboxes created one request at a time");
+    report.file("fleet.csv", &csv)
+}
+
+/// Warm `git credential fill`s through mintd in broker mode and in key mode, interleaved; returns how many
+/// tokens were minted during them (the warm path reaches neither GitHub nor the broker: 0).
+fn warm_fills(
+    rig: &Rig,
+    client: &tokio::runtime::Runtime,
+    server: &Server,
+    n: usize,
+    report: &mut Report,
+) -> anyhow::Result<usize> {
+    let dir = rig.work.path().join("broker/mintd");
+    std::fs::create_dir_all(&dir)?;
+    let product = client.block_on(server.product())?;
+    let credential_file = dir.join("sandbox-credential");
+    write_private(&credential_file, &client.block_on(server.sandbox(&product))?)?;
+    let socket = dir.join("mint.sock");
+    let (mintd, _) = spawn_mintd(
+        &rig.bin_dir,
+        &rig.hub.url(),
+        &Tokens::Broker {
+            url: &server.url(),
+            credential_file: &credential_file,
+        },
+        &socket,
+    )?;
+    let _mintd = KillOnDrop(mintd);
+    let helper = rig.helper_path();
+    // The first fill is cold: mintd asks the broker, which mints.
+    if !String::from_utf8_lossy(&rig.fill(&helper, &socket)?).contains("password=") {
+        bail!("mintd in broker mode gave git no password");
+    }
+    let minted_before = minted(rig);
+    let mut fill = Scenario::new(
+        "warm `git credential fill` in broker mode (target: broker ÷ key mode ≤ 1.0, the warm path never reaches the broker)",
+        &["mintd --broker (mint-server)", "mintd with the App key"],
+    );
+    for _ in 0..n {
+        fill.time(0, || rig.fill(&helper, &socket))?;
+        fill.time(1, || rig.fill(&helper, &rig.socket))?;
+    }
+    let reached = minted(rig) - minted_before;
+    fill.report(report, 1)?;
+    report.line(format!(
+        "  tokens minted during the {} warm fills: {reached} (target: 0)",
+        n * 2
+    ));
+    Ok(reached)
+}
+
+/// The release mint-server as a child, on `database`, with the rig's App key; stopped when dropped.
+struct Server {
+    child: KillOnDrop,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(rig: &Rig, client: &tokio::runtime::Runtime, dir: &Path, database: &str) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let admin_token = dir.join("admin-token");
+        write_private(&admin_token, ADMIN_TOKEN)?;
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let log = dir.join("mint-server.log");
+        let hub = rig.hub.url();
+        let child = Command::new(rig.bin_dir.join("mint-server"))
+            .args(["--app-id", "1"])
+            .arg("--private-key")
+            .arg(rig.work.path().join("app.pem"))
+            .arg("--admin-token-file")
+            .arg(&admin_token)
+            .args(["--database", database])
+            .args(["--listen", &addr.to_string()])
+            .args(["--github-url", &hub, "--api-url", &hub])
+            .env_clear()
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("starting mint-server")?;
+        let mut server = Self {
+            child: KillOnDrop(child),
+            addr,
+        };
+        let started = Instant::now();
+        while !matches!(
+            client.block_on(request(addr, "GET", "/readyz", None, None)),
+            Ok((200, _))
+        ) {
+            if let Some(status) = server.child.0.try_wait()? {
+                bail!("mint-server exited with {status}:\n{}", log_tail(&log));
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("mint-server was not ready within 30 s:\n{}", log_tail(&log));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(server)
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A product connected to the rig's repository (mint-server checks it with GitHub by minting once);
+    /// its id.
+    async fn product(&self) -> anyhow::Result<String> {
+        let body = json!({"name": "mint-bench", "members": []});
+        let created = self.admin("POST", "/api/v1/products", Some(&body), 201).await?;
+        let id = created["id"].as_str().context("a product id")?.to_owned();
+        let connection = json!({"installation_id": 42, "repository": format!("{OWNER}/{REPO}")});
+        self.admin(
+            "PUT",
+            &format!("/api/v1/products/{id}/connection"),
+            Some(&connection),
+            200,
+        )
+        .await?;
+        Ok(id)
+    }
+
+    /// A new sandbox of `product`; its credential.
+    async fn sandbox(&self, product: &str) -> anyhow::Result<String> {
+        let created = self
+            .admin("POST", &format!("/api/v1/products/{product}/sandboxes"), None, 201)
+            .await?;
+        Ok(created["credential"]
+            .as_str()
+            .context("a sandbox credential")?
+            .to_owned())
+    }
+
+    async fn admin(&self, method: &str, path: &str, body: Option<&Value>, expected: u16) -> anyhow::Result<Value> {
+        let (status, answer) = request(self.addr, method, path, Some(ADMIN_TOKEN), body).await?;
+        if status != expected {
+            bail!("mint-server answered {method} {path} with {status}: {answer}");
+        }
+        Ok(answer)
+    }
+
+    /// mint-server's peak resident memory so far (`VmHWM`).
+    fn peak_rss_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.0.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmHWM in /proc/PID/status")
+    }
+}
+
+/// One HTTP/1.1 request on a connection of its own, as each sandbox's mintd opens one; the status and the
+/// JSON body (or its text as a string). mint-server sends a Content-Length, and `Connection: close` ends
+/// the answer.
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&Value>,
+) -> std::io::Result<(u16, Value)> {
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {} bytes", raw.len())))?;
+    let payload = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((
+        status,
+        serde_json::from_str(payload).unwrap_or_else(|_| Value::String(payload.to_owned())),
+    ))
+}
+
+/// Tokens fakehub has minted so far (failed attempts not counted).
+fn minted(rig: &Rig) -> usize {
+    rig.hub.mints().iter().filter(|m| m.status == 201).count()
+}
+
+/// 1,000 connections at once need more descriptors than the common soft limit of 1,024.
+fn raise_open_files() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    const WANTED: u64 = 4096;
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < WANTED
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, WANTED.min(hard), hard);
+    }
+}
+
+/// A secret file as mint-server and mintd require it: mode 0600.
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
