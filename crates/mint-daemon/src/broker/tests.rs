@@ -393,6 +393,8 @@ struct Stub {
     bad_requests: Vec<String>,
     /// Tokens revoked on its GitHub API side (`DELETE /installation/token`).
     revoked: Vec<String>,
+    /// Git requests on its GitHub side: the path and the token they carried.
+    git: Vec<(String, String)>,
 }
 
 const CREDENTIAL: &str = "sbx_test-credential.0123456789";
@@ -438,6 +440,16 @@ async fn stub_answer(stub: &Mutex<Stub>, req: Request<hyper::body::Incoming>) ->
     if parts.method == Method::DELETE && parts.uri.path() == "/installation/token" {
         stub.revoked.push(auth.trim_start_matches("Bearer ").to_owned());
         return respond(204, &[], String::new());
+    }
+    if parts.uri.path().ends_with("/info/refs") {
+        use base64::Engine;
+        let basic = base64::engine::general_purpose::STANDARD
+            .decode(auth.trim_start_matches("Basic "))
+            .expect("basic auth");
+        let basic = String::from_utf8(basic).expect("utf8");
+        let token = basic.strip_prefix("x-access-token:").expect("the token's user name");
+        stub.git.push((parts.uri.to_string(), token.to_owned()));
+        return respond(200, &[], "# service=git-upload-pack\n".into());
     }
     assert_eq!((&parts.method, parts.uri.path()), (&Method::POST, TOKEN_PATH));
     stub.requests += 1;
@@ -581,6 +593,10 @@ struct Daemon {
 }
 
 async fn start_daemon(url: &str) -> Daemon {
+    start_daemon_with(url, &[]).await
+}
+
+async fn start_daemon_with(url: &str, extra: &[&str]) -> Daemon {
     use clap::Parser;
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -588,7 +604,7 @@ async fn start_daemon(url: &str) -> Daemon {
     std::fs::write(&credential, format!("{CREDENTIAL}\n")).expect("write");
     std::fs::set_permissions(&credential, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let socket = dir.path().join("run/mint.sock");
-    let config = crate::Args::parse_from([
+    let mut argv = vec![
         "mintd",
         "--broker",
         url,
@@ -598,9 +614,9 @@ async fn start_daemon(url: &str) -> Daemon {
         socket.to_str().expect("utf8"),
         "--api-url",
         url,
-    ])
-    .load()
-    .expect("valid");
+    ];
+    argv.extend_from_slice(extra);
+    let config = crate::Args::parse_from(argv).load().expect("valid");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(crate::run(config, async {
         let _ = stopped.await;
@@ -806,5 +822,83 @@ async fn the_brokers_refusals_reach_git_in_its_own_words() {
         "{reason}"
     );
     assert!(!reason.contains(CREDENTIAL));
+    daemon.stop().await;
+}
+
+/// One GET through the git proxy (as git would, from another process): the status line's code.
+async fn proxy_get(proxy: &str, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {proxy}\r\nConnection: close\r\n\r\n");
+    let proxy = proxy.to_owned();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(&proxy).expect("proxy");
+        stream.write_all(request.as_bytes()).expect("write");
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).expect("read");
+        answer
+    })
+    .await
+    .expect("join");
+    String::from_utf8_lossy(&answer)
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status line")
+}
+
+#[tokio::test]
+async fn mediated_mode_learns_the_repository_from_the_broker_and_follows_it() {
+    let stub = new_stub("octo-org/hello-world");
+    let url = stub_broker(stub.clone()).await;
+    // The stub is the broker and GitHub (git smart HTTP) at once.
+    let daemon = start_daemon_with(&url, &["--git-proxy", "127.0.0.1:0", "--github-url", &url]).await;
+    let proxy = daemon.status().await.git_proxy.expect("mediated");
+    let refs = "/octo-org/hello-world.git/info/refs?service=git-upload-pack";
+
+    assert_eq!(proxy_get(&proxy, "/favicon.ico").await, 404);
+    assert_eq!(
+        stub.lock().expect("lock").requests,
+        0,
+        "not git: nothing asked of the broker"
+    );
+    assert_eq!(proxy_get(&proxy, refs).await, 200);
+    assert_eq!(
+        proxy_get(&proxy, "/octo-org/other.git/info/refs?service=git-upload-pack").await,
+        404,
+        "another repository than the token's"
+    );
+    {
+        let stub = stub.lock().expect("lock");
+        assert_eq!(stub.issued, 1);
+        assert_eq!(stub.git, [(refs.to_owned(), "ghs_broker_1".to_owned())]);
+    }
+
+    // Reconnected to another repository: once the next token is minted, the proxy follows it.
+    stub.lock().expect("lock").repo = "octo-org/next".into();
+    let erase = daemon
+        .request(
+            "POST",
+            mint_api::route::CREDENTIAL_ERASE,
+            format!(
+                "protocol=http\nhost={}\npassword=ghs_broker_1\n",
+                url.trim_start_matches("http://")
+            ),
+        )
+        .await;
+    assert_eq!(erase.status, 204);
+    let moved = proxy_get(&proxy, refs).await;
+    assert_eq!(moved, 404, "a token for octo-org/next never goes to hello-world");
+    assert_eq!(
+        proxy_get(&proxy, "/octo-org/next.git/info/refs?service=git-upload-pack").await,
+        200
+    );
+    let last = stub.lock().expect("lock").git.last().cloned();
+    assert_eq!(
+        last,
+        Some((
+            "/octo-org/next.git/info/refs?service=git-upload-pack".to_owned(),
+            "ghs_broker_2".to_owned()
+        ))
+    );
     daemon.stop().await;
 }
