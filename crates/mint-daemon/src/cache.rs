@@ -286,14 +286,10 @@ impl<M: Minter> TokenCache<M> {
         Ok(self.get_checked().await?.target.clone())
     }
 
-    /// For opening a pull request: an allowed peer asked for a branch inside the prefix.
+    /// For opening a pull request: an allowed peer asked for a branch inside the prefix. The request names
+    /// no repository; it goes to the token's own ([`Cached::target`]).
     pub async fn get_for_pull(&self, _checked: &PullChecked) -> Result<Arc<Cached>, Arc<MintFailure>> {
         self.get_checked().await
-    }
-
-    /// The minter, for the GitHub calls beside minting (pull requests).
-    pub fn minter(&self) -> &M {
-        &self.minter
     }
 
     async fn get_checked(&self) -> Result<Arc<Cached>, Arc<MintFailure>> {
