@@ -89,24 +89,49 @@ impl GitHubClient {
         authorization: &str,
         json: Option<Vec<u8>>,
     ) -> Result<RawResponse, GithubError> {
+        let body = json.map(|b| ("application/json", b));
+        self.send_with(
+            op,
+            method,
+            path,
+            Some(authorization),
+            body,
+            "application/vnd.github+json",
+        )
+        .await
+    }
+
+    /// Send one request with any body type, with or without an `Authorization` header (marked sensitive).
+    pub(crate) async fn send_with(
+        &self,
+        op: &Operation,
+        method: Method,
+        path: &str,
+        authorization: Option<&str>,
+        body: Option<(&'static str, Vec<u8>)>,
+        accept: &'static str,
+    ) -> Result<RawResponse, GithubError> {
         let url = format!("{}{path}", self.api);
-        let mut auth = HeaderValue::from_str(authorization).map_err(|_| GithubError::BadResponse {
-            op: op.clone(),
-            reason: "a credential is not a valid HTTP header value".into(),
-        })?;
-        auth.set_sensitive(true);
         let mut builder = Request::builder()
             .method(method)
             .uri(&url)
-            .header(header::ACCEPT, "application/vnd.github+json")
+            .header(header::ACCEPT, accept)
             .header("x-github-api-version", API_VERSION)
-            .header(header::USER_AGENT, USER_AGENT)
-            .header(header::AUTHORIZATION, auth);
-        if json.is_some() {
-            builder = builder.header(header::CONTENT_TYPE, "application/json");
+            .header(header::USER_AGENT, USER_AGENT);
+        if let Some(authorization) = authorization {
+            let mut auth = HeaderValue::from_str(authorization).map_err(|_| GithubError::BadResponse {
+                op: op.clone(),
+                reason: "a credential is not a valid HTTP header value".into(),
+            })?;
+            auth.set_sensitive(true);
+            builder = builder.header(header::AUTHORIZATION, auth);
+        }
+        let (content_type, body) = body.map_or((None, Vec::new()), |(t, b)| (Some(t), b));
+        if let Some(content_type) = content_type {
+            builder = builder.header(header::CONTENT_TYPE, content_type);
         }
         let request = builder
-            .body(Full::new(Bytes::from(json.unwrap_or_default())))
+            .body(Full::new(Bytes::from(body)))
             .map_err(|e| GithubError::Unreachable {
                 op: op.clone(),
                 url: url.clone(),

@@ -12,6 +12,11 @@ pub enum Operation {
     CreatePull { repo: String, head: String },
     FindPull { repo: String, head: String },
     GetInstallation { installation_id: u64 },
+    ListInstallations,
+    OAuthExchange,
+    GetUser,
+    ListUserInstallations,
+    ListUserRepositories { installation_id: u64 },
 }
 
 impl fmt::Display for Operation {
@@ -25,6 +30,13 @@ impl fmt::Display for Operation {
             Operation::CreatePull { repo, head } => write!(f, "open a pull request from {head} in {repo}"),
             Operation::FindPull { repo, head } => write!(f, "find the open pull request from {head} in {repo}"),
             Operation::GetInstallation { installation_id } => write!(f, "read installation {installation_id}"),
+            Operation::ListInstallations => f.write_str("list the App's installations"),
+            Operation::OAuthExchange => f.write_str("exchange the OAuth code for a user token"),
+            Operation::GetUser => f.write_str("read the signed-in user"),
+            Operation::ListUserInstallations => f.write_str("list the user's installations"),
+            Operation::ListUserRepositories { installation_id } => {
+                write!(f, "list the user's repositories in installation {installation_id}")
+            }
         }
     }
 }

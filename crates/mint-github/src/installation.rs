@@ -62,6 +62,35 @@ impl App {
         }
     }
 
+    /// `GET /app/installations` with the App JWT, every page: every installation of the App.
+    pub async fn installations(&self) -> Result<Vec<Installation>, GithubError> {
+        const PER_PAGE: usize = 100;
+        let mut all = Vec::new();
+        for page in 1..=100 {
+            let op = Operation::ListInstallations;
+            let jwt = self.jwt()?;
+            let path = format!("/app/installations?per_page={PER_PAGE}&page={page}");
+            let response = self
+                .client
+                .send(&op, Method::GET, &path, &format!("Bearer {}", jwt.expose()), None)
+                .await?;
+            if response.status != StatusCode::OK {
+                return Err(generic_error(op, &response));
+            }
+            let got: Vec<Installation> =
+                serde_json::from_slice(&response.body).map_err(|e| GithubError::BadResponse {
+                    op,
+                    reason: e.to_string(),
+                })?;
+            let short = got.len() < PER_PAGE;
+            all.extend(got);
+            if short {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
     /// Mint a token limited to the repository with this numeric id and to `permissions`, and verify the
     /// grant. `full_name` is what the caller last knew the repository as, for messages only: the answer
     /// carries its current name.

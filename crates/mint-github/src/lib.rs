@@ -9,6 +9,7 @@ mod secret;
 mod signer;
 mod token_calls;
 mod types;
+mod user;
 
 pub use app::{App, PullOutcome, ScopeError, check_scope, decode_minted};
 pub use client::{ClientError, GitHubClient, https_connector};
@@ -18,3 +19,6 @@ pub use jwt::{AppId, AppIdError, Claims, JWT_BACKDATE, JWT_LIFETIME};
 pub use secret::{AppKey, InstallationToken, Jwt, KeyError};
 pub use signer::{SignError, Signer};
 pub use types::{Level, MintedToken, NewPull, Permissions, PullRef, PullRequest, Repository, TokenRequest};
+pub use user::{
+    OAuthApp, RepositoryPermissions, User, UserInstallation, UserRepository, UserToken, form_encode, percent_encode,
+};
