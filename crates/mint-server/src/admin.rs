@@ -101,6 +101,7 @@ pub async fn put_connection(
         repository: Some(verified.repository),
         account_login: Some(verified.account_login),
         account_type: Some(verified.account_type),
+        installation_url: verified.installation_url,
         updated_at: now(),
     };
     state.store.put_connection(&id, &connection).await?;

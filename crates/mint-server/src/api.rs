@@ -36,8 +36,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/products/{id}/sandboxes", post(crate::admin::create_sandbox))
         .route("/api/v1/sandboxes/{id}", delete(crate::admin::teardown))
         .route("/api/v1/token", post(crate::broker::token))
+        .route("/api/v1/reconcile", post(crate::webhook::reconcile_now))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(crate::web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -131,6 +133,12 @@ impl IntoResponse for ApiError {
                 header::RETRY_AFTER,
                 HeaderValue::from_str(&seconds).expect("digits are a valid header"),
             );
+        }
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body was never read: the connection cannot carry another request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if self.status == StatusCode::UNAUTHORIZED {
             response

@@ -26,6 +26,12 @@ pub mod env {
     pub const ADMIN_TOKEN_FILE: &str = "MINT_SERVER_ADMIN_TOKEN_FILE";
     pub const SANDBOX_TTL: &str = "MINT_SERVER_SANDBOX_TTL";
     pub const LOG_FORMAT: &str = "MINT_SERVER_LOG_FORMAT";
+    pub const PUBLIC_URL: &str = "MINT_SERVER_PUBLIC_URL";
+    pub const APP_SLUG: &str = "MINT_SERVER_APP_SLUG";
+    pub const CLIENT_ID: &str = "MINT_SERVER_CLIENT_ID";
+    pub const CLIENT_SECRET_FILE: &str = "MINT_SERVER_CLIENT_SECRET_FILE";
+    pub const WEBHOOK_SECRET_FILE: &str = "MINT_SERVER_WEBHOOK_SECRET_FILE";
+    pub const RECONCILE_INTERVAL: &str = "MINT_SERVER_RECONCILE_INTERVAL";
 }
 
 /// mint-server: the control plane. The only holder of the GitHub App's private key; keeps each product's
@@ -86,6 +92,25 @@ pub struct Args {
     /// Log format on stderr (levels are filtered by `RUST_LOG`; default info).
     #[arg(long, env = env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Where browsers reach this server (the Integrations page). The App's settings then name
+    /// {URL}/github/setup (Setup URL), {URL}/github/oauth/callback (callback) and {URL}/github/webhook.
+    #[arg(long, env = env::PUBLIC_URL, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// The App's slug, as in github.com/apps/SLUG.
+    #[arg(long, env = env::APP_SLUG, value_name = "SLUG")]
+    pub app_slug: Option<String>,
+    /// The App's OAuth Client ID (Iv1.… or Iv23…).
+    #[arg(long, env = env::CLIENT_ID, value_name = "ID")]
+    pub client_id: Option<String>,
+    /// File holding the App's OAuth client secret (mode 0600).
+    #[arg(long, env = env::CLIENT_SECRET_FILE, value_name = "FILE")]
+    pub client_secret_file: Option<PathBuf>,
+    /// File holding the webhook secret (mode 0600); a second line holds the next secret during a rotation.
+    #[arg(long, env = env::WEBHOOK_SECRET_FILE, value_name = "FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// How often to reconcile connections with GitHub's list of installations (0 turns it off).
+    #[arg(long, env = env::RECONCILE_INTERVAL, value_name = "DURATION", default_value = "10m")]
+    pub reconcile_interval: humantime::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -105,6 +130,8 @@ pub struct Config {
     pub api_url: String,
     pub admin: AdminToken,
     pub sandbox_ttl: Duration,
+    pub web: Option<crate::web::Web>,
+    pub reconcile_interval: Duration,
 }
 
 /// A setting that cannot work, named with its flag and environment variable.
@@ -139,7 +166,7 @@ impl Args {
                     format!("{github_url:?} is not an http(s) URL"),
                 )
             })?;
-        let api_url = self.api_url.map_or_else(
+        let api_url = self.api_url.clone().map_or_else(
             || {
                 if github_host == "github.com" {
                     "https://api.github.com".to_owned()
@@ -210,7 +237,10 @@ impl Args {
                 "must be between 1s and 7 days",
             ));
         }
+        let web = self.web(&app_id, &github_url, &api_url)?;
         Ok(Config {
+            web,
+            reconcile_interval: self.reconcile_interval.into(),
             app_id,
             key,
             database: self.database,
@@ -221,6 +251,125 @@ impl Args {
             sandbox_ttl,
         })
     }
+}
+
+impl Args {
+    /// The connect-flow settings: all five, or none (then the Integrations page answers that it is not
+    /// configured, and the orchestrator API works as before).
+    fn web(&self, app_id: &AppId, github_url: &str, api_url: &str) -> Result<Option<crate::web::Web>, ConfigError> {
+        let given = [
+            self.public_url.is_some(),
+            self.app_slug.is_some(),
+            self.client_id.is_some(),
+            self.client_secret_file.is_some(),
+            self.webhook_secret_file.is_some(),
+        ];
+        if given.iter().all(|g| !g) {
+            return Ok(None);
+        }
+        let missing = |flag: &'static str, env: &'static str| {
+            invalid(
+                flag,
+                env,
+                "the Integrations page needs all of --public-url, --app-slug, --client-id, --client-secret-file and --webhook-secret-file",
+            )
+        };
+        let public_url = self
+            .public_url
+            .as_deref()
+            .ok_or_else(|| missing("public-url", env::PUBLIC_URL))?
+            .trim_end_matches('/')
+            .to_owned();
+        if !(public_url.starts_with("https://") || public_url.starts_with("http://")) {
+            return Err(invalid(
+                "public-url",
+                env::PUBLIC_URL,
+                format!("{public_url:?} is not an http(s) URL"),
+            ));
+        }
+        let app_slug = self
+            .app_slug
+            .clone()
+            .ok_or_else(|| missing("app-slug", env::APP_SLUG))?;
+        if app_slug.is_empty() || !app_slug.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(invalid(
+                "app-slug",
+                env::APP_SLUG,
+                "the slug is the App's name in its URL: letters, digits and '-'",
+            ));
+        }
+        let client_id = self
+            .client_id
+            .clone()
+            .ok_or_else(|| missing("client-id", env::CLIENT_ID))?;
+        let numeric_app_id: u64 = app_id.as_str().parse().map_err(|_| {
+            invalid(
+                "app-id",
+                env::APP_ID,
+                "the Integrations page needs the numeric App ID (to tell this App's installations from others)",
+            )
+        })?;
+        let secret_path = self
+            .client_secret_file
+            .as_deref()
+            .ok_or_else(|| missing("client-secret-file", env::CLIENT_SECRET_FILE))?;
+        let secret = read_private_file(secret_path, false, "client-secret-file", env::CLIENT_SECRET_FILE)?;
+        let secret = std::str::from_utf8(&secret)
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_owned();
+        if secret.is_empty() {
+            return Err(invalid(
+                "client-secret-file",
+                env::CLIENT_SECRET_FILE,
+                format!("{} is empty", secret_path.display()),
+            ));
+        }
+        let hook_path = self
+            .webhook_secret_file
+            .as_deref()
+            .ok_or_else(|| missing("webhook-secret-file", env::WEBHOOK_SECRET_FILE))?;
+        let webhook_secrets = webhook_secrets(hook_path)?;
+        let client = |url: &str, flag: &'static str, env: &'static str| {
+            mint_github::GitHubClient::new(url).map_err(|e| invalid(flag, env, e))
+        };
+        Ok(Some(crate::web::Web {
+            public_url,
+            github_url: github_url.to_owned(),
+            app_slug,
+            app_id: numeric_app_id,
+            oauth: mint_github::OAuthApp {
+                client_id,
+                client_secret: secrecy::SecretString::from(secret),
+            },
+            webhook_secrets,
+            web_client: client(github_url, "github-url", env::GITHUB_URL)?,
+            api_client: client(api_url, "api-url", env::API_URL)?,
+        }))
+    }
+}
+
+/// One secret per line: the current one, then at most the next one during a rotation.
+fn webhook_secrets(hook_path: &Path) -> Result<Vec<zeroize::Zeroizing<Vec<u8>>>, ConfigError> {
+    let hook = read_private_file(hook_path, false, "webhook-secret-file", env::WEBHOOK_SECRET_FILE)?;
+    let webhook_secrets: Vec<zeroize::Zeroizing<Vec<u8>>> = std::str::from_utf8(&hook)
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| zeroize::Zeroizing::new(l.as_bytes().to_vec()))
+        .collect();
+    if webhook_secrets.is_empty() || webhook_secrets.len() > 2 {
+        return Err(invalid(
+            "webhook-secret-file",
+            env::WEBHOOK_SECRET_FILE,
+            format!(
+                "{} must hold the webhook secret on one line, and at most the next one on a second",
+                hook_path.display()
+            ),
+        ));
+    }
+    Ok(webhook_secrets)
 }
 
 /// Read a secret file that only its owner may read (unless `allow_readable`); the bytes are wiped on drop.

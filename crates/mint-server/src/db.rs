@@ -16,7 +16,10 @@ use crate::model::{Connection, ConnectionStatus, Product, SandboxRow};
 
 /// The schema's history, oldest first. Each file is applied once, in a transaction, and recorded with its
 /// checksum in `_sqlx_migrations`; a changed file is refused at start rather than silently diverging.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "connect", include_str!("../migrations/0002_connect.sql")),
+];
 
 /// Which database is behind the URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,8 +229,8 @@ impl Store {
 
     pub async fn connection(&self, product_id: &str) -> Result<Option<Connection>, StoreError> {
         let row = sqlx::query(
-            "SELECT status, reason, installation_id, repository_id, repository, account_login, account_type, updated_at \
-             FROM connections WHERE product_id = $1",
+            "SELECT status, reason, installation_id, repository_id, repository, account_login, account_type, \
+             installation_url, updated_at FROM connections WHERE product_id = $1",
         )
         .bind(product_id)
         .fetch_optional(&self.pool)
@@ -373,6 +376,275 @@ impl Store {
     }
 }
 
+/// A browser session as stored (its id only as SHA-256).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSession {
+    pub login: Option<String>,
+    pub csrf: String,
+    pub expires_at: i64,
+}
+
+/// A single-use OAuth `state`, taken back exactly once by the callback of the same browser session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthState {
+    pub session_sha256: String,
+    pub purpose: String,
+    pub product_id: Option<String>,
+    pub installation_hint: Option<u64>,
+    pub next_path: Option<String>,
+    pub created_at: i64,
+}
+
+/// An installation and repository a signed-in user was just shown (by GitHub, with their token) to be able
+/// to push to: the only things the connect form may bind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub installation_id: u64,
+    pub repository_id: u64,
+    pub repository: String,
+    pub account_login: String,
+}
+
+impl Store {
+    pub async fn create_session(
+        &self,
+        id_sha256: &str,
+        csrf: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO web_sessions (id_sha256, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(id_sha256)
+            .bind(csrf)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn session(&self, id_sha256: &str) -> Result<Option<WebSession>, StoreError> {
+        let row = sqlx::query("SELECT login, csrf, expires_at FROM web_sessions WHERE id_sha256 = $1")
+            .bind(id_sha256)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(WebSession {
+                login: r.try_get("login")?,
+                csrf: r.try_get("csrf")?,
+                expires_at: r.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn sign_in(&self, id_sha256: &str, login: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE web_sessions SET login = $1 WHERE id_sha256 = $2")
+            .bind(login)
+            .bind(id_sha256)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_session(&self, id_sha256: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM web_sessions WHERE id_sha256 = $1")
+            .bind(id_sha256)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM verified_choices WHERE session_sha256 = $1")
+            .bind(id_sha256)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn put_oauth_state(&self, state_sha256: &str, state: &OAuthState) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO oauth_states (state_sha256, session_sha256, purpose, product_id, installation_hint, next_path, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(state_sha256)
+        .bind(&state.session_sha256)
+        .bind(&state.purpose)
+        .bind(state.product_id.as_deref())
+        .bind(state.installation_hint.map(int))
+        .bind(state.next_path.as_deref())
+        .bind(state.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Take a state back: it is deleted whether or not it matches, so it can never be used twice.
+    pub async fn take_oauth_state(&self, state_sha256: &str) -> Result<Option<OAuthState>, StoreError> {
+        let row = sqlx::query(
+            "SELECT session_sha256, purpose, product_id, installation_hint, next_path, created_at \
+             FROM oauth_states WHERE state_sha256 = $1",
+        )
+        .bind(state_sha256)
+        .fetch_optional(&self.pool)
+        .await?;
+        let deleted = sqlx::query("DELETE FROM oauth_states WHERE state_sha256 = $1")
+            .bind(state_sha256)
+            .execute(&self.pool)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            // Another request took it between our read and our delete: it is theirs.
+            return Ok(None);
+        }
+        row.map(|r| {
+            Ok(OAuthState {
+                session_sha256: r.try_get("session_sha256")?,
+                purpose: r.try_get("purpose")?,
+                product_id: r.try_get("product_id")?,
+                installation_hint: r.try_get::<Option<i64>, _>("installation_hint")?.map(uint),
+                next_path: r.try_get("next_path")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Replace what this session may bind for the product.
+    pub async fn put_choices(
+        &self,
+        session_sha256: &str,
+        product_id: &str,
+        choices: &[Choice],
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM verified_choices WHERE session_sha256 = $1 AND product_id = $2")
+            .bind(session_sha256)
+            .bind(product_id)
+            .execute(&mut *tx)
+            .await?;
+        for c in choices {
+            sqlx::query(
+                "INSERT INTO verified_choices \
+                   (session_sha256, product_id, installation_id, repository_id, repository, account_login, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            )
+            .bind(session_sha256)
+            .bind(product_id)
+            .bind(int(c.installation_id))
+            .bind(int(c.repository_id))
+            .bind(&c.repository)
+            .bind(&c.account_login)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn choices(&self, session_sha256: &str, product_id: &str, now: i64) -> Result<Vec<Choice>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT installation_id, repository_id, repository, account_login FROM verified_choices \
+             WHERE session_sha256 = $1 AND product_id = $2 AND expires_at > $3 ORDER BY account_login, repository",
+        )
+        .bind(session_sha256)
+        .bind(product_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Choice {
+                    installation_id: uint(r.try_get("installation_id")?),
+                    repository_id: uint(r.try_get("repository_id")?),
+                    repository: r.try_get("repository")?,
+                    account_login: r.try_get("account_login")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn clear_choices(&self, session_sha256: &str, product_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM verified_choices WHERE session_sha256 = $1 AND product_id = $2")
+            .bind(session_sha256)
+            .bind(product_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Remember a webhook delivery; `false` when it was seen before (a redelivery, or another replica's).
+    pub async fn first_delivery(&self, delivery_id: &str, event: &str, now: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO webhook_deliveries (delivery_id, event, received_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(delivery_id)
+        .bind(event)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Every product whose connection names this installation, with the connection.
+    pub async fn connections_of_installation(
+        &self,
+        installation_id: u64,
+    ) -> Result<Vec<(String, Connection)>, StoreError> {
+        self.connections_where("installation_id = $1", Some(installation_id))
+            .await
+    }
+
+    /// Every connection that names an installation (for the reconcile sweep).
+    pub async fn installed_connections(&self) -> Result<Vec<(String, Connection)>, StoreError> {
+        self.connections_where("installation_id IS NOT NULL", None).await
+    }
+
+    async fn connections_where(
+        &self,
+        filter: &str,
+        installation_id: Option<u64>,
+    ) -> Result<Vec<(String, Connection)>, StoreError> {
+        let sql = format!(
+            "SELECT product_id, status, reason, installation_id, repository_id, repository, account_login, account_type, \
+             installation_url, updated_at FROM connections WHERE {filter} ORDER BY product_id"
+        );
+        let mut query = sqlx::query(&sql);
+        if let Some(id) = installation_id {
+            query = query.bind(int(id));
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("product_id")?, connection_from(r)?)))
+            .collect()
+    }
+
+    /// Products `login` is a member of.
+    pub async fn products_of(&self, login: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT p.id, p.name FROM products p JOIN product_members m ON m.product_id = p.id \
+             WHERE m.login = $1 ORDER BY p.name, p.id",
+        )
+        .bind(login.to_ascii_lowercase())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
+            .collect()
+    }
+
+    /// Products waiting for an org owner's approval that `login` is a member of.
+    pub async fn pending_products_of(&self, login: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.product_id FROM connections c JOIN product_members m ON m.product_id = c.product_id \
+             WHERE m.login = $1 AND c.status = $2",
+        )
+        .bind(login.to_ascii_lowercase())
+        .bind(ConnectionStatus::PendingApproval.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+}
+
 /// One minted token, as recorded (never the token itself).
 #[derive(Debug)]
 pub struct MintRecord<'a> {
@@ -391,12 +663,14 @@ async fn upsert_connection(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO connections \
-           (product_id, status, reason, installation_id, repository_id, repository, account_login, account_type, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+           (product_id, status, reason, installation_id, repository_id, repository, account_login, account_type, \
+            installation_url, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (product_id) DO UPDATE SET status = excluded.status, reason = excluded.reason, \
            installation_id = excluded.installation_id, repository_id = excluded.repository_id, \
            repository = excluded.repository, account_login = excluded.account_login, \
-           account_type = excluded.account_type, updated_at = excluded.updated_at",
+           account_type = excluded.account_type, installation_url = excluded.installation_url, \
+           updated_at = excluded.updated_at",
     )
     .bind(product_id)
     .bind(c.status.as_str())
@@ -406,6 +680,7 @@ async fn upsert_connection(
     .bind(c.repository.as_deref())
     .bind(c.account_login.as_deref())
     .bind(c.account_type.as_deref())
+    .bind(c.installation_url.as_deref())
     .bind(c.updated_at)
     .execute(&mut **tx)
     .await?;
@@ -423,6 +698,7 @@ fn connection_from(r: &AnyRow) -> Result<Connection, StoreError> {
         repository: r.try_get("repository")?,
         account_login: r.try_get("account_login")?,
         account_type: r.try_get("account_type")?,
+        installation_url: r.try_get("installation_url")?,
         updated_at: r.try_get("updated_at")?,
     })
 }

@@ -2,7 +2,7 @@
 //! id, and say what a failed mint means for the connection.
 
 use mint_credential::RepoName;
-use mint_github::{App, GithubError, InstallationToken, MintedToken, Permissions};
+use mint_github::{App, GithubError, Installation, InstallationToken, MintedToken, Permissions};
 
 use crate::model::ConnectionStatus;
 
@@ -15,6 +15,7 @@ pub struct Verified {
     pub repository: String,
     pub account_login: String,
     pub account_type: String,
+    pub installation_url: Option<String>,
 }
 
 /// Why a connection cannot be stored.
@@ -61,21 +62,9 @@ impl GitHub {
     /// A token is minted to learn it (with exactly the sandbox permissions, so a connection that would
     /// fail every mint is refused now) and revoked at once.
     pub async fn verify(&self, installation_id: u64, repository: &RepoName) -> Result<Verified, ConnectError> {
-        let installation = self.with_clock_fix(|| self.app.installation(installation_id)).await?;
-        if installation.suspended_at.is_some() {
-            return Err(ConnectError::Suspended {
-                installation_id,
-                account: installation.account.login,
-            });
-        }
-        if !installation.account.login.eq_ignore_ascii_case(repository.owner()) {
-            return Err(ConnectError::WrongAccount {
-                installation_id,
-                repository: repository.to_string(),
-                account: installation.account.login,
-                owner: repository.owner().to_owned(),
-            });
-        }
+        let installation = self
+            .installation_checked(installation_id, &repository.to_string())
+            .await?;
         let minted = self
             .with_clock_fix(|| {
                 self.app.mint(
@@ -86,19 +75,103 @@ impl GitHub {
                 )
             })
             .await?;
+        Ok(self.verified(installation, minted).await)
+    }
+
+    /// The same check for a repository known by id (the connect flow, where the user picked it).
+    pub async fn verify_by_id(
+        &self,
+        installation_id: u64,
+        repository_id: u64,
+        full_name: &str,
+    ) -> Result<Verified, ConnectError> {
+        let installation = self.installation_checked(installation_id, full_name).await?;
+        let minted = self.mint(installation_id, repository_id, full_name).await?;
+        Ok(self.verified(installation, minted).await)
+    }
+
+    /// The installation, if it exists, is not suspended and belongs to the owner of `full_name`.
+    async fn installation_checked(&self, installation_id: u64, full_name: &str) -> Result<Installation, ConnectError> {
+        let owner = full_name.split('/').next().unwrap_or_default();
+        let installation = self.with_clock_fix(|| self.app.installation(installation_id)).await?;
+        if installation.suspended_at.is_some() {
+            return Err(ConnectError::Suspended {
+                installation_id,
+                account: installation.account.login,
+            });
+        }
+        if !installation.account.login.eq_ignore_ascii_case(owner) {
+            return Err(ConnectError::WrongAccount {
+                installation_id,
+                repository: full_name.to_owned(),
+                account: installation.account.login,
+                owner: owner.to_owned(),
+            });
+        }
+        Ok(installation)
+    }
+
+    async fn verified(&self, installation: Installation, minted: MintedToken) -> Verified {
         self.app.revoke_quietly(&minted.token).await;
         let repo = minted
             .repositories
             .as_deref()
             .and_then(<[_]>::first)
-            .expect("App::mint checked the token names exactly this repository");
-        Ok(Verified {
-            installation_id,
+            .expect("the mint checked the token names exactly this repository");
+        Verified {
+            installation_id: installation.id,
             repository_id: repo.id,
             repository: repo.full_name.clone(),
             account_login: installation.account.login,
             account_type: installation.account.kind,
-        })
+            installation_url: installation.html_url,
+        }
+    }
+
+    /// What GitHub says now about a stored connection: `None` when GitHub could not say (try later).
+    pub async fn refresh(
+        &self,
+        installation_id: u64,
+        repository_id: u64,
+        name: &str,
+    ) -> Option<(ConnectionStatus, String)> {
+        let installation = match self.with_clock_fix(|| self.app.installation(installation_id)).await {
+            Ok(installation) => installation,
+            Err(e) => return connection_outcome(&e, name),
+        };
+        if installation.suspended_at.is_some() {
+            return connection_outcome(
+                &GithubError::InstallationSuspended {
+                    installation_id,
+                    message: String::new(),
+                },
+                name,
+            );
+        }
+        let metadata = Permissions::parse_list("metadata:read").expect("a valid permission");
+        match self
+            .with_clock_fix(|| {
+                self.app
+                    .mint_for_repository_id(installation_id, repository_id, name, &metadata)
+            })
+            .await
+        {
+            Ok(minted) => {
+                self.app.revoke_quietly(&minted.token).await;
+                Some((
+                    ConnectionStatus::Active,
+                    format!(
+                        "connected to {name} through installation {installation_id} on {}",
+                        installation.account.login
+                    ),
+                ))
+            }
+            Err(e) => connection_outcome(&e, name),
+        }
+    }
+
+    pub fn app(&self) -> &App {
+        &self.app
     }
 
     /// A token for the repository with this id, with the sandbox permissions, checked to grant no more.

@@ -12,6 +12,8 @@ pub mod model;
 pub mod secrets;
 pub mod state;
 mod tls;
+pub mod web;
+pub mod webhook;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -44,7 +46,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         admin: config.admin,
         live: state::LiveTokens::default(),
         sandbox_ttl: config.sandbox_ttl,
+        web: config.web,
     });
+    let reconciler = (state.web.is_some() && !config.reconcile_interval.is_zero())
+        .then(|| tokio::spawn(webhook::reconcile_loop(state.clone(), config.reconcile_interval)));
     tracing::info!(
         address = %listener.local_addr()?,
         tls = config.tls.is_some(),
@@ -53,6 +58,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         "mint-server ready"
     );
     serve(listener, config.tls, api::router(state), shutdown).await;
+    if let Some(reconciler) = reconciler {
+        reconciler.abort();
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())

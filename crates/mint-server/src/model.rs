@@ -66,6 +66,8 @@ pub struct Connection {
     pub account_login: Option<String>,
     /// `User` or `Organization`.
     pub account_type: Option<String>,
+    /// The installation's settings page on GitHub ("Manage repositories").
+    pub installation_url: Option<String>,
     pub updated_at: i64,
 }
 
@@ -79,6 +81,7 @@ impl Connection {
             repository: None,
             account_login: None,
             account_type: None,
+            installation_url: None,
             updated_at: now,
         }
     }

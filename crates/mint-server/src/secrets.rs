@@ -81,13 +81,23 @@ impl fmt::Debug for AdminToken {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
     use fmt::Write as _;
-    Sha256::digest(bytes)
-        .iter()
-        .fold(String::with_capacity(64), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// 256 random bits, URL-safe: session ids, CSRF tokens, OAuth states.
+pub fn random_token() -> String {
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    rand::rngs::OsRng.fill_bytes(bytes.as_mut());
+    URL_SAFE_NO_PAD.encode(bytes.as_ref())
 }
 
 /// A random id with a type prefix (`prd_…`, `sbx_…`): 80 bits, unguessable, URL-safe.

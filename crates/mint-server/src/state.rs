@@ -17,6 +17,8 @@ pub struct AppState {
     pub live: LiveTokens,
     /// How long a new sandbox's credential works unless torn down first.
     pub sandbox_ttl: Duration,
+    /// The Integrations page, when configured.
+    pub web: Option<crate::web::Web>,
 }
 
 /// Tokens this process minted and that have not expired, by the SHA-256 the database knows them by.

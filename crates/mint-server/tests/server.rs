@@ -340,7 +340,7 @@ async fn hostile_input_gets_a_clear_4xx_and_changes_nothing(w: World) {
             Some(b"{\"name\":".to_vec()),
         )
         .await;
-    assert_eq!(bad_json.status, 400);
+    assert_eq!(bad_json.status, 400, "{:?}", bad_json.body);
     assert!(
         bad_json.body["message"]
             .as_str()
