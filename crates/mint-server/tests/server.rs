@@ -462,3 +462,84 @@ async fn probes_and_unknown_routes() {
     let wrong_method = w.get("/api/v1/token", None).await;
     assert_eq!(wrong_method.status, 405);
 }
+
+/// A payload shaped like GitHub's `installation` events for the installation.
+fn installation_event(action: &str, installation: u64) -> Vec<u8> {
+    json!({
+        "action": action,
+        "installation": {"id": installation, "account": {"login": "octo-org", "type": "Organization"}},
+        "sender": {"login": "octocat"}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+mod webhooks {
+    use super::*;
+    use support::{NEXT_WEBHOOK_SECRET, WEBHOOK_SECRET};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_signed_deliveries_are_processed_once_each() {
+        let w = World::start(Db::Sqlite).await;
+        let product = w.connected_product(42, "octo-org/hello-world").await;
+        let body = installation_event("suspend", 42);
+        for (secret, why) in [(None, "missing"), (Some("a-wrong-secret"), "wrong")] {
+            let refused = w.deliver("installation", &format!("d-{why}"), &body, secret).await;
+            assert_eq!(refused.status, 401, "{why} signature: {:?}", refused.body);
+            assert_eq!(refused.body["status"], "bad_signature");
+        }
+        // A valid signature over another body is no signature.
+        let refused = w.deliver("installation", "d-tampered", b"{}", None).await;
+        assert_eq!(refused.status, 401);
+
+        w.hub.suspend(42);
+        let accepted = w.deliver("installation", "d-1", &body, Some(WEBHOOK_SECRET)).await;
+        assert_eq!(accepted.status, 202, "{:?}", accepted.body);
+        w.wait_for_status(&product, "suspended").await;
+
+        // A redelivery (same id) is acknowledged and not processed again, even signed with the next secret.
+        let replayed = w.deliver("installation", "d-1", &body, Some(NEXT_WEBHOOK_SECRET)).await;
+        assert_eq!((replayed.status, replayed.body["status"].clone()), (200, json!("duplicate")));
+
+        let too_big = vec![b' '; 30 * 1024 * 1024];
+        let refused = w.deliver("installation", "d-big", &too_big, Some(WEBHOOK_SECRET)).await;
+        assert!(
+            refused.status == 413 || refused.status == 0,
+            "a 30 MB body is refused (or the connection cut) before it is read whole: {}",
+            refused.status
+        );
+        assert_eq!(w.get("/healthz", None).await.status, 200, "still serving");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn state_is_re_read_from_github_not_taken_from_the_event() {
+        let w = World::start(Db::Sqlite).await;
+        let product = w.connected_product(42, "octo-org/hello-world").await;
+        // An event that claims a suspension GitHub does not report changes nothing.
+        let lie = w.deliver("installation", "d-lie", &installation_event("suspend", 42), Some(WEBHOOK_SECRET)).await;
+        assert_eq!(lie.status, 202);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let connection = w.admin("GET", &format!("/api/v1/products/{product}/connection"), None).await;
+        assert_eq!(connection.body["status"], "active", "GitHub says the installation is fine");
+
+        w.hub.uninstall(42);
+        let deleted = w.deliver("installation", "d-del", &installation_event("deleted", 42), Some(WEBHOOK_SECRET)).await;
+        assert_eq!(deleted.status, 202);
+        let gone = w.wait_for_status(&product, "installation_gone").await;
+        assert_eq!(gone["reason"], "installation 42 was uninstalled: reconnect GitHub");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_reconcile_sweep_catches_what_no_webhook_said() {
+        let w = World::start(Db::Sqlite).await;
+        let product = w.connected_product(42, "octo-org/hello-world").await;
+        let other = w.connected_product(43, "acme/widgets").await;
+        w.hub.uninstall(42);
+        w.hub.suspend(43);
+        let swept = w.admin("POST", "/api/v1/reconcile", None).await;
+        assert_eq!(swept.status, 200, "{:?}", swept.body);
+        assert_eq!(swept.body["connections"], 2);
+        w.wait_for_status(&product, "installation_gone").await;
+        w.wait_for_status(&other, "suspended").await;
+    }
+}

@@ -18,6 +18,10 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789abcdefghijkl";
+pub const WEBHOOK_SECRET: &str = "webhook-secret-for-tests";
+pub const NEXT_WEBHOOK_SECRET: &str = "the-next-webhook-secret";
+pub const CLIENT_ID: &str = "Iv1.fakehubclient";
+pub const CLIENT_SECRET: &str = "fakehub-client-secret";
 pub const APP_ID: u64 = 7;
 
 pub fn app_key() -> &'static AppKeyPair {
@@ -102,6 +106,8 @@ impl World {
         use clap::Parser;
         let key = self.write_private("app.pem", &app_key().private_key_pem());
         let admin = self.write_private("admin-token", ADMIN_TOKEN);
+        let client_secret = self.write_private("client-secret", CLIENT_SECRET);
+        let webhook_secret = self.write_private("webhook-secret", &format!("{WEBHOOK_SECRET}\n{NEXT_WEBHOOK_SECRET}\n"));
         mint_server::Args::parse_from([
             "mint-server".into(),
             "--app-id".into(),
@@ -116,6 +122,18 @@ impl World {
             self.hub.url(),
             "--github-url".into(),
             self.hub.url(),
+            "--public-url".into(),
+            "http://127.0.0.1:1".into(),
+            "--app-slug".into(),
+            "mint-fakehub".into(),
+            "--client-id".into(),
+            CLIENT_ID.into(),
+            "--client-secret-file".into(),
+            client_secret.display().to_string(),
+            "--webhook-secret-file".into(),
+            webhook_secret.display().to_string(),
+            "--reconcile-interval".into(),
+            "0s".into(),
         ])
     }
 
@@ -178,6 +196,54 @@ impl World {
             body: serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())),
         }
+    }
+
+    /// A webhook delivery as GitHub sends it, signed with `secret`.
+    pub async fn deliver(&self, event: &str, delivery: &str, body: &[u8], secret: Option<&str>) -> Answer {
+        use hmac::Mac;
+        let mut builder = http::Request::builder()
+            .method("POST")
+            .uri(format!("{}/github/webhook", self.url))
+            .header("content-type", "application/json")
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .header("user-agent", "GitHub-Hookshot/test");
+        if let Some(secret) = secret {
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+            mac.update(body);
+            let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+            builder = builder.header("x-hub-signature-256", format!("sha256={hex}"));
+        }
+        let request = builder.body(Full::new(Bytes::copy_from_slice(body))).expect("request");
+        match self.client.request(request).await {
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                Answer {
+                    status: parts.status.as_u16(),
+                    headers: parts.headers,
+                    body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                }
+            }
+            Err(e) => Answer {
+                status: 0,
+                headers: http::HeaderMap::new(),
+                body: Value::String(e.to_string()),
+            },
+        }
+    }
+
+    /// Wait (a few seconds at most) until the product's connection has `status`.
+    pub async fn wait_for_status(&self, product: &str, status: &str) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..200 {
+            last = self.admin("GET", &format!("/api/v1/products/{product}/connection"), None).await.body;
+            if last["status"] == status {
+                return last;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("the connection never became {status}: {last}");
     }
 
     pub async fn get(&self, path: &str, bearer: Option<&str>) -> Answer {
