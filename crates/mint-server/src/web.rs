@@ -1038,7 +1038,9 @@ async fn setup(State(state): State<Arc<AppState>>, browser: Browser, Query(q): Q
                 reason: "The installation was requested: it waits for an owner of the organization to approve it on GitHub. The card becomes connectable once they do.".to_owned(),
                 ..Connection::not_connected("", now())
             };
-            if let Err(e) = state.store.put_connection(&product, &pending).await {
+            // A working connection is not given up for a request that may never be approved.
+            let active = matches!(state.store.connection(&product).await, Ok(Some(c)) if c.status == ConnectionStatus::Active);
+            if !active && let Err(e) = state.store.put_connection(&product, &pending).await {
                 return internal(web, "record the request", &e).into_response();
             }
             redirect(&format!("/products/{product}/integrations?flash=requested"))
