@@ -44,7 +44,10 @@ impl FakeHub {
     pub(crate) fn accounts(&self) -> Vec<String> {
         let config = self.config();
         let mut all: Vec<String> = config.users.iter().map(|u| u.login.clone()).collect();
-        let orgs = config.users.iter().flat_map(|u| u.orgs.iter().map(|(org, _)| org.clone()));
+        let orgs = config
+            .users
+            .iter()
+            .flat_map(|u| u.orgs.iter().map(|(org, _)| org.clone()));
         let others = config
             .restricted_orgs
             .iter()
@@ -73,7 +76,11 @@ impl FakeHub {
             .filter(|(owner, _)| owner.eq_ignore_ascii_case(account))
             .flat_map(|(_, names)| names.iter().cloned())
             .collect();
-        for installation in config.installations.iter().filter(|i| i.account.eq_ignore_ascii_case(account)) {
+        for installation in config
+            .installations
+            .iter()
+            .filter(|i| i.account.eq_ignore_ascii_case(account))
+        {
             for name in &installation.repositories {
                 if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
                     names.push(name.clone());

@@ -47,7 +47,11 @@ pub(crate) fn page(status: StatusCode, title: &str, signed_in: Option<&str>, bod
             esc(login)
         );
     }
-    let _ = write!(html, "</header>\n<main>\n<h1>{}</h1>\n{body}\n</main>\n</body>\n</html>\n", esc(title));
+    let _ = write!(
+        html,
+        "</header>\n<main>\n<h1>{}</h1>\n{body}\n</main>\n</body>\n</html>\n",
+        esc(title)
+    );
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
@@ -96,7 +100,11 @@ pub(crate) fn field<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a 
 
 /// Every value of `key` (repeated checkboxes).
 pub(crate) fn fields<'a>(pairs: &'a [(String, String)], key: &str) -> Vec<&'a str> {
-    pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
+    pairs
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .collect()
 }
 
 /// Pairs as a query string, encoded.

@@ -30,12 +30,7 @@ impl FakeHub {
     /// Install the App on `account` (as its owner would on the install page) and send `installation`
     /// `created`. `repositories` is used for [`RepositorySelection::Selected`] only; the bare repositories are
     /// created if missing.
-    pub fn install(
-        &self,
-        account: &str,
-        selection: RepositorySelection,
-        repositories: &[&str],
-    ) -> anyhow::Result<u64> {
+    pub fn install(&self, account: &str, selection: RepositorySelection, repositories: &[&str]) -> anyhow::Result<u64> {
         let repositories: Vec<String> = repositories.iter().map(|r| (*r).to_owned()).collect();
         let sender = self.default_sender(account);
         self.create_installation(account, selection, &repositories, &sender, None)
@@ -85,7 +80,11 @@ impl FakeHub {
             anyhow::bail!("installation request {request_id} was already approved (installation {id})");
         }
         let approver = match approver {
-            Some(login) if self.access(login, &request.account).is_some_and(crate::accounts::Access::is_owner) => {
+            Some(login)
+                if self
+                    .access(login, &request.account)
+                    .is_some_and(crate::accounts::Access::is_owner) =>
+            {
                 login.to_owned()
             }
             Some(login) => anyhow::bail!(
@@ -176,7 +175,9 @@ impl FakeHub {
         requester: Option<&str>,
     ) -> anyhow::Result<u64> {
         let account = self.account(account).ok_or_else(|| {
-            anyhow::anyhow!("account {account:?} is not known to fakehub: add a user, an org or its repositories to the Config")
+            anyhow::anyhow!(
+                "account {account:?} is not known to fakehub: add a user, an org or its repositories to the Config"
+            )
         })?;
         let repositories = self.resolve_selection(&account, selection, asked)?;
         self.ensure_repos(&account, &repositories)?;

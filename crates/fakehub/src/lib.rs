@@ -269,15 +269,19 @@ impl Config {
     /// Passwords equal logins.
     #[must_use]
     pub fn with_demo_users(self) -> Self {
-        self.with_user(UserConfig::new("octocat", "octocat").owner_of("octo-org").owner_of("restricted-org"))
-            .with_user(UserConfig::new("mona", "mona").member_of("octo-org", false))
-            .with_user(UserConfig::new("hubot", "hubot").member_of("restricted-org", true))
-            .with_restricted_org("restricted-org")
-            .with_repositories("octo-org", &["hello-world", "octo-app"])
-            .with_repositories("restricted-org", &["secret-sauce"])
-            .with_repositories("octocat", &["dotfiles"])
-            .with_repositories("mona", &["mona-notes"])
-            .with_repositories("hubot", &["hubot-scripts"])
+        self.with_user(
+            UserConfig::new("octocat", "octocat")
+                .owner_of("octo-org")
+                .owner_of("restricted-org"),
+        )
+        .with_user(UserConfig::new("mona", "mona").member_of("octo-org", false))
+        .with_user(UserConfig::new("hubot", "hubot").member_of("restricted-org", true))
+        .with_restricted_org("restricted-org")
+        .with_repositories("octo-org", &["hello-world", "octo-app"])
+        .with_repositories("restricted-org", &["secret-sauce"])
+        .with_repositories("octocat", &["dotfiles"])
+        .with_repositories("mona", &["mona-notes"])
+        .with_repositories("hubot", &["hubot-scripts"])
     }
 }
 
@@ -360,6 +364,11 @@ impl FakeHub {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The App's OAuth client id (for the web flow's `client_id`).
+    pub fn client_id(&self) -> &str {
+        &self.config().client_id
     }
 
     pub fn repo_path(&self, owner: &str, name: &str) -> PathBuf {

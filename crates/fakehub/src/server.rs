@@ -17,7 +17,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::git::{self, Access};
+use crate::pages::SettingsAction;
 use crate::state::{AuthKind, IssuedToken, MintRecord, RequestRecord};
+use crate::user_api::AppChange;
 use crate::{FakeHub, InstallationConfig};
 
 pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
@@ -166,7 +168,84 @@ impl FakeHub {
             (&Method::POST, ["repos", owner, repo, "pulls"]) => self.create_pull(owner, repo, &auth, req).await,
             (&Method::GET, ["repos", owner, repo, "pulls"]) => self.list_pulls(owner, repo, query, &auth),
             (&Method::GET, ["installation", "repositories"]) => self.installation_repositories(&auth),
+            (&Method::GET, ["app", "installations"]) => self.app_installations(&auth, query),
+            (&Method::GET, ["app", "installation-requests"]) => self.app_installation_requests(&auth, query),
+            (&Method::DELETE, ["app", "installations", id]) => {
+                self.app_change_installation(&auth, id, AppChange::Delete)
+            }
+            (&Method::PUT, ["app", "installations", id, "suspended"]) => {
+                self.app_change_installation(&auth, id, AppChange::Suspend)
+            }
+            (&Method::DELETE, ["app", "installations", id, "suspended"]) => {
+                self.app_change_installation(&auth, id, AppChange::Unsuspend)
+            }
+            (&Method::GET, ["user"]) => self.get_user(&auth),
+            (&Method::GET, ["user", "installations"]) => self.user_installations(&auth, query),
+            (&Method::GET, ["user", "installations", id, "repositories"]) => {
+                self.user_installation_repositories(&auth, id, query)
+            }
             (_, ["_fakehub", rest @ ..]) => self.control(method, rest, req).await,
+            _ => self.web(req, method, path, &segments, query, auth).await,
+        }
+    }
+
+    /// Web pages and the OAuth web flow (what github.com, not api.github.com, serves), then git.
+    async fn web(
+        &self,
+        req: Request<Incoming>,
+        method: &Method,
+        path: &str,
+        segments: &[&str],
+        query: Option<&str>,
+        auth: Auth,
+    ) -> Response<Body> {
+        let slug = self.config().app_slug.as_str();
+        let headers = req.headers();
+        match (method, segments) {
+            (&Method::GET, [""]) => self.index_page(headers),
+            (&Method::GET, ["login"]) => self.login_page(headers, query),
+            (&Method::POST, ["session"]) => self.create_session(req).await,
+            (&Method::POST, ["logout"]) => self.end_session(headers),
+            (&Method::GET, ["login", "oauth", "authorize"]) => self.authorize_page(headers, path, query),
+            (&Method::POST, ["login", "oauth", "authorize"]) => self.authorize_answer(req).await,
+            (&Method::POST, ["login", "oauth", "access_token"]) => self.access_token(query, req).await,
+            (&Method::GET, ["apps", s, "installations", "new"]) if *s == slug => {
+                self.install_page(headers, path, query)
+            }
+            (&Method::GET, ["apps", s, "installations", "new", "permissions"]) if *s == slug => {
+                self.install_permissions_page(headers, path, query)
+            }
+            (&Method::POST, ["apps", s, "installations"]) if *s == slug => self.install_submit(req).await,
+            (&Method::GET, ["settings", "installations"]) => self.installations_page(headers, path),
+            (&Method::GET, ["settings", "installations", id]) => self.settings_page(headers, path, None, id),
+            (&Method::POST, ["settings", "installations", id, action]) => match SettingsAction::parse(action) {
+                Some(action) => self.settings_submit(None, id, action, req).await,
+                None => not_found(),
+            },
+            (&Method::GET, ["organizations", org, "settings", "installations", id]) => {
+                self.settings_page(headers, path, Some(org), id)
+            }
+            (&Method::POST, ["organizations", org, "settings", "installations", id, action]) => {
+                match SettingsAction::parse(action) {
+                    Some(action) => self.settings_submit(Some(org), id, action, req).await,
+                    None => not_found(),
+                }
+            }
+            (&Method::GET, ["organizations", org, "settings", "installation_requests"]) => {
+                self.requests_page(headers, path, org)
+            }
+            (
+                &Method::POST,
+                [
+                    "organizations",
+                    org,
+                    "settings",
+                    "installation_requests",
+                    id,
+                    verb @ ("approve" | "deny"),
+                ],
+            ) => self.request_submit(org, id, *verb == "approve", req).await,
+            (&Method::GET, [owner, repo, "pull", n]) => self.pull_page(headers, owner, repo, n),
             (_, [owner, repo, rest @ ..]) if git::is_git_route(method, rest, query) => {
                 self.git(owner, repo, rest, query, auth, req).await
             }
@@ -634,6 +713,18 @@ impl FakeHub {
         fn one() -> usize {
             1
         }
+        #[derive(Deserialize)]
+        struct WebhookKnob {
+            url: Option<String>,
+            secret: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct InstallKnob {
+            account: String,
+            repository_selection: Option<String>,
+            #[serde(default)]
+            repositories: Vec<String>,
+        }
         let body = match read_json_body(req).await {
             Ok(b) => b,
             Err(response) => return response,
@@ -660,6 +751,41 @@ impl FakeHub {
                 Err(e) => error(
                     StatusCode::BAD_REQUEST,
                     &format!("expected {{n, status, headers, message}}: {e}"),
+                ),
+            },
+            (&Method::POST, ["webhook"]) => match serde_json::from_slice::<WebhookKnob>(&body) {
+                Ok(w) => {
+                    self.set_webhook(w.url.as_deref(), w.secret.as_deref());
+                    empty(StatusCode::NO_CONTENT)
+                }
+                Err(e) => error(StatusCode::BAD_REQUEST, &format!("expected {{url, secret}}: {e}")),
+            },
+            (&Method::POST, ["redeliver"]) => {
+                let guid = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("delivery")?.as_str().map(ToOwned::to_owned));
+                match guid.map(|g| self.redeliver(&g)) {
+                    Some(Ok(())) => empty(StatusCode::ACCEPTED),
+                    Some(Err(e)) => error(StatusCode::NOT_FOUND, &e.to_string()),
+                    None => error(StatusCode::BAD_REQUEST, "expected {\"delivery\": \"<guid>\"}"),
+                }
+            }
+            (&Method::POST, ["install"]) => match serde_json::from_slice::<InstallKnob>(&body) {
+                Ok(i) => {
+                    let selection = if i.repository_selection.as_deref() == Some("selected") {
+                        crate::RepositorySelection::Selected
+                    } else {
+                        crate::RepositorySelection::All
+                    };
+                    let names: Vec<&str> = i.repositories.iter().map(String::as_str).collect();
+                    match self.install(&i.account, selection, &names) {
+                        Ok(id) => json_response(StatusCode::CREATED, &json!({"installation_id": id})),
+                        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &format!("{e:#}")),
+                    }
+                }
+                Err(e) => error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("expected {{account, repository_selection, repositories}}: {e}"),
                 ),
             },
             (&Method::POST, [knob]) => self.knob(knob, &body),
@@ -693,6 +819,30 @@ impl FakeHub {
                     .collect();
                 json_response(StatusCode::OK, &json!(requests))
             }
+            "deliveries" => {
+                let deliveries: Vec<Value> = self
+                    .deliveries()
+                    .iter()
+                    .map(|d| json!({"id": d.id, "guid": d.guid, "event": d.event, "action": d.action, "installation_id": d.installation_id, "url": d.url, "redelivery": d.redelivery, "status_code": d.status_code, "error": d.error, "body": d.body}))
+                    .collect();
+                json_response(StatusCode::OK, &json!(deliveries))
+            }
+            "installations" => {
+                let installations: Vec<Value> = self
+                    .installations()
+                    .iter()
+                    .map(|i| json!({"id": i.id, "account": i.account, "repository_selection": i.repository_selection.as_str(), "repositories": i.repositories, "permissions": i.permissions, "dynamic": i.dynamic, "suspended": i.suspended, "deleted": i.deleted}))
+                    .collect();
+                json_response(StatusCode::OK, &json!(installations))
+            }
+            "installation-requests" => {
+                let requests: Vec<Value> = self
+                    .installation_requests()
+                    .iter()
+                    .map(|r| json!({"id": r.id, "account": r.account, "requester": r.requester, "repository_selection": r.repository_selection.as_str(), "repositories": r.repositories, "approved_installation": r.approved_installation}))
+                    .collect();
+                json_response(StatusCode::OK, &json!(requests))
+            }
             _ => not_found(),
         }
     }
@@ -723,13 +873,13 @@ impl FakeHub {
                 }
                 None => error(StatusCode::BAD_REQUEST, "expected {\"seconds\": N}"),
             },
-            "uninstall" | "suspend" => match unsigned("installation_id") {
-                Some(id) if knob == "uninstall" => {
-                    self.uninstall(id);
-                    empty(StatusCode::NO_CONTENT)
-                }
+            "uninstall" | "suspend" | "unsuspend" => match unsigned("installation_id") {
                 Some(id) => {
-                    self.suspend(id);
+                    match knob {
+                        "uninstall" => self.uninstall(id),
+                        "suspend" => self.suspend(id),
+                        _ => self.unsuspend(id),
+                    }
                     empty(StatusCode::NO_CONTENT)
                 }
                 None => error(StatusCode::BAD_REQUEST, "expected {\"installation_id\": N}"),

@@ -125,8 +125,8 @@ impl FakeHub {
 
 /// Deliver queued jobs one at a time, in order, until the queue closes.
 pub(crate) async fn worker(hub: FakeHub, mut queue: tokio::sync::mpsc::UnboundedReceiver<Job>) {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
     while let Some(job) = queue.recv().await {
         let outcome = match tokio::time::timeout(DELIVERY_TIMEOUT, post(&client, hub.config().app_id, &job)).await {
             Ok(outcome) => outcome,
