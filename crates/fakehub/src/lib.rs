@@ -3,6 +3,24 @@
 //!
 //! Shapes follow GitHub's `OpenAPI` description (`../shared/github-api/`); behaviour follows GitHub's docs:
 //! JWT rules for Apps, token scoping to repositories and permissions, 401 with `WWW-Authenticate` for git.
+//!
+//! "Connect GitHub", GitHub's side of it (configure people with [`Config::with_user`] or
+//! [`Config::with_demo_users`]):
+//! - sign-in: `GET /login`, `POST /session`, `POST /logout` (an `HttpOnly; SameSite=Lax` session cookie);
+//! - the OAuth web flow: `GET`/`POST /login/oauth/authorize`, `POST /login/oauth/access_token` (`ghu_` tokens);
+//! - the user API: `GET /user`, `GET /user/installations`, `GET /user/installations/{id}/repositories`;
+//! - the App API: `GET /app/installations`, `GET /app/installation-requests`, `DELETE /app/installations/{id}`,
+//!   `PUT`/`DELETE /app/installations/{id}/suspended`;
+//! - pages: `GET /apps/{slug}/installations/new` (→ `…/new/permissions?target_id=…` → `POST /apps/{slug}/installations`,
+//!   then a 302 to the Setup URL), installation settings at `/organizations/{org}/settings/installations/{id}` or
+//!   `/settings/installations/{id}` (`POST …/repositories|suspend|unsuspend|delete`), the list at
+//!   `/settings/installations`, requests at `/organizations/{org}/settings/installation_requests`
+//!   (`POST …/{id}/approve|deny`), and `GET /{owner}/{repo}/pull/{n}`;
+//! - webhooks to `Config::webhook_url`, signed with `X-Hub-Signature-256`, delivered in order by one task and
+//!   recorded ([`FakeHub::deliveries`], [`FakeHub::redeliver`]).
+//!
+//! Installations created at run time are numbered from 1000 and their `html_url` is fakehub's own settings page;
+//! static ones keep `https://github.com/…` unless [`Config::html_urls_on_fakehub`] is set.
 
 // serde_json's json! macro recurses per key; GitHub's pull-request object has many.
 #![recursion_limit = "256"]

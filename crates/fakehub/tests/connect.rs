@@ -969,3 +969,87 @@ async fn users_are_configured_with_their_orgs() {
     assert_eq!(user.orgs.len(), 2);
     assert_eq!(user.orgs[1].1, fakehub::OrgRole::Member { push: false });
 }
+
+fn git(args: &[&str], dir: &std::path::Path, token: Option<&str>) -> std::process::Output {
+    use base64::Engine;
+    let mut command = std::process::Command::new("git");
+    if let Some(token) = token {
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
+        command
+            .arg("-c")
+            .arg(format!("http.extraHeader=Authorization: Basic {basic}"));
+    }
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .output()
+        .expect("git runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_reads_as_a_page_next_to_git_routes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let hub = FakeHub::start(config(dir.path(), None)).await.expect("starts");
+    let id = hub
+        .install("octo-org", RepositorySelection::Selected, &["hello-world"])
+        .expect("installs");
+    let minted = Browser::new(&hub)
+        .send(
+            "POST",
+            &format!("/app/installations/{id}/access_tokens"),
+            &[("authorization", &format!("Bearer {}", app_jwt()))],
+            String::new(),
+        )
+        .await
+        .json();
+    let token = minted["token"].as_str().expect("token").to_owned();
+    let url = format!("{}/octo-org/hello-world.git", hub.url());
+    let work = dir.path().to_owned();
+    let pushed = {
+        let token = token.clone();
+        tokio::task::spawn_blocking(move || {
+            assert!(
+                git(&["clone", "-q", &url, "clone"], &work, Some(&token))
+                    .status
+                    .success()
+            );
+            let clone = work.join("clone");
+            std::fs::write(clone.join("fix.txt"), "x").expect("write");
+            git(&["add", "."], &clone, None);
+            git(&["commit", "-qm", "Fix the <blink> tag"], &clone, None);
+            git(&["push", "-q", "origin", "HEAD:refs/heads/fix"], &clone, Some(&token))
+        })
+        .await
+        .expect("git")
+    };
+    assert!(pushed.status.success(), "{}", String::from_utf8_lossy(&pushed.stderr));
+    let created = Browser::new(&hub)
+        .send(
+            "POST",
+            "/repos/octo-org/hello-world/pulls",
+            &[("authorization", &format!("token {token}"))],
+            json!({"head": "fix", "base": "main", "title": "Fix <it> & ship", "body": "Because \"reasons\"."})
+                .to_string(),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let page = Browser::new(&hub).get("/octo-org/hello-world/pull/1").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Fix &lt;it&gt; &amp; ship"), "{}", page.body);
+    assert!(page.body.contains("Because &quot;reasons&quot;."));
+    assert!(
+        page.body.contains("Fix the &lt;blink&gt; tag"),
+        "the commit subjects are listed"
+    );
+    assert!(page.body.contains("<code id=\"head-ref\">fix</code>"));
+    assert_eq!(Browser::new(&hub).get("/octo-org/hello-world/pull/2").await.status, 404);
+}
