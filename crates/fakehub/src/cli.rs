@@ -14,9 +14,15 @@ use crate::{AppKeyPair, Config, FakeHub, InstallationConfig};
 
 /// fakehub: a stand-in GitHub — App token REST API and git smart HTTP — on a loopback port.
 ///
-/// Knobs and records are under /_fakehub/ (GET mints|tokens|requests; POST revoke-all, expire-all,
-/// fail-next {n,status,headers,message}, token-lifetime {seconds}, mint-latency {ms},
-/// date-skew {seconds}, uninstall|suspend {`installation_id`}).
+/// Knobs and records are under /_fakehub/ (GET mints|tokens|requests|deliveries|installations|
+/// installation-requests; POST revoke-all, expire-all, fail-next {n,status,headers,message},
+/// token-lifetime {seconds}, mint-latency {ms}, date-skew {seconds},
+/// uninstall|suspend|unsuspend {`installation_id`}, webhook {url,secret}, redeliver {delivery},
+/// install {`account`,`repository_selection`,`repositories`}).
+///
+/// Unless --no-demo-users: users octocat (owner of octo-org and restricted-org), mona (member of
+/// octo-org without push) and hubot (member of restricted-org, where only owners may install);
+/// each password equals the login. Sign in at /login; install at /apps/SLUG/installations/new.
 #[derive(Debug, Parser)]
 #[command(name = "fakehub", version, max_term_width = 100)]
 struct Args {
@@ -47,6 +53,33 @@ struct Args {
     /// Lifetime of the tokens it issues.
     #[arg(long, env = "FAKEHUB_TOKEN_LIFETIME", value_name = "SECS", default_value_t = 3600)]
     token_lifetime: u64,
+    /// Start without the demo users, organisations and repositories.
+    #[arg(long)]
+    no_demo_users: bool,
+    /// The App's URL name (/apps/SLUG/installations/new).
+    #[arg(long, env = "FAKEHUB_APP_SLUG", default_value = "mint-fakehub")]
+    app_slug: String,
+    /// The App's OAuth client id [default: Iv1.<app id as 16 hex digits>].
+    #[arg(long, env = "FAKEHUB_CLIENT_ID")]
+    client_id: Option<String>,
+    /// The App's OAuth client secret [default: fakehub-client-secret-<app id>].
+    #[arg(long, env = "FAKEHUB_CLIENT_SECRET")]
+    client_secret: Option<String>,
+    /// A registered callback URL for the OAuth web flow (repeatable; the first is the default).
+    #[arg(long = "callback-url", value_name = "URL")]
+    callback_urls: Vec<String>,
+    /// Where users land after installing the App.
+    #[arg(long, env = "FAKEHUB_SETUP_URL", value_name = "URL")]
+    setup_url: Option<String>,
+    /// Where the App's webhooks are delivered (loopback http:// only).
+    #[arg(long, env = "FAKEHUB_WEBHOOK_URL", value_name = "URL")]
+    webhook_url: Option<String>,
+    /// The secret that signs webhook deliveries.
+    #[arg(long, env = "FAKEHUB_WEBHOOK_SECRET")]
+    webhook_secret: Option<String>,
+    /// Point every installation's `html_url` at fakehub's own settings page (run-time ones always do).
+    #[arg(long)]
+    html_urls_on_fakehub: bool,
 }
 
 pub fn main() -> ExitCode {
@@ -91,6 +124,21 @@ fn run(args: Args) -> anyhow::Result<()> {
     let root = args.root.unwrap_or_else(|| temp.path().to_owned());
     let mut config = Config::new(args.app_id, public_pem, &root);
     config.token_lifetime = Duration::from_secs(args.token_lifetime);
+    if !args.no_demo_users {
+        config = config.with_demo_users();
+    }
+    config = config.with_app_slug(&args.app_slug);
+    if let Some(id) = &args.client_id {
+        config.client_id.clone_from(id);
+    }
+    if let Some(secret) = &args.client_secret {
+        config.client_secret.clone_from(secret);
+    }
+    config.callback_urls.clone_from(&args.callback_urls);
+    config.setup_url.clone_from(&args.setup_url);
+    config.webhook_url.clone_from(&args.webhook_url);
+    config.webhook_secret.clone_from(&args.webhook_secret);
+    config.html_urls_on_fakehub = args.html_urls_on_fakehub;
     let mut by_owner: Vec<(String, Vec<String>)> = Vec::new();
     for repo in &args.repos {
         let (owner, name) = repo
@@ -124,7 +172,14 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
-        println!("http://{}", listener.local_addr()?);
+        let url = format!("http://{}", listener.local_addr()?);
+        tracing::info!(
+            client_id = %hub.client_id(),
+            install = %format!("{url}/apps/{}/installations/new", args.app_slug),
+            demo_users = !args.no_demo_users,
+            "fakehub is serving"
+        );
+        println!("{url}");
         std::io::stdout().flush()?;
         hub.serve(listener, shutdown()).await
     })

@@ -253,6 +253,25 @@ pub(crate) fn has_commits_beyond(repo: &Path, base: &str, head: &str) -> bool {
         .is_ok_and(|s| !s.success())
 }
 
+/// `(sha, subject)` of the commits on `head` and not on `base`, oldest first.
+pub(crate) fn commit_subjects(repo: &Path, base: &str, head: &str) -> Vec<(String, String)> {
+    let Ok(out) = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(repo)
+        .args(["log", "--reverse", "--format=%H %s"])
+        .arg(format!("{base}..{head}"))
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .map(|(sha, subject)| (sha.to_owned(), subject.to_owned()))
+        .collect()
+}
+
 /// The branch `HEAD` points at in a bare repository.
 pub(crate) fn default_branch(repo: &Path) -> Option<String> {
     let head = std::fs::read_to_string(repo.join("HEAD")).ok()?;

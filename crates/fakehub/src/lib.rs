@@ -3,23 +3,51 @@
 //!
 //! Shapes follow GitHub's `OpenAPI` description (`../shared/github-api/`); behaviour follows GitHub's docs:
 //! JWT rules for Apps, token scoping to repositories and permissions, 401 with `WWW-Authenticate` for git.
+//!
+//! "Connect GitHub", GitHub's side of it (configure people with [`Config::with_user`] or
+//! [`Config::with_demo_users`]):
+//! - sign-in: `GET /login`, `POST /session`, `POST /logout` (an `HttpOnly; SameSite=Lax` session cookie);
+//! - the OAuth web flow: `GET`/`POST /login/oauth/authorize`, `POST /login/oauth/access_token` (`ghu_` tokens);
+//! - the user API: `GET /user`, `GET /user/installations`, `GET /user/installations/{id}/repositories`;
+//! - the App API: `GET /app/installations`, `GET /app/installation-requests`, `DELETE /app/installations/{id}`,
+//!   `PUT`/`DELETE /app/installations/{id}/suspended`;
+//! - pages: `GET /apps/{slug}/installations/new` (→ `…/new/permissions?target_id=…` → `POST /apps/{slug}/installations`,
+//!   then a 302 to the Setup URL), installation settings at `/organizations/{org}/settings/installations/{id}` or
+//!   `/settings/installations/{id}` (`POST …/repositories|suspend|unsuspend|delete`), the list at
+//!   `/settings/installations`, requests at `/organizations/{org}/settings/installation_requests`
+//!   (`POST …/{id}/approve|deny`), and `GET /{owner}/{repo}/pull/{n}`;
+//! - webhooks to `Config::webhook_url`, signed with `X-Hub-Signature-256`, delivered in order by one task and
+//!   recorded ([`FakeHub::deliveries`], [`FakeHub::redeliver`]).
+//!
+//! Installations created at run time are numbered from 1000 and their `html_url` is fakehub's own settings page;
+//! static ones keep `https://github.com/…` unless [`Config::html_urls_on_fakehub`] is set.
 
 // serde_json's json! macro recurses per key; GitHub's pull-request object has many.
 #![recursion_limit = "256"]
 
+mod accounts;
 pub mod cli;
 mod git;
+mod html;
+mod installs;
 mod keys;
+mod oauth;
+mod pages;
 mod server;
 mod state;
+mod user_api;
+mod webhooks;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 pub use keys::AppKeyPair;
-pub use state::{AuthKind, InjectedFailure, IssuedToken, MintRecord, PullRecord, RequestRecord};
+pub use state::{
+    AuthKind, Delivery, InjectedFailure, InstallationInfo, InstallationRequest, IssuedToken, MintRecord, PullRecord,
+    RequestRecord,
+};
 
 /// One installation of the App on an account.
 #[derive(Debug, Clone)]
@@ -58,6 +86,72 @@ impl InstallationConfig {
     }
 }
 
+/// A person who can sign in to fakehub's pages. Each user also owns a personal account of the same login.
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    pub login: String,
+    pub password: String,
+    /// Organisations the user belongs to, and as what.
+    pub orgs: Vec<(String, OrgRole)>,
+}
+
+impl UserConfig {
+    pub fn new(login: &str, password: &str) -> Self {
+        Self {
+            login: login.to_owned(),
+            password: password.to_owned(),
+            orgs: Vec::new(),
+        }
+    }
+
+    #[must_use]
+    pub fn owner_of(mut self, org: &str) -> Self {
+        self.orgs.push((org.to_owned(), OrgRole::Owner));
+        self
+    }
+
+    /// A member who is not an owner; `push: false` can read the organisation's repositories but not push.
+    #[must_use]
+    pub fn member_of(mut self, org: &str, push: bool) -> Self {
+        self.orgs.push((org.to_owned(), OrgRole::Member { push }));
+        self
+    }
+}
+
+/// What a user is in an organisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrgRole {
+    Owner,
+    Member { push: bool },
+}
+
+/// Which of the account's repositories an installation reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepositorySelection {
+    /// All of the account's repositories, now and later.
+    All,
+    /// Only the repositories listed.
+    Selected,
+}
+
+impl RepositorySelection {
+    /// GitHub's spelling: `all` or `selected`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Selected => "selected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "all" => Some(Self::All),
+            "selected" => Some(Self::Selected),
+            _ => None,
+        }
+    }
+}
+
 /// What fakehub pretends GitHub holds.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -67,6 +161,30 @@ pub struct Config {
     /// Bare repositories live at `<git_root>/<owner>/<name>.git`.
     pub git_root: PathBuf,
     pub token_lifetime: Duration,
+    /// People who can sign in to the pages (and so authorize the App and install it).
+    pub users: Vec<UserConfig>,
+    /// Organisations whose policy lets only owners install Apps: other members may only request one.
+    pub restricted_orgs: BTreeSet<String>,
+    /// Each account's repositories (owner login → names): what the install page offers. Created as bare
+    /// repositories when an installation first reaches them.
+    pub repositories: BTreeMap<String, Vec<String>>,
+    /// The App's URL name: `/apps/{slug}/installations/new`.
+    pub app_slug: String,
+    /// The App's OAuth client id (not its App id) and secret, for the web flow.
+    pub client_id: String,
+    pub client_secret: String,
+    /// The App's registered "Callback URL"s; `redirect_uri` must equal one of them.
+    pub callback_urls: Vec<String>,
+    /// Where a user lands after installing (`?installation_id=N&setup_action=install`).
+    pub setup_url: Option<String>,
+    /// Where the App's webhooks are delivered (loopback `http://` only), and the secret that signs them.
+    pub webhook_url: Option<String>,
+    pub webhook_secret: Option<String>,
+    /// Point every installation's `html_url` at fakehub's own settings page. Installations created at run
+    /// time always do; static ones keep `https://github.com/…` unless this is set.
+    pub html_urls_on_fakehub: bool,
+    /// What an installation created at run time grants the App.
+    pub app_permissions: BTreeMap<String, String>,
 }
 
 impl Config {
@@ -77,6 +195,21 @@ impl Config {
             installations: Vec::new(),
             git_root: git_root.into(),
             token_lifetime: Duration::from_secs(3600),
+            users: Vec::new(),
+            restricted_orgs: BTreeSet::new(),
+            repositories: BTreeMap::new(),
+            app_slug: "mint-fakehub".to_owned(),
+            client_id: format!("Iv1.{app_id:016x}"),
+            client_secret: format!("fakehub-client-secret-{app_id}"),
+            callback_urls: Vec::new(),
+            setup_url: None,
+            webhook_url: None,
+            webhook_secret: None,
+            html_urls_on_fakehub: false,
+            app_permissions: BROAD_PERMISSIONS
+                .iter()
+                .map(|(name, level)| ((*name).to_owned(), (*level).to_owned()))
+                .collect(),
         }
     }
 
@@ -84,6 +217,89 @@ impl Config {
     pub fn with_installation(mut self, installation: InstallationConfig) -> Self {
         self.installations.push(installation);
         self
+    }
+
+    #[must_use]
+    pub fn with_user(mut self, user: UserConfig) -> Self {
+        self.users.push(user);
+        self
+    }
+
+    /// `org` restricts third-party Apps: only its owners may install; other members may request.
+    #[must_use]
+    pub fn with_restricted_org(mut self, org: &str) -> Self {
+        self.restricted_orgs.insert(org.to_owned());
+        self
+    }
+
+    /// `account`'s repositories (added to any already listed).
+    #[must_use]
+    pub fn with_repositories(mut self, account: &str, names: &[&str]) -> Self {
+        let list = self.repositories.entry(account.to_owned()).or_default();
+        for name in names {
+            if !list.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                list.push((*name).to_owned());
+            }
+        }
+        self
+    }
+
+    #[must_use]
+    pub fn with_app_slug(mut self, slug: &str) -> Self {
+        slug.clone_into(&mut self.app_slug);
+        self
+    }
+
+    #[must_use]
+    pub fn with_oauth_client(mut self, client_id: &str, client_secret: &str) -> Self {
+        client_id.clone_into(&mut self.client_id);
+        client_secret.clone_into(&mut self.client_secret);
+        self
+    }
+
+    #[must_use]
+    pub fn with_callback_url(mut self, url: &str) -> Self {
+        self.callback_urls.push(url.to_owned());
+        self
+    }
+
+    #[must_use]
+    pub fn with_setup_url(mut self, url: &str) -> Self {
+        self.setup_url = Some(url.to_owned());
+        self
+    }
+
+    #[must_use]
+    pub fn with_webhook(mut self, url: &str, secret: Option<&str>) -> Self {
+        self.webhook_url = Some(url.to_owned());
+        self.webhook_secret = secret.map(ToOwned::to_owned);
+        self
+    }
+
+    #[must_use]
+    pub fn with_html_urls_on_fakehub(mut self, on: bool) -> Self {
+        self.html_urls_on_fakehub = on;
+        self
+    }
+
+    /// The demo's people: `octocat` owns `octo-org` and co-owns `restricted-org`; `mona` is a member of
+    /// `octo-org` without push; `hubot` is a member of `restricted-org`, whose policy lets only owners install.
+    /// Passwords equal logins.
+    #[must_use]
+    pub fn with_demo_users(self) -> Self {
+        self.with_user(
+            UserConfig::new("octocat", "octocat")
+                .owner_of("octo-org")
+                .owner_of("restricted-org"),
+        )
+        .with_user(UserConfig::new("mona", "mona").member_of("octo-org", false))
+        .with_user(UserConfig::new("hubot", "hubot").member_of("restricted-org", true))
+        .with_restricted_org("restricted-org")
+        .with_repositories("octo-org", &["hello-world", "octo-app"])
+        .with_repositories("restricted-org", &["secret-sauce"])
+        .with_repositories("octocat", &["dotfiles"])
+        .with_repositories("mona", &["mona-notes"])
+        .with_repositories("hubot", &["hubot-scripts"])
     }
 }
 
@@ -97,6 +313,9 @@ struct Inner {
     config: Config,
     decoding_key: jsonwebtoken::DecodingKey,
     state: Mutex<state::State>,
+    /// Webhook deliveries, sent in order by one task that starts with the server.
+    deliveries: tokio::sync::mpsc::UnboundedSender<webhooks::Job>,
+    delivery_queue: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<webhooks::Job>>>,
 }
 
 impl FakeHub {
@@ -104,12 +323,26 @@ impl FakeHub {
         let decoding_key = jsonwebtoken::DecodingKey::from_rsa_pem(config.app_public_key_pem.as_bytes())
             .map_err(|e| anyhow::anyhow!("the App public key is not an RSA PEM: {e}"))?;
         std::fs::create_dir_all(&config.git_root)?;
-        let state = state::State::new(config.token_lifetime);
+        let mut state = state::State::new(config.token_lifetime);
+        for installation in &config.installations {
+            state.installations.push(state::Installation {
+                config: installation.clone(),
+                selection: RepositorySelection::Selected,
+                dynamic: false,
+                created_at: SystemTime::UNIX_EPOCH,
+            });
+            state.next_installation_id = state.next_installation_id.max(installation.id + 1);
+        }
+        state.webhook_url.clone_from(&config.webhook_url);
+        state.webhook_secret.clone_from(&config.webhook_secret);
+        let (deliveries, queue) = tokio::sync::mpsc::unbounded_channel();
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 decoding_key,
                 state: Mutex::new(state),
+                deliveries,
+                delivery_queue: Mutex::new(Some(queue)),
             }),
         })
     }
@@ -149,6 +382,11 @@ impl FakeHub {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The App's OAuth client id (for the web flow's `client_id`).
+    pub fn client_id(&self) -> &str {
+        &self.config().client_id
     }
 
     pub fn repo_path(&self, owner: &str, name: &str) -> PathBuf {
@@ -210,12 +448,14 @@ impl FakeHub {
         self.state().date_skew = seconds;
     }
 
+    /// Delete the installation, as its account's owner would; sends `installation` `deleted`.
     pub fn uninstall(&self, installation_id: u64) {
-        self.state().uninstalled.insert(installation_id);
+        self.uninstall_by(installation_id, None);
     }
 
+    /// Suspend the installation: its mints answer 403. Sends `installation` `suspend`.
     pub fn suspend(&self, installation_id: u64) {
-        self.state().suspended.insert(installation_id);
+        self.suspend_by(installation_id, None);
     }
 
     /// fakehub's idea of now, skew applied.

@@ -17,7 +17,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::git::{self, Access};
+use crate::pages::SettingsAction;
 use crate::state::{AuthKind, IssuedToken, MintRecord, RequestRecord};
+use crate::user_api::AppChange;
 use crate::{FakeHub, InstallationConfig};
 
 pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
@@ -31,6 +33,10 @@ pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    hub.state().base_url = Some(format!("http://{}", listener.local_addr()?));
+    let worker = hub
+        .take_delivery_queue()
+        .map(|queue| tokio::spawn(crate::webhooks::worker(hub.clone(), queue)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let http = hyper::server::conn::http1::Builder::new();
     tokio::pin!(shutdown);
@@ -65,6 +71,9 @@ pub(crate) async fn serve(
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(Duration::from_secs(2)) => {}
     }
+    if let Some(worker) = worker {
+        worker.abort();
+    }
     Ok(())
 }
 
@@ -80,12 +89,14 @@ const NOT_ACCESSIBLE: &str =
     "There is at least one repository that does not exist or is not accessible to the parent installation.";
 
 /// How a request authenticated, resolved against fakehub's state.
-enum Auth {
+pub(crate) enum Auth {
     None,
     /// A bearer JWT; `Err` holds GitHub's message for why it is not acceptable.
     Jwt(Result<(), String>),
     /// An installation token (Bearer/`token` header, or Basic password for git); `None` if unknown/dead.
     Token(Option<IssuedToken>),
+    /// A user access token (`ghu_…`) from the web flow: the user's login, `None` if unknown.
+    User(Option<String>),
 }
 
 impl FakeHub {
@@ -141,14 +152,14 @@ impl FakeHub {
             (&Method::DELETE, ["installation", "token"]) => self.revoke(&auth),
             (&Method::GET, ["app", "installations", id]) => match (id.parse::<u64>(), &auth) {
                 (Ok(id), Auth::Jwt(Ok(()))) => self.installation(id).map_or_else(not_found, |i| {
-                    json_response(StatusCode::OK, &installation_json(self, i))
+                    json_response(StatusCode::OK, &installation_json(self, &i))
                 }),
                 (_, Auth::Jwt(Err(message))) => error(StatusCode::UNAUTHORIZED, message),
                 _ => error(StatusCode::UNAUTHORIZED, "A JSON web token could not be decoded"),
             },
             (&Method::GET, ["repos", owner, repo, "installation"]) => match &auth {
                 Auth::Jwt(Ok(())) => self.installation_for(owner, repo).map_or_else(not_found, |i| {
-                    json_response(StatusCode::OK, &installation_json(self, i))
+                    json_response(StatusCode::OK, &installation_json(self, &i))
                 }),
                 Auth::Jwt(Err(message)) => error(StatusCode::UNAUTHORIZED, message),
                 _ => error(StatusCode::UNAUTHORIZED, "A JSON web token could not be decoded"),
@@ -157,7 +168,84 @@ impl FakeHub {
             (&Method::POST, ["repos", owner, repo, "pulls"]) => self.create_pull(owner, repo, &auth, req).await,
             (&Method::GET, ["repos", owner, repo, "pulls"]) => self.list_pulls(owner, repo, query, &auth),
             (&Method::GET, ["installation", "repositories"]) => self.installation_repositories(&auth),
+            (&Method::GET, ["app", "installations"]) => self.app_installations(&auth, query),
+            (&Method::GET, ["app", "installation-requests"]) => self.app_installation_requests(&auth, query),
+            (&Method::DELETE, ["app", "installations", id]) => {
+                self.app_change_installation(&auth, id, AppChange::Delete)
+            }
+            (&Method::PUT, ["app", "installations", id, "suspended"]) => {
+                self.app_change_installation(&auth, id, AppChange::Suspend)
+            }
+            (&Method::DELETE, ["app", "installations", id, "suspended"]) => {
+                self.app_change_installation(&auth, id, AppChange::Unsuspend)
+            }
+            (&Method::GET, ["user"]) => self.get_user(&auth),
+            (&Method::GET, ["user", "installations"]) => self.user_installations(&auth, query),
+            (&Method::GET, ["user", "installations", id, "repositories"]) => {
+                self.user_installation_repositories(&auth, id, query)
+            }
             (_, ["_fakehub", rest @ ..]) => self.control(method, rest, req).await,
+            _ => self.web(req, method, path, &segments, query, auth).await,
+        }
+    }
+
+    /// Web pages and the OAuth web flow (what github.com, not api.github.com, serves), then git.
+    async fn web(
+        &self,
+        req: Request<Incoming>,
+        method: &Method,
+        path: &str,
+        segments: &[&str],
+        query: Option<&str>,
+        auth: Auth,
+    ) -> Response<Body> {
+        let slug = self.config().app_slug.as_str();
+        let headers = req.headers();
+        match (method, segments) {
+            (&Method::GET, [""]) => self.index_page(headers),
+            (&Method::GET, ["login"]) => self.login_page(headers, query),
+            (&Method::POST, ["session"]) => self.create_session(req).await,
+            (&Method::POST, ["logout"]) => self.end_session(headers),
+            (&Method::GET, ["login", "oauth", "authorize"]) => self.authorize_page(headers, path, query),
+            (&Method::POST, ["login", "oauth", "authorize"]) => self.authorize_answer(req).await,
+            (&Method::POST, ["login", "oauth", "access_token"]) => self.access_token(query, req).await,
+            (&Method::GET, ["apps", s, "installations", "new"]) if *s == slug => {
+                self.install_page(headers, path, query)
+            }
+            (&Method::GET, ["apps", s, "installations", "new", "permissions"]) if *s == slug => {
+                self.install_permissions_page(headers, path, query)
+            }
+            (&Method::POST, ["apps", s, "installations"]) if *s == slug => self.install_submit(req).await,
+            (&Method::GET, ["settings", "installations"]) => self.installations_page(headers, path),
+            (&Method::GET, ["settings", "installations", id]) => self.settings_page(headers, path, None, id),
+            (&Method::POST, ["settings", "installations", id, action]) => match SettingsAction::parse(action) {
+                Some(action) => self.settings_submit(None, id, action, req).await,
+                None => not_found(),
+            },
+            (&Method::GET, ["organizations", org, "settings", "installations", id]) => {
+                self.settings_page(headers, path, Some(org), id)
+            }
+            (&Method::POST, ["organizations", org, "settings", "installations", id, action]) => {
+                match SettingsAction::parse(action) {
+                    Some(action) => self.settings_submit(Some(org), id, action, req).await,
+                    None => not_found(),
+                }
+            }
+            (&Method::GET, ["organizations", org, "settings", "installation_requests"]) => {
+                self.requests_page(headers, path, org)
+            }
+            (
+                &Method::POST,
+                [
+                    "organizations",
+                    org,
+                    "settings",
+                    "installation_requests",
+                    id,
+                    verb @ ("approve" | "deny"),
+                ],
+            ) => self.request_submit(org, id, *verb == "approve", req).await,
+            (&Method::GET, [owner, repo, "pull", n]) => self.pull_page(headers, owner, repo, n),
             (_, [owner, repo, rest @ ..]) if git::is_git_route(method, rest, query) => {
                 self.git(owner, repo, rest, query, auth, req).await
             }
@@ -183,6 +271,9 @@ impl FakeHub {
             }
             "bearer" | "token" if credential.starts_with("ghs_") => {
                 (Auth::Token(self.live_token(credential)), AuthKind::Token)
+            }
+            "bearer" | "token" if credential.starts_with("ghu_") => {
+                (Auth::User(self.user_of_token(credential)), AuthKind::UserToken)
             }
             "bearer" => (Auth::Jwt(self.verify_jwt(credential)), AuthKind::Jwt),
             _ => (Auth::Token(None), AuthKind::Token),
@@ -244,22 +335,31 @@ impl FakeHub {
         Ok(())
     }
 
-    fn installation(&self, id: u64) -> Option<&InstallationConfig> {
-        if self.state().uninstalled.contains(&id) {
+    /// A live (not uninstalled) installation, as it stands now.
+    pub(crate) fn installation(&self, id: u64) -> Option<InstallationConfig> {
+        let state = self.state();
+        if state.uninstalled.contains(&id) {
             return None;
         }
-        self.config().installations.iter().find(|i| i.id == id)
-    }
-
-    fn installation_for(&self, owner: &str, repo: &str) -> Option<&InstallationConfig> {
-        let repo = repo.strip_suffix(".git").unwrap_or(repo);
-        self.config()
+        state
             .installations
             .iter()
-            .filter(|i| !self.state().uninstalled.contains(&i.id))
+            .find(|i| i.config.id == id)
+            .map(|i| i.config.clone())
+    }
+
+    fn installation_for(&self, owner: &str, repo: &str) -> Option<InstallationConfig> {
+        let repo = repo.strip_suffix(".git").unwrap_or(repo);
+        let state = self.state();
+        state
+            .installations
+            .iter()
+            .map(|i| &i.config)
+            .filter(|i| !state.uninstalled.contains(&i.id))
             .find(|i| {
                 i.account.eq_ignore_ascii_case(owner) && i.repositories.iter().any(|r| r.eq_ignore_ascii_case(repo))
             })
+            .cloned()
     }
 
     async fn mint(&self, installation_id: u64, auth: Auth, req: Request<Incoming>) -> Response<Body> {
@@ -307,15 +407,15 @@ impl FakeHub {
                 None,
             );
         }
-        if self.state().suspended.contains(&installation_id) {
+        if self.state().suspended.contains_key(&installation_id) {
             return (
                 StatusCode::FORBIDDEN,
                 error(StatusCode::FORBIDDEN, "This installation has been suspended"),
                 None,
             );
         }
-        let scoped = select_repositories(installation, request).and_then(|repos| {
-            grant_permissions(installation, request.permissions.as_ref()).map(|perms| (repos, perms))
+        let scoped = select_repositories(&installation, request).and_then(|repos| {
+            grant_permissions(&installation, request.permissions.as_ref()).map(|perms| (repos, perms))
         });
         let (selected, granted) = match scoped {
             Ok(scope) => scope,
@@ -379,12 +479,14 @@ impl FakeHub {
     fn repository(&self, owner: &str, repo: &str, auth: &Auth) -> Response<Body> {
         let token = match auth {
             Auth::Token(Some(t)) => t,
-            Auth::Token(None) | Auth::Jwt(_) => return error(StatusCode::UNAUTHORIZED, "Bad credentials"),
+            Auth::Token(None) | Auth::Jwt(_) | Auth::User(_) => {
+                return error(StatusCode::UNAUTHORIZED, "Bad credentials");
+            }
             // Private repositories are invisible without credentials.
             Auth::None => return not_found(),
         };
         match self.installation_for(owner, repo) {
-            Some(installation) if Self::token_covers(token, installation, owner, repo) => {
+            Some(installation) if Self::token_covers(token, &installation, owner, repo) => {
                 let name = installation
                     .repositories
                     .iter()
@@ -420,14 +522,14 @@ impl FakeHub {
         owner: &str,
         repo: &str,
         auth: &Auth,
-    ) -> Result<(&InstallationConfig, IssuedToken, String), Box<Response<Body>>> {
+    ) -> Result<(InstallationConfig, IssuedToken, String), Box<Response<Body>>> {
         let token = match auth {
             Auth::Token(Some(t)) => t.clone(),
             Auth::None => return Err(Box::new(error(StatusCode::UNAUTHORIZED, "Requires authentication"))),
             _ => return Err(Box::new(error(StatusCode::UNAUTHORIZED, "Bad credentials"))),
         };
         match self.installation_for(owner, repo) {
-            Some(installation) if Self::token_covers(&token, installation, owner, repo) => {
+            Some(installation) if Self::token_covers(&token, &installation, owner, repo) => {
                 let name = installation
                     .repositories
                     .iter()
@@ -575,7 +677,7 @@ impl FakeHub {
         let Some(installation) = self.installation_for(owner, repo) else {
             return challenge();
         };
-        if !Self::token_covers(&token, installation, owner, repo) {
+        if !Self::token_covers(&token, &installation, owner, repo) {
             return challenge();
         }
         let contents = token.permissions.get("contents").map_or(0, |l| rank(l));
@@ -611,6 +713,18 @@ impl FakeHub {
         fn one() -> usize {
             1
         }
+        #[derive(Deserialize)]
+        struct WebhookKnob {
+            url: Option<String>,
+            secret: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct InstallKnob {
+            account: String,
+            repository_selection: Option<String>,
+            #[serde(default)]
+            repositories: Vec<String>,
+        }
         let body = match read_json_body(req).await {
             Ok(b) => b,
             Err(response) => return response,
@@ -637,6 +751,41 @@ impl FakeHub {
                 Err(e) => error(
                     StatusCode::BAD_REQUEST,
                     &format!("expected {{n, status, headers, message}}: {e}"),
+                ),
+            },
+            (&Method::POST, ["webhook"]) => match serde_json::from_slice::<WebhookKnob>(&body) {
+                Ok(w) => {
+                    self.set_webhook(w.url.as_deref(), w.secret.as_deref());
+                    empty(StatusCode::NO_CONTENT)
+                }
+                Err(e) => error(StatusCode::BAD_REQUEST, &format!("expected {{url, secret}}: {e}")),
+            },
+            (&Method::POST, ["redeliver"]) => {
+                let guid = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("delivery")?.as_str().map(ToOwned::to_owned));
+                match guid.map(|g| self.redeliver(&g)) {
+                    Some(Ok(())) => empty(StatusCode::ACCEPTED),
+                    Some(Err(e)) => error(StatusCode::NOT_FOUND, &e.to_string()),
+                    None => error(StatusCode::BAD_REQUEST, "expected {\"delivery\": \"<guid>\"}"),
+                }
+            }
+            (&Method::POST, ["install"]) => match serde_json::from_slice::<InstallKnob>(&body) {
+                Ok(i) => {
+                    let selection = if i.repository_selection.as_deref() == Some("selected") {
+                        crate::RepositorySelection::Selected
+                    } else {
+                        crate::RepositorySelection::All
+                    };
+                    let names: Vec<&str> = i.repositories.iter().map(String::as_str).collect();
+                    match self.install(&i.account, selection, &names) {
+                        Ok(id) => json_response(StatusCode::CREATED, &json!({"installation_id": id})),
+                        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &format!("{e:#}")),
+                    }
+                }
+                Err(e) => error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("expected {{account, repository_selection, repositories}}: {e}"),
                 ),
             },
             (&Method::POST, [knob]) => self.knob(knob, &body),
@@ -670,6 +819,30 @@ impl FakeHub {
                     .collect();
                 json_response(StatusCode::OK, &json!(requests))
             }
+            "deliveries" => {
+                let deliveries: Vec<Value> = self
+                    .deliveries()
+                    .iter()
+                    .map(|d| json!({"id": d.id, "guid": d.guid, "event": d.event, "action": d.action, "installation_id": d.installation_id, "url": d.url, "redelivery": d.redelivery, "status_code": d.status_code, "error": d.error, "body": d.body}))
+                    .collect();
+                json_response(StatusCode::OK, &json!(deliveries))
+            }
+            "installations" => {
+                let installations: Vec<Value> = self
+                    .installations()
+                    .iter()
+                    .map(|i| json!({"id": i.id, "account": i.account, "repository_selection": i.repository_selection.as_str(), "repositories": i.repositories, "permissions": i.permissions, "dynamic": i.dynamic, "suspended": i.suspended, "deleted": i.deleted}))
+                    .collect();
+                json_response(StatusCode::OK, &json!(installations))
+            }
+            "installation-requests" => {
+                let requests: Vec<Value> = self
+                    .installation_requests()
+                    .iter()
+                    .map(|r| json!({"id": r.id, "account": r.account, "requester": r.requester, "repository_selection": r.repository_selection.as_str(), "repositories": r.repositories, "approved_installation": r.approved_installation}))
+                    .collect();
+                json_response(StatusCode::OK, &json!(requests))
+            }
             _ => not_found(),
         }
     }
@@ -700,13 +873,13 @@ impl FakeHub {
                 }
                 None => error(StatusCode::BAD_REQUEST, "expected {\"seconds\": N}"),
             },
-            "uninstall" | "suspend" => match unsigned("installation_id") {
-                Some(id) if knob == "uninstall" => {
-                    self.uninstall(id);
-                    empty(StatusCode::NO_CONTENT)
-                }
+            "uninstall" | "suspend" | "unsuspend" => match unsigned("installation_id") {
                 Some(id) => {
-                    self.suspend(id);
+                    match knob {
+                        "uninstall" => self.uninstall(id),
+                        "suspend" => self.suspend(id),
+                        _ => self.unsuspend(id),
+                    }
                     empty(StatusCode::NO_CONTENT)
                 }
                 None => error(StatusCode::BAD_REQUEST, "expected {\"installation_id\": N}"),
@@ -798,7 +971,7 @@ fn new_token(app_id: u64) -> String {
 }
 
 /// A stable numeric id for a repository, so `repository_ids` and repeated answers agree.
-fn repo_id(owner: &str, name: &str) -> u64 {
+pub(crate) fn repo_id(owner: &str, name: &str) -> u64 {
     // FNV-1a over the lower-cased full name: deterministic across runs, no dependency.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in format!("{owner}/{name}").to_ascii_lowercase().bytes() {
@@ -808,20 +981,28 @@ fn repo_id(owner: &str, name: &str) -> u64 {
     hash % 1_000_000_000
 }
 
-fn account_json(login: &str) -> Value {
+/// An organisation, as GitHub's `simple-user` shape shows it.
+pub(crate) fn account_json(login: &str) -> Value {
+    account_json_typed(login, "Organization")
+}
+
+/// An account of `kind` (`User` or `Organization`).
+pub(crate) fn account_json_typed(login: &str, kind: &str) -> Value {
+    let prefix = if kind == "User" { "U" } else { "O" };
     json!({
         "login": login,
         "id": repo_id(login, ""),
-        "node_id": format!("O_{}", STANDARD.encode(login)),
+        "node_id": format!("{prefix}_{}", STANDARD.encode(login)),
         "avatar_url": format!("https://avatars.githubusercontent.com/{login}"),
+        "gravatar_id": "",
         "url": format!("https://api.github.com/users/{login}"),
         "html_url": format!("https://github.com/{login}"),
-        "type": "Organization",
+        "type": kind,
         "site_admin": false,
     })
 }
 
-fn repository_json(hub: &FakeHub, owner: &str, name: &str) -> Value {
+pub(crate) fn repository_json(hub: &FakeHub, owner: &str, name: &str) -> Value {
     let id = repo_id(owner, name);
     let default_branch = git::default_branch(&hub.repo_path(owner, name)).unwrap_or_else(|| "main".to_owned());
     json!({
@@ -830,7 +1011,7 @@ fn repository_json(hub: &FakeHub, owner: &str, name: &str) -> Value {
         "name": name,
         "full_name": format!("{owner}/{name}"),
         "private": true,
-        "owner": account_json(owner),
+        "owner": account_json_typed(owner, hub.account_type(owner)),
         "html_url": format!("https://github.com/{owner}/{name}"),
         "description": null,
         "fork": false,
@@ -895,34 +1076,68 @@ fn pull_json(p: &crate::PullRecord) -> Value {
     })
 }
 
-fn installation_json(hub: &FakeHub, installation: &InstallationConfig) -> Value {
+pub(crate) fn installation_json(hub: &FakeHub, installation: &InstallationConfig) -> Value {
+    let (account, id) = (&installation.account, installation.id);
+    let kind = hub.account_type(account);
+    let (selection, dynamic, created_at, suspension) = {
+        let state = hub.state();
+        let found = state.installations.iter().find(|i| i.config.id == id);
+        (
+            found.map_or(crate::RepositorySelection::Selected, |i| i.selection),
+            found.is_some_and(|i| i.dynamic),
+            found.map(|i| i.created_at),
+            state.suspended.get(&id).map(|s| (s.by.clone(), s.at)),
+        )
+    };
+    let html_url = if dynamic || hub.config().html_urls_on_fakehub {
+        hub.installation_page_url(account, id)
+    } else {
+        format!("https://github.com/organizations/{account}/settings/installations/{id}")
+    };
+    let created_at = match created_at {
+        Some(at) if dynamic => rfc3339(at),
+        _ => "2026-01-01T00:00:00Z".to_owned(),
+    };
+    let suspended_by = suspension.as_ref().map(|(by, _)| {
+        if by.is_empty() {
+            account_json_typed(account, kind)
+        } else {
+            hub.user_json(by)
+        }
+    });
     json!({
-        "id": installation.id,
-        "account": account_json(&installation.account),
+        "id": id,
+        "account": account_json_typed(account, kind),
         "app_id": hub.config().app_id,
-        "app_slug": "mint-fakehub",
-        "target_id": repo_id(&installation.account, ""),
-        "target_type": "Organization",
+        "app_slug": hub.config().app_slug,
+        "target_id": repo_id(account, ""),
+        "target_type": kind,
         "permissions": installation.permissions,
         "events": [],
-        "repository_selection": "selected",
-        "access_tokens_url": format!("https://api.github.com/app/installations/{}/access_tokens", installation.id),
+        "repository_selection": selection.as_str(),
+        "access_tokens_url": format!("https://api.github.com/app/installations/{id}/access_tokens"),
         "repositories_url": "https://api.github.com/installation/repositories",
-        "html_url": format!("https://github.com/organizations/{}/settings/installations/{}", installation.account, installation.id),
-        "created_at": "2026-01-01T00:00:00Z",
-        "updated_at": "2026-01-01T00:00:00Z",
+        "html_url": html_url,
+        "created_at": created_at,
+        "updated_at": created_at,
         "single_file_name": null,
-        "suspended_at": hub.state().suspended.contains(&installation.id).then_some("2026-01-02T00:00:00Z"),
-        "suspended_by": hub.state().suspended.contains(&installation.id).then(|| account_json(&installation.account)),
+        "has_multiple_single_files": false,
+        "single_file_paths": [],
+        "suspended_at": suspension.map(|(_, at)| rfc3339(at)),
+        "suspended_by": suspended_by,
     })
 }
 
-fn unix(t: SystemTime) -> i64 {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+pub(crate) fn unix(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-async fn read_json_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+pub(crate) async fn read_json_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
     match http_body_util::Limited::new(req.into_body(), MAX_JSON_BODY)
         .collect()
         .await
@@ -936,7 +1151,7 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed()
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
@@ -945,14 +1160,14 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
 }
 
 /// GitHub's `basic-error` shape.
-fn error(status: StatusCode, message: &str) -> Response<Body> {
+pub(crate) fn error(status: StatusCode, message: &str) -> Response<Body> {
     json_response(
         status,
         &json!({"message": message, "documentation_url": DOCS, "status": status.as_str()}),
     )
 }
 
-fn not_found() -> Response<Body> {
+pub(crate) fn not_found() -> Response<Body> {
     error(StatusCode::NOT_FOUND, "Not Found")
 }
 
@@ -964,7 +1179,7 @@ pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Body> {
         .expect("static headers are valid")
 }
 
-fn empty(status: StatusCode) -> Response<Body> {
+pub(crate) fn empty(status: StatusCode) -> Response<Body> {
     Response::builder()
         .status(status)
         .body(full(Bytes::new()))

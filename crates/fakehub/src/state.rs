@@ -1,7 +1,10 @@
-//! What fakehub remembers: tokens it issued, requests it served, and the failures it was told to inject.
+//! What fakehub remembers: installations, tokens it issued, requests it served, the failures it was told to
+//! inject, browser sessions, OAuth codes, installation requests and webhook deliveries.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, SystemTime};
+
+use crate::{InstallationConfig, RepositorySelection};
 
 /// A token fakehub issued. The secret is exposed on purpose: tests search files and logs for it.
 #[derive(Debug, Clone)]
@@ -31,6 +34,8 @@ pub enum AuthKind {
     Jwt,
     Token,
     Basic,
+    /// A user access token (`ghu_…`) from the OAuth web flow.
+    UserToken,
 }
 
 /// One request served (never the secret it carried).
@@ -83,6 +88,84 @@ impl InjectedFailure {
     }
 }
 
+/// An installation as it stands now (static ones from `Config`, and those created at run time).
+#[derive(Debug, Clone)]
+pub struct InstallationInfo {
+    pub id: u64,
+    pub account: String,
+    pub repository_selection: RepositorySelection,
+    pub repositories: Vec<String>,
+    pub permissions: BTreeMap<String, String>,
+    /// Created at run time (install page, request approval, `FakeHub::install`), not from `Config`.
+    pub dynamic: bool,
+    pub suspended: bool,
+    pub deleted: bool,
+}
+
+/// A non-owner's request that an organisation owner install the App.
+#[derive(Debug, Clone)]
+pub struct InstallationRequest {
+    pub id: u64,
+    pub account: String,
+    pub requester: String,
+    pub repository_selection: RepositorySelection,
+    pub repositories: Vec<String>,
+    pub created_at: SystemTime,
+    /// The installation an owner's approval created.
+    pub approved_installation: Option<u64>,
+}
+
+/// One attempt to deliver a webhook (a redelivery is a new attempt with the same `guid`).
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// This attempt's number, from 1.
+    pub id: u64,
+    /// `X-GitHub-Delivery`.
+    pub guid: String,
+    pub event: String,
+    pub action: Option<String>,
+    pub installation_id: Option<u64>,
+    pub url: String,
+    pub redelivery: bool,
+    /// The receiver's HTTP status; `None` until it answers, or if it never did (see `error`).
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    /// The exact bytes sent (and signed).
+    pub body: String,
+}
+
+pub(crate) struct Installation {
+    pub(crate) config: InstallationConfig,
+    pub(crate) selection: RepositorySelection,
+    pub(crate) dynamic: bool,
+    pub(crate) created_at: SystemTime,
+}
+
+pub(crate) struct Suspension {
+    pub(crate) by: String,
+    pub(crate) at: SystemTime,
+}
+
+pub(crate) struct UserToken {
+    pub(crate) token: String,
+    pub(crate) login: String,
+}
+
+pub(crate) struct OAuthCode {
+    pub(crate) code: String,
+    pub(crate) login: String,
+    pub(crate) redirect_uri: Option<String>,
+    pub(crate) code_challenge: Option<String>,
+    pub(crate) issued_at: SystemTime,
+    pub(crate) used: bool,
+}
+
+pub(crate) struct Session {
+    pub(crate) login: String,
+    /// Every state-changing form carries it back (`authenticity_token`, as GitHub names it).
+    pub(crate) csrf: String,
+}
+
 pub(crate) struct State {
     pub(crate) tokens: Vec<IssuedToken>,
     pub(crate) mints: Vec<MintRecord>,
@@ -92,8 +175,21 @@ pub(crate) struct State {
     pub(crate) failures: VecDeque<InjectedFailure>,
     pub(crate) date_skew: i64,
     pub(crate) uninstalled: HashSet<u64>,
-    pub(crate) suspended: HashSet<u64>,
+    pub(crate) suspended: HashMap<u64, Suspension>,
     pub(crate) pulls: Vec<PullRecord>,
+    pub(crate) installations: Vec<Installation>,
+    pub(crate) next_installation_id: u64,
+    pub(crate) user_tokens: Vec<UserToken>,
+    pub(crate) codes: Vec<OAuthCode>,
+    pub(crate) sessions: HashMap<String, Session>,
+    /// Users who authorized the App (asked once; later authorize requests redirect at once).
+    pub(crate) authorized: HashSet<String>,
+    pub(crate) install_requests: Vec<InstallationRequest>,
+    pub(crate) deliveries: Vec<Delivery>,
+    pub(crate) webhook_url: Option<String>,
+    pub(crate) webhook_secret: Option<String>,
+    /// `http://127.0.0.1:PORT`, known once serving.
+    pub(crate) base_url: Option<String>,
 }
 
 impl State {
@@ -107,8 +203,19 @@ impl State {
             failures: VecDeque::new(),
             date_skew: 0,
             uninstalled: HashSet::new(),
-            suspended: HashSet::new(),
+            suspended: HashMap::new(),
             pulls: Vec::new(),
+            installations: Vec::new(),
+            next_installation_id: 1000,
+            user_tokens: Vec::new(),
+            codes: Vec::new(),
+            sessions: HashMap::new(),
+            authorized: HashSet::new(),
+            install_requests: Vec::new(),
+            deliveries: Vec::new(),
+            webhook_url: None,
+            webhook_secret: None,
+            base_url: None,
         }
     }
 }
