@@ -618,7 +618,7 @@ impl FakeHub {
         };
         state.pulls.push(record.clone());
         drop(state);
-        let mut response = json_response(StatusCode::CREATED, &pull_json(&record));
+        let mut response = json_response(StatusCode::CREATED, &pull_json(self, &record));
         if let Ok(location) = HeaderValue::from_str(&format!(
             "https://api.github.com/repos/{}/{}/pulls/{}",
             record.owner, record.repo, record.number
@@ -648,7 +648,7 @@ impl FakeHub {
             .filter(|p| p.owner == installation.account && p.repo == name)
             .filter(|p| head.as_deref().is_none_or(|h| h == format!("{}:{}", p.owner, p.head)))
             .filter(|_| state == "open" || state == "all")
-            .map(pull_json)
+            .map(|p| pull_json(self, p))
             .collect();
         json_response(StatusCode::OK, &json!(pulls))
     }
@@ -1025,17 +1025,23 @@ pub(crate) fn repository_json(hub: &FakeHub, owner: &str, name: &str) -> Value {
 }
 
 /// A pull request shaped like GitHub's `pull-request` example.
-fn pull_json(p: &crate::PullRecord) -> Value {
+/// With `html_urls_on_fakehub`, the `html_url` is fakehub's own readable page for the pull request.
+fn pull_json(hub: &FakeHub, p: &crate::PullRecord) -> Value {
     let (owner, repo, n) = (&p.owner, &p.repo, p.number);
     let api = format!("https://api.github.com/repos/{owner}/{repo}");
+    let web = if hub.config().html_urls_on_fakehub {
+        hub.base_url()
+    } else {
+        "https://github.com".to_owned()
+    };
     let side = |name: &str, sha: &str| json!({"label": format!("{owner}:{name}"), "ref": name, "sha": sha, "user": account_json(owner), "repo": {"full_name": format!("{owner}/{repo}"), "name": repo}});
     json!({
         "url": format!("{api}/pulls/{n}"),
         "id": repo_id(owner, repo) * 1000 + n,
         "node_id": format!("PR_{}", STANDARD.encode(format!("{owner}/{repo}#{n}"))),
-        "html_url": format!("https://github.com/{owner}/{repo}/pull/{n}"),
-        "diff_url": format!("https://github.com/{owner}/{repo}/pull/{n}.diff"),
-        "patch_url": format!("https://github.com/{owner}/{repo}/pull/{n}.patch"),
+        "html_url": format!("{web}/{owner}/{repo}/pull/{n}"),
+        "diff_url": format!("{web}/{owner}/{repo}/pull/{n}.diff"),
+        "patch_url": format!("{web}/{owner}/{repo}/pull/{n}.patch"),
         "issue_url": format!("{api}/issues/{n}"),
         "commits_url": format!("{api}/pulls/{n}/commits"),
         "review_comments_url": format!("{api}/pulls/{n}/comments"),

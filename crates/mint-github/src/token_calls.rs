@@ -128,6 +128,32 @@ impl GitHubClient {
     }
 }
 
+impl GitHubClient {
+    /// `GET /repos/{owner}/{repo}/pulls?state=open`: the first page of open pull requests, newest first.
+    pub async fn open_pulls(
+        &self,
+        token: &InstallationToken,
+        owner: &str,
+        name: &str,
+    ) -> Result<Vec<PullRequest>, GithubError> {
+        let op = Operation::FindPull {
+            repo: format!("{owner}/{name}"),
+            head: "*".to_owned(),
+        };
+        let path = format!("/repos/{owner}/{name}/pulls?state=open&per_page=30");
+        let response = self
+            .send(&op, Method::GET, &path, &format!("Bearer {}", token.expose()), None)
+            .await?;
+        match response.status {
+            StatusCode::OK => serde_json::from_slice(&response.body).map_err(|e| GithubError::BadResponse {
+                op,
+                reason: e.to_string(),
+            }),
+            _ => Err(generic_error(op, &response)),
+        }
+    }
+}
+
 /// Branch names are ref names: letters, digits and `/-_.` need no escaping; anything else is percent-encoded.
 fn query_escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());

@@ -170,6 +170,35 @@ impl GitHub {
         }
     }
 
+    /// The repository's open pull requests from branches under `prefix` (what agents opened), read with a
+    /// token that can only read pull requests, revoked at once. Empty when GitHub cannot say.
+    pub async fn agent_pulls(
+        &self,
+        installation_id: u64,
+        repository_id: u64,
+        name: &str,
+        prefix: &str,
+    ) -> Vec<mint_github::PullRequest> {
+        let read = Permissions::parse_list("pull_requests:read,metadata:read").expect("valid permissions");
+        let Ok(minted) = self
+            .app
+            .mint_for_repository_id(installation_id, repository_id, name, &read)
+            .await
+        else {
+            return Vec::new();
+        };
+        let (owner, repo) = name.split_once('/').unwrap_or((name, ""));
+        let pulls = self.app.client().open_pulls(&minted.token, owner, repo).await;
+        self.app.revoke_quietly(&minted.token).await;
+        pulls
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p.head.name.starts_with(prefix))
+            // Only web links become hrefs on the page.
+            .filter(|p| p.html_url.starts_with("https://") || p.html_url.starts_with("http://"))
+            .collect()
+    }
+
     pub fn app(&self) -> &App {
         &self.app
     }

@@ -34,6 +34,8 @@ const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// An OAuth `state`, and what a user was verified to be able to bind, live this long.
 const FLOW_TTL: Duration = Duration::from_secs(10 * 60);
 pub const SESSION_COOKIE: &str = "mint_session";
+/// The card lists open pull requests from these branches: what the product's coding tasks opened.
+const AGENT_BRANCH_PREFIX: &str = "adagent/";
 
 /// The Integrations page's settings (all of `--public-url`, `--app-slug`, `--client-id`,
 /// `--client-secret-file`, `--webhook-secret-file`).
@@ -525,6 +527,7 @@ struct IntegrationsPage<'a> {
     show_change: bool,
     manage_url: Option<&'a str>,
     show_disconnect: bool,
+    pulls: Vec<mint_github::PullRequest>,
 }
 
 async fn integrations(
@@ -556,6 +559,17 @@ async fn integrations(
     };
     let connected = connection.installation_id.is_some();
     let flash = flash_text(q.flash.as_deref());
+    let pulls = match connection.target() {
+        Some((installation, repository, name)) => {
+            let read = state
+                .github
+                .agent_pulls(installation, repository, name, AGENT_BRANCH_PREFIX);
+            tokio::time::timeout(Duration::from_secs(5), read)
+                .await
+                .unwrap_or_default()
+        }
+        None => Vec::new(),
+    };
     render(
         web,
         &IntegrationsPage {
@@ -588,6 +602,7 @@ async fn integrations(
                 .as_deref()
                 .filter(|_| matches!(connection.status, S::Active | S::RepoRemoved | S::Suspended)),
             show_disconnect: connected && connection.status != S::NotConnected,
+            pulls,
         },
     )
 }
@@ -1039,7 +1054,8 @@ async fn setup(State(state): State<Arc<AppState>>, browser: Browser, Query(q): Q
                 ..Connection::not_connected("", now())
             };
             // A working connection is not given up for a request that may never be approved.
-            let active = matches!(state.store.connection(&product).await, Ok(Some(c)) if c.status == ConnectionStatus::Active);
+            let active =
+                matches!(state.store.connection(&product).await, Ok(Some(c)) if c.status == ConnectionStatus::Active);
             if !active && let Err(e) = state.store.put_connection(&product, &pending).await {
                 return internal(web, "record the request", &e).into_response();
             }

@@ -499,7 +499,10 @@ mod webhooks {
 
         // A redelivery (same id) is acknowledged and not processed again, even signed with the next secret.
         let replayed = w.deliver("installation", "d-1", &body, Some(NEXT_WEBHOOK_SECRET)).await;
-        assert_eq!((replayed.status, replayed.body["status"].clone()), (200, json!("duplicate")));
+        assert_eq!(
+            (replayed.status, replayed.body["status"].clone()),
+            (200, json!("duplicate"))
+        );
 
         let too_big = vec![b' '; 30 * 1024 * 1024];
         let refused = w.deliver("installation", "d-big", &too_big, Some(WEBHOOK_SECRET)).await;
@@ -516,14 +519,33 @@ mod webhooks {
         let w = World::start(Db::Sqlite).await;
         let product = w.connected_product(42, "octo-org/hello-world").await;
         // An event that claims a suspension GitHub does not report changes nothing.
-        let lie = w.deliver("installation", "d-lie", &installation_event("suspend", 42), Some(WEBHOOK_SECRET)).await;
+        let lie = w
+            .deliver(
+                "installation",
+                "d-lie",
+                &installation_event("suspend", 42),
+                Some(WEBHOOK_SECRET),
+            )
+            .await;
         assert_eq!(lie.status, 202);
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let connection = w.admin("GET", &format!("/api/v1/products/{product}/connection"), None).await;
-        assert_eq!(connection.body["status"], "active", "GitHub says the installation is fine");
+        let connection = w
+            .admin("GET", &format!("/api/v1/products/{product}/connection"), None)
+            .await;
+        assert_eq!(
+            connection.body["status"], "active",
+            "GitHub says the installation is fine"
+        );
 
         w.hub.uninstall(42);
-        let deleted = w.deliver("installation", "d-del", &installation_event("deleted", 42), Some(WEBHOOK_SECRET)).await;
+        let deleted = w
+            .deliver(
+                "installation",
+                "d-del",
+                &installation_event("deleted", 42),
+                Some(WEBHOOK_SECRET),
+            )
+            .await;
         assert_eq!(deleted.status, 202);
         let gone = w.wait_for_status(&product, "installation_gone").await;
         assert_eq!(gone["reason"], "installation 42 was uninstalled: reconnect GitHub");

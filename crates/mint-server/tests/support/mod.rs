@@ -107,7 +107,8 @@ impl World {
         let key = self.write_private("app.pem", &app_key().private_key_pem());
         let admin = self.write_private("admin-token", ADMIN_TOKEN);
         let client_secret = self.write_private("client-secret", CLIENT_SECRET);
-        let webhook_secret = self.write_private("webhook-secret", &format!("{WEBHOOK_SECRET}\n{NEXT_WEBHOOK_SECRET}\n"));
+        let webhook_secret =
+            self.write_private("webhook-secret", &format!("{WEBHOOK_SECRET}\n{NEXT_WEBHOOK_SECRET}\n"));
         mint_server::Args::parse_from([
             "mint-server".into(),
             "--app-id".into(),
@@ -211,14 +212,18 @@ impl World {
         if let Some(secret) = secret {
             let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
             mac.update(body);
-            let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+            let hex = mint_server::secrets::hex(&mac.finalize().into_bytes());
             builder = builder.header("x-hub-signature-256", format!("sha256={hex}"));
         }
         let request = builder.body(Full::new(Bytes::copy_from_slice(body))).expect("request");
         match self.client.request(request).await {
             Ok(response) => {
                 let (parts, body) = response.into_parts();
-                let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                let bytes = body
+                    .collect()
+                    .await
+                    .map(http_body_util::Collected::to_bytes)
+                    .unwrap_or_default();
                 Answer {
                     status: parts.status.as_u16(),
                     headers: parts.headers,
@@ -237,7 +242,10 @@ impl World {
     pub async fn wait_for_status(&self, product: &str, status: &str) -> Value {
         let mut last = Value::Null;
         for _ in 0..200 {
-            last = self.admin("GET", &format!("/api/v1/products/{product}/connection"), None).await.body;
+            last = self
+                .admin("GET", &format!("/api/v1/products/{product}/connection"), None)
+                .await
+                .body;
             if last["status"] == status {
                 return last;
             }
