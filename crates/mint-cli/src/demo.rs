@@ -20,6 +20,18 @@ const BRANCH: &str = "adagent/demo";
 const AGENT_BRANCH: &str = "adagent/demo-gix";
 
 pub(crate) fn run() -> anyhow::Result<ExitCode> {
+    let (runtime, work) = prepare()?;
+    let outcome = runtime.block_on(async { Demo::start(work.path()).await })?;
+    let result = outcome.flow();
+    let finish = runtime.block_on(outcome.stop());
+    let pull_request = result?;
+    finish?;
+    println!("\nThe pull request fakehub recorded, ready for a human to review:\n{pull_request}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Quiet logs, the async runtime the servers run on, and the work directory (removed when dropped).
+pub(crate) fn prepare() -> anyhow::Result<(tokio::runtime::Runtime, tempfile::TempDir)> {
     init_quiet_tracing();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -30,13 +42,7 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
         .prefix("mint-demo-")
         .tempdir()
         .context("creating a work directory")?;
-    let outcome = runtime.block_on(async { Demo::start(work.path()).await })?;
-    let result = outcome.flow();
-    let finish = runtime.block_on(outcome.stop());
-    let pull_request = result?;
-    finish?;
-    println!("\nThe pull request fakehub recorded, ready for a human to review:\n{pull_request}");
-    Ok(ExitCode::SUCCESS)
+    Ok((runtime, work))
 }
 
 /// Keep the servers' logs out of the demo's story unless asked for with `RUST_LOG`.
@@ -51,11 +57,8 @@ fn init_quiet_tracing() {
 
 struct Demo {
     hub: fakehub::RunningFakeHub,
-    mintd: tokio::task::JoinHandle<anyhow::Result<()>>,
-    stop_mintd: tokio::sync::oneshot::Sender<()>,
-    socket: PathBuf,
-    home: PathBuf,
-    bin: PathBuf,
+    mintd: Mintd,
+    sandbox: Sandbox,
     clone: PathBuf,
 }
 
@@ -106,11 +109,7 @@ impl Demo {
         }
         .load()
         .context("configuring mintd")?;
-        let (stop_mintd, stopped) = tokio::sync::oneshot::channel::<()>();
-        let mintd = tokio::spawn(mint_daemon::run(config, async {
-            let _ = stopped.await;
-        }));
-        wait_for_socket(&socket).await?;
+        let mintd = Mintd::start(config).await?;
         step(
             "mintd",
             &format!(
@@ -119,20 +118,7 @@ impl Demo {
             ),
         );
 
-        let home = work.join("home");
-        let bin = work.join("bin");
-        std::fs::create_dir_all(&home)?;
-        std::fs::create_dir_all(&bin)?;
-        let exe = std::env::current_exe().context("finding this program")?;
-        std::os::unix::fs::symlink(&exe, bin.join("git-credential-mint")).context("linking the helper")?;
-        std::fs::write(
-            home.join(".gitconfig"),
-            format!(
-                "[user]\n\tname = Demo Agent\n\temail = agent@example.invalid\n\
-                 [credential \"{url}\"]\n\thelper = mint\n\tuseHttpPath = true\n",
-                url = hub.url()
-            ),
-        )?;
+        let sandbox = Sandbox::prepare(work, &hub.url(), socket)?;
         step(
             "git config",
             &format!(
@@ -144,10 +130,7 @@ impl Demo {
         Ok(Self {
             hub,
             mintd,
-            stop_mintd,
-            socket,
-            home,
-            bin,
+            sandbox,
             clone,
         })
     }
@@ -156,7 +139,7 @@ impl Demo {
     /// Returns the pull request's URL.
     fn flow(&self) -> anyhow::Result<String> {
         let url = format!("{}/{OWNER}/{REPO}.git", self.hub.url());
-        self.git(
+        self.sandbox.git(
             None,
             &[
                 &"clone".into(),
@@ -170,14 +153,15 @@ impl Demo {
         );
 
         std::fs::write(self.clone.join("CHANGE.md"), "A change made by the demo agent.\n")?;
-        self.git(Some(&self.clone), &[&"add".into(), &"CHANGE.md".into()])?;
-        self.git(
+        self.sandbox
+            .git(Some(&self.clone), &[&"add".into(), &"CHANGE.md".into()])?;
+        self.sandbox.git(
             Some(&self.clone),
             &[&"commit".into(), &"-q".into(), &"-m".into(), &"Add CHANGE.md".into()],
         )?;
         step("git commit", "Add CHANGE.md");
 
-        self.git(
+        self.sandbox.git(
             Some(&self.clone),
             &[
                 &"push".into(),
@@ -204,7 +188,7 @@ impl Demo {
         );
 
         let other = format!("{}/{OWNER}/{OTHER_REPO}.git", self.hub.url());
-        let refused = self.git_output(None, &[&"ls-remote".into(), &other.into()])?;
+        let refused = self.sandbox.git_output(None, &[&"ls-remote".into(), &other.into()])?;
         if refused.status.success() {
             bail!("git could read {OWNER}/{OTHER_REPO}: the token is not scoped to one repository");
         }
@@ -213,7 +197,8 @@ impl Demo {
             &format!("{OWNER}/{OTHER_REPO} refused: mintd serves no token for another repository"),
         );
 
-        let pull_request = self.agent_flow()?;
+        let agent = self.sandbox.agent_clone();
+        let pull_request = self.sandbox.agent_flow(&self.hub, &agent)?;
 
         println!("\nWhat this showed:");
         let mints = self.hub.mints();
@@ -236,8 +221,10 @@ impl Demo {
             "scoped to {OWNER}/{REPO} alone with {} — not the installation's issues or administration",
             perms.join(", ")
         ));
-        let agent = self.agent_clone();
-        let (files, found) = search_for_secret(&[&self.home, &self.clone, &agent, &self.bin], &token.token)?;
+        let (files, found) = search_for_secret(
+            &[&self.sandbox.home, &self.clone, &agent, &self.sandbox.bin],
+            &token.token,
+        )?;
         if !found.is_empty() {
             bail!("the token was written to {found:?}");
         }
@@ -247,14 +234,83 @@ impl Demo {
         Ok(pull_request)
     }
 
-    fn agent_clone(&self) -> PathBuf {
-        self.clone.with_file_name("agent-work")
+    async fn stop(self) -> anyhow::Result<()> {
+        self.mintd.stop(&self.hub).await?;
+        self.hub.shutdown().await;
+        Ok(())
+    }
+}
+
+/// mintd running on this process's runtime until [`Mintd::stop`].
+pub(crate) struct Mintd {
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    socket: PathBuf,
+}
+
+impl Mintd {
+    /// Start mintd and return once its socket is there (mintd's readiness signal).
+    pub(crate) async fn start(config: mint_daemon::Config) -> anyhow::Result<Self> {
+        let socket = config.socket.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(mint_daemon::run(config, async {
+            let _ = stopped.await;
+        }));
+        wait_for_socket(&socket).await?;
+        Ok(Self { task, stop, socket })
     }
 
-    /// `mint clone`, an edit, `mint publish`: gix does the git work, with no `git` on PATH.
-    fn agent_flow(&self) -> anyhow::Result<String> {
-        let dir = self.agent_clone();
-        self.mint(None, &[&"clone".into(), &dir.clone().into_os_string()])?;
+    /// Stop mintd and check, at `hub`, that it revoked every token and removed its socket.
+    pub(crate) async fn stop(self, hub: &FakeHub) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await.context("mintd's task")??;
+        if self.socket.exists() {
+            bail!("mintd left its socket behind");
+        }
+        let revoked = hub.tokens().iter().all(|t| t.revoked);
+        if !revoked {
+            bail!("mintd stopped without revoking its token");
+        }
+        proof("mintd stopped: the token was revoked at fakehub and the socket removed");
+        Ok(())
+    }
+}
+
+/// The sandbox's side: a HOME whose only git config sends credentials to `git-credential-mint` (a link to
+/// this binary), and mintd's socket. Every child gets a clean environment.
+pub(crate) struct Sandbox {
+    home: PathBuf,
+    bin: PathBuf,
+    socket: PathBuf,
+}
+
+impl Sandbox {
+    pub(crate) fn prepare(work: &Path, hub_url: &str, socket: PathBuf) -> anyhow::Result<Self> {
+        let home = work.join("home");
+        let bin = work.join("bin");
+        std::fs::create_dir_all(&home)?;
+        std::fs::create_dir_all(&bin)?;
+        let exe = std::env::current_exe().context("finding this program")?;
+        std::os::unix::fs::symlink(&exe, bin.join("git-credential-mint")).context("linking the helper")?;
+        std::fs::write(
+            home.join(".gitconfig"),
+            format!(
+                "[user]\n\tname = Demo Agent\n\temail = agent@example.invalid\n\
+                 [credential \"{hub_url}\"]\n\thelper = mint\n\tuseHttpPath = true\n"
+            ),
+        )?;
+        Ok(Self { home, bin, socket })
+    }
+
+    /// Where the agent's `mint clone` goes: next to HOME.
+    pub(crate) fn agent_clone(&self) -> PathBuf {
+        self.home.with_file_name("agent-work")
+    }
+
+    /// `mint clone` into `dir`, an edit, `mint publish`: gix does the git work, with no `git` on PATH.
+    /// Returns the pull request's URL, as `mint publish` printed it.
+    pub(crate) fn agent_flow(&self, hub: &FakeHub, dir: &Path) -> anyhow::Result<String> {
+        self.mint(None, &[&"clone".into(), &dir.as_os_str().to_owned()])?;
         step(
             "mint clone",
             &format!(
@@ -269,7 +325,7 @@ impl Demo {
         std::fs::create_dir_all(dir.join("src"))?;
         std::fs::write(dir.join("src/greeting.txt"), "hello from mint publish\n")?;
         let out = self.mint(
-            Some(&dir),
+            Some(dir),
             &[
                 &"publish".into(),
                 &"--branch".into(),
@@ -285,8 +341,7 @@ impl Demo {
             ],
         )?;
         let url = out.lines().last().unwrap_or_default().trim().to_owned();
-        let pull = self
-            .hub
+        let pull = hub
             .pulls()
             .into_iter()
             .find(|p| p.head == AGENT_BRANCH)
@@ -325,21 +380,6 @@ impl Demo {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop_mintd.send(());
-        self.mintd.await.context("mintd's task")??;
-        if self.socket.exists() {
-            bail!("mintd left its socket behind");
-        }
-        let revoked = self.hub.tokens().iter().all(|t| t.revoked);
-        if !revoked {
-            bail!("mintd stopped without revoking its token");
-        }
-        proof("mintd stopped: the token was revoked at fakehub and the socket removed");
-        self.hub.shutdown().await;
-        Ok(())
-    }
-
     fn git_output(&self, dir: Option<&Path>, args: &[&OsString]) -> anyhow::Result<std::process::Output> {
         let path = std::env::var_os("PATH").unwrap_or_default();
         let mut paths = vec![self.bin.clone()];
@@ -361,7 +401,7 @@ impl Demo {
         command.output().context("running git (is it installed?)")
     }
 
-    fn git(&self, dir: Option<&Path>, args: &[&OsString]) -> anyhow::Result<()> {
+    pub(crate) fn git(&self, dir: Option<&Path>, args: &[&OsString]) -> anyhow::Result<()> {
         let output = self.git_output(dir, args)?;
         if !output.status.success() {
             bail!(
@@ -374,7 +414,7 @@ impl Demo {
     }
 }
 
-fn step(name: &str, what: &str) {
+pub(crate) fn step(name: &str, what: &str) {
     println!("  {name:<14} {what}");
 }
 
@@ -382,7 +422,7 @@ fn proof(what: &str) {
     println!("  ✓ {what}");
 }
 
-fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()

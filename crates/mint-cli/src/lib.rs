@@ -1,6 +1,7 @@
 //! mint: the agent's CLI — `mint status` now, `mint demo` to run the whole flow on one machine.
 
 mod demo;
+mod demo_serve;
 mod publish;
 mod remote;
 mod status;
@@ -81,7 +82,12 @@ enum Command {
         socket: Option<PathBuf>,
     },
     /// Run the whole flow on this machine against fakehub, a stand-in GitHub: no account needed.
-    Demo,
+    Demo {
+        /// Serve mint-server and fakehub instead: connect GitHub in a browser, then watch mintd (broker mode)
+        /// and the agent open a pull request. Runs until Ctrl-C.
+        #[arg(long)]
+        serve: bool,
+    },
 }
 
 /// The binary's entry point. Invoked under the name `git-credential-mint` (a link made by `mint demo`),
@@ -120,7 +126,8 @@ pub fn main() -> ExitCode {
                 json,
             },
         ),
-        Command::Demo => demo::run(),
+        Command::Demo { serve: false } => demo::run(),
+        Command::Demo { serve: true } => demo_serve::run(),
     };
     match result {
         Ok(code) => code,
