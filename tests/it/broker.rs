@@ -22,16 +22,33 @@ mod postgres;
 const ADMIN_TOKEN: &str = "an-admin-token-of-more-than-32-characters";
 
 /// The real `mint-server` binary, on its own directory: the only place the App key is.
-struct Server {
+pub(crate) struct Server {
     child: Option<Child>,
     dir: tempfile::TempDir,
     database: String,
     hub_url: String,
-    url: String,
+    pub(crate) url: String,
+    /// More flags; with `--listen` among them, the server listens there instead of on a free port.
+    extra: Vec<String>,
+}
+
+/// A secret file only its owner can read.
+pub(crate) fn write_private(path: &Path, contents: &str) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .expect("secret file");
 }
 
 impl Server {
     fn start(world: &World, database: Option<String>) -> Self {
+        Self::start_with(world, database, Vec::new())
+    }
+
+    pub(crate) fn start_with(world: &World, database: Option<String>, extra: Vec<String>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("mint-server-it-")
             .tempdir()
@@ -40,13 +57,7 @@ impl Server {
             ("app.pem", app_key().private_key_pem()),
             ("admin-token", ADMIN_TOKEN.to_owned()),
         ] {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(dir.path().join(name))
-                .and_then(|mut f| f.write_all(contents.as_bytes()))
-                .expect("secret file");
+            write_private(&dir.path().join(name), &contents);
         }
         let database = database.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("mint-server.db").display()));
         let mut server = Self {
@@ -55,16 +66,36 @@ impl Server {
             database,
             hub_url: world.url(),
             url: String::new(),
+            extra,
         };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let listen = self
+            .extra
+            .iter()
+            .position(|a| a == "--listen")
+            .and_then(|i| self.extra.get(i + 1))
+            .cloned();
+        let port = listen
+            .as_deref()
+            .and_then(|l| l.rsplit_once(':'))
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or_else(|| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .expect("free port")
+                    .port()
+            });
+        let extra: Vec<String> = if listen.is_some() {
+            self.extra.clone()
+        } else {
+            let mut with_port = self.extra.clone();
+            with_port.extend(["--listen".to_owned(), format!("127.0.0.1:{port}")]);
+            with_port
+        };
         let log = std::fs::File::create(self.dir.path().join("server.log")).expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_mint-server"))
             .arg("--app-id")
@@ -75,8 +106,7 @@ impl Server {
             .arg(self.dir.path().join("admin-token"))
             .arg("--database")
             .arg(&self.database)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+            .args(&extra)
             .arg("--github-url")
             .arg(&self.hub_url)
             .arg("--api-url")
@@ -112,7 +142,7 @@ impl Server {
         }
     }
 
-    fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         http(&self.url, method, path, Some(ADMIN_TOKEN), body)
     }
 
@@ -135,7 +165,7 @@ impl Server {
     }
 
     /// A sandbox of the product: its id and the path of its credential file (0600, in the world's dir).
-    fn sandbox(&self, world: &World, product: &str) -> (String, PathBuf) {
+    pub(crate) fn sandbox(&self, world: &World, product: &str) -> (String, PathBuf) {
         let (status, body) = self.admin("POST", &format!("/api/v1/products/{product}/sandboxes"), None);
         assert_eq!(status, 201, "{body}");
         let file = world.dir.path().join("mintd").join("sandbox-credential");

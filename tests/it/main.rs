@@ -3,6 +3,7 @@
 
 mod agent;
 mod broker;
+mod browser;
 mod daemon;
 mod faults;
 mod git_flow;

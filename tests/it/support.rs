@@ -55,6 +55,11 @@ impl World {
     }
 
     pub(crate) fn start_with(options: Options) -> Self {
+        Self::start_with_config(options, |config| config)
+    }
+
+    /// A world whose fakehub config is first passed through `customize` (people, orgs, the App's settings).
+    pub(crate) fn start_with_config(options: Options, customize: impl FnOnce(Config) -> Config) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -62,8 +67,10 @@ impl World {
             .expect("runtime");
         let dir = tempfile::Builder::new().prefix("mint-it-").tempdir().expect("tempdir");
         let key = app_key();
-        let config = Config::new(APP_ID, key.public_key_pem(), dir.path().join("github")).with_installation(
-            InstallationConfig::new(INSTALLATION_ID, OWNER, &[REPO, OTHER_REPO], fakehub::BROAD_PERMISSIONS),
+        let config = customize(
+            Config::new(APP_ID, key.public_key_pem(), dir.path().join("github")).with_installation(
+                InstallationConfig::new(INSTALLATION_ID, OWNER, &[REPO, OTHER_REPO], fakehub::BROAD_PERMISSIONS),
+            ),
         );
         let hub = runtime.block_on(FakeHub::start(config)).expect("fakehub starts");
         hub.create_repo(OWNER, REPO).expect("repo");

@@ -93,7 +93,7 @@ pub async fn put_connection(
     let connection = Connection {
         status: ConnectionStatus::Active,
         reason: format!(
-            "connected to {} through installation {} on {}",
+            "Connected to {} through installation {} on {}.",
             verified.repository, verified.installation_id, verified.account_login
         ),
         installation_id: Some(verified.installation_id),

@@ -161,7 +161,7 @@ impl GitHub {
                 Some((
                     ConnectionStatus::Active,
                     format!(
-                        "connected to {name} through installation {installation_id} on {}",
+                        "Connected to {name} through installation {installation_id} on {}.",
                         installation.account.login
                     ),
                 ))

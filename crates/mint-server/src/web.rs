@@ -929,7 +929,7 @@ async fn bind_choice(
     let connection = Connection {
         status: ConnectionStatus::Active,
         reason: format!(
-            "connected to {} through installation {} on {}",
+            "Connected to {} through installation {} on {}.",
             verified.repository, verified.installation_id, verified.account_login
         ),
         installation_id: Some(verified.installation_id),
