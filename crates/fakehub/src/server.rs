@@ -641,15 +641,17 @@ impl FakeHub {
         };
         let head = param("head");
         let state = param("state").unwrap_or_else(|| "open".to_owned());
-        let pulls: Vec<Value> = self
+        // Cloned out first: rendering a pull request reads the state again (for fakehub's own URL).
+        let records: Vec<crate::PullRecord> = self
             .state()
             .pulls
             .iter()
             .filter(|p| p.owner == installation.account && p.repo == name)
             .filter(|p| head.as_deref().is_none_or(|h| h == format!("{}:{}", p.owner, p.head)))
             .filter(|_| state == "open" || state == "all")
-            .map(|p| pull_json(self, p))
+            .cloned()
             .collect();
+        let pulls: Vec<Value> = records.iter().map(|p| pull_json(self, p)).collect();
         json_response(StatusCode::OK, &json!(pulls))
     }
 

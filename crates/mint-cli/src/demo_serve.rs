@@ -244,8 +244,7 @@ impl World {
             ),
         );
         let flow = Sandbox::prepare(work, &self.hub.url(), socket).and_then(|sandbox| {
-            // In broker mode mintd learns its repository from its first token, and `mint clone` asks mintd
-            // where to clone from: so git goes first, through the credential helper.
+            // Plain git first, through the credential helper: the sandbox's first token comes from the broker.
             let url = format!("{}/{repository}.git", self.hub.url());
             sandbox.git(None, &[&"ls-remote".into(), &"--heads".into(), &url.into()])?;
             step(

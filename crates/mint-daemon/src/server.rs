@@ -18,6 +18,8 @@ use crate::cache::{GetError, MintFailure};
 use crate::peer::{AllowedPeer, PeerError};
 use crate::{Daemon, Source};
 
+/// How long `GET /v1/status` waits for the broker's first token in broker mode.
+const STATUS_LEARN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client gets this long to send its request; a stalled one cannot hold a connection open.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Serve the local API on `listener` until `shutdown` resolves, then drain.
@@ -61,7 +63,7 @@ async fn handle(
             Ok(bytes) => crate::pulls::open(daemon, &peer, &bytes).await,
             Err(response) => response,
         },
-        (&Method::GET, route::STATUS) => status(daemon),
+        (&Method::GET, route::STATUS) => status(daemon).await,
         (&Method::GET, route::METRICS) => metrics(daemon),
         (&Method::GET, route::HEALTHZ) => text(StatusCode::OK, "ok\n"),
         (
@@ -198,7 +200,13 @@ pub(crate) fn mint_failed(failure: &MintFailure) -> Response<Full<Bytes>> {
     )
 }
 
-fn status(daemon: &Daemon) -> Response<Full<Bytes>> {
+/// What mintd serves. In broker mode the repository is the latest token's: before the first token, ask
+/// the broker for one, so `mint clone` (which reads the repository here) works on a fresh sandbox. A failure
+/// is reported in `last_error`, not as a failed status.
+async fn status(daemon: &Daemon) -> Response<Full<Bytes>> {
+    if matches!(daemon.source, Source::Broker { .. }) && daemon.cache.scope().is_none() {
+        let _ = tokio::time::timeout(STATUS_LEARN_TIMEOUT, daemon.cache.learn_target()).await;
+    }
     let stats = daemon.cache.stats();
     let now = Instant::now();
     let token = daemon.cache.current().map(|c| TokenStatus {
