@@ -84,6 +84,9 @@ struct Fleet {
     /// Creating the product, its connection and the 1,000 sandboxes, one request after another.
     setup: Duration,
     peak_rss_kib: u64,
+    /// CPU time during the requests: mint-server's, and this process's (fakehub and the client).
+    server_cpu: Duration,
+    bench_cpu: Duration,
 }
 
 impl Fleet {
@@ -104,11 +107,14 @@ fn fleet(rig: &Rig, client: &tokio::runtime::Runtime, server: &Server) -> anyhow
     let setup = started.elapsed();
 
     let minted_before = minted(rig);
+    let cpu_before = (cpu_time(server.pid())?, cpu_time("self")?);
     rig.hub.set_mint_latency(MINT_LATENCY);
     let burst = client.block_on(burst(server.addr, credentials));
     rig.hub.set_mint_latency(Duration::ZERO);
     let (answers, failures, wall) = burst?;
     Ok(Fleet {
+        server_cpu: cpu_time(server.pid())?.saturating_sub(cpu_before.0),
+        bench_cpu: cpu_time("self")?.saturating_sub(cpu_before.1),
         answers,
         failures,
         mints: minted(rig) - minted_before,
@@ -165,8 +171,19 @@ fn report_fleets(fleets: &mut [(&str, Fleet)], report: &mut Report) -> anyhow::R
         MINT_LATENCY.as_millis()
     ));
     report.line(format!(
-        "  {:<11} {:>13} {:>6} {:>9} {:>9} {:>9} {:>8} {:>13} {:>9} {:>16}",
-        "database", "200s", "mints", "p50", "p99", "max", "wall", "p50 ÷ 300 ms", "peak RSS", "setup (1 by 1)"
+        "  {:<11} {:>13} {:>6} {:>9} {:>9} {:>9} {:>8} {:>13} {:>9} {:>11} {:>10} {:>15}",
+        "database",
+        "200s",
+        "mints",
+        "p50",
+        "p99",
+        "max",
+        "wall",
+        "p50 ÷ 300 ms",
+        "peak RSS",
+        "server CPU",
+        "bench CPU",
+        "setup (1 by 1)"
     ));
     for (database, fleet) in fleets.iter_mut() {
         for (status, took) in &fleet.answers {
@@ -175,7 +192,7 @@ fn report_fleets(fleets: &mut [(&str, Fleet)], report: &mut Report) -> anyhow::R
         let mut latencies: Vec<Duration> = fleet.answers.iter().map(|(_, took)| *took).collect();
         let p50 = percentile(&mut latencies, 50);
         report.line(format!(
-            "  {database:<11} {:>5} of {SANDBOXES:<5} {:>6} {:>6.0} ms {:>6.0} ms {:>6.0} ms {:>6.2} s {:>12.2}x {:>5.1} MiB {:>14.2} s",
+            "  {database:<11} {:>5} of {SANDBOXES:<5} {:>6} {:>6.0} ms {:>6.0} ms {:>6.0} ms {:>6.2} s {:>12.2}x {:>5.1} MiB {:>9.2} s {:>8.2} s {:>13.2} s",
             fleet.ok(),
             fleet.mints,
             ms(p50),
@@ -184,6 +201,8 @@ fn report_fleets(fleets: &mut [(&str, Fleet)], report: &mut Report) -> anyhow::R
             fleet.wall.as_secs_f64(),
             p50.as_secs_f64() / MINT_LATENCY.as_secs_f64(),
             kib_to_mib(fleet.peak_rss_kib),
+            fleet.server_cpu.as_secs_f64(),
+            fleet.bench_cpu.as_secs_f64(),
             fleet.setup.as_secs_f64(),
         ));
         for failure in &fleet.failures {
@@ -193,7 +212,7 @@ fn report_fleets(fleets: &mut [(&str, Fleet)], report: &mut Report) -> anyhow::R
     report.line(format!(
         "  (targets: {SANDBOXES} of {SANDBOXES} answered 200, exactly {SANDBOXES} mints at fakehub; p50 ÷ 300 ms: 1.00x is GitHub's latency alone)"
     ));
-    report.line("  latency: connect to the answer's last byte, per request; peak RSS: mint-server's VmHWM; setup: the product, its connection and the sandboxes created one request at a time");
+    report.line("  latency: connect to the answer's last byte, per request; peak RSS: mint-server's VmHWM; CPU: user + system during the requests, mint-server's and the bench's (fakehub, the client); setup: the product, its connection and the sandboxes created one request at a time");
     report.file("fleet.csv", &csv)
 }
 
@@ -335,6 +354,10 @@ impl Server {
         Ok(answer)
     }
 
+    fn pid(&self) -> String {
+        self.child.0.id().to_string()
+    }
+
     /// mint-server's peak resident memory so far (`VmHWM`).
     fn peak_rss_kib(&self) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.0.id()))?;
@@ -379,6 +402,30 @@ async fn request(
     Ok((
         status,
         serde_json::from_str(payload).unwrap_or_else(|_| Value::String(payload.to_owned())),
+    ))
+}
+
+/// User plus system CPU time of process `pid` (or "self") and all its threads so far.
+fn cpu_time(pid: impl std::fmt::Display) -> anyhow::Result<Duration> {
+    // Linux reports these in USER_HZ ticks, 100 a second on every architecture's user ABI.
+    const TICKS_PER_SECOND: u64 = 100;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name, in parentheses, may hold spaces: count fields after it (state is the first).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("/proc/PID/stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        fields
+            .get(i)
+            .context("/proc/PID/stat is short")?
+            .parse()
+            .context("/proc/PID/stat")
+    };
+    Ok(Duration::from_millis(
+        (ticks(11)? + ticks(12)?) * 1000 / TICKS_PER_SECOND,
     ))
 }
 
