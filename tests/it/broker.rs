@@ -308,6 +308,14 @@ fn git_and_mint_publish_work_through_the_broker_with_no_key_beside_the_sandbox()
 }
 
 #[test]
+fn mint_clone_works_on_a_fresh_broker_sandbox() {
+    // No git has asked yet: mintd learns the repository from the broker when mint asks where to clone.
+    let (world, _server, _, _) = broker_world();
+    crate::agent::mint_ok(&world, world.dir.path(), &["clone", "fresh"]);
+    assert!(world.dir.path().join("fresh/.git").is_dir());
+}
+
+#[test]
 fn a_changed_repository_is_served_from_the_next_mint_and_teardown_revokes_both() {
     let (world, server, product, sandbox) = broker_world();
     let first = world.fill(REPO).expect("a token for the connected repository");

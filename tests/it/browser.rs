@@ -291,6 +291,10 @@ async fn open_card(rig: &Rig, browser: &Client, product: &str, login: &str) {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "the product's documented flow, step after step, as a person does it"
+)]
 fn connect_change_manage_disconnect_in_a_browser() {
     let mut rig = Rig::start();
     runtime().block_on(async {
@@ -354,6 +358,40 @@ fn connect_change_manage_disconnect_in_a_browser() {
         );
         let minted = rig.world.hub.tokens();
         assert_eq!(minted.last().expect("a token").repositories, ["webapp"]);
+
+        // An agent publishes from the sandbox: the card links to its pull request, a page on "GitHub".
+        let seed = rig.world.dir.path().join("seed");
+        let remote = format!("{}/acme/webapp.git", rig.world.url());
+        rig.world
+            .git_ok(None, &["clone", "-q", &remote, seed.to_str().expect("utf8")]);
+        std::fs::write(seed.join("README.md"), "webapp\n").expect("write");
+        rig.world.git_ok(Some(&seed), &["add", "-A"]);
+        rig.world.git_ok(Some(&seed), &["commit", "-qm", "first"]);
+        rig.world.git_ok(Some(&seed), &["push", "-q", "origin", "HEAD:main"]);
+        let clone = rig.world.dir.path().join("agent-clone");
+        crate::agent::mint_ok(
+            &rig.world,
+            rig.world.dir.path(),
+            &["clone", clone.to_str().expect("utf8")],
+        );
+        std::fs::write(clone.join("AGENT.md"), "written by a coding task\n").expect("write");
+        crate::agent::mint_ok(
+            &rig.world,
+            &clone,
+            &[
+                "publish",
+                "--branch",
+                "adagent/card",
+                "--message",
+                "Add AGENT.md",
+                "--title",
+                "Add AGENT.md",
+            ],
+        );
+        browser.refresh().await.expect("reload");
+        click(&browser, "#pull-requests a").await;
+        assert_eq!(text(&browser, "#pull-title").await, "Add AGENT.md");
+        browser.back().await.expect("back");
 
         // Manage repositories: GitHub's settings page for the installation. Removing the repository there
         // reaches the card through the signed webhook.

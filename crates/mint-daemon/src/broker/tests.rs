@@ -682,18 +682,6 @@ async fn the_daemons_repository_follows_the_brokers_answer() {
     let url = stub_broker(stub.clone()).await;
     let daemon = start_daemon(&url).await;
 
-    let status = daemon.status().await;
-    assert_eq!(
-        (
-            status.repository.as_str(),
-            status.installation_id,
-            status.app_id.as_str()
-        ),
-        ("", 0, ""),
-        "nothing known before the first token"
-    );
-    assert_eq!(status.broker.as_deref(), Some(url.as_str()));
-    assert!(!serde_json::to_string(&status).expect("json").contains(CREDENTIAL));
     assert_eq!(stub.lock().expect("lock").requests, 0, "nothing asked at start");
 
     // Not for this GitHub at all: declined without asking the broker.
@@ -706,6 +694,17 @@ async fn the_daemons_repository_follows_the_brokers_answer() {
         .await;
     assert_eq!(foreign.status, 204);
     assert_eq!(stub.lock().expect("lock").requests, 0);
+
+    // Status names the repository: before the first token it asks the broker for one (mint clone reads it).
+    let status = daemon.status().await;
+    assert_eq!(
+        (status.repository.as_str(), status.app_id.as_str()),
+        ("octo-org/hello-world", ""),
+        "the repository is the broker's answer's"
+    );
+    assert_eq!(status.broker.as_deref(), Some(url.as_str()));
+    assert!(!serde_json::to_string(&status).expect("json").contains(CREDENTIAL));
+    assert_eq!(stub.lock().expect("lock").issued, 1);
 
     // The first get learns the repository from the broker's answer and is served against it.
     assert_eq!(daemon.get("octo-org/hello-world").await.as_deref(), Ok("ghs_broker_1"));
@@ -852,14 +851,16 @@ async fn mediated_mode_learns_the_repository_from_the_broker_and_follows_it() {
     let url = stub_broker(stub.clone()).await;
     // The stub is the broker and GitHub (git smart HTTP) at once.
     let daemon = start_daemon_with(&url, &["--git-proxy", "127.0.0.1:0", "--github-url", &url]).await;
+    // Status asks the broker for the first token, to name the repository.
     let proxy = daemon.status().await.git_proxy.expect("mediated");
     let refs = "/octo-org/hello-world.git/info/refs?service=git-upload-pack";
+    let asked = stub.lock().expect("lock").requests;
 
     assert_eq!(proxy_get(&proxy, "/favicon.ico").await, 404);
     assert_eq!(
         stub.lock().expect("lock").requests,
-        0,
-        "not git: nothing asked of the broker"
+        asked,
+        "not git: nothing more asked of the broker"
     );
     assert_eq!(proxy_get(&proxy, refs).await, 200);
     assert_eq!(
