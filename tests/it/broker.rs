@@ -119,9 +119,17 @@ impl Server {
             .spawn()
             .expect("mint-server starts");
         self.child = Some(child);
-        self.url = format!("http://127.0.0.1:{port}");
+        let tls = self.extra.iter().any(|a| a == "--tls-cert");
+        self.url = format!("{}://127.0.0.1:{port}", if tls { "https" } else { "http" });
         let started = Instant::now();
-        while http(&self.url, "GET", "/readyz", None, None).0 != 200 {
+        let ready = |server: &Self| {
+            if tls {
+                server.log().contains("mint-server ready")
+            } else {
+                http(&server.url, "GET", "/readyz", None, None).0 == 200
+            }
+        };
+        while !ready(self) {
             assert!(
                 started.elapsed() < Duration::from_secs(20),
                 "mint-server did not become ready:\n{}",
@@ -492,4 +500,134 @@ fn mint_server_refuses_bad_settings_with_exit_64_naming_them() {
         assert!(stderr.contains(names), "{extra:?}: {stderr}");
         assert!(!stderr.contains(ADMIN_TOKEN));
     }
+}
+
+/// `curl` over https, trusting `ca`: (status, JSON body).
+fn curl_tls(ca: &Path, method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
+    let mut command = Command::new("curl");
+    command
+        .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method, "--cacert"])
+        .arg(ca)
+        .args([
+            "-H",
+            &format!("Authorization: Bearer {ADMIN_TOKEN}"),
+            "-H",
+            "Content-Type: application/json",
+        ]);
+    if let Some(body) = body {
+        command.args(["--data", body]);
+    }
+    let output = command.arg(url).output().expect("curl runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        status.trim().parse().unwrap_or_default(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+#[test]
+fn mint_server_serves_https_and_mintd_reaches_it_over_tls() {
+    let mut world = World::start_with(crate::support::Options {
+        start_mintd: false,
+        ..Default::default()
+    });
+    std::fs::remove_file(&world.key_file).expect("no key beside the sandbox");
+    let tls = tempfile::tempdir().expect("tempdir");
+    let p = |name: &str| tls.path().join(name).display().to_string();
+    // A private CA and a server certificate it signed for 127.0.0.1, as an operator's PKI would issue.
+    std::fs::write(
+        tls.path().join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    for args in [
+        vec![
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=mint test CA",
+            "-keyout",
+            &p("ca.key"),
+            "-out",
+            &p("ca.pem"),
+        ],
+        vec![
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &p("key.pem"),
+            "-out",
+            &p("leaf.csr"),
+        ],
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &p("leaf.csr"),
+            "-CA",
+            &p("ca.pem"),
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-out",
+            &p("cert.pem"),
+            "-extfile",
+            &p("ext.cnf"),
+        ],
+    ] {
+        let made = Command::new("openssl").args(&args).output().expect("openssl runs");
+        assert!(
+            made.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+    let (ca, key) = (tls.path().join("ca.pem"), tls.path().join("key.pem"));
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    let server = Server::start_with(
+        &world,
+        None,
+        vec!["--tls-cert".into(), p("cert.pem"), "--tls-key".into(), p("key.pem")],
+    );
+    assert!(server.url.starts_with("https://"));
+
+    // Plain http to the TLS port gets no answer it could mistake for the API.
+    assert_ne!(
+        http(&server.url.replace("https://", "http://"), "GET", "/readyz", None, None).0,
+        200
+    );
+    let api =
+        |method: &str, path: &str, body: Option<&str>| curl_tls(&ca, method, &format!("{}{path}", server.url), body);
+    let (status, ready) = api("GET", "/readyz", None);
+    assert_eq!(status, 200, "{ready}");
+    let (status, product) = api("POST", "/api/v1/products", Some(r#"{"name":"tls"}"#));
+    assert_eq!(status, 201, "{product}");
+    let product = product["id"].as_str().expect("id");
+    let connection = format!(r#"{{"installation_id":{INSTALLATION_ID},"repository":"{OWNER}/{REPO}"}}"#);
+    let (status, body) = api(
+        "PUT",
+        &format!("/api/v1/products/{product}/connection"),
+        Some(&connection),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, sandbox) = api("POST", &format!("/api/v1/products/{product}/sandboxes"), None);
+    assert_eq!(status, 201, "{sandbox}");
+    let credential = world.dir.path().join("mintd").join("sandbox-credential");
+    write_private(&credential, sandbox["credential"].as_str().expect("credential"));
+
+    // mintd trusts the server's CA through SSL_CERT_FILE, as an operator would give it a private CA.
+    world.spawn_mintd_broker_env(&server.url, &credential, &[], &[("SSL_CERT_FILE", &ca)]);
+    assert!(world.fill(REPO).is_some(), "a token over TLS:\n{}", world.mintd_log());
 }

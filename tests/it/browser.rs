@@ -389,6 +389,8 @@ fn connect_change_manage_disconnect_in_a_browser() {
             ],
         );
         browser.refresh().await.expect("reload");
+        find(&browser, "#pull-requests").await;
+        rig.shot(&browser, "card-with-pull-request").await;
         click(&browser, "#pull-requests a").await;
         assert_eq!(text(&browser, "#pull-title").await, "Add AGENT.md");
         browser.back().await.expect("back");

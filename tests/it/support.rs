@@ -185,6 +185,18 @@ impl World {
     /// git and the API (revocation, pull requests) are fakehub's; `extra` must not repeat --socket,
     /// --github-url or --api-url.
     pub(crate) fn spawn_mintd_broker(&mut self, broker_url: &str, credential_file: &Path, extra: &[&str]) {
+        self.spawn_mintd_broker_env(broker_url, credential_file, extra, &[]);
+    }
+
+    /// As [`World::spawn_mintd_broker`], with variables in mintd's otherwise empty environment (e.g.
+    /// `SSL_CERT_FILE` naming the broker's CA).
+    pub(crate) fn spawn_mintd_broker_env(
+        &mut self,
+        broker_url: &str,
+        credential_file: &Path,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_mintd"));
         command
             .arg("--broker")
@@ -200,6 +212,7 @@ impl World {
             .args(extra)
             .env_clear()
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null());
         self.spawn(command);
     }
