@@ -7,6 +7,7 @@ mod browser;
 mod daemon;
 mod faults;
 mod git_flow;
+mod hostile;
 mod image;
 mod mediated;
 mod policy;

@@ -208,6 +208,20 @@ impl BrokerError {
         }
     }
 
+    /// How long the broker asked to be left alone (its `Retry-After`, or a minute for a 429 that named no
+    /// time); `None` when it did not ask. Sees through [`BrokerError::GaveUp`] to the last answer.
+    pub fn hold_off(&self) -> Option<Duration> {
+        match self {
+            BrokerError::Unavailable {
+                retry_after: Some(wait),
+                ..
+            } => Some(*wait),
+            BrokerError::Unavailable { status: 429, .. } => Some(mint_github::RATE_LIMIT_DEFAULT_WAIT),
+            BrokerError::GaveUp { last, .. } => last.hold_off(),
+            _ => None,
+        }
+    }
+
     /// A short, stable label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -32,6 +32,9 @@ pub const NEGATIVE_TTL: Duration = Duration::from_secs(10);
 /// git erases a token after any 401; honour that at most once per this interval, since a just-minted token
 /// can briefly 401 while GitHub propagates it and re-minting would only make more of them.
 pub const ERASE_INTERVAL: Duration = Duration::from_secs(5);
+/// The longest "not before" mintd honours from GitHub or the broker: GitHub's rate-limit windows are an
+/// hour, so a longer wait (a skewed clock, an odd proxy) is cut to this and mintd asks again after it.
+pub const MAX_HOLD_OFF: Duration = Duration::from_secs(3600);
 
 /// Where tokens come from: the GitHub App or a broker in production, a counter in unit tests.
 pub trait Minter: Send + Sync + 'static {
@@ -83,6 +86,15 @@ impl MintError {
             MintError::GitHub(e) => e.reason(),
             MintError::Broker(e) => e.reason(),
         }
+    }
+
+    /// How long GitHub (or the broker) asked not to be asked again: a rate limit's `Retry-After` or reset.
+    pub fn hold_off(&self) -> Option<Duration> {
+        match self {
+            MintError::GitHub(e) => e.hold_off(),
+            MintError::Broker(e) => e.hold_off(),
+        }
+        .map(|wait| wait.min(MAX_HOLD_OFF))
     }
 }
 
@@ -156,23 +168,57 @@ impl std::fmt::Debug for Cached {
     }
 }
 
-/// Why no token could be served; shared by every caller that waited on the same attempt.
+/// Why no token could be served; shared by every caller that waited on the same attempt, and by every
+/// caller until `quiet_until`.
 #[derive(Debug, Clone)]
 pub struct MintFailure {
     pub message: String,
     pub reason: &'static str,
     pub transient: bool,
-    at: Instant,
+    /// Until then this answer is repeated and nothing asks GitHub (or the broker) again: callers, the
+    /// git proxy, pull requests and the refresher alike. A rate limit sets it to the time GitHub named; a
+    /// failure no retry can fix, to [`NEGATIVE_TTL`]; any other failure, to when it happened.
+    quiet_until: Instant,
+    /// `quiet_until` on the wall clock, when a rate limit set it: what `Retry-After` and messages name.
+    pub not_before: Option<SystemTime>,
 }
 
 impl MintFailure {
     fn new(e: &MintError, at: Instant) -> Self {
+        let hold_off = e.hold_off();
+        let quiet_until = match hold_off {
+            Some(wait) => at + wait,
+            None if !e.is_transient() => at + NEGATIVE_TTL,
+            None => at,
+        };
+        let not_before = hold_off.map(|wait| SystemTime::now() + wait);
+        let message = match not_before {
+            // An absolute time: the message is repeated for up to an hour and must not go stale.
+            Some(t) => format!(
+                "{e}; mintd will not ask again before {}, and answers this until then",
+                humantime::format_rfc3339_seconds(t)
+            ),
+            None => e.to_string(),
+        };
         Self {
-            message: e.to_string(),
+            message,
             reason: e.reason(),
             transient: e.is_transient(),
-            at,
+            quiet_until,
+            not_before,
         }
+    }
+
+    /// Whether this answer still stands at `now`, so nothing may ask GitHub (or the broker) again.
+    fn stands(&self, now: Instant) -> bool {
+        now < self.quiet_until
+    }
+
+    /// For a `Retry-After` header: whole seconds until a rate limit's "not before", rounded up.
+    pub fn retry_after(&self, now: Instant) -> Option<u64> {
+        self.not_before?;
+        let left = self.quiet_until.saturating_duration_since(now);
+        Some(left.as_secs() + u64::from(left.subsec_nanos() > 0))
     }
 }
 
@@ -300,11 +346,7 @@ impl<M: Minter> TokenCache<M> {
         }
         let attempts_before = {
             let state = self.state();
-            if let Some(error) = state
-                .last_error
-                .as_ref()
-                .filter(|e| !e.transient && now < e.at + NEGATIVE_TTL)
-            {
+            if let Some(error) = state.last_error.as_ref().filter(|e| e.stands(now)) {
                 return Err(error.clone());
             }
             state.attempts
@@ -325,8 +367,12 @@ impl<M: Minter> TokenCache<M> {
         self.mint_locked().await
     }
 
-    /// Mint and install a new token. The caller holds `mint_lock`.
+    /// Mint and install a new token, unless the last failure still stands (GitHub said "not before"): the
+    /// one gate every caller and the refresher pass. The caller holds `mint_lock`.
     async fn mint_locked(&self) -> Result<Arc<Cached>, Arc<MintFailure>> {
+        if let Some(standing) = self.state().last_error.as_ref().filter(|e| e.stands(Instant::now())) {
+            return Err(standing.clone());
+        }
         let result = self.minter.mint().await;
         let now = Instant::now();
         let mut state = self.state();
@@ -430,11 +476,13 @@ impl<M: Minter> TokenCache<M> {
             if !still_current {
                 continue;
             }
-            if self.mint_locked().await.is_err() {
-                // Keep serving the old token while it lasts; try again soon, and before it runs out.
+            if let Err(failure) = self.mint_locked().await {
+                // Keep serving the old token while it lasts; try again soon, and before it runs out, but
+                // never before GitHub said it may be asked again.
                 let now = Instant::now();
                 let before_short = current.serve_until.saturating_duration_since(now) / 2;
-                retry_at = Some(now + REFRESH_RETRY.min(before_short).max(Duration::from_secs(1)));
+                let soon = now + REFRESH_RETRY.min(before_short).max(Duration::from_secs(1));
+                retry_at = Some(soon.max(failure.quiet_until));
             } else {
                 retry_at = None;
             }
@@ -495,6 +543,8 @@ mod tests {
         latency: Duration,
         fail: std::sync::atomic::AtomicBool,
         uninstalled: std::sync::atomic::AtomicBool,
+        /// When set, every mint fails with this (a rate limit, say).
+        refuse: Mutex<Option<fn() -> MintError>>,
         repo: Mutex<&'static str>,
         fixed: bool,
     }
@@ -508,6 +558,7 @@ mod tests {
                 latency,
                 fail: false.into(),
                 uninstalled: false.into(),
+                refuse: Mutex::new(None),
                 repo: Mutex::new("o/r"),
                 fixed: false,
             }
@@ -529,6 +580,9 @@ mod tests {
             let n = self.mints.fetch_add(1, Ordering::SeqCst) + 1;
             if self.uninstalled.load(Ordering::SeqCst) {
                 return Err(GithubError::InstallationNotFound { installation_id: 42 }.into());
+            }
+            if let Some(refuse) = *self.refuse.lock().expect("lock") {
+                return Err(refuse());
             }
             if self.fail.load(Ordering::SeqCst) {
                 return Err(GithubError::Status {
@@ -822,6 +876,150 @@ mod tests {
         minter.uninstalled.store(false, Ordering::SeqCst);
         assert!(cache.get(&me(), &ok).await.is_ok(), "reinstalled: served again");
         assert_eq!(minter.mints.load(Ordering::SeqCst), 2);
+    }
+
+    fn rate_limited_for_an_hour() -> MintError {
+        GithubError::RateLimited {
+            op: mint_github::Operation::Revoke,
+            retry_after: Some(HOUR),
+            message: "API rate limit exceeded for installation ID 42.".into(),
+        }
+        .into()
+    }
+
+    fn rate_limited_for_half_an_hour() -> MintError {
+        GithubError::RateLimited {
+            op: mint_github::Operation::Revoke,
+            retry_after: Some(HOUR / 2),
+            message: "API rate limit exceeded for installation ID 42.".into(),
+        }
+        .into()
+    }
+
+    fn broker_busy_for_two_minutes() -> MintError {
+        crate::broker::BrokerError::Unavailable {
+            url: "https://broker.invalid".into(),
+            status: 503,
+            code: "github_rate_limited".into(),
+            message: "GitHub rate-limited the broker".into(),
+            retry_after: Some(Duration::from_secs(120)),
+        }
+        .into()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limit_is_answered_from_memory_until_github_said() {
+        let minter = Arc::new(Counting::new(HOUR, Duration::ZERO));
+        *minter.refuse.lock().expect("lock") = Some(rate_limited_for_an_hour);
+        let cache = Arc::new(TokenCache::new(minter.clone(), Arc::default()));
+        // A hostile loop: 100 gets spread over the hour, and 64 at once. GitHub hears one question.
+        for _ in 0..100 {
+            let Err(GetError::Failed(failure)) = cache.get(&me(), &approved()).await else {
+                panic!("rate-limited")
+            };
+            assert!(
+                failure.message.contains("will not ask again before"),
+                "{}",
+                failure.message
+            );
+            assert!(failure.transient);
+            assert!(failure.retry_after(Instant::now()).is_some_and(|s| s > 0 && s <= 3600));
+            tokio::time::sleep(Duration::from_secs(35)).await;
+        }
+        assert!(concurrent_gets(&cache, 64).await.iter().all(Result::is_err));
+        assert_eq!(minter.mints.load(Ordering::SeqCst), 1, "one question in 58 minutes");
+        // Past the hour GitHub is asked again, and its token served.
+        *minter.refuse.lock().expect("lock") = None;
+        tokio::time::sleep(Duration::from_secs(2 * 60 + 1)).await;
+        assert_eq!(
+            cache.get(&me(), &approved()).await.expect("served").token.expose(),
+            "ghs_test_2"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_refresher_waits_out_a_rate_limit_too() {
+        let minter = Arc::new(Counting::new(HOUR, Duration::ZERO));
+        let cache = Arc::new(TokenCache::new(minter.clone(), Arc::default()));
+        let refresher = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.refresh_loop().await }
+        });
+        let ok = approved();
+        cache.get(&me(), &ok).await.expect("mints");
+        *minter.refuse.lock().expect("lock") = Some(rate_limited_for_half_an_hour);
+        // At 50 minutes the refresher asks once and hears "not for 30 minutes".
+        tokio::time::sleep(Duration::from_secs(50 * 60 + 1)).await;
+        assert_eq!(minter.mints.load(Ordering::SeqCst), 2);
+        // The old token is served until 5 minutes are left; after that callers get the rate limit.
+        assert_eq!(
+            cache.get(&me(), &ok).await.expect("old token").token.expose(),
+            "ghs_test_1"
+        );
+        tokio::time::sleep(Duration::from_secs(10 * 60)).await;
+        assert!(cache.get(&me(), &ok).await.is_err());
+        tokio::time::sleep(Duration::from_secs(19 * 60)).await;
+        assert_eq!(
+            minter.mints.load(Ordering::SeqCst),
+            2,
+            "neither the refresher nor callers asked before the 30 minutes were up"
+        );
+        *minter.refuse.lock().expect("lock") = None;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(
+            minter.mints.load(Ordering::SeqCst),
+            3,
+            "the refresher asked once, at the time"
+        );
+        assert_eq!(cache.get(&me(), &ok).await.expect("new").token.expose(), "ghs_test_3");
+        refresher.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_brokers_retry_after_is_honoured_like_githubs() {
+        let minter = Arc::new(Counting::new(HOUR, Duration::ZERO));
+        *minter.refuse.lock().expect("lock") = Some(broker_busy_for_two_minutes);
+        let cache = TokenCache::new(minter.clone(), Arc::default());
+        for _ in 0..119 {
+            let Err(GetError::Failed(failure)) = cache.get(&me(), &approved()).await else {
+                panic!("busy")
+            };
+            assert!(failure.message.contains("retry in 120 s"), "{}", failure.message);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert_eq!(minter.mints.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(cache.get(&me(), &approved()).await.is_err());
+        assert_eq!(minter.mints.load(Ordering::SeqCst), 2, "asked again after two minutes");
+    }
+
+    #[test]
+    fn a_hold_off_is_capped_at_an_hour() {
+        let error: MintError = GithubError::RateLimited {
+            op: mint_github::Operation::Revoke,
+            retry_after: Some(Duration::from_secs(86_400)),
+            message: String::new(),
+        }
+        .into();
+        assert_eq!(error.hold_off(), Some(MAX_HOLD_OFF));
+        let unnamed: MintError = GithubError::RateLimited {
+            op: mint_github::Operation::Revoke,
+            retry_after: None,
+            message: String::new(),
+        }
+        .into();
+        assert_eq!(unnamed.hold_off(), Some(mint_github::RATE_LIMIT_DEFAULT_WAIT));
+        let gave_up: MintError = GithubError::GaveUp {
+            attempts: 3,
+            elapsed: Duration::from_secs(5),
+            last: Box::new(GithubError::RateLimited {
+                op: mint_github::Operation::Revoke,
+                retry_after: Some(Duration::from_secs(90)),
+                message: String::new(),
+            }),
+        }
+        .into();
+        assert_eq!(gave_up.hold_off(), Some(Duration::from_secs(90)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use mint_credential::Target;
 
 use crate::Daemon;
-use crate::cache::GetError;
+use crate::cache::{GetError, MintFailure};
 use crate::push_policy;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -169,12 +169,7 @@ async fn handle(daemon: &Daemon, req: Request<Incoming>) -> Response<ProxyBody> 
         Some(target) => target,
         None => match daemon.cache.learn_target().await {
             Ok(target) => target,
-            Err(failure) => {
-                return text(
-                    failure_status(failure.transient),
-                    format!("mint: {}\n", failure.message),
-                );
-            }
+            Err(failure) => return mint_failed(&failure),
         },
     };
     let Some(upstream_path) = upstream_path(&target, &git) else {
@@ -274,12 +269,7 @@ async fn forward(
 ) -> Result<(Response<Incoming>, mint_github::InstallationToken), Response<ProxyBody>> {
     let token = match daemon.cache.get_for_proxy(checked).await {
         Ok(cached) => cached.token.clone(),
-        Err(GetError::Failed(failure)) => {
-            return Err(text(
-                failure_status(failure.transient),
-                format!("mint: {}\n", failure.message),
-            ));
-        }
+        Err(GetError::Failed(failure)) => return Err(mint_failed(&failure)),
         Err(GetError::Moved { now }) => {
             daemon.metrics.proxy_refused("not_this_repository");
             return Err(text(
@@ -430,12 +420,22 @@ impl hyper::body::Body for ChainBody {
     }
 }
 
-fn failure_status(transient: bool) -> StatusCode {
-    if transient {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::BAD_GATEWAY
+/// No token: 503 if waiting may help (with a rate limit's `Retry-After`), else 502; git prints the body.
+fn mint_failed(failure: &MintFailure) -> Response<ProxyBody> {
+    let mut response = text(
+        if failure.transient {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::BAD_GATEWAY
+        },
+        format!("mint: {}\n", failure.message),
+    );
+    if let Some(secs) = failure.retry_after(tokio::time::Instant::now()) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
+    response
 }
 
 fn full(bytes: Bytes) -> ProxyBody {

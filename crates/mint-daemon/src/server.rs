@@ -189,15 +189,22 @@ fn declined(daemon: &Daemon, reason: &str) -> Response<Full<Bytes>> {
 }
 
 /// Ours, but no token could be had: 503 if waiting may help, else 502; the helper shows git the reason.
+/// A rate limit's "not before" goes in `Retry-After` too.
 pub(crate) fn mint_failed(failure: &MintFailure) -> Response<Full<Bytes>> {
-    refusal(
+    let mut response = refusal(
         if failure.transient {
             StatusCode::SERVICE_UNAVAILABLE
         } else {
             StatusCode::BAD_GATEWAY
         },
         &failure.message,
-    )
+    );
+    if let Some(secs) = failure.retry_after(Instant::now()) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+    }
+    response
 }
 
 /// What mintd serves. In broker mode the repository is the latest token's: before the first token, ask

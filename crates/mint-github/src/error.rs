@@ -118,7 +118,22 @@ fn retry_hint(retry_after: Option<Duration>) -> String {
     }
 }
 
+/// How long to leave GitHub alone after a rate limit that named no time (a 429 or secondary limit without
+/// `Retry-After`): GitHub's documentation asks for at least a minute.
+pub const RATE_LIMIT_DEFAULT_WAIT: Duration = Duration::from_secs(60);
+
 impl GithubError {
+    /// How long GitHub asked to be left alone after this failure: a rate limit's `Retry-After` or the reset
+    /// of a spent budget, [`RATE_LIMIT_DEFAULT_WAIT`] when it named no time; `None` for anything that is not
+    /// a rate limit. Sees through [`GithubError::GaveUp`] to the last answer.
+    pub fn hold_off(&self) -> Option<Duration> {
+        match self {
+            GithubError::RateLimited { retry_after, .. } => Some(retry_after.unwrap_or(RATE_LIMIT_DEFAULT_WAIT)),
+            GithubError::GaveUp { last, .. } => last.hold_off(),
+            _ => None,
+        }
+    }
+
     /// Whether trying again later can succeed without anyone changing anything.
     pub fn is_transient(&self) -> bool {
         match self {
