@@ -2,9 +2,7 @@
 //! and on `PostgreSQL`), and what broker mode costs a warm `git credential fill` against key mode.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -14,7 +12,9 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{KillOnDrop, OWNER, REPO, Report, Rig, Scenario, Tokens, kib_to_mib, ms, percentile, spawn_mintd};
+use crate::{
+    KillOnDrop, OWNER, REPO, Report, Rig, Scenario, Tokens, kib_to_mib, ms, percentile, spawn_mintd, write_private,
+};
 
 #[allow(
     dead_code,
@@ -443,17 +443,6 @@ fn raise_open_files() {
     {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, WANTED.min(hard), hard);
     }
-}
-
-/// A secret file as mint-server and mintd require it: mode 0600.
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(contents.as_bytes()))
-        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn log_tail(log: &Path) -> String {

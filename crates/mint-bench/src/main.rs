@@ -189,12 +189,7 @@ impl Rig {
         hub.create_repo(OWNER, REPO)?;
         let url = hub.url();
         let key_file = work.path().join("app.pem");
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&key_file)?
-            .write_all(key.private_key_pem().as_bytes())?;
+        write_private(&key_file, &key.private_key_pem())?;
 
         // mintd: time from exec to the socket appearing (it appears only when ready), then RSS idle.
         let socket = work.path().join("run/mint.sock");
@@ -469,6 +464,17 @@ fn spawn_mintd_logging(
         std::thread::sleep(Duration::from_micros(200));
     }
     Ok((child, started.elapsed()))
+}
+
+/// A secret file as mintd and mint-server require it: mode 0600.
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// A child that is killed when dropped, on success or error alike.
