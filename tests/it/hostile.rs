@@ -107,3 +107,141 @@ fn http_get(url: &str) -> (u16, Option<String>, String) {
     });
     (status, retry_after, body.to_owned())
 }
+
+fn open_pull(world: &World, branch: &str) -> mint_api::Response {
+    let input = mint_api::PullRequestInput {
+        branch: branch.into(),
+        title: "Fix the thing".into(),
+        body: None,
+        ticket: None,
+        draft: false,
+    };
+    mint_api::Client::new(&world.socket)
+        .request(
+            "POST",
+            mint_api::route::PULLS,
+            &serde_json::to_vec(&input).expect("json"),
+        )
+        .expect("mintd answers")
+}
+
+fn push_branch(world: &World, branch: &str) {
+    let dir = world.dir.path().join("clone");
+    world.git_ok(
+        None,
+        &["clone", "-q", &world.repo_url(REPO), dir.to_str().expect("utf8")],
+    );
+    std::fs::write(dir.join("fix.txt"), "fixed\n").expect("write");
+    world.git_ok(Some(&dir), &["add", "-A"]);
+    world.git_ok(Some(&dir), &["commit", "-q", "-m", "fix"]);
+    world.git_ok(
+        Some(&dir),
+        &["push", "-q", "origin", &format!("HEAD:refs/heads/{branch}")],
+    );
+}
+
+/// GitHub API requests made with an installation token since `since` requests in (mints are the App's).
+fn api_calls_since(world: &World, since: usize) -> usize {
+    world.hub.requests()[since..]
+        .iter()
+        .filter(|r| r.path.starts_with("/repos/") && r.auth == fakehub::AuthKind::Token)
+        .count()
+}
+
+#[test]
+fn a_hundred_pull_requests_for_one_branch_reach_github_once() {
+    let world = World::start();
+    push_branch(&world, "adagent/fix");
+    let before = world.hub.requests().len();
+    // Ten connections at once, ten calls each: the first call opens it, the rest are answered from memory.
+    let answers: Vec<mint_api::Response> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..10)
+            .map(|_| s.spawn(|| (0..10).map(|_| open_pull(&world, "adagent/fix")).collect::<Vec<_>>()))
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("thread")).collect()
+    });
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 99, "{statuses:?}");
+    let numbers: std::collections::BTreeSet<u64> = answers
+        .iter()
+        .map(|a| {
+            serde_json::from_slice::<mint_api::PullRequestOutput>(&a.body)
+                .expect("output")
+                .number
+        })
+        .collect();
+    assert_eq!(numbers.len(), 1, "one pull request");
+    let calls = api_calls_since(&world, before);
+    // Reading the default branch and opening the pull request; before the memory it was 2 + 99 × 3.
+    assert_eq!(calls, 2, "GitHub API calls for 100 pull-request calls");
+    assert_eq!(world.hub.pulls().len(), 1);
+}
+
+#[test]
+fn a_hundred_pull_requests_for_a_hundred_branches_are_held_to_the_bucket() {
+    let world = World::start();
+    assert!(fill(&world).status.success(), "a token first, so mints do not count");
+    let before = world.hub.requests().len();
+    let answers: Vec<mint_api::Response> = (0..100).map(|i| open_pull(&world, &format!("adagent/b{i}"))).collect();
+    let reached = answers.iter().filter(|a| a.status != 429).count();
+    assert_eq!(
+        reached, 10,
+        "the burst reaches GitHub (and fails there: the branches were never pushed)"
+    );
+    for limited in answers.iter().filter(|a| a.status == 429) {
+        let reason = limited.reason.as_deref().unwrap_or_default();
+        assert!(
+            reason.contains("too many pull requests") && reason.contains("try again in"),
+            "{reason}"
+        );
+    }
+    let calls = api_calls_since(&world, before);
+    // Ten calls of at most three each; before the bucket, every one of the 100 reached GitHub.
+    assert_eq!(calls, 20, "GitHub API calls for 100 pull-request calls");
+    // The caller is told when, in the header too.
+    let raw = raw_unix_post(
+        &world,
+        mint_api::route::PULLS,
+        br#"{"branch":"adagent/late","title":"t"}"#,
+    );
+    assert!(raw.starts_with("HTTP/1.1 429"), "{raw}");
+    let retry_after: u64 = raw
+        .lines()
+        .find_map(|l| l.strip_prefix("retry-after: "))
+        .expect("Retry-After")
+        .trim()
+        .parse()
+        .expect("seconds");
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    let text = metrics(&world);
+    assert!(
+        text.lines()
+            .any(|l| l == "mint_pull_requests_total{outcome=\"limited\"} 91"),
+        "{text}"
+    );
+}
+
+fn metrics(world: &World) -> String {
+    let response = mint_api::Client::new(&world.socket)
+        .request("GET", mint_api::route::METRICS, b"")
+        .expect("metrics");
+    String::from_utf8(response.body).expect("utf8")
+}
+
+/// One HTTP/1.1 POST on mintd's socket, the whole answer as text (headers included).
+fn raw_unix_post(world: &World, path: &str, body: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(&world.socket).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: mintd\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .expect("send");
+    stream.write_all(body).expect("send");
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).expect("read");
+    raw
+}

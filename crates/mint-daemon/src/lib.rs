@@ -53,6 +53,8 @@ pub struct Daemon {
     pub(crate) git_proxy: Option<std::net::SocketAddr>,
     /// Where the proxy actually listens (the configured port may be 0).
     pub(crate) git_proxy_bound: std::sync::OnceLock<std::net::SocketAddr>,
+    /// What stands between `POST /v1/pulls` and GitHub: memory of opened pull requests and a bucket.
+    pub(crate) pulls: pulls::PullGate,
 }
 
 /// Where the daemon's tokens come from, as status reports it.
@@ -205,6 +207,7 @@ impl Daemon {
             upstream,
             git_proxy: config.git_proxy,
             git_proxy_bound: std::sync::OnceLock::new(),
+            pulls: pulls::PullGate::default(),
         }))
     }
 }

@@ -26,6 +26,7 @@ pub struct Metrics {
     proxied: Mutex<BTreeMap<(&'static str, u16), u64>>,
     proxy_refusals: Mutex<BTreeMap<&'static str, u64>>,
     proxy_bytes_down: AtomicU64,
+    pull_requests: Mutex<BTreeMap<&'static str, u64>>,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -55,6 +56,16 @@ impl Metrics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *map.entry(reason).or_default() += 1;
+    }
+
+    /// A `POST /v1/pulls` that passed the input checks, by what answered it: `github`, `remembered`,
+    /// `limited` (the bucket was empty) or `github_rate_limited`.
+    pub(crate) fn pull_request(&self, outcome: &'static str) {
+        let mut map = self
+            .pull_requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *map.entry(outcome).or_default() += 1;
     }
 
     pub(crate) fn proxy_bytes_down(&self, n: usize) {
@@ -176,6 +187,19 @@ impl Metrics {
             "mint_get_duration_seconds_sum {sum}\nmint_get_duration_seconds_count {count}"
         );
         self.render_proxy(&mut out);
+        let _ = writeln!(
+            out,
+            "# HELP mint_pull_requests_total Pull-request calls past the input checks, by what answered them."
+        );
+        let _ = writeln!(out, "# TYPE mint_pull_requests_total counter");
+        let pulls = self
+            .pull_requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (outcome, n) in pulls.iter() {
+            let _ = writeln!(out, "mint_pull_requests_total{{outcome=\"{outcome}\"}} {n}");
+        }
+        drop(pulls);
         let _ = writeln!(
             out,
             "# HELP mint_token_life_seconds Seconds of life left on the token being served."

@@ -2,16 +2,178 @@
 //! token and the policy: the head must be a valid branch inside the prefix, the base is the repository's
 //! default branch as GitHub reports it (never the caller's choice), and inputs are bounded. The repository
 //! is the token's own: the configured one, or the broker's latest.
+//!
+//! Each call that reaches GitHub costs up to three API calls from the installation's hourly budget, which
+//! every sandbox of the customer shares, and opening a pull request counts against GitHub's
+//! content-creation limits. So a pull request already opened for a branch is answered from memory for
+//! [`REMEMBER_FOR`], the calls that reach GitHub go one at a time through a token bucket
+//! ([`BURST`], then one per [`REFILL_EVERY`]; beyond it 429 with `Retry-After`), and a rate limit from
+//! GitHub stops them all until the time GitHub named.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::Full;
 use mint_api::{PullRequestInput, PullRequestOutput};
 use mint_github::{NewPull, PullOutcome};
+use tokio::time::Instant;
 
 use crate::Daemon;
 use crate::peer::AllowedPeer;
 use crate::server::refusal;
+
+/// Pull-request calls that may reach GitHub at once, after a quiet spell: an agent publishing a few
+/// branches in a row is never held up.
+pub const BURST: u32 = 10;
+/// After the burst, one more call may reach GitHub per this long: 120 an hour, at most 360 GitHub API
+/// calls, far inside an installation's 5,000 and GitHub's 500 content-creating requests an hour.
+pub const REFILL_EVERY: Duration = Duration::from_secs(30);
+/// A pull request opened (or found open) for a branch is answered from memory for this long. One closed
+/// in the meantime is still reported as it was; asking again after this finds the truth.
+pub const REMEMBER_FOR: Duration = Duration::from_secs(10 * 60);
+/// Branches remembered at most; the bucket admits about 30 new ones per [`REMEMBER_FOR`], so this is
+/// only a backstop.
+const REMEMBER_AT_MOST: usize = 256;
+
+/// The memory and the bucket in front of GitHub's pull-request API. One per daemon.
+pub(crate) struct PullGate {
+    state: Mutex<GateState>,
+    /// Held while a call is at GitHub: calls for one branch queue and find the first one's answer.
+    at_github: tokio::sync::Mutex<()>,
+}
+
+struct GateState {
+    /// By repository and branch: the pull request and when it was learnt.
+    opened: HashMap<(String, String), (PullRequestOutput, Instant)>,
+    /// The bucket as a virtual schedule (GCRA): each admitted call moves this on by [`REFILL_EVERY`];
+    /// a call is admitted while it stays within `BURST × REFILL_EVERY` of now. Exact, no float drift.
+    next_free: Instant,
+    /// GitHub rate-limited the pull-request calls: none goes before this.
+    github_not_before: Option<(Instant, String)>,
+}
+
+/// Why a pull-request call was not let through to GitHub.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Held {
+    /// The bucket is empty: try again in this long.
+    Bucket(Duration),
+    /// GitHub rate-limited these calls: its words, and how long is left.
+    GitHub(String, Duration),
+}
+
+impl Default for PullGate {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(GateState {
+                opened: HashMap::new(),
+                next_free: Instant::now(),
+                github_not_before: None,
+            }),
+            at_github: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl PullGate {
+    fn state(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The pull request remembered for this repository and branch, if it is recent enough.
+    pub(crate) fn remembered(&self, repo: &str, branch: &str) -> Option<PullRequestOutput> {
+        let now = Instant::now();
+        let state = self.state();
+        let (output, at) = state.opened.get(&(repo.to_owned(), branch.to_owned()))?;
+        (now < *at + REMEMBER_FOR).then(|| PullRequestOutput {
+            created: false,
+            ..output.clone()
+        })
+    }
+
+    pub(crate) fn remember(&self, repo: &str, output: &PullRequestOutput) {
+        let now = Instant::now();
+        let mut state = self.state();
+        state.opened.retain(|_, (_, at)| now < *at + REMEMBER_FOR);
+        if state.opened.len() >= REMEMBER_AT_MOST
+            && let Some(oldest) = state
+                .opened
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone())
+        {
+            state.opened.remove(&oldest);
+        }
+        state
+            .opened
+            .insert((repo.to_owned(), output.head.clone()), (output.clone(), now));
+    }
+
+    /// Take one token from the bucket, or say how long until one is there (or until GitHub's limit ends).
+    pub(crate) fn admit(&self) -> Result<(), Held> {
+        let now = Instant::now();
+        let mut state = self.state();
+        if let Some((until, message)) = &state.github_not_before {
+            if now < *until {
+                return Err(Held::GitHub(message.clone(), until.saturating_duration_since(now)));
+            }
+            state.github_not_before = None;
+        }
+        let after = state.next_free.max(now) + REFILL_EVERY;
+        match after.saturating_duration_since(now).checked_sub(REFILL_EVERY * BURST) {
+            Some(over) if !over.is_zero() => Err(Held::Bucket(over)),
+            _ => {
+                state.next_free = after;
+                Ok(())
+            }
+        }
+    }
+
+    /// GitHub rate-limited a pull-request call: let none through for `wait`.
+    fn hold_off(&self, wait: Duration, message: String) {
+        self.state().github_not_before = Some((Instant::now() + wait, message));
+    }
+}
+
+/// Seconds for `Retry-After`, rounded up.
+fn whole_seconds(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+fn held(daemon: &Daemon, held: &Held) -> Response<Full<Bytes>> {
+    let (status, wait, reason) = match held {
+        Held::Bucket(wait) => {
+            daemon.metrics.pull_request("limited");
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                *wait,
+                format!(
+                    "too many pull requests: mintd lets {BURST} reach GitHub at once, then one per {} s, to spare the installation's shared GitHub budget; try again in {} s",
+                    REFILL_EVERY.as_secs(),
+                    whole_seconds(*wait)
+                ),
+            )
+        }
+        Held::GitHub(message, wait) => {
+            daemon.metrics.pull_request("github_rate_limited");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                *wait,
+                format!(
+                    "{message}; mintd asks GitHub again in {} s, not before",
+                    whole_seconds(*wait)
+                ),
+            )
+        }
+    };
+    let mut response = refusal(status, &reason);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(whole_seconds(wait)));
+    response
+}
 
 /// Proof that a pull-request request came from an allowed peer and passed the input policy. Only this
 /// module creates one, and the token cache demands it.
@@ -34,6 +196,24 @@ pub(crate) async fn open(daemon: &Daemon, _peer: &AllowedPeer, body: &[u8]) -> R
         tracing::warn!(%reason, "refused a pull request");
         return refusal(StatusCode::BAD_REQUEST, &reason);
     }
+    let gate = &daemon.pulls;
+    // Answered from memory when this branch's pull request is known; otherwise one call at a time goes
+    // to GitHub, and a second for the same branch finds the first one's answer.
+    let remembered = || {
+        let target = daemon.cache.target()?;
+        gate.remembered(&target.repo().to_string(), &input.branch)
+    };
+    if let Some(output) = remembered() {
+        return answer_remembered(daemon, &output);
+    }
+    let _at_github = gate.at_github.lock().await;
+    if let Some(output) = remembered() {
+        return answer_remembered(daemon, &output);
+    }
+    if let Err(why) = gate.admit() {
+        return held(daemon, &why);
+    }
+    daemon.metrics.pull_request("github");
     let checked = PullChecked { _checked: () };
     let cached = match daemon.cache.get_for_pull(&checked).await {
         Ok(cached) => cached,
@@ -42,6 +222,12 @@ pub(crate) async fn open(daemon: &Daemon, _peer: &AllowedPeer, body: &[u8]) -> R
     let (token, github) = (&cached.token, &daemon.github);
     let repo = cached.target.repo();
     let (owner, name) = (repo.owner(), repo.name());
+    let github_failure = |e: &mint_github::GithubError| {
+        if let Some(wait) = e.hold_off() {
+            gate.hold_off(wait, e.to_string());
+        }
+        github_failure(e)
+    };
     let base = match github.repository(token, owner, name).await {
         Ok(r) => r.default_branch.unwrap_or_else(|| "main".to_owned()),
         Err(e) => return github_failure(&e),
@@ -83,11 +269,21 @@ pub(crate) async fn open(daemon: &Daemon, _peer: &AllowedPeer, body: &[u8]) -> R
         base: pull.base.name,
         created,
     };
+    gate.remember(&repo.to_string(), &output);
+    json(if created { StatusCode::CREATED } else { StatusCode::OK }, &output)
+}
+
+fn answer_remembered(daemon: &Daemon, output: &PullRequestOutput) -> Response<Full<Bytes>> {
+    daemon.metrics.pull_request("remembered");
+    json(StatusCode::OK, output)
+}
+
+fn json(status: StatusCode, output: &PullRequestOutput) -> Response<Full<Bytes>> {
     Response::builder()
-        .status(if created { StatusCode::CREATED } else { StatusCode::OK })
+        .status(status)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(
-            serde_json::to_vec(&output).expect("output serialises"),
+            serde_json::to_vec(output).expect("output serialises"),
         )))
         .expect("static headers are valid")
 }
@@ -99,4 +295,81 @@ fn github_failure(e: &mint_github::GithubError) -> Response<Full<Bytes>> {
         _ => StatusCode::BAD_GATEWAY,
     };
     refusal(status, &e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pull(head: &str) -> PullRequestOutput {
+        PullRequestOutput {
+            number: 1,
+            url: "https://github.com/o/r/pull/1".into(),
+            head: head.into(),
+            base: "main".into(),
+            created: true,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bucket_lets_a_burst_through_then_one_per_interval() {
+        let gate = PullGate::default();
+        for _ in 0..BURST {
+            gate.admit().expect("within the burst");
+        }
+        let Err(Held::Bucket(wait)) = gate.admit() else {
+            panic!("the burst is spent")
+        };
+        assert_eq!(wait, REFILL_EVERY);
+        tokio::time::sleep(REFILL_EVERY / 2).await;
+        assert_eq!(gate.admit(), Err(Held::Bucket(REFILL_EVERY / 2)));
+        tokio::time::sleep(REFILL_EVERY / 2).await;
+        gate.admit().expect("one more after the interval");
+        // An hour of a hostile loop: at most one call per interval gets through.
+        let mut admitted = 0;
+        for _ in 0..3600 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            admitted += u32::from(gate.admit().is_ok());
+        }
+        assert_eq!(admitted, 120);
+        // A quiet spell refills the burst, and no more.
+        tokio::time::sleep(REFILL_EVERY * 100).await;
+        assert_eq!((0..50).filter(|_| gate.admit().is_ok()).count(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pull_request_is_remembered_for_ten_minutes() {
+        let gate = PullGate::default();
+        assert!(gate.remembered("o/r", "adagent/x").is_none());
+        gate.remember("o/r", &pull("adagent/x"));
+        let again = gate.remembered("o/r", "adagent/x").expect("remembered");
+        assert_eq!((again.number, again.created), (1, false));
+        assert!(gate.remembered("o/other", "adagent/x").is_none(), "per repository");
+        tokio::time::sleep(REMEMBER_FOR).await;
+        assert!(gate.remembered("o/r", "adagent/x").is_none(), "asked again after");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn memory_is_bounded() {
+        let gate = PullGate::default();
+        for i in 0..1000 {
+            gate.remember("o/r", &pull(&format!("adagent/{i}")));
+        }
+        assert_eq!(gate.state().opened.len(), REMEMBER_AT_MOST);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_github_rate_limit_holds_every_call_until_its_time() {
+        let gate = PullGate::default();
+        gate.hold_off(Duration::from_secs(60), "GitHub rate-limited".into());
+        let Err(Held::GitHub(message, wait)) = gate.admit() else {
+            panic!("held")
+        };
+        assert_eq!(
+            (message.as_str(), wait),
+            ("GitHub rate-limited", Duration::from_secs(60))
+        );
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        gate.admit().expect("let through after");
+    }
 }
