@@ -37,7 +37,13 @@ pub struct App {
     pub(crate) client: GitHubClient,
     /// Seconds to add to this machine's clock to get GitHub's, learnt from a 401's `Date` header.
     clock_offset: AtomicI64,
+    /// The last JWT signed, with GitHub's time when it was: RS256 signing is most of a mint's CPU, and one
+    /// JWT serves every request for minutes.
+    cached_jwt: std::sync::Mutex<Option<(std::sync::Arc<crate::Jwt>, SystemTime)>>,
 }
+
+/// A JWT is reused for this long after signing (it is valid for nine minutes, backdated one).
+const JWT_REUSE: Duration = Duration::from_secs(5 * 60);
 
 /// A difference between GitHub's clock and ours below this is noise (the `Date` header has 1 s resolution,
 /// and the JWT is backdated 60 s anyway).
@@ -55,14 +61,27 @@ impl App {
             key: signer,
             client,
             clock_offset: AtomicI64::new(0),
+            cached_jwt: std::sync::Mutex::new(None),
         }
     }
 
-    /// A fresh App JWT, signed with GitHub's clock as far as we know it.
-    pub(crate) fn jwt(&self) -> Result<crate::Jwt, GithubError> {
-        self.key
-            .app_jwt(&self.id, self.github_now())
-            .map_err(|e| GithubError::Jwt(e.to_string()))
+    /// An App JWT with at least four minutes of life, signed with GitHub's clock as far as we know it.
+    /// Signed once per [`JWT_REUSE`] at most; a clock correction signs anew.
+    pub(crate) fn jwt(&self) -> Result<std::sync::Arc<crate::Jwt>, GithubError> {
+        let now = self.github_now();
+        let mut cached = self.cached_jwt.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((jwt, signed)) = cached.as_ref()
+            && now.duration_since(*signed).is_ok_and(|age| age < JWT_REUSE)
+        {
+            return Ok(jwt.clone());
+        }
+        let jwt = std::sync::Arc::new(
+            self.key
+                .app_jwt(&self.id, now)
+                .map_err(|e| GithubError::Jwt(e.to_string()))?,
+        );
+        *cached = Some((jwt.clone(), now));
+        Ok(jwt)
     }
 
     /// GitHub's idea of now, as far as we know it.
@@ -92,6 +111,8 @@ impl App {
             "this machine's clock differs from GitHub's; signing App JWTs with GitHub's time (fix NTP on this host)"
         );
         self.clock_offset.store(offset, Ordering::Relaxed);
+        // The cached JWT was signed with the wrong clock.
+        *self.cached_jwt.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         true
     }
 
@@ -343,6 +364,31 @@ pub(crate) fn generic_error(op: Operation, response: &RawResponse) -> GithubErro
 mod tests {
     use super::*;
     use crate::{Level, Repository};
+
+    /// Counts signatures; the key material is irrelevant here.
+    #[derive(Debug, Default)]
+    struct CountingSigner(std::sync::atomic::AtomicUsize);
+
+    impl crate::Signer for std::sync::Arc<CountingSigner> {
+        fn app_jwt(&self, _app: &AppId, _now: SystemTime) -> Result<crate::Jwt, crate::SignError> {
+            let n = self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(crate::Jwt::new(format!("jwt-{n}")))
+        }
+    }
+
+    #[test]
+    fn one_jwt_serves_many_requests_until_the_clock_is_corrected() {
+        let signer = std::sync::Arc::new(CountingSigner::default());
+        let client = GitHubClient::new("http://127.0.0.1:9").expect("client");
+        let app = App::with_signer("7".parse().expect("id"), Box::new(signer.clone()), client);
+        let first = app.jwt().expect("signed");
+        for _ in 0..100 {
+            assert!(std::sync::Arc::ptr_eq(&first, &app.jwt().expect("signed")));
+        }
+        assert_eq!(signer.0.load(Ordering::SeqCst), 1, "signed once for 101 requests");
+        assert!(app.correct_clock(SystemTime::now() + Duration::from_secs(3600)));
+        assert_eq!(app.jwt().expect("signed").expose(), "jwt-1", "a corrected clock signs anew");
+    }
 
     fn minted(perms: &[(&str, Level)], selection: &str, repos: &[&str]) -> MintedToken {
         MintedToken {

@@ -53,6 +53,11 @@ impl fmt::Debug for AppKey {
 pub struct Jwt(SecretString);
 
 impl Jwt {
+    /// A compact JWT signed elsewhere (a KMS or HSM [`crate::Signer`]).
+    pub fn new(compact: String) -> Self {
+        Self(SecretString::from(compact))
+    }
+
     /// The compact JWT, for an `Authorization: Bearer` header and nothing else.
     pub fn expose(&self) -> &str {
         self.0.expose_secret()
