@@ -69,7 +69,9 @@ impl World {
                 "acme",
                 &["widgets"],
                 fakehub::BROAD_PERMISSIONS,
-            ));
+            ))
+            // An account with no installation yet, for installations made during a test.
+            .with_repositories("initech", &["tps", "reports"]);
         let hub = FakeHub::start(config).await.expect("fakehub starts");
         let database = match &db {
             Db::Sqlite => format!("sqlite://{}", dir.path().join("mint-server.db").display()),
