@@ -69,7 +69,10 @@ impl App {
     /// Signed once per [`JWT_REUSE`] at most; a clock correction signs anew.
     pub(crate) fn jwt(&self) -> Result<std::sync::Arc<crate::Jwt>, GithubError> {
         let now = self.github_now();
-        let mut cached = self.cached_jwt.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cached = self
+            .cached_jwt
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((jwt, signed)) = cached.as_ref()
             && now.duration_since(*signed).is_ok_and(|age| age < JWT_REUSE)
         {
@@ -112,7 +115,10 @@ impl App {
         );
         self.clock_offset.store(offset, Ordering::Relaxed);
         // The cached JWT was signed with the wrong clock.
-        *self.cached_jwt.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        *self
+            .cached_jwt
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         true
     }
 
@@ -134,16 +140,36 @@ impl App {
         permissions: &Permissions,
     ) -> Result<MintedToken, GithubError> {
         let full_name = format!("{owner}/{name}");
-        let op = Operation::Mint {
-            installation_id,
-            repo: full_name.clone(),
-        };
-        let jwt = self.jwt()?;
         let request = TokenRequest {
             repositories: vec![name.to_owned()],
             permissions: permissions.clone(),
         };
         let body = serde_json::to_vec(&request).expect("a TokenRequest always serialises");
+        let minted = self
+            .request_token(installation_id, &full_name, permissions, body)
+            .await?;
+        if let Err(scope) = check_scope(&minted, &full_name, permissions) {
+            // Never serve a token wider than asked; and do not leave it alive either.
+            self.revoke_quietly(&minted.token).await;
+            return Err(scope.into());
+        }
+        Ok(minted)
+    }
+
+    /// `POST /app/installations/{id}/access_tokens` with `body`: the 201 decoded, or what the failure means.
+    /// The caller checks the grant.
+    pub(crate) async fn request_token(
+        &self,
+        installation_id: u64,
+        full_name: &str,
+        permissions: &Permissions,
+        body: Vec<u8>,
+    ) -> Result<MintedToken, GithubError> {
+        let op = Operation::Mint {
+            installation_id,
+            repo: full_name.to_owned(),
+        };
+        let jwt = self.jwt()?;
         let path = format!("/app/installations/{installation_id}/access_tokens");
         let response = self
             .client
@@ -156,17 +182,10 @@ impl App {
             )
             .await?;
         if response.status != StatusCode::CREATED {
-            return Err(self.mint_error(&op, installation_id, &full_name, permissions, &response));
+            return Err(self.mint_error(&op, installation_id, full_name, permissions, &response));
         }
         let mut minted = decode_minted(&op, &response.body)?;
         minted.server_date = server_date(&response.headers);
-        if let Err(scope) = check_scope(&minted, &full_name, permissions) {
-            // Never serve a token wider than asked; and do not leave it alive either.
-            if let Err(e) = self.revoke(&minted.token).await {
-                tracing::warn!(error = %e, "could not revoke an over-scoped token; it expires on its own");
-            }
-            return Err(scope.into());
-        }
         Ok(minted)
     }
 
@@ -387,7 +406,11 @@ mod tests {
         }
         assert_eq!(signer.0.load(Ordering::SeqCst), 1, "signed once for 101 requests");
         assert!(app.correct_clock(SystemTime::now() + Duration::from_secs(3600)));
-        assert_eq!(app.jwt().expect("signed").expose(), "jwt-1", "a corrected clock signs anew");
+        assert_eq!(
+            app.jwt().expect("signed").expose(),
+            "jwt-1",
+            "a corrected clock signs anew"
+        );
     }
 
     fn minted(perms: &[(&str, Level)], selection: &str, repos: &[&str]) -> MintedToken {

@@ -5,7 +5,7 @@ use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::app::{generic_error, message_of, server_date};
-use crate::{App, GithubError, InstallationToken, MintedToken, Operation, Permissions, ScopeError, decode_minted};
+use crate::{App, GithubError, InstallationToken, MintedToken, Operation, Permissions, ScopeError};
 
 /// The subset of GitHub's `installation` object the control plane reads.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -102,32 +102,14 @@ impl App {
         full_name: &str,
         permissions: &Permissions,
     ) -> Result<MintedToken, GithubError> {
-        let op = Operation::Mint {
-            installation_id,
-            repo: full_name.to_owned(),
-        };
-        let jwt = self.jwt()?;
         let body = serde_json::to_vec(&TokenRequestById {
             repository_ids: [repository_id],
             permissions,
         })
         .expect("a token request always serialises");
-        let path = format!("/app/installations/{installation_id}/access_tokens");
-        let response = self
-            .client
-            .send(
-                &op,
-                Method::POST,
-                &path,
-                &format!("Bearer {}", jwt.expose()),
-                Some(body),
-            )
+        let minted = self
+            .request_token(installation_id, full_name, permissions, body)
             .await?;
-        if response.status != StatusCode::CREATED {
-            return Err(self.mint_error(&op, installation_id, full_name, permissions, &response));
-        }
-        let mut minted = decode_minted(&op, &response.body)?;
-        minted.server_date = server_date(&response.headers);
         if let Err(scope) = check_scope_by_id(&minted, repository_id, full_name, permissions) {
             self.revoke_quietly(&minted.token).await;
             return Err(scope.into());

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::{Admin, ApiError, Id, Input, json};
-use crate::model::{Connection, ConnectionStatus, SandboxRow, now, rfc3339};
+use crate::model::{Connection, SandboxRow, now, rfc3339};
 use crate::secrets::{SandboxCredential, new_id};
 use crate::state::AppState;
 
@@ -90,20 +90,7 @@ pub async fn put_connection(
         return Err(ApiError::no_product(&id));
     }
     let verified = state.github.verify(input.installation_id, &repository).await?;
-    let connection = Connection {
-        status: ConnectionStatus::Active,
-        reason: format!(
-            "Connected to {} through installation {} on {}.",
-            verified.repository, verified.installation_id, verified.account_login
-        ),
-        installation_id: Some(verified.installation_id),
-        repository_id: Some(verified.repository_id),
-        repository: Some(verified.repository),
-        account_login: Some(verified.account_login),
-        account_type: Some(verified.account_type),
-        installation_url: verified.installation_url,
-        updated_at: now(),
-    };
+    let connection = Connection::active(&verified, now());
     state.store.put_connection(&id, &connection).await?;
     tracing::info!(
         product = %*id,

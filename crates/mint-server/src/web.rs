@@ -926,20 +926,7 @@ async fn bind_choice(
                 format!("GitHub refused the connection, so nothing was bound: {e}"),
             )
         })?;
-    let connection = Connection {
-        status: ConnectionStatus::Active,
-        reason: format!(
-            "Connected to {} through installation {} on {}.",
-            verified.repository, verified.installation_id, verified.account_login
-        ),
-        installation_id: Some(verified.installation_id),
-        repository_id: Some(verified.repository_id),
-        repository: Some(verified.repository),
-        account_login: Some(verified.account_login),
-        account_type: Some(verified.account_type),
-        installation_url: verified.installation_url,
-        updated_at: now(),
-    };
+    let connection = Connection::active(&verified, now());
     state
         .store
         .put_connection(product, &connection)
