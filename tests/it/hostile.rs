@@ -245,3 +245,169 @@ fn raw_unix_post(world: &World, path: &str, body: &[u8]) -> String {
     stream.read_to_string(&mut raw).expect("read");
     raw
 }
+
+/// What a hostile ref name or credential field would forge: a line of mintd's own text format.
+const FORGED: &str = "2026-01-01T00:00:00.000000Z  INFO mint_daemon::cache: minted installation token";
+
+#[test]
+fn a_ref_name_or_credential_field_cannot_forge_a_log_line() {
+    let mut world = World::start_with(Options {
+        start_mintd: false,
+        ..Default::default()
+    });
+    let proxy = world.start_mediated();
+    // A push whose ref name carries a newline, a forged line and escape codes, straight to the proxy
+    // (git itself would never send such a name).
+    let zero = "0".repeat(40);
+    let new = "1".repeat(40);
+    let command = format!("{zero} {new} refs/heads/main\n{FORGED}\x1b[1A\x1b[2K\0report-status\n");
+    let body = format!("{:04x}{command}0000", command.len() + 4);
+    let url = format!("{proxy}{OWNER}/{REPO}.git/git-receive-pack");
+    let (status, answer) = http_post(&url, body.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer.contains("ng refs/heads/main"),
+        "refused in git's protocol: {answer:?}"
+    );
+    let log = world.mintd_log();
+    assert!(log.contains("refused a push"), "{log}");
+    assert_no_forgery(&log);
+    assert!(
+        world.hub.mints().is_empty(),
+        "nothing was minted, so no real line says so"
+    );
+
+    // A credential request whose fields hold escape codes (the helper's protocol takes any byte but NUL,
+    // CR and a newline inside a value), declined for naming another host.
+    let world = World::start();
+    let request = "protocol=http\nhost=evil.example\x1b[1A\x1b[2K\npath=a/b\x1b]0;title\x07.git\n";
+    let response = mint_api::Client::new(&world.socket)
+        .request("POST", mint_api::route::CREDENTIAL_GET, request.as_bytes())
+        .expect("mintd answers");
+    assert_eq!(response.status, 204, "{response:?}");
+    let log = world.mintd_log();
+    assert!(
+        log.contains(r"evil.example\u{1b}[1A\u{1b}[2K"),
+        "the declined host, escaped:\n{log}"
+    );
+    assert_no_forgery(&log);
+}
+
+fn assert_no_forgery(log: &str) {
+    assert!(
+        !log.chars().any(|c| c.is_control() && c != '\n'),
+        "no control character reaches the log:\n{log:?}"
+    );
+    for line in log.lines() {
+        assert!(!line.starts_with("2026-01-01"), "forged line: {line}");
+        if line.contains("minted installation token") && !line.contains("mint_daemon::cache: minted") {
+            assert!(line.contains(r"\n2026-01-01"), "only inside an escaped field: {line}");
+        }
+    }
+}
+
+/// Declined credential requests pipelined on one connection.
+const N: usize = 10_000;
+
+#[test]
+fn ten_thousand_declined_requests_on_one_connection_write_a_bounded_log() {
+    let mut world = World::start_with(Options {
+        start_mintd: false,
+        ..Default::default()
+    });
+    // As shipped: info level (the other tests log at debug, which writes a line per request by design).
+    let mut command = world.mintd_command(crate::support::INSTALLATION_ID);
+    command.env("RUST_LOG", "info");
+    let log = std::fs::File::create(&world.log).expect("log");
+    let child = command
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("mintd");
+    world.mintd = Some(child);
+    while std::os::unix::net::UnixStream::connect(&world.socket).is_err() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let started_with = world.mintd_log().len();
+
+    let body = "protocol=https\nhost=elsewhere.example\npath=a/b.git\n";
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: mintd\r\nContent-Length: {}\r\n\r\n{body}",
+        mint_api::route::CREDENTIAL_GET,
+        body.len()
+    );
+    let stream = std::os::unix::net::UnixStream::connect(&world.socket).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let mut reader = stream.try_clone().expect("clone");
+    // Pipelined: one thread writes every request, this one reads the answers as they come.
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut stream = stream;
+        for _ in 0..N {
+            stream.write_all(request.as_bytes()).expect("send");
+        }
+        stream
+    });
+    let answered = count_answers(&mut reader, "HTTP/1.1 204", N);
+    assert_eq!(answered, N);
+    drop(writer.join().expect("writer"));
+
+    let text = metrics(&world);
+    assert!(
+        text.lines()
+            .any(|l| l == format!("mint_client_events_total{{event=\"credential_declined\"}} {N}")),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l == format!("mint_declined_total {N}")), "{text}");
+    let written = world.mintd_log().len() - started_with;
+    assert!(written < 64 * 1024, "{written} bytes of log for {N} declined requests");
+    // A legitimate get still answers at once.
+    let started = std::time::Instant::now();
+    assert!(fill(&world).status.success());
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+/// Read from `stream` until `n` answers starting with `marker` have arrived (or it ends).
+fn count_answers(stream: &mut impl std::io::Read, marker: &str, n: usize) -> usize {
+    let marker = marker.as_bytes();
+    let mut seen = 0;
+    let mut window = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while seen < n {
+        let read = stream.read(&mut buf).expect("read");
+        if read == 0 {
+            break;
+        }
+        window.extend_from_slice(&buf[..read]);
+        seen += window.windows(marker.len()).filter(|w| *w == marker).count();
+        // Keep a tail shorter than the marker: a marker split across reads is counted once, next time.
+        window.drain(..window.len().saturating_sub(marker.len() - 1));
+    }
+    seen
+}
+
+/// A bare HTTP/1.1 POST over TCP: (status, body).
+fn http_post(url: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("http");
+    let (authority, path) = rest.split_at(rest.find('/').expect("path"));
+    let mut stream = std::net::TcpStream::connect(authority).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/x-git-receive-pack-request\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .expect("send");
+    stream.write_all(body).expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read");
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a head");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, body.to_owned())
+}

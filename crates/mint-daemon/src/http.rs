@@ -38,6 +38,7 @@ pub(crate) async fn serve<L, S, B>(
     listener: L,
     header_timeout: Duration,
     service_for: impl Fn(&L::Stream) -> S,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
     shutdown: impl Future<Output = ()>,
 ) where
     L: Listener,
@@ -65,7 +66,9 @@ pub(crate) async fn serve<L, S, B>(
                 }
                 Err(e) => {
                     // Typically out of file descriptors: keep serving those already connected.
-                    tracing::warn!(error = %e, "accept failed");
+                    if metrics.repeated.should_log(crate::logs::Repeated::AcceptFailed) {
+                        tracing::warn!(error = %e, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod config;
 pub mod harden;
 mod http;
+pub mod logs;
 pub mod metrics;
 pub mod peer;
 pub mod proxy;

@@ -27,6 +27,8 @@ pub struct Metrics {
     proxy_refusals: Mutex<BTreeMap<&'static str, u64>>,
     proxy_bytes_down: AtomicU64,
     pull_requests: Mutex<BTreeMap<&'static str, u64>>,
+    /// Events a client can repeat at will: counted here, logged in moderation.
+    pub(crate) repeated: crate::logs::Throttle,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -110,6 +112,44 @@ impl Metrics {
         let _ = writeln!(out, "mint_proxy_bytes_down_total {down}");
     }
 
+    /// What clients asked for that did not all reach GitHub or the log: pull requests, repeated events.
+    fn render_client(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP mint_pull_requests_total Pull-request calls past the input checks, by what answered them."
+        );
+        let _ = writeln!(out, "# TYPE mint_pull_requests_total counter");
+        let pulls = self
+            .pull_requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (outcome, n) in pulls.iter() {
+            let _ = writeln!(out, "mint_pull_requests_total{{outcome=\"{outcome}\"}} {n}");
+        }
+        drop(pulls);
+        let _ = writeln!(
+            out,
+            "# HELP mint_client_events_total Events a client can repeat at will (refusals, declines, accept errors), all counted."
+        );
+        let _ = writeln!(out, "# TYPE mint_client_events_total counter");
+        let repeated = self.repeated.counts();
+        for (event, seen, _) in &repeated {
+            let _ = writeln!(out, "mint_client_events_total{{event=\"{}\"}} {seen}", event.label());
+        }
+        let _ = writeln!(
+            out,
+            "# HELP mint_log_lines_suppressed_total Of those, how many got no log line of their own."
+        );
+        let _ = writeln!(out, "# TYPE mint_log_lines_suppressed_total counter");
+        for (event, _, suppressed) in &repeated {
+            let _ = writeln!(
+                out,
+                "mint_log_lines_suppressed_total{{event=\"{}\"}} {suppressed}",
+                event.label()
+            );
+        }
+    }
+
     pub(crate) fn observe_get(&self, took: Duration) {
         let seconds = took.as_secs_f64();
         for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
@@ -187,19 +227,7 @@ impl Metrics {
             "mint_get_duration_seconds_sum {sum}\nmint_get_duration_seconds_count {count}"
         );
         self.render_proxy(&mut out);
-        let _ = writeln!(
-            out,
-            "# HELP mint_pull_requests_total Pull-request calls past the input checks, by what answered them."
-        );
-        let _ = writeln!(out, "# TYPE mint_pull_requests_total counter");
-        let pulls = self
-            .pull_requests
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (outcome, n) in pulls.iter() {
-            let _ = writeln!(out, "mint_pull_requests_total{{outcome=\"{outcome}\"}} {n}");
-        }
-        drop(pulls);
+        self.render_client(&mut out);
         let _ = writeln!(
             out,
             "# HELP mint_token_life_seconds Seconds of life left on the token being served."

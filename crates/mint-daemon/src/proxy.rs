@@ -21,6 +21,7 @@ use mint_credential::Target;
 
 use crate::Daemon;
 use crate::cache::{GetError, MintFailure};
+use crate::logs::{Repeated, Untrusted};
 use crate::push_policy;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -79,6 +80,7 @@ impl Upstream {
 
 /// Serve the git proxy on `listener` until `shutdown` resolves, then drain.
 pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, shutdown: impl Future<Output = ()>) {
+    let metrics = daemon.metrics.clone();
     let service_for = move |_: &tokio::net::TcpStream| {
         let daemon = daemon.clone();
         service_fn(move |req| {
@@ -87,7 +89,7 @@ pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, shutdown: impl Fu
         })
     };
     // git sends its request at once; the generous header timeout only covers slow sandboxes.
-    crate::http::serve(listener, Duration::from_secs(30), service_for, shutdown).await;
+    crate::http::serve(listener, Duration::from_secs(30), service_for, metrics, shutdown).await;
 }
 
 /// The git routes the proxy forwards.
@@ -244,7 +246,9 @@ async fn judge_push(daemon: &Daemon, body: &mut Pending) -> Result<Option<Respon
         return Ok(None);
     };
     for (refname, reason) in &refused {
-        tracing::warn!(%refname, %reason, "refused a push");
+        if daemon.metrics.repeated.should_log(Repeated::PushRefused) {
+            tracing::warn!(refname = %Untrusted(refname), reason = %Untrusted(reason), "refused a push");
+        }
     }
     daemon.metrics.proxy_refused("push_policy");
     // Read the rest (the pack) and drop it, so git is not cut off mid-send and prints our reason.

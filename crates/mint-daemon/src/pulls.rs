@@ -22,6 +22,7 @@ use mint_github::{NewPull, PullOutcome};
 use tokio::time::Instant;
 
 use crate::Daemon;
+use crate::logs::{Repeated, Untrusted};
 use crate::peer::AllowedPeer;
 use crate::server::refusal;
 
@@ -193,7 +194,9 @@ pub(crate) async fn open(daemon: &Daemon, _peer: &AllowedPeer, body: &[u8]) -> R
         }
     };
     if let Err(reason) = input.check(&daemon.branch_prefix) {
-        tracing::warn!(%reason, "refused a pull request");
+        if daemon.metrics.repeated.should_log(Repeated::PullRefused) {
+            tracing::warn!(reason = %Untrusted(&reason), "refused a pull request");
+        }
         return refusal(StatusCode::BAD_REQUEST, &reason);
     }
     let gate = &daemon.pulls;
@@ -261,7 +264,7 @@ pub(crate) async fn open(daemon: &Daemon, _peer: &AllowedPeer, body: &[u8]) -> R
         },
         Err(e) => return github_failure(&e),
     };
-    tracing::info!(number = pull.number, created, head = %input.branch, base = %base, "pull request");
+    tracing::info!(number = pull.number, created, head = %Untrusted(&input.branch), base = %Untrusted(&base), "pull request");
     let output = PullRequestOutput {
         number: pull.number,
         url: pull.html_url,

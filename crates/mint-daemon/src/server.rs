@@ -15,6 +15,7 @@ use tokio::net::UnixListener;
 use tokio::time::Instant;
 
 use crate::cache::{GetError, MintFailure};
+use crate::logs::{Repeated, Untrusted};
 use crate::peer::{AllowedPeer, PeerError};
 use crate::{Daemon, Source};
 
@@ -24,11 +25,14 @@ const STATUS_LEARN_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Serve the local API on `listener` until `shutdown` resolves, then drain.
 pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>, shutdown: impl Future<Output = ()>) {
+    let metrics = daemon.metrics.clone();
     let service_for = move |stream: &tokio::net::UnixStream| {
         let daemon = daemon.clone();
         // Once per connection: the kernel says who connected; every request on it is judged by that.
         let peer = crate::peer::check(stream, &daemon.allowed_uids);
-        if let Err(e) = &peer {
+        if let Err(e) = &peer
+            && daemon.metrics.repeated.should_log(Repeated::ConnectionRefused)
+        {
             tracing::warn!(error = %e, "refused a connection");
         }
         service_fn(move |req| {
@@ -37,7 +41,7 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>, shutdown: impl F
             async move { Ok::<_, Infallible>(handle(&daemon, peer, req).await) }
         })
     };
-    crate::http::serve(listener, REQUEST_TIMEOUT, service_for, shutdown).await;
+    crate::http::serve(listener, REQUEST_TIMEOUT, service_for, metrics, shutdown).await;
 }
 
 async fn handle(
@@ -76,7 +80,7 @@ async fn handle(
         daemon.metrics.observe_get(started.elapsed());
     }
     tracing::debug!(
-        route = %route_name,
+        route = %Untrusted(&route_name),
         status = response.status().as_u16(),
         elapsed_us = started.elapsed().as_micros(),
         "request"
@@ -106,7 +110,9 @@ async fn credential(daemon: &Daemon, peer: &AllowedPeer, action: &str, body: &[u
     let request = match CredentialRequest::decode(body) {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!(error = %e, "refused a malformed credential request");
+            if daemon.metrics.repeated.should_log(Repeated::CredentialMalformed) {
+                tracing::warn!(error = %Untrusted(&e.to_string()), "refused a malformed credential request");
+            }
             return refusal(StatusCode::BAD_REQUEST, &e.to_string());
         }
     };
@@ -184,7 +190,9 @@ fn declined(daemon: &Daemon, reason: &str) -> Response<Full<Bytes>> {
         .metrics
         .declined
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(%reason, "declined a credential request");
+    if daemon.metrics.repeated.should_log(Repeated::CredentialDeclined) {
+        tracing::info!(reason = %Untrusted(reason), "declined a credential request");
+    }
     empty(StatusCode::NO_CONTENT, Some(reason))
 }
 

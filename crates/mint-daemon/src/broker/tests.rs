@@ -413,6 +413,7 @@ async fn stub_broker(stub: Arc<Mutex<Stub>>) -> String {
                 async move { Ok::<_, Infallible>(stub_answer(&stub, req).await) }
             })
         },
+        Arc::default(),
         std::future::pending(),
     ));
     url

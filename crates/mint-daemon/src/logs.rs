@@ -1,0 +1,194 @@
+//! Log lines a hostile sandbox can neither forge nor flood.
+//!
+//! Anything a client sent (ref names, credential-request fields, branch names, paths, reasons quoting
+//! them) reaches a log field only through [`Untrusted`], which escapes it and cuts it short: the text format
+//! writes fields raw, so a newline or an escape code in a ref name would otherwise start a line of its own.
+//! Events a client can repeat at will are logged through [`Throttle`]: the first [`LOG_BURST`] per
+//! [`LOG_WINDOW`], then one summary with the count; `/metrics` counts every one.
+
+use std::fmt;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Characters of a client's string kept in a log line; the rest is counted, not written.
+pub const UNTRUSTED_MAX_CHARS: usize = 200;
+/// Per event kind, at most [`LOG_BURST`] lines are written per this window.
+pub const LOG_WINDOW: Duration = Duration::from_secs(10);
+/// Lines per event kind per [`LOG_WINDOW`]; past it, the next window opens with one summary line.
+pub const LOG_BURST: u64 = 20;
+
+/// A client-supplied string, for a log field: control and other unprintable characters escaped as
+/// `escape_debug` does (quotes and backslashes kept), and at most [`UNTRUSTED_MAX_CHARS`] characters of it.
+pub struct Untrusted<'a>(pub &'a str);
+
+impl fmt::Display for Untrusted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut chars = self.0.chars();
+        for c in chars.by_ref().take(UNTRUSTED_MAX_CHARS) {
+            // Quotes and backslashes cannot break a line: left as they are, "the agent's branches" reads
+            // as written, and a reason that already escaped its quote (`host "a\u{1b}"`) is not escaped twice.
+            if matches!(c, '\'' | '"' | '\\') {
+                fmt::Write::write_char(f, c)?;
+            } else {
+                fmt::Display::fmt(&c.escape_debug(), f)?;
+            }
+        }
+        let rest = chars.count();
+        if rest > 0 {
+            write!(f, "…({rest} more characters)")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Untrusted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Event kinds a client can repeat at will, as `/metrics` labels them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Repeated {
+    /// A credential request for another repository or host.
+    CredentialDeclined,
+    /// A credential request that did not parse.
+    CredentialMalformed,
+    /// A connection from a uid not allowed.
+    ConnectionRefused,
+    /// `accept` failed (typically: out of file descriptors).
+    AcceptFailed,
+    /// One ref of a push the policy refused.
+    PushRefused,
+    /// A pull-request request with bad inputs.
+    PullRefused,
+}
+
+impl Repeated {
+    pub const ALL: [Repeated; 6] = [
+        Repeated::CredentialDeclined,
+        Repeated::CredentialMalformed,
+        Repeated::ConnectionRefused,
+        Repeated::AcceptFailed,
+        Repeated::PushRefused,
+        Repeated::PullRefused,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Repeated::CredentialDeclined => "credential_declined",
+            Repeated::CredentialMalformed => "credential_malformed",
+            Repeated::ConnectionRefused => "connection_refused",
+            Repeated::AcceptFailed => "accept_failed",
+            Repeated::PushRefused => "push_refused",
+            Repeated::PullRefused => "pull_refused",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Window {
+    started: Option<Instant>,
+    logged: u64,
+    suppressed: u64,
+}
+
+/// Counts each [`Repeated`] event and decides whether it gets a log line.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    state: Mutex<[(u64, u64, Window); Repeated::ALL.len()]>,
+}
+
+/// Totals for `/metrics`: (event, seen, not logged).
+pub type ThrottleCounts = Vec<(Repeated, u64, u64)>;
+
+impl Throttle {
+    fn state(&self) -> MutexGuard<'_, [(u64, u64, Window); Repeated::ALL.len()]> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Count one `event`; `true` if it should be logged. The first event of a window after one that
+    /// dropped lines writes the summary of that window.
+    pub fn should_log(&self, event: Repeated) -> bool {
+        let now = Instant::now();
+        let mut state = self.state();
+        let (seen, suppressed_total, window) = &mut state[event as usize];
+        *seen += 1;
+        if window.started.is_none_or(|started| now >= started + LOG_WINDOW) {
+            if window.suppressed > 0 {
+                tracing::warn!(
+                    event = event.label(),
+                    not_logged = window.suppressed,
+                    window_s = LOG_WINDOW.as_secs(),
+                    "more of the same were not logged; /metrics counts them all"
+                );
+            }
+            *window = Window {
+                started: Some(now),
+                ..Window::default()
+            };
+        }
+        if window.logged < LOG_BURST {
+            window.logged += 1;
+            true
+        } else {
+            window.suppressed += 1;
+            *suppressed_total += 1;
+            false
+        }
+    }
+
+    pub fn counts(&self) -> ThrottleCounts {
+        let state = self.state();
+        Repeated::ALL
+            .iter()
+            .map(|&event| {
+                let (seen, suppressed, _) = state[event as usize];
+                (event, seen, suppressed)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untrusted_strings_cannot_start_a_line_or_send_escape_codes() {
+        let forged = "refs/heads/x\n2026-01-01T00:00:00Z  INFO minted installation token\x1b[2K\r\u{2028}'\"\\";
+        let shown = Untrusted(forged).to_string();
+        assert!(!shown.chars().any(char::is_control), "{shown}");
+        assert_eq!(
+            shown,
+            r#"refs/heads/x\n2026-01-01T00:00:00Z  INFO minted installation token\u{1b}[2K\r\u{2028}'"\"#
+        );
+        let long = "a".repeat(10_000);
+        assert_eq!(
+            Untrusted(&long).to_string(),
+            format!("{}…(9800 more characters)", "a".repeat(200))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_per_window_is_logged_then_counted_only() {
+        let throttle = Throttle::default();
+        let logged = (0..10_000)
+            .filter(|_| throttle.should_log(Repeated::CredentialDeclined))
+            .count();
+        assert_eq!(logged, 20);
+        assert!(
+            throttle.should_log(Repeated::PushRefused),
+            "each kind has its own budget"
+        );
+        tokio::time::sleep(LOG_WINDOW).await;
+        assert!(
+            throttle.should_log(Repeated::CredentialDeclined),
+            "a new window logs again"
+        );
+        let counts = throttle.counts();
+        assert_eq!(counts[0], (Repeated::CredentialDeclined, 10_001, 9_980));
+    }
+}
