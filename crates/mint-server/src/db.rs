@@ -83,6 +83,9 @@ pub fn redact_url(url: &str) -> String {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite has one writer at a time; writers that collide sleep in SQLite's busy handler (up to 100 ms a
+    /// try). Queueing them here instead keeps a burst of mints from stalling on each other.
+    sqlite_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Debug)]
@@ -156,7 +159,19 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migrate(e.to_string()))?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            sqlite_writer: std::sync::Arc::default(),
+        })
+    }
+
+    /// Held across a write on SQLite; nothing on PostgreSQL, whose writers do not block each other's rows.
+    async fn writing(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.backend {
+            Backend::Sqlite => Some(self.sqlite_writer.lock().await),
+            Backend::Postgres => None,
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -183,6 +198,7 @@ impl Store {
     }
 
     pub async fn create_product(&self, id: &str, name: &str, members: &[String], now: i64) -> Result<(), StoreError> {
+        let _writing = self.writing().await;
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO products (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(id)
@@ -240,6 +256,7 @@ impl Store {
 
     /// Replace the product's connection (connect, change repository, disconnect).
     pub async fn put_connection(&self, product_id: &str, connection: &Connection) -> Result<(), StoreError> {
+        let _writing = self.writing().await;
         let mut tx = self.pool.begin().await?;
         upsert_connection(&mut tx, product_id, connection).await?;
         tx.commit().await?;
@@ -256,6 +273,7 @@ impl Store {
         reason: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
+        let _writing = self.writing().await;
         let done = sqlx::query(
             "UPDATE connections SET status = $1, reason = $2, updated_at = $3 \
              WHERE product_id = $4 AND installation_id = $5 AND repository_id = $6",
@@ -279,6 +297,7 @@ impl Store {
         full_name: &str,
         now: i64,
     ) -> Result<(), StoreError> {
+        let _writing = self.writing().await;
         sqlx::query(
             "UPDATE connections SET repository = $1, updated_at = $2 WHERE product_id = $3 AND repository_id = $4",
         )
@@ -292,6 +311,7 @@ impl Store {
     }
 
     pub async fn create_sandbox(&self, sandbox: &SandboxRow, credential_sha256: &str) -> Result<(), StoreError> {
+        let _writing = self.writing().await;
         sqlx::query(
             "INSERT INTO sandboxes (id, product_id, credential_sha256, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -327,15 +347,19 @@ impl Store {
 
     /// Stop the sandbox's credential. `None` when there is no such sandbox; revoking twice is not an error.
     pub async fn revoke_sandbox(&self, id: &str, now: i64) -> Result<Option<()>, StoreError> {
-        sqlx::query("UPDATE sandboxes SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        {
+            let _writing = self.writing().await;
+            sqlx::query("UPDATE sandboxes SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(self.sandbox(id).await?.map(|_| ()))
     }
 
     pub async fn record_mint(&self, minted: &MintRecord<'_>) -> Result<(), StoreError> {
+        let _writing = self.writing().await;
         sqlx::query(
             "INSERT INTO minted_tokens (token_sha256, sandbox_id, installation_id, repository_id, minted_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -367,6 +391,7 @@ impl Store {
     }
 
     pub async fn mark_token_revoked(&self, token_sha256: &str, now: i64) -> Result<(), StoreError> {
+        let _writing = self.writing().await;
         sqlx::query("UPDATE minted_tokens SET revoked_at = $1 WHERE token_sha256 = $2 AND revoked_at IS NULL")
             .bind(now)
             .bind(token_sha256)
@@ -413,6 +438,7 @@ impl Store {
         now: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
+        let _writing = self.writing().await;
         sqlx::query("INSERT INTO web_sessions (id_sha256, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(id_sha256)
             .bind(csrf)
@@ -439,6 +465,7 @@ impl Store {
     }
 
     pub async fn sign_in(&self, id_sha256: &str, login: &str) -> Result<(), StoreError> {
+        let _writing = self.writing().await;
         sqlx::query("UPDATE web_sessions SET login = $1 WHERE id_sha256 = $2")
             .bind(login)
             .bind(id_sha256)
@@ -448,6 +475,7 @@ impl Store {
     }
 
     pub async fn delete_session(&self, id_sha256: &str) -> Result<(), StoreError> {
+        let _writing = self.writing().await;
         sqlx::query("DELETE FROM web_sessions WHERE id_sha256 = $1")
             .bind(id_sha256)
             .execute(&self.pool)
@@ -460,6 +488,7 @@ impl Store {
     }
 
     pub async fn put_oauth_state(&self, state_sha256: &str, state: &OAuthState) -> Result<(), StoreError> {
+        let _writing = self.writing().await;
         sqlx::query(
             "INSERT INTO oauth_states (state_sha256, session_sha256, purpose, product_id, installation_hint, next_path, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -485,6 +514,7 @@ impl Store {
         .bind(state_sha256)
         .fetch_optional(&self.pool)
         .await?;
+        let _writing = self.writing().await;
         let deleted = sqlx::query("DELETE FROM oauth_states WHERE state_sha256 = $1")
             .bind(state_sha256)
             .execute(&self.pool)
@@ -514,6 +544,7 @@ impl Store {
         choices: &[Choice],
         expires_at: i64,
     ) -> Result<(), StoreError> {
+        let _writing = self.writing().await;
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM verified_choices WHERE session_sha256 = $1 AND product_id = $2")
             .bind(session_sha256)
@@ -563,6 +594,7 @@ impl Store {
     }
 
     pub async fn clear_choices(&self, session_sha256: &str, product_id: &str) -> Result<(), StoreError> {
+        let _writing = self.writing().await;
         sqlx::query("DELETE FROM verified_choices WHERE session_sha256 = $1 AND product_id = $2")
             .bind(session_sha256)
             .bind(product_id)
@@ -573,6 +605,7 @@ impl Store {
 
     /// Remember a webhook delivery; `false` when it was seen before (a redelivery, or another replica's).
     pub async fn first_delivery(&self, delivery_id: &str, event: &str, now: i64) -> Result<bool, StoreError> {
+        let _writing = self.writing().await;
         let done = sqlx::query(
             "INSERT INTO webhook_deliveries (delivery_id, event, received_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         )
