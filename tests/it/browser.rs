@@ -230,7 +230,7 @@ async fn wait_for_text(browser: &Client, needle: &str) {
             return;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(15),
+            started.elapsed() < Duration::from_secs(30),
             "never saw {needle:?} on {:?}:\n{}",
             browser.current_url().await,
             page_text(browser).await
@@ -745,3 +745,50 @@ fn forged_replayed_and_cross_site_requests_bind_nothing() {
 }
 
 pub(crate) const SESSION: &str = "mint_session";
+
+/// The README's `mint demo --serve`, as a person uses it: open the one URL, sign in, Connect GitHub,
+/// install on the demo org, pick a repository; the demo's sandbox publishes, and the card links to the PR.
+#[test]
+fn mint_demo_serve_walks_a_person_from_connect_to_a_pull_request() {
+    use std::io::BufRead;
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_mint"))
+        .args(["demo", "--serve"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mint demo --serve starts");
+    let mut lines = std::io::BufReader::new(demo.stdout.take().expect("stdout")).lines();
+    let url = lines.next().expect("a line").expect("utf8");
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/integrations"),
+        "{url}"
+    );
+    let driver = Driver::start();
+    runtime().block_on(async {
+        let browser = driver.browser().await;
+        browser.goto(&url).await.expect("goto");
+        github_sign_in(&browser, "octocat").await;
+        assert_eq!(text(&browser, "#github-status").await, "Not connected");
+        click(&browser, "#connect-github").await;
+        github_sign_in(&browser, "octocat").await;
+        click(&browser, "#choose-octo-org").await;
+        click(&browser, "#install_target_all").await;
+        click(&browser, "#install").await;
+        github_sign_in(&browser, "octocat").await;
+        click(&browser, "input[data-repository='octo-org/hello-world']").await;
+        click(&browser, "#use-repository").await;
+        assert_eq!(text(&browser, "#github-repository").await, "octo-org/hello-world");
+        // The demo notices the connection, starts a sandbox, and its agent publishes.
+        wait_for_text(&browser, "Pull requests from coding tasks").await;
+        click(&browser, "#pull-requests a").await;
+        assert!(!text(&browser, "#pull-title").await.is_empty());
+        browser.close().await.expect("close");
+    });
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(demo.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("signal");
+    let status = demo.wait().expect("wait");
+    assert!(status.success(), "the demo stops cleanly on Ctrl-C: {status}");
+}
