@@ -282,6 +282,8 @@ impl FromRequestParts<Arc<AppState>> for Admin {
 pub struct Sandbox {
     pub id: String,
     pub product_id: String,
+    /// The product's connection as it was read with the credential (one query).
+    pub connection: Option<crate::model::Connection>,
 }
 
 pub fn sandbox_refused() -> ApiError {
@@ -302,10 +304,11 @@ impl FromRequestParts<Arc<AppState>> for Sandbox {
         if !crate::secrets::plausible_credential(presented) {
             return Err(sandbox_refused());
         }
-        match state.store.sandbox_by_credential(&hash).await? {
-            Some(sandbox) if sandbox.usable(crate::model::now()) => Ok(Sandbox {
+        match state.store.sandbox_with_connection(&hash).await? {
+            Some((sandbox, connection)) if sandbox.usable(crate::model::now()) => Ok(Sandbox {
                 id: sandbox.id,
                 product_id: sandbox.product_id,
+                connection,
             }),
             _ => Err(sandbox_refused()),
         }

@@ -21,7 +21,7 @@ pub async fn token(
     sandbox: Sandbox,
     Input(Nothing {}): Input<Nothing>,
 ) -> Result<Response, ApiError> {
-    let connection = state.store.connection(&sandbox.product_id).await?.unwrap_or_else(|| {
+    let connection = sandbox.connection.clone().unwrap_or_else(|| {
         Connection::not_connected("GitHub is not connected: connect it on the Integrations page", now())
     });
     let Some((installation_id, repository_id, name)) = connection.target() else {

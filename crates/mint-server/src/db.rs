@@ -135,6 +135,9 @@ impl Store {
                 Backend::Postgres => 16,
             })
             .acquire_timeout(Duration::from_secs(5))
+            // No ping on every acquire: it doubled the round trips per token. A connection broken by a
+            // database restart fails its next query (503, which mintd retries) and is dropped.
+            .test_before_acquire(false)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -325,16 +328,31 @@ impl Store {
         Ok(())
     }
 
-    /// The sandbox whose credential hashes to this, whatever its state: the caller decides, the same way
-    /// for unknown, expired and revoked.
-    pub async fn sandbox_by_credential(&self, credential_sha256: &str) -> Result<Option<SandboxRow>, StoreError> {
+    /// The sandbox whose credential hashes to this, with its product's connection: the broker route's one
+    /// query before it mints.
+    pub async fn sandbox_with_connection(
+        &self,
+        credential_sha256: &str,
+    ) -> Result<Option<(SandboxRow, Option<Connection>)>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, product_id, created_at, expires_at, revoked_at FROM sandboxes WHERE credential_sha256 = $1",
+            "SELECT s.id, s.product_id, s.created_at, s.expires_at, s.revoked_at, \
+               c.status, c.reason, c.installation_id, c.repository_id, c.repository, c.account_login, \
+               c.account_type, c.installation_url, c.updated_at \
+             FROM sandboxes s LEFT JOIN connections c ON c.product_id = s.product_id \
+             WHERE s.credential_sha256 = $1",
         )
         .bind(credential_sha256)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| sandbox_from(&r)).transpose()
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let sandbox = sandbox_from(&row)?;
+        let connection = match row.try_get::<Option<String>, _>("status")? {
+            Some(_) => Some(connection_from(&row)?),
+            None => None,
+        };
+        Ok(Some((sandbox, connection)))
     }
 
     pub async fn sandbox(&self, id: &str) -> Result<Option<SandboxRow>, StoreError> {
