@@ -8,8 +8,8 @@ use http::{HeaderMap, Method, StatusCode};
 use crate::client::RawResponse;
 use crate::types::{ErrorBody, TokenResponse};
 use crate::{
-    AppId, AppKey, GitHubClient, GithubError, InstallationToken, MintedToken, NewPull, Operation, Permissions,
-    PullRequest, Repository, TokenRequest,
+    AppId, AppKey, GitHubClient, GithubError, InstallationToken, MintedToken, Operation, Permissions, PullRequest,
+    TokenRequest,
 };
 
 /// GitHub granted more than was asked; the token is revoked, never served.
@@ -192,38 +192,6 @@ impl App {
     /// `DELETE /installation/token`; see [`GitHubClient::revoke`].
     pub async fn revoke(&self, token: &InstallationToken) -> Result<(), GithubError> {
         self.client.revoke(token).await
-    }
-
-    /// `GET /repos/{owner}/{repo}`; see [`GitHubClient::repository`].
-    pub async fn repository(
-        &self,
-        token: &InstallationToken,
-        owner: &str,
-        name: &str,
-    ) -> Result<Repository, GithubError> {
-        self.client.repository(token, owner, name).await
-    }
-
-    /// `POST /repos/{owner}/{repo}/pulls`; see [`GitHubClient::create_pull`].
-    pub async fn create_pull(
-        &self,
-        token: &InstallationToken,
-        owner: &str,
-        name: &str,
-        pull: &NewPull<'_>,
-    ) -> Result<PullOutcome, GithubError> {
-        self.client.create_pull(token, owner, name, pull).await
-    }
-
-    /// See [`GitHubClient::open_pull_for`].
-    pub async fn open_pull_for(
-        &self,
-        token: &InstallationToken,
-        owner: &str,
-        name: &str,
-        branch: &str,
-    ) -> Result<Option<PullRequest>, GithubError> {
-        self.client.open_pull_for(token, owner, name, branch).await
     }
 
     pub(crate) fn mint_error(

@@ -356,6 +356,25 @@ async fn member(
     }
 }
 
+/// A product's page: the Integrations settings and the signed-in member (login, product name), or the
+/// response that says why not (not configured, not signed in, not a member).
+async fn member_page<'s>(
+    state: &'s AppState,
+    browser: &Browser,
+    product: &str,
+) -> Result<(&'s Web, String, String), Response> {
+    let web = web_of(state)?;
+    let (login, name) = member(
+        state,
+        web,
+        browser,
+        product,
+        &format!("/products/{product}/integrations"),
+    )
+    .await?;
+    Ok((web, login, name))
+}
+
 // ---- pages -----------------------------------------------------------------------------------------------
 
 #[derive(Template)]
@@ -537,11 +556,7 @@ async fn integrations(
     Query(q): Query<FlashQuery>,
 ) -> Response {
     use ConnectionStatus as S;
-    let web = match web_of(&state) {
-        Ok(web) => web,
-        Err(r) => return r,
-    };
-    let (login, name) = match member(&state, web, &browser, &id, &format!("/products/{id}/integrations")).await {
+    let (web, login, name) = match member_page(&state, &browser, &id).await {
         Ok(m) => m,
         Err(r) => return r,
     };
@@ -832,11 +847,7 @@ async fn choose(
     Path(id): Path<String>,
     Query(q): Query<FlashQuery>,
 ) -> Response {
-    let web = match web_of(&state) {
-        Ok(web) => web,
-        Err(r) => return r,
-    };
-    let (login, name) = match member(&state, web, &browser, &id, &format!("/products/{id}/integrations")).await {
+    let (web, login, name) = match member_page(&state, &browser, &id).await {
         Ok(m) => m,
         Err(r) => return r,
     };
