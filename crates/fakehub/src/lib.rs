@@ -430,6 +430,16 @@ impl FakeHub {
         }
     }
 
+    /// The next `n` pack uploads (`POST …/git-receive-pack`, after the handshake succeeded) are answered
+    /// with `failure` at once, the body unread: a token that died mid-push (401), a proxy's size limit
+    /// (413).
+    pub fn fail_next_pushes(&self, n: usize, failure: &InjectedFailure) {
+        let mut state = self.state();
+        for _ in 0..n {
+            state.push_failures.push_back(failure.clone());
+        }
+    }
+
     pub fn revoke_all_tokens(&self) {
         for token in &mut self.state().tokens {
             token.revoked = true;

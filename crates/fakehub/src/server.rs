@@ -665,6 +665,15 @@ impl FakeHub {
         req: Request<Incoming>,
     ) -> Response<Body> {
         let access = git::access(rest, query);
+        if rest == ["git-receive-pack"] {
+            let injected = self.state().push_failures.pop_front();
+            if let Some(failure) = injected {
+                // Read the upload first, as GitHub's front end does before it answers: the client then sees
+                // the status rather than a connection closed under its upload.
+                let _ = http_body_util::BodyExt::collect(req.into_body()).await;
+                return injected_response(&failure);
+            }
+        }
         let challenge = || {
             let mut response = text(StatusCode::UNAUTHORIZED, "Invalid username or token.\n");
             response.headers_mut().insert(

@@ -173,6 +173,8 @@ pub(crate) struct State {
     pub(crate) token_lifetime: Duration,
     pub(crate) mint_latency: Duration,
     pub(crate) failures: VecDeque<InjectedFailure>,
+    /// Answers for the next pack uploads (`POST …/git-receive-pack`), sent before the body is read.
+    pub(crate) push_failures: VecDeque<InjectedFailure>,
     pub(crate) date_skew: i64,
     pub(crate) uninstalled: HashSet<u64>,
     pub(crate) suspended: HashMap<u64, Suspension>,
@@ -201,6 +203,7 @@ impl State {
             token_lifetime,
             mint_latency: Duration::ZERO,
             failures: VecDeque::new(),
+            push_failures: VecDeque::new(),
             date_skew: 0,
             uninstalled: HashSet::new(),
             suspended: HashMap::new(),
