@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use mint_api::PullRequestInput;
 use mint_git::branch::Identity;
-use mint_git::push::Session;
+use mint_git::push::{PushError, Session};
 use serde::Serialize;
 
 use crate::remote::{Remote, open_pull};
@@ -113,10 +113,14 @@ pub(crate) fn publish(socket: &Path, args: &PublishArgs) -> anyhow::Result<ExitC
 
     let url = remote.git_url();
     let mut credentials = remote.credentials()?;
-    let session = Session::connect(
-        &url,
-        credentials.as_mut().map(|c| c as &mut dyn mint_git::CredentialSource),
-    )?;
+    let mut connect = |refused_previous: bool| {
+        Session::connect(
+            &url,
+            credentials.as_mut().map(|c| c as &mut dyn mint_git::CredentialSource),
+            refused_previous,
+        )
+    };
+    let session = connect(false)?;
     // Nothing staged and no commit beyond the default branch: a pull request would be empty.
     let nothing_new = !changed
         && match tip {
@@ -127,28 +131,26 @@ pub(crate) fn publish(socket: &Path, args: &PublishArgs) -> anyhow::Result<ExitC
         return nothing_to_commit(args, tip);
     }
     let tip = tip.expect("a tip exists when there is something to publish");
-    let pushed = session
-        .push(&repo, &args.branch, tip, &mut |l| progress(l))
-        .with_context(|| {
-            format!(
-                "the commit {} is kept on {}; run `mint publish` again once the cause is fixed",
-                tip.to_hex_with_len(7),
-                args.branch
-            )
-        })?;
+    let pushed = match session.push(&repo, &args.branch, tip, &mut |l| progress(l)) {
+        // The token died between the handshake and the upload (expired, revoked): once, with a fresh one.
+        Err(PushError::Unauthorized { .. }) if remote.status.git_proxy.is_none() => {
+            progress("The token was refused during the upload; pushing again with a fresh one");
+            connect(true).and_then(|session| session.push(&repo, &args.branch, tip, &mut |l| progress(l)))
+        }
+        other => other,
+    }
+    .with_context(|| {
+        format!(
+            "the commit {} is kept on {}; run `mint publish` again once the cause is fixed",
+            tip.to_hex_with_len(7),
+            args.branch
+        )
+    })?;
     if let Err(e) = mint_git::push::record_pushed(&repo, &args.branch, tip) {
         // The push itself succeeded: say so, and go on to the pull request.
         progress(&format!("warning: could not update origin/{}: {e}", args.branch));
     }
-    if pushed.up_to_date {
-        progress(&format!("{} is up to date at {url}", args.branch));
-    } else {
-        let old = pushed.old.map_or_else(
-            || " * [new branch]     ".to_owned(),
-            |o| format!("   {}..{}", o.to_hex_with_len(7), tip.to_hex_with_len(7)),
-        );
-        progress(&format!("To {url}\n{old}  {} -> {}", args.branch, args.branch));
-    }
+    say_pushed(&url, &args.branch, &pushed);
 
     let pull = open_pull(&remote.client, &input)?;
     progress(&format!(
@@ -174,6 +176,19 @@ pub(crate) fn publish(socket: &Path, args: &PublishArgs) -> anyhow::Result<ExitC
         writeln!(out, "{}", pull.url)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `git push` prints, on stderr.
+fn say_pushed(url: &str, branch: &str, pushed: &mint_git::push::PushOutcome) {
+    if pushed.up_to_date {
+        progress(&format!("{branch} is up to date at {url}"));
+    } else {
+        let old = pushed.old.map_or_else(
+            || " * [new branch]     ".to_owned(),
+            |o| format!("   {}..{}", o.to_hex_with_len(7), pushed.new.to_hex_with_len(7)),
+        );
+        progress(&format!("To {url}\n{old}  {branch} -> {branch}"));
+    }
 }
 
 /// Commit `tree` on the branch unless it is HEAD's tree already. Returns whether a commit was made, and

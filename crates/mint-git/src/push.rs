@@ -14,8 +14,10 @@ use std::sync::atomic::AtomicBool;
 
 use bstr::{BString, ByteSlice};
 use gix::ObjectId;
+use gix::protocol::transport::client::AuthenticationRequired;
 use gix::protocol::transport::client::blocking_io::{ExtendedBufRead, Transport as _};
 use gix::protocol::transport::client::{MessageKind, TransportWithoutIO as _, WriteMode};
+use gix::protocol::transport::packetline;
 use gix::protocol::transport::{Protocol, Service};
 use gix_pack::data::output;
 
@@ -71,6 +73,10 @@ pub enum PushError {
     },
     #[error("the remote's answer could not be read: {0}")]
     Protocol(String),
+    #[error(
+        "{url} refused the credential while receiving the pack (HTTP 401): the token expired or was revoked between the handshake and the upload"
+    )]
+    Unauthorized { url: String },
     #[error("the local repository is not usable: {0}")]
     Local(String),
 }
@@ -111,8 +117,13 @@ impl std::fmt::Debug for Session {
 impl Session {
     /// Connect to `url` (`https://github.com/OWNER/NAME.git`) for receive-pack. `credentials` is `None`
     /// for a remote that needs none (mintd's git proxy adds the token itself). A refused token is replaced
-    /// once by a fresh one from the source.
-    pub fn connect(url: &str, credentials: Option<&mut dyn CredentialSource>) -> Result<Self, PushError> {
+    /// once by a fresh one from the source; `refused_previous` says the last one was refused already (a
+    /// retry after [`PushError::Unauthorized`]), so even the first is asked for fresh.
+    pub fn connect(
+        url: &str,
+        credentials: Option<&mut dyn CredentialSource>,
+        refused_previous: bool,
+    ) -> Result<Self, PushError> {
         let connect_error = |message: String| PushError::Connect {
             url: url.to_owned(),
             message,
@@ -124,7 +135,7 @@ impl Session {
         let source: &mut dyn CredentialSource = match credentials {
             Some(source) => {
                 // Ask up front: a 401 round trip per push buys nothing when the remote surely needs a token.
-                let first = source.get(false).map_err(connect_error)?;
+                let first = source.get(refused_previous).map_err(connect_error)?;
                 transport
                     .set_identity(first.to_account())
                     .map_err(|e| connect_error(e.to_string()))?;
@@ -163,11 +174,14 @@ impl Session {
         }
         let side_band = capabilities.contains("side-band-64k");
         let refs = handshake.refs.unwrap_or_default();
+        // An annotated tag is advertised with its peeled commit (`refs/tags/v1^{}`): keep the commit, which
+        // is what reachability questions are about.
         let advertised = refs
             .iter()
             .filter_map(|r| match r.unpack() {
-                (name, Some(target), _) => Some((name.to_owned(), target.to_owned())),
-                (_, None, _) => None,
+                (name, _, Some(peeled)) => Some((name.to_owned(), peeled.to_owned())),
+                (name, Some(target), None) => Some((name.to_owned(), target.to_owned())),
+                (_, None, None) => None,
             })
             .collect();
         Ok(Self {
@@ -189,13 +203,25 @@ impl Session {
 
     /// Whether `commit` is already on the remote under another name than `branch`: equal to, or an ancestor
     /// of, another advertised ref. A branch at such a commit has nothing of its own to propose.
+    ///
+    /// One walk from every other tip this repository has (tags peeled, anything that is not a commit
+    /// skipped), stopping at the first sight of `commit`.
     pub fn has_elsewhere(&self, repo: &gix::Repository, branch: &str, commit: ObjectId) -> Result<bool, PushError> {
         let refname = format!("refs/heads/{branch}");
-        for (name, id) in &self.advertised {
-            if name == refname.as_bytes() {
-                continue;
-            }
-            if *id == commit || (repo.has_object(id) && is_ancestor(repo, commit, *id)?) {
+        let others = self
+            .advertised
+            .iter()
+            .filter(|(name, _)| name != refname.as_bytes())
+            .map(|(_, id)| *id);
+        if others.clone().any(|id| id == commit) {
+            return Ok(true);
+        }
+        let tips = local_commits(repo, others);
+        if tips.is_empty() {
+            return Ok(false);
+        }
+        for info in repo.rev_walk(tips).all().map_err(local)? {
+            if info.map_err(local)?.id == commit {
                 return Ok(true);
             }
         }
@@ -248,8 +274,8 @@ impl Session {
             }
         }
 
-        let hidden = advertised.iter().map(|(_, id)| *id).filter(|id| repo.has_object(id));
-        let (objects, entries) = pack_entries(repo, new, hidden.collect())?;
+        let hidden = local_commits(repo, advertised.iter().map(|(_, id)| *id));
+        let (objects, entries) = pack_entries(repo, new, hidden)?;
         progress(&format!("Pushing {objects} objects to {branch}"));
         let objects_u32 = u32::try_from(objects).map_err(|_| PushError::Pack("more than 2^32 objects".into()))?;
 
@@ -270,42 +296,29 @@ impl Session {
         }
         caps.push_str(concat!(" agent=mint/", env!("CARGO_PKG_VERSION")));
         let command = format!("{} {new} {refname}\0{caps}", old.unwrap_or(zero));
-        let send = (|| -> Result<u64, PushError> {
-            write_pkt_line(&mut body, command.as_bytes()).map_err(|e| transport_error(e.to_string(), Vec::new()))?;
-            body.write_all(b"0000")
-                .map_err(|e| transport_error(e.to_string(), Vec::new()))?;
-            let mut pack = gix_pack::data::output::bytes::FromEntriesIter::new(
-                entries,
-                &mut body,
-                objects_u32,
-                gix_pack::data::Version::V2,
-                gix::hash::Kind::Sha1,
-            );
-            let mut written = 0;
-            for chunk in pack.by_ref() {
-                written += chunk.map_err(|e| PushError::Pack(format!("{e:#}")))?;
-            }
-            drop(pack);
-            body.flush().map_err(|e| transport_error(e.to_string(), Vec::new()))?;
-            Ok(written)
-        })();
+        let send = send_pack(&mut body, &command, entries, objects_u32).map_err(|e| match e {
+            Sent::Write(message) => transport_error(message, Vec::new()),
+            Sent::Pack(message) => PushError::Pack(message),
+        });
         // Closing the body ends the request; the answer explains a failed upload better than the write error.
         drop(body);
 
         let mut remote = Vec::new();
         let report = read_report(&mut reader, side_band, &mut remote, progress);
-        let pack_bytes = match (send, report) {
-            (Ok(bytes), Ok(report)) => {
+        // The answer decides: a report that the ref was updated is success even if writing the rest of the
+        // body failed, and an HTTP status (401, 413, a proxy's 400) explains a failed upload better than the
+        // "broken pipe" the write saw when the server stopped reading.
+        let pack_bytes = match (report, send) {
+            (Ok(report), send) => {
                 check_report(&report, &refname, branch, remote)?;
-                bytes
+                send.unwrap_or(0)
             }
-            (Err(e), Ok(report)) => {
-                check_report(&report, &refname, branch, remote)?;
-                return Err(e);
+            (Err(ReadError::Unauthorized), _) => return Err(PushError::Unauthorized { url: url.to_owned() }),
+            (Err(_), Err(e @ (PushError::Pack(_) | PushError::Local(_)))) => return Err(e),
+            (Err(ReadError::Other(e)), Err(PushError::Transport { message, .. })) => {
+                return Err(transport_error(format!("{e} (while sending: {message})"), remote));
             }
-            (Ok(_), Err(e)) => return Err(transport_error(e, remote)),
-            (Err(PushError::Transport { message, .. }), Err(_)) => return Err(transport_error(message, remote)),
-            (Err(e), Err(_)) => return Err(e),
+            (Err(ReadError::Other(e)), _) => return Err(transport_error(e, remote)),
         };
         Ok(PushOutcome {
             old,
@@ -314,6 +327,66 @@ impl Session {
             objects,
             pack_bytes,
         })
+    }
+}
+
+/// Why sending failed: writing into the request (the server stopped reading), or making the pack.
+enum Sent {
+    Write(String),
+    Pack(String),
+}
+
+/// Write the command, a flush and the pack into the request body; the pack's size.
+fn send_pack(body: &mut impl Write, command: &str, entries: Entries, objects: u32) -> Result<u64, Sent> {
+    packetline::blocking_io::encode::data_to_write(command.as_bytes(), &mut *body)
+        .and_then(|_| packetline::blocking_io::encode::flush_to_write(&mut *body))
+        .map_err(|e| Sent::Write(e.to_string()))?;
+    let mut upload = Upload {
+        inner: &mut *body,
+        failed: None,
+    };
+    let mut pack = gix_pack::data::output::bytes::FromEntriesIter::new(
+        entries,
+        &mut upload,
+        objects,
+        gix_pack::data::Version::V2,
+        gix::hash::Kind::Sha1,
+    );
+    let mut written = 0;
+    let mut failed = None;
+    for chunk in pack.by_ref() {
+        match chunk {
+            Ok(n) => written += n,
+            Err(e) => {
+                failed = Some(format!("{e:#}"));
+                break;
+            }
+        }
+    }
+    drop(pack);
+    if let Some(e) = failed {
+        return Err(match upload.failed {
+            Some(write) => Sent::Write(write),
+            None => Sent::Pack(e),
+        });
+    }
+    body.flush().map_err(|e| Sent::Write(e.to_string()))?;
+    Ok(written)
+}
+
+/// The request body, remembering why a write failed.
+struct Upload<W> {
+    inner: W,
+    failed: Option<String>,
+}
+
+impl<W: Write> Write for Upload<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf).inspect_err(|e| self.failed = Some(e.to_string()))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush().inspect_err(|e| self.failed = Some(e.to_string()))
     }
 }
 
@@ -339,14 +412,27 @@ pub fn record_pushed(repo: &gix::Repository, branch: &str, pushed: ObjectId) -> 
 
 fn pack_entries(repo: &gix::Repository, new: ObjectId, hidden: Vec<ObjectId>) -> Result<(usize, Entries), PushError> {
     // Everything reachable from `new` that no advertised tip we have reaches.
-    let commits: Vec<ObjectId> = repo
-        .rev_walk([new])
-        .with_hidden(hidden)
-        .all()
-        .map_err(local)?
-        .map(|info| info.map(|info| info.id))
-        .collect::<Result<_, _>>()
-        .map_err(local)?;
+    let mut commits = Vec::new();
+    let mut parents = Vec::new();
+    for info in repo.rev_walk([new]).with_hidden(hidden).all().map_err(local)? {
+        let info = info.map_err(local)?;
+        parents.extend(info.parent_ids.iter().copied());
+        commits.push(info.id);
+    }
+    // The parents outside that set are on the remote (a hidden tip reaches them), and so are their trees.
+    // gix counts them in to diff against: they are left out of the pack.
+    let known: std::collections::HashSet<ObjectId> = commits.iter().copied().collect();
+    let mut on_remote = std::collections::HashSet::new();
+    for parent in parents.into_iter().filter(|p| !known.contains(p)) {
+        let tree = repo
+            .find_commit(parent)
+            .map_err(local)?
+            .tree_id()
+            .map_err(local)?
+            .detach();
+        on_remote.insert(parent);
+        on_remote.insert(tree);
+    }
 
     let mut db = repo.objects.clone().into_inner().into_arc().map_err(local)?;
     // Pack generation looks objects up by pack location: packs must stay loaded meanwhile.
@@ -365,6 +451,7 @@ fn pack_entries(repo: &gix::Repository, new: ObjectId, hidden: Vec<ObjectId>) ->
         },
     )
     .map_err(|e| PushError::Pack(format!("{e:#}")))?;
+    let counts: Vec<_> = counts.into_iter().filter(|c| !on_remote.contains(&c.id)).collect();
     let objects = counts.len();
 
     let entries = output::entry::iter_from_counts(
@@ -382,6 +469,21 @@ fn pack_entries(repo: &gix::Repository, new: ObjectId, hidden: Vec<ObjectId>) ->
     Ok((objects, Box::new(entries)))
 }
 
+/// The commits among `ids` that this repository has, tags peeled: what a walk can start from or stop at.
+/// Anything else (an object we lack, a tag of a tree or blob) is skipped.
+fn local_commits(repo: &gix::Repository, ids: impl Iterator<Item = ObjectId>) -> Vec<ObjectId> {
+    let mut commits: Vec<ObjectId> = ids
+        .filter_map(|id| {
+            let object = repo.try_find_object(id).ok()??;
+            let peeled = object.peel_tags_to_end().ok()?;
+            (peeled.kind == gix::object::Kind::Commit).then_some(peeled.id)
+        })
+        .collect();
+    commits.sort_unstable();
+    commits.dedup();
+    commits
+}
+
 fn is_ancestor(repo: &gix::Repository, ancestor: ObjectId, descendant: ObjectId) -> Result<bool, PushError> {
     for info in repo.rev_walk([descendant]).all().map_err(local)? {
         if info.map_err(local)?.id == ancestor {
@@ -391,11 +493,6 @@ fn is_ancestor(repo: &gix::Repository, ancestor: ObjectId, descendant: ObjectId)
     Ok(false)
 }
 
-fn write_pkt_line(out: &mut impl Write, payload: &[u8]) -> std::io::Result<()> {
-    write!(out, "{:04x}", payload.len() + 4)?;
-    out.write_all(payload)
-}
-
 /// The lines of `report-status`, without the trailing flush.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Report {
@@ -403,16 +500,37 @@ struct Report {
     refs: Vec<(String, Option<String>)>,
 }
 
+/// Why the answer could not be read.
+#[derive(Debug)]
+enum ReadError {
+    /// HTTP 401: the credential was refused after the handshake accepted it.
+    Unauthorized,
+    Other(String),
+}
+
 fn read_report(
     reader: &mut (dyn ExtendedBufRead<'_> + Unpin + '_),
     side_band: bool,
     remote: &mut Vec<String>,
     progress: &mut dyn FnMut(&str),
-) -> Result<Report, String> {
-    let mut raw = Vec::new();
+) -> Result<Report, ReadError> {
+    let io_error = |e: &std::io::Error| {
+        let chain = error_chain(e);
+        if chain.iter().any(|cause| {
+            cause.downcast_ref::<AuthenticationRequired>().is_some()
+                || cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+        }) {
+            ReadError::Unauthorized
+        } else {
+            ReadError::Other(describe(&chain))
+        }
+    };
+    let mut lines = Vec::new();
     if side_band {
-        let lines = std::rc::Rc::new(std::cell::RefCell::new(Vec::<(bool, String)>::new()));
-        let sink = std::rc::Rc::clone(&lines);
+        let collected = std::rc::Rc::new(std::cell::RefCell::new(Vec::<(bool, String)>::new()));
+        let sink = std::rc::Rc::clone(&collected);
         reader.set_progress_handler(Some(Box::new(move |is_error, text: &[u8]| {
             for line in ByteSlice::lines(text) {
                 let line = line.to_str_lossy().trim_end().to_owned();
@@ -422,42 +540,77 @@ fn read_report(
             }
             std::ops::ControlFlow::Continue(())
         })));
-        let read = std::io::copy(reader, &mut raw).map_err(|e| e.to_string());
+        let mut raw = Vec::new();
+        let read = std::io::copy(reader, &mut raw);
         reader.set_progress_handler(None);
-        for (is_error, line) in lines.take() {
+        for (is_error, line) in collected.take() {
             progress(&format!("remote: {line}"));
             if is_error || !line.contains('%') {
                 remote.push(line);
             }
         }
-        read?;
+        read.map_err(|e| io_error(&e))?;
+        lines = split_pkt_lines(&raw).map_err(ReadError::Other)?;
     } else {
         while let Some(line) = reader.readline() {
-            let line = line.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+            let line = line
+                .map_err(|e| io_error(&e))?
+                .map_err(|e| ReadError::Other(e.to_string()))?;
             if let Some(data) = line.as_slice() {
-                write_pkt_line(&mut raw, data).map_err(|e| e.to_string())?;
+                lines.push(data.to_owned());
             }
         }
     }
-    parse_report(&raw)
+    parse_report(&lines).map_err(ReadError::Other)
 }
 
-/// Parse `report-status` pkt-lines (the content of side-band 1, or the plain answer).
-fn parse_report(mut raw: &[u8]) -> Result<Report, String> {
+/// `error` and its causes, outermost first (gix wraps the HTTP status two levels down).
+fn error_chain<'a>(error: &'a (dyn std::error::Error + 'static)) -> Vec<&'a (dyn std::error::Error + 'static)> {
+    let mut chain = vec![error];
+    while let Some(source) = chain.last().and_then(|e| e.source()) {
+        chain.push(source);
+    }
+    chain
+}
+
+/// The causes' messages joined, each once: "An IO error occurred …: Received HTTP status 413".
+fn describe(chain: &[&(dyn std::error::Error + 'static)]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in chain {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
+/// The data lines of a pkt-line stream (side-band 1 carries `report-status` as pkt-lines), up to a flush.
+fn split_pkt_lines(mut raw: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    use packetline::decode::Stream;
+    let mut lines = Vec::new();
+    while !raw.is_empty() {
+        match packetline::decode::streaming(raw).map_err(|e| format!("not a pkt-line stream: {e}"))? {
+            Stream::Complete { line, bytes_consumed } => {
+                raw = &raw[bytes_consumed..];
+                match line.as_slice() {
+                    Some(data) => lines.push(data.to_owned()),
+                    None => break,
+                }
+            }
+            Stream::Incomplete { bytes_needed } => {
+                return Err(format!("the answer ends {bytes_needed} bytes into a pkt-line"));
+            }
+        }
+    }
+    Ok(lines)
+}
+
+/// Parse the lines of `report-status`.
+fn parse_report(lines: &[Vec<u8>]) -> Result<Report, String> {
     let mut report = Report::default();
-    while raw.len() >= 4 {
-        let len = std::str::from_utf8(&raw[..4])
-            .ok()
-            .and_then(|h| usize::from_str_radix(h, 16).ok())
-            .ok_or_else(|| format!("not a pkt-line: {:?}", raw[..4].as_bstr()))?;
-        if len == 0 {
-            break;
-        }
-        if len < 4 || len > raw.len() {
-            return Err(format!("pkt-line length {len} out of bounds"));
-        }
-        let line = raw[4..len].trim_end_with(|c| c == '\n').to_str_lossy();
-        raw = &raw[len..];
+    for line in lines {
+        let line = line.trim_end_with(|c| c == '\n').to_str_lossy();
         if let Some(rest) = line.strip_prefix("unpack ") {
             report.unpack = Some(rest.to_owned());
         } else if let Some(rest) = line.strip_prefix("ok ") {
@@ -519,19 +672,18 @@ fn explain(reason: &str) -> String {
 mod tests {
     use super::*;
 
-    fn pkt(s: &str) -> Vec<u8> {
-        let mut out = Vec::new();
-        write_pkt_line(&mut out, s.as_bytes()).unwrap();
-        out
+    fn lines(text: &[&str]) -> Vec<Vec<u8>> {
+        text.iter().map(|l| l.as_bytes().to_vec()).collect()
     }
 
     #[test]
     fn report_status_is_read_per_ref() {
-        let mut raw = pkt("unpack ok\n");
-        raw.extend(pkt("ok refs/heads/adagent/x\n"));
-        raw.extend(pkt("ng refs/heads/adagent/y pre-receive hook declined\n"));
-        raw.extend(b"0000");
-        let report = parse_report(&raw).unwrap();
+        let report = parse_report(&lines(&[
+            "unpack ok\n",
+            "ok refs/heads/adagent/x\n",
+            "ng refs/heads/adagent/y pre-receive hook declined\n",
+        ]))
+        .unwrap();
         assert_eq!(report.unpack.as_deref(), Some("ok"));
         assert_eq!(
             report.refs,
@@ -551,16 +703,36 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_unpack_and_garbage_are_errors() {
-        let mut raw = pkt("unpack index-pack abnormal exit\n");
-        raw.extend(pkt("ng refs/heads/a unpacker error\n"));
-        let report = parse_report(&raw).unwrap();
+    fn a_failed_unpack_and_a_missing_report_are_errors() {
+        let report = parse_report(&lines(&[
+            "unpack index-pack abnormal exit\n",
+            "ng refs/heads/a unpacker error\n",
+        ]))
+        .unwrap();
         assert!(matches!(
             check_report(&report, "refs/heads/b", "b", Vec::new()),
             Err(PushError::Unpack { .. })
         ));
-        assert!(parse_report(b"zzzz").is_err());
-        assert!(parse_report(b"0010unpack").is_err());
-        assert!(parse_report(&pkt("ok refs/heads/a\n")).is_err(), "no unpack line");
+        assert!(parse_report(&lines(&["ok refs/heads/a\n"])).is_err(), "no unpack line");
+    }
+
+    #[test]
+    fn side_band_content_is_split_by_gix_packetline_with_its_limits() {
+        let mut raw = Vec::new();
+        packetline::blocking_io::encode::data_to_write(b"unpack ok\n", &mut raw).unwrap();
+        packetline::blocking_io::encode::data_to_write(b"ok refs/heads/a\n", &mut raw).unwrap();
+        packetline::blocking_io::encode::flush_to_write(&mut raw).unwrap();
+        assert_eq!(
+            split_pkt_lines(&raw).unwrap(),
+            lines(&["unpack ok\n", "ok refs/heads/a\n"])
+        );
+        assert!(split_pkt_lines(b"zzzz").is_err(), "not hex");
+        assert!(split_pkt_lines(b"+00aunpack ok").is_err(), "a sign is not a length");
+        assert!(split_pkt_lines(b"0010unpack").is_err(), "cut short");
+        assert!(split_pkt_lines(b"fff5").is_err(), "over 65520 bytes");
+        assert!(
+            packetline::blocking_io::encode::data_to_write(&vec![b'x'; 65_517], &mut Vec::new()).is_err(),
+            "a line over the limit is never written"
+        );
     }
 }
