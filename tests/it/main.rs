@@ -6,6 +6,7 @@ mod broker;
 mod browser;
 mod daemon;
 mod faults;
+mod fidelity;
 mod git_flow;
 mod hostile;
 mod image;
