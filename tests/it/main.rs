@@ -10,6 +10,7 @@ mod fidelity;
 mod git_flow;
 mod hostile;
 mod image;
+mod lfs;
 mod mediated;
 mod policy;
 mod pulls;

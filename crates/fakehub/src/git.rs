@@ -50,8 +50,14 @@ pub(crate) fn access(rest: &[&str], query: Option<&str>) -> Access {
 }
 
 /// A response body fed by a channel: the CGI's stdout, as it arrives.
-struct ChannelBody {
+pub(crate) struct ChannelBody {
     rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+}
+
+impl ChannelBody {
+    pub(crate) fn new(rx: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Self {
+        Self { rx }
+    }
 }
 
 impl hyper::body::Body for ChannelBody {

@@ -440,6 +440,30 @@ impl FakeHub {
         }
     }
 
+    /// The next `n` LFS object uploads (the storage route's `PUT`) are answered with `failure`.
+    pub fn fail_next_lfs_uploads(&self, n: usize, failure: &InjectedFailure) {
+        let mut state = self.state();
+        for _ in 0..n {
+            state.lfs_failures.push_back(failure.clone());
+        }
+    }
+
+    /// The LFS objects stored for a repository, by oid.
+    pub fn lfs_objects(&self, owner: &str, repo: &str) -> Vec<String> {
+        let dir = self.config().git_root.join("lfs").join(owner).join(repo);
+        let mut oids: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|name| !name.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        oids.sort();
+        oids
+    }
+
     pub fn revoke_all_tokens(&self) {
         for token in &mut self.state().tokens {
             token.revoked = true;

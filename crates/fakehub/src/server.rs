@@ -22,6 +22,8 @@ use crate::state::{AuthKind, IssuedToken, MintRecord, RequestRecord};
 use crate::user_api::AppChange;
 use crate::{FakeHub, InstallationConfig};
 
+mod lfs;
+
 pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 const DOCS: &str = "https://docs.github.com/rest";
@@ -185,6 +187,8 @@ impl FakeHub {
                 self.user_installation_repositories(&auth, id, query)
             }
             (_, ["_fakehub", rest @ ..]) => self.control(method, rest, req).await,
+            (_, [owner, repo, "info", "lfs", rest @ ..]) => self.lfs_api(method, owner, repo, rest, auth, req).await,
+            (_, ["_lfs", owner, repo, oid, rest @ ..]) => self.lfs_storage(method, owner, repo, oid, rest, req).await,
             _ => self.web(req, method, path, &segments, query, auth).await,
         }
     }

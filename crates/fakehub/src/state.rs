@@ -88,6 +88,23 @@ impl InjectedFailure {
     }
 }
 
+/// A Git LFS file lock.
+#[derive(Debug, Clone)]
+pub(crate) struct LfsLock {
+    pub(crate) id: String,
+    pub(crate) owner: String,
+    pub(crate) repo: String,
+    pub(crate) path: String,
+    pub(crate) by: String,
+    pub(crate) locked_at: String,
+}
+
+impl LfsLock {
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::json!({"id": self.id, "path": self.path, "locked_at": self.locked_at, "owner": {"name": self.by}})
+    }
+}
+
 /// An installation as it stands now (static ones from `Config`, and those created at run time).
 #[derive(Debug, Clone)]
 pub struct InstallationInfo {
@@ -175,6 +192,11 @@ pub(crate) struct State {
     pub(crate) failures: VecDeque<InjectedFailure>,
     /// Answers for the next pack uploads (`POST …/git-receive-pack`), sent before the body is read.
     pub(crate) push_failures: VecDeque<InjectedFailure>,
+    /// Answers for the next LFS object uploads to the storage route.
+    pub(crate) lfs_failures: VecDeque<InjectedFailure>,
+    /// Signs the LFS actions' `Authorization` headers (the storage route's own credential).
+    pub(crate) lfs_secret: [u8; 32],
+    pub(crate) lfs_locks: Vec<LfsLock>,
     pub(crate) date_skew: i64,
     pub(crate) uninstalled: HashSet<u64>,
     pub(crate) suspended: HashMap<u64, Suspension>,
@@ -204,6 +226,9 @@ impl State {
             mint_latency: Duration::ZERO,
             failures: VecDeque::new(),
             push_failures: VecDeque::new(),
+            lfs_failures: VecDeque::new(),
+            lfs_secret: rand::random(),
+            lfs_locks: Vec::new(),
             date_skew: 0,
             uninstalled: HashSet::new(),
             suspended: HashMap::new(),

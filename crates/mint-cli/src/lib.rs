@@ -1,6 +1,8 @@
 //! mint: the agent's CLI — `mint status` now, `mint demo` to run the whole flow on one machine.
 
+#[cfg(feature = "demo")]
 mod demo;
+#[cfg(feature = "demo")]
 mod demo_serve;
 mod publish;
 mod remote;
@@ -41,6 +43,9 @@ enum Command {
     Clone {
         /// The directory to clone into (absent or empty) [default: the repository's name].
         dir: Option<PathBuf>,
+        /// Leave Git LFS files as pointers (by default their content is downloaded, as with git-lfs).
+        #[arg(long)]
+        no_lfs: bool,
         /// mintd's socket [default: /run/mint/mint.sock].
         #[arg(long, env = mint_api::env::SOCKET, value_name = "PATH")]
         socket: Option<PathBuf>,
@@ -104,7 +109,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Status { socket, json } => status::run(&mint_api::socket_path(socket), json),
-        Command::Clone { dir, socket } => publish::clone(&mint_api::socket_path(socket), dir),
+        Command::Clone { dir, no_lfs, socket } => publish::clone(&mint_api::socket_path(socket), dir, !no_lfs),
         Command::Publish {
             branch,
             message,
@@ -126,8 +131,15 @@ pub fn main() -> ExitCode {
                 json,
             },
         ),
+        #[cfg(feature = "demo")]
         Command::Demo { serve: false } => demo::run(),
+        #[cfg(feature = "demo")]
         Command::Demo { serve: true } => demo_serve::run(),
+        #[cfg(not(feature = "demo"))]
+        Command::Demo { .. } => Err(anyhow::anyhow!(
+            "this mint is the agent's build, without the demo (no fakehub, mintd or mint-server inside): run \
+             `cargo run --release --bin mint -- demo` in a checkout of mint"
+        )),
     };
     match result {
         Ok(code) => code,

@@ -24,13 +24,31 @@ fn progress(line: &str) {
     eprintln!("{line}");
 }
 
-pub(crate) fn clone(socket: &Path, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+pub(crate) fn clone(socket: &Path, dir: Option<PathBuf>, lfs: bool) -> anyhow::Result<ExitCode> {
     let remote = Remote::ask(socket)?;
     let dir = dir.unwrap_or_else(|| PathBuf::from(remote.name()));
     let credentials = remote
         .credentials()?
         .map(|c| Box::new(c) as Box<dyn mint_git::CredentialSource + Send>);
     let cloned = mint_git::clone::clone(&remote.git_url(), &dir, credentials, &mut |l| progress(l))?;
+    if lfs && cloned.head.is_some() {
+        let mut credentials = remote.credentials()?;
+        let smudged = mint_git::clone::smudge_lfs(
+            &dir,
+            &remote.git_url(),
+            credentials.as_mut().map(|c| c as &mut dyn mint_git::CredentialSource),
+            &mut |l| progress(l),
+        )
+        .with_context(|| {
+            format!(
+                "the clone in {} is complete but its Git LFS files are still pointers; `mint clone --no-lfs` skips them",
+                dir.display()
+            )
+        })?;
+        if smudged > 0 {
+            progress(&format!("Checked out {smudged} Git LFS files"));
+        }
+    }
     match (&cloned.branch, cloned.head) {
         (Some(branch), Some(head)) => eprintln!(
             "Cloned {} into {}: {branch} at {}, {} files",
@@ -91,25 +109,7 @@ pub(crate) fn publish(socket: &Path, args: &PublishArgs) -> anyhow::Result<ExitC
         .check(&remote.status.branch_prefix)
         .map_err(|reason| anyhow::anyhow!("refused: {reason}; nothing was changed"))?;
 
-    let cwd = std::env::current_dir().context("the current directory")?;
-    let repo = mint_git::open_worktree(&cwd).with_context(|| {
-        format!(
-            "{} is not inside a git work tree: run `mint publish` in the clone (`mint clone` makes one)",
-            cwd.display()
-        )
-    })?;
-    let author = author(&repo);
-    let switched = mint_git::branch::switch_to(&repo, &args.branch, &author)?;
-    if switched.created {
-        progress(&format!("Switched to a new branch '{}'", args.branch));
-    }
-    let staged = mint_git::stage::stage_all(&repo)?;
-    for path in &staged.skipped {
-        progress(&format!(
-            "warning: skipped {path}: an embedded git repository (mint does not add submodules)"
-        ));
-    }
-    let (changed, tip) = commit_if_changed(&repo, args, &author, &switched, staged.tree)?;
+    let (repo, changed, tip) = commit_work_tree(args)?;
 
     let url = remote.git_url();
     let mut credentials = remote.credentials()?;
@@ -121,6 +121,14 @@ pub(crate) fn publish(socket: &Path, args: &PublishArgs) -> anyhow::Result<ExitC
         )
     };
     let session = connect(false)?;
+    // Git LFS objects go to the same remote's LFS endpoint, before the push (git-lfs's pre-push hook).
+    let mut lfs_credentials = remote.credentials()?;
+    let mut lfs = mint_git::lfs::Endpoint::for_remote(
+        &url,
+        lfs_credentials
+            .as_mut()
+            .map(|c| c as &mut dyn mint_git::CredentialSource),
+    )?;
     // Nothing staged and no commit beyond the default branch: a pull request would be empty.
     let nothing_new = !changed
         && match tip {
@@ -131,11 +139,12 @@ pub(crate) fn publish(socket: &Path, args: &PublishArgs) -> anyhow::Result<ExitC
         return nothing_to_commit(args, tip);
     }
     let tip = tip.expect("a tip exists when there is something to publish");
-    let pushed = match session.push(&repo, &args.branch, tip, &mut |l| progress(l)) {
+    let pushed = match session.push(&repo, &args.branch, tip, Some(&mut lfs), &mut |l| progress(l)) {
         // The token died between the handshake and the upload (expired, revoked): once, with a fresh one.
         Err(PushError::Unauthorized { .. }) if remote.status.git_proxy.is_none() => {
             progress("The token was refused during the upload; pushing again with a fresh one");
-            connect(true).and_then(|session| session.push(&repo, &args.branch, tip, &mut |l| progress(l)))
+            connect(true)
+                .and_then(|session| session.push(&repo, &args.branch, tip, Some(&mut lfs), &mut |l| progress(l)))
         }
         other => other,
     }
@@ -176,6 +185,31 @@ pub(crate) fn publish(socket: &Path, args: &PublishArgs) -> anyhow::Result<ExitC
         writeln!(out, "{}", pull.url)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Open the work tree around the current directory, switch to the branch, stage everything and commit if
+/// anything changed: the repository, whether a commit was made, and the branch's tip.
+fn commit_work_tree(args: &PublishArgs) -> anyhow::Result<(gix::Repository, bool, Option<gix::ObjectId>)> {
+    let cwd = std::env::current_dir().context("the current directory")?;
+    let repo = mint_git::open_worktree(&cwd).with_context(|| {
+        format!(
+            "{} is not inside a git work tree: run `mint publish` in the clone (`mint clone` makes one)",
+            cwd.display()
+        )
+    })?;
+    let author = author(&repo);
+    let switched = mint_git::branch::switch_to(&repo, &args.branch, &author)?;
+    if switched.created {
+        progress(&format!("Switched to a new branch '{}'", args.branch));
+    }
+    let staged = mint_git::stage::stage_all(&repo)?;
+    for path in &staged.skipped {
+        progress(&format!(
+            "warning: skipped {path}: an embedded git repository (mint does not add submodules)"
+        ));
+    }
+    let (changed, tip) = commit_if_changed(&repo, args, &author, &switched, staged.tree)?;
+    Ok((repo, changed, tip))
 }
 
 /// What `git push` prints, on stderr.

@@ -91,3 +91,82 @@ pub fn clone(
         files: outcome.files_updated,
     })
 }
+
+/// After a checkout, what git-lfs's smudge filter does: every file whose attributes say `filter=lfs` and
+/// which holds a pointer is replaced by the object's content, downloaded through the batch API into
+/// `.git/lfs/objects` (verified) and copied into the work tree. The index keeps the pointer blob with the
+/// new file's stat, so `git status` stays clean. Returns the files smudged.
+pub fn smudge_lfs(
+    dir: &Path,
+    url: &str,
+    credentials: Option<&mut dyn CredentialSource>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<usize, crate::lfs::LfsError> {
+    use crate::lfs::{Endpoint, LfsError, Pointer};
+    use gix::index::entry::Mode;
+
+    let local = |e: &dyn std::fmt::Display| LfsError::Local(format!("{e:#}"));
+    let repo = crate::open_worktree(dir).map_err(|e| local(&e))?;
+    let workdir = repo
+        .workdir()
+        .ok_or_else(|| LfsError::Local("no work tree".into()))?
+        .to_owned();
+    let mut index = repo.open_index().map_err(|e| local(&e))?;
+    let mut attributes = repo
+        .attributes_only(&index, gix::worktree::stack::state::attributes::Source::IdMapping)
+        .map_err(|e| local(&e))?;
+    let mut outcome = attributes.selected_attribute_matches(["filter"]);
+    let mut wanted: Vec<(Pointer, String)> = Vec::new();
+    let mut at: Vec<usize> = Vec::new();
+    for (i, entry) in index.entries().iter().enumerate() {
+        if !matches!(entry.mode, Mode::FILE | Mode::FILE_EXECUTABLE) {
+            continue;
+        }
+        let path = entry.path(&index);
+        outcome.reset();
+        attributes
+            .at_entry(path, Some(entry.mode))
+            .map_err(|e| local(&e))?
+            .matching_attributes(&mut outcome);
+        let lfs = outcome
+            .iter_selected()
+            .any(|m| matches!(m.assignment.state, gix::attrs::StateRef::Value(v) if v.as_bstr() == "lfs"));
+        if !lfs {
+            continue;
+        }
+        let Ok(blob) = repo.find_object(entry.id) else { continue };
+        if let Some(pointer) = Pointer::parse(&blob.data) {
+            wanted.push((pointer, path.to_string()));
+            at.push(i);
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(0);
+    }
+    progress(&format!("Downloading {} LFS files", wanted.len()));
+    Endpoint::for_remote(url, credentials)?.download(repo.git_dir(), &wanted)?;
+    for (i, (pointer, rela)) in at.iter().zip(&wanted) {
+        let path = workdir.join(rela);
+        let copy = || -> std::io::Result<gix::index::entry::Stat> {
+            let mut from = std::fs::File::open(pointer.local_path(repo.git_dir()))?;
+            // Truncating the checked-out file keeps its mode (an executable stays one).
+            let mut to = std::fs::OpenOptions::new().write(true).truncate(true).open(&path)?;
+            std::io::copy(&mut from, &mut to)?;
+            to.sync_all()?;
+            drop(to);
+            let metadata = gix::index::fs::Metadata::from_path_no_follow(&path)?;
+            gix::index::entry::Stat::from_fs(&metadata).map_err(std::io::Error::other)
+        };
+        let stat = copy().map_err(|e| LfsError::Transfer {
+            operation: "checkout",
+            oid: pointer.oid.clone(),
+            path: rela.clone(),
+            message: e.to_string(),
+        })?;
+        index.entries_mut()[*i].stat = stat;
+    }
+    index
+        .write(gix::index::write::Options::default())
+        .map_err(|e| local(&e))?;
+    Ok(wanted.len())
+}

@@ -12,6 +12,7 @@
 pub mod branch;
 pub mod clone;
 mod credentials;
+pub mod lfs;
 pub mod push;
 pub mod stage;
 

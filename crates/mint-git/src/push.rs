@@ -79,6 +79,8 @@ pub enum PushError {
     Unauthorized { url: String },
     #[error("the local repository is not usable: {0}")]
     Local(String),
+    #[error("{0}; nothing was pushed")]
+    Lfs(crate::lfs::LfsError),
 }
 
 fn remote_lines(lines: &[String]) -> String {
@@ -229,12 +231,14 @@ impl Session {
     }
 
     /// Push `new` to `refs/heads/<branch>`, fast-forward only; `progress` receives our progress lines and
-    /// the remote's (`remote: …`).
+    /// the remote's (`remote: …`). With `lfs`, the Git LFS objects whose pointers the pack carries are
+    /// uploaded first, as git-lfs's pre-push hook does: if one fails, nothing is pushed.
     pub fn push(
         self,
         repo: &gix::Repository,
         branch: &str,
         new: ObjectId,
+        lfs: Option<&mut crate::lfs::Endpoint<'_>>,
         progress: &mut dyn FnMut(&str),
     ) -> Result<PushOutcome, PushError> {
         let Self {
@@ -275,7 +279,11 @@ impl Session {
         }
 
         let hidden = local_commits(repo, advertised.iter().map(|(_, id)| *id));
-        let (objects, entries) = pack_entries(repo, new, hidden)?;
+        let (ids, entries) = pack_entries(repo, new, hidden)?;
+        let objects = ids.len();
+        if let Some(endpoint) = lfs {
+            upload_lfs(repo, new, &ids, endpoint, progress)?;
+        }
         progress(&format!("Pushing {objects} objects to {branch}"));
         let objects_u32 = u32::try_from(objects).map_err(|_| PushError::Pack("more than 2^32 objects".into()))?;
 
@@ -328,6 +336,45 @@ impl Session {
             pack_bytes,
         })
     }
+}
+
+/// Upload the LFS objects behind the pointers among the pack's blobs (the server answers which it lacks).
+fn upload_lfs(
+    repo: &gix::Repository,
+    new: ObjectId,
+    ids: &[ObjectId],
+    endpoint: &mut crate::lfs::Endpoint<'_>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), PushError> {
+    let pointers = crate::lfs::pointers_among(repo, ids.iter().copied());
+    if pointers.is_empty() {
+        return Ok(());
+    }
+    // Name each object by a path of the pushed tree that holds it, for messages.
+    let mut recorder = gix::traverse::tree::Recorder::default();
+    repo.find_commit(new)
+        .map_err(local)?
+        .tree()
+        .map_err(local)?
+        .traverse()
+        .breadthfirst(&mut recorder)
+        .map_err(local)?;
+    let wanted: Vec<(crate::lfs::Pointer, String)> = recorder
+        .records
+        .iter()
+        .filter(|r| r.mode.is_blob() && ids.contains(&r.oid))
+        .filter_map(|r| {
+            let blob = repo.find_object(r.oid).ok()?;
+            let pointer = crate::lfs::Pointer::parse(&blob.data)?;
+            Some((pointer, r.filepath.to_string()))
+        })
+        .collect();
+    let sent = endpoint.upload(repo.git_dir(), &wanted).map_err(PushError::Lfs)?;
+    progress(&format!(
+        "Uploaded {sent} of {} LFS objects (the others were on the remote already)",
+        wanted.len()
+    ));
+    Ok(())
 }
 
 /// Why sending failed: writing into the request (the server stopped reading), or making the pack.
@@ -392,8 +439,6 @@ impl<W: Write> Write for Upload<W> {
 
 type Entries = Box<dyn Iterator<Item = gix::Result<Vec<output::Entry>>>>;
 
-/// The pack's entries, generated lazily: everything reachable from `new` that none of `hidden` (the remote's
-/// tips we have) reaches. Returns the number of objects and the entries in pack order.
 /// After a push, what `git push` does locally: `refs/remotes/origin/BRANCH` now names the pushed commit, so
 /// `git status` and `git log origin/BRANCH` agree with the remote. Only when the work tree has an `origin`.
 pub fn record_pushed(repo: &gix::Repository, branch: &str, pushed: ObjectId) -> Result<(), PushError> {
@@ -410,7 +455,13 @@ pub fn record_pushed(repo: &gix::Repository, branch: &str, pushed: ObjectId) -> 
     .map_err(local)
 }
 
-fn pack_entries(repo: &gix::Repository, new: ObjectId, hidden: Vec<ObjectId>) -> Result<(usize, Entries), PushError> {
+/// The pack's entries, generated lazily: everything reachable from `new` that none of `hidden` (the remote's
+/// tips we have) reaches. Returns the objects' ids and the entries in pack order.
+fn pack_entries(
+    repo: &gix::Repository,
+    new: ObjectId,
+    hidden: Vec<ObjectId>,
+) -> Result<(Vec<ObjectId>, Entries), PushError> {
     // Everything reachable from `new` that no advertised tip we have reaches.
     let mut commits = Vec::new();
     let mut parents = Vec::new();
@@ -452,7 +503,7 @@ fn pack_entries(repo: &gix::Repository, new: ObjectId, hidden: Vec<ObjectId>) ->
     )
     .map_err(|e| PushError::Pack(format!("{e:#}")))?;
     let counts: Vec<_> = counts.into_iter().filter(|c| !on_remote.contains(&c.id)).collect();
-    let objects = counts.len();
+    let ids: Vec<ObjectId> = counts.iter().map(|c| c.id).collect();
 
     let entries = output::entry::iter_from_counts(
         counts,
@@ -466,7 +517,7 @@ fn pack_entries(repo: &gix::Repository, new: ObjectId, hidden: Vec<ObjectId>) ->
     )
     .map_err(|e| PushError::Pack(format!("{e:#}")))?;
     let entries = gix::parallel::InOrderIter::from(entries).map(|r| r.map_err(|e| gix::Error::from_error(e)));
-    Ok((objects, Box::new(entries)))
+    Ok((ids, Box::new(entries)))
 }
 
 /// The commits among `ids` that this repository has, tags peeled: what a walk can start from or stop at.

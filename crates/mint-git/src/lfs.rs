@@ -1,0 +1,480 @@
+//! Git LFS for `mint clone` and `mint publish`, through the batch API (`{remote}/info/lfs/objects/batch`)
+//! and basic transfers, as git-lfs itself does.
+//!
+//! - The batch request carries the token (Basic, `x-access-token`), like git's own requests to the remote.
+//! - Each action's `href` is called with the action's own headers and **never** the token: on GitHub those
+//!   are storage hosts with their own short-lived authorization.
+//! - Objects are streamed: downloads are hashed while written to `.git/lfs/tmp`, checked against the oid and
+//!   size, then renamed into `.git/lfs/objects/aa/bb/<oid>` (where git-lfs keeps them) and copied into the
+//!   work tree; uploads stream from that store.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use bstr::ByteSlice;
+use gix::ObjectId;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::credentials::CredentialSource;
+
+const MEDIA_TYPE: &str = "application/vnd.git-lfs+json";
+/// git-lfs never writes a pointer larger than this; anything bigger is content.
+const MAX_POINTER: u64 = 1024;
+
+/// An LFS pointer: what the repository stores in place of the content.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Pointer {
+    pub oid: String,
+    pub size: u64,
+}
+
+impl Pointer {
+    /// Parse a pointer file (the spec's `version`, `oid sha256:…`, `size` lines), or `None` for content.
+    pub fn parse(data: &[u8]) -> Option<Self> {
+        if data.len() as u64 > MAX_POINTER {
+            return None;
+        }
+        let text = data.to_str().ok()?;
+        let mut lines = text.lines();
+        if !lines.next()?.starts_with("version https://git-lfs.github.com/spec/v1") {
+            return None;
+        }
+        let (mut oid, mut size) = (None, None);
+        for line in lines {
+            if let Some(hex) = line.strip_prefix("oid sha256:") {
+                oid = Some(hex.to_owned());
+            } else if let Some(n) = line.strip_prefix("size ") {
+                size = n.parse().ok();
+            }
+        }
+        let oid = oid?;
+        (oid.len() == 64 && oid.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+            .then_some(Self { oid, size: size? })
+    }
+
+    /// Where git-lfs keeps the object in a repository: `.git/lfs/objects/aa/bb/<oid>`.
+    pub fn local_path(&self, git_dir: &Path) -> PathBuf {
+        git_dir
+            .join("lfs/objects")
+            .join(&self.oid[..2])
+            .join(&self.oid[2..4])
+            .join(&self.oid)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LfsError {
+    #[error("the LFS batch request to {url} failed: {message}")]
+    Batch { url: String, message: String },
+    #[error("the LFS {operation} of {oid} ({path}) failed: {message}")]
+    Transfer {
+        operation: &'static str,
+        oid: String,
+        path: String,
+        message: String,
+    },
+    #[error(
+        "the LFS object {oid} of {path} is not in this repository's LFS store (.git/lfs/objects): add the file again with git-lfs installed (`git lfs install`), or restore it"
+    )]
+    MissingLocally { oid: String, path: String },
+    #[error("{0}")]
+    Local(String),
+}
+
+#[derive(Serialize)]
+struct BatchRequest<'a> {
+    operation: &'a str,
+    transfers: [&'a str; 1],
+    objects: &'a [Pointer],
+    hash_algo: &'a str,
+}
+
+#[derive(Deserialize)]
+struct BatchResponse {
+    #[serde(default)]
+    transfer: Option<String>,
+    objects: Vec<BatchObject>,
+}
+
+#[derive(Deserialize)]
+struct BatchObject {
+    oid: String,
+    #[serde(default)]
+    actions: BTreeMap<String, Action>,
+    #[serde(default)]
+    error: Option<ObjectError>,
+}
+
+#[derive(Deserialize)]
+struct ObjectError {
+    code: u16,
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct Action {
+    href: String,
+    #[serde(default)]
+    header: BTreeMap<String, String>,
+}
+
+/// An LFS endpoint: the remote's `info/lfs`, with the token source for the batch API.
+pub struct Endpoint<'a> {
+    batch_url: String,
+    credentials: Option<&'a mut dyn CredentialSource>,
+    client: reqwest::blocking::Client,
+}
+
+impl std::fmt::Debug for Endpoint<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("batch_url", &self.batch_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Endpoint<'a> {
+    /// The LFS endpoint of the git remote `url` (`https://github.com/OWNER/NAME.git`). `credentials` is `None`
+    /// behind mintd's git proxy, which adds the token itself.
+    pub fn for_remote(url: &str, credentials: Option<&'a mut dyn CredentialSource>) -> Result<Self, LfsError> {
+        crate::ensure_tls_provider();
+        let base = url.trim_end_matches('/');
+        let base = if base.to_ascii_lowercase().ends_with(".git") {
+            base.to_owned()
+        } else {
+            format!("{base}.git")
+        };
+        let client = reqwest::blocking::Client::builder()
+            // Storage hosts answer with the object; a redirect to elsewhere is not followed with headers.
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(None)
+            .build()
+            .map_err(|e| LfsError::Local(format!("an HTTP client: {e}")))?;
+        Ok(Self {
+            batch_url: format!("{base}/info/lfs/objects/batch"),
+            credentials,
+            client,
+        })
+    }
+
+    /// One batch call; a refused token is replaced once.
+    fn batch(&mut self, operation: &str, objects: &[Pointer]) -> Result<Vec<BatchObject>, LfsError> {
+        let batch_error = |message: String| LfsError::Batch {
+            url: self.batch_url.clone(),
+            message,
+        };
+        let body = serde_json::to_vec(&BatchRequest {
+            operation,
+            transfers: ["basic"],
+            objects,
+            hash_algo: "sha256",
+        })
+        .map_err(|e| batch_error(e.to_string()))?;
+        let mut refused = false;
+        loop {
+            let mut request = self
+                .client
+                .post(&self.batch_url)
+                .header("Accept", MEDIA_TYPE)
+                .header("Content-Type", MEDIA_TYPE)
+                .body(body.clone());
+            if let Some(source) = self.credentials.as_deref_mut() {
+                let credentials = source.get(refused).map_err(batch_error)?;
+                request = request.basic_auth(
+                    credentials.username.clone(),
+                    Some(credentials.password.expose_secret().to_owned()),
+                );
+            }
+            let response = request.send().map_err(|e| batch_error(describe(&e)))?;
+            let status = response.status();
+            if status == reqwest::StatusCode::UNAUTHORIZED && !refused && self.credentials.is_some() {
+                refused = true;
+                continue;
+            }
+            let text = response.text().map_err(|e| batch_error(describe(&e)))?;
+            if !status.is_success() {
+                let message = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(ToOwned::to_owned))
+                    .unwrap_or_else(|| text.chars().take(200).collect());
+                return Err(batch_error(format!("HTTP {status}: {message}")));
+            }
+            let parsed: BatchResponse =
+                serde_json::from_str(&text).map_err(|e| batch_error(format!("an answer that is not a batch: {e}")))?;
+            if parsed.transfer.as_deref().is_some_and(|t| t != "basic") {
+                return Err(batch_error(format!(
+                    "the server chose the {:?} transfer; mint speaks basic",
+                    parsed.transfer
+                )));
+            }
+            return Ok(parsed.objects);
+        }
+    }
+
+    /// Download the objects the work tree needs into the store under `git_dir`, verified; `paths` names a
+    /// path per object for messages. Objects already in the store are not asked for.
+    pub fn download(&mut self, git_dir: &Path, wanted: &[(Pointer, String)]) -> Result<usize, LfsError> {
+        let missing: Vec<Pointer> = unique(wanted.iter().map(|(p, _)| p).filter(|p| !is_stored(p, git_dir)));
+        if missing.is_empty() {
+            return Ok(0);
+        }
+        let answers = self.batch("download", &missing)?;
+        for pointer in &missing {
+            let path = path_of(wanted, pointer);
+            let transfer_error = |message: String| LfsError::Transfer {
+                operation: "download",
+                oid: pointer.oid.clone(),
+                path: path.clone(),
+                message,
+            };
+            let answer = answers
+                .iter()
+                .find(|a| a.oid == pointer.oid)
+                .ok_or_else(|| transfer_error("the batch answer does not mention it".into()))?;
+            if let Some(e) = &answer.error {
+                return Err(transfer_error(format!("{} {}", e.code, e.message)));
+            }
+            let action = answer
+                .actions
+                .get("download")
+                .ok_or_else(|| transfer_error("the batch answer has no download action".into()))?;
+            let response = self
+                .action(action, reqwest::Method::GET)
+                .map_err(transfer_error)?
+                .send()
+                .map_err(|e| transfer_error(describe(&e)))?;
+            if !response.status().is_success() {
+                return Err(transfer_error(format!("HTTP {}", response.status())));
+            }
+            store(git_dir, pointer, response).map_err(transfer_error)?;
+        }
+        Ok(missing.len())
+    }
+
+    /// Upload the objects the server lacks from the store under `git_dir`, then verify them when asked.
+    pub fn upload(&mut self, git_dir: &Path, wanted: &[(Pointer, String)]) -> Result<usize, LfsError> {
+        let objects = unique(wanted.iter().map(|(p, _)| p));
+        if objects.is_empty() {
+            return Ok(0);
+        }
+        for pointer in &objects {
+            if !is_stored(pointer, git_dir) {
+                return Err(LfsError::MissingLocally {
+                    oid: pointer.oid.clone(),
+                    path: path_of(wanted, pointer),
+                });
+            }
+        }
+        let answers = self.batch("upload", &objects)?;
+        let mut sent = 0;
+        for pointer in &objects {
+            let path = path_of(wanted, pointer);
+            let transfer_error = |message: String| LfsError::Transfer {
+                operation: "upload",
+                oid: pointer.oid.clone(),
+                path: path.clone(),
+                message,
+            };
+            let answer = answers
+                .iter()
+                .find(|a| a.oid == pointer.oid)
+                .ok_or_else(|| transfer_error("the batch answer does not mention it".into()))?;
+            if let Some(e) = &answer.error {
+                return Err(transfer_error(format!("{} {}", e.code, e.message)));
+            }
+            // No upload action: the server has it already.
+            let Some(upload) = answer.actions.get("upload") else {
+                continue;
+            };
+            let file = std::fs::File::open(pointer.local_path(git_dir)).map_err(|e| transfer_error(e.to_string()))?;
+            let response = self
+                .action(upload, reqwest::Method::PUT)
+                .map_err(transfer_error)?
+                .header("Content-Type", "application/octet-stream")
+                .body(reqwest::blocking::Body::sized(file, pointer.size))
+                .send()
+                .map_err(|e| transfer_error(describe(&e)))?;
+            if !response.status().is_success() {
+                return Err(transfer_error(format!("HTTP {}", response.status())));
+            }
+            if let Some(verify) = answer.actions.get("verify") {
+                let body = serde_json::to_vec(pointer).map_err(|e| transfer_error(e.to_string()))?;
+                let response = self
+                    .action(verify, reqwest::Method::POST)
+                    .map_err(transfer_error)?
+                    .header("Accept", MEDIA_TYPE)
+                    .header("Content-Type", MEDIA_TYPE)
+                    .body(body)
+                    .send()
+                    .map_err(|e| transfer_error(describe(&e)))?;
+                if !response.status().is_success() {
+                    return Err(transfer_error(format!("verify answered HTTP {}", response.status())));
+                }
+            }
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
+    /// A request for an action: its `href` with its own headers, never the token (download: GET, upload:
+    /// PUT, verify: POST).
+    fn action(&self, action: &Action, method: reqwest::Method) -> Result<reqwest::blocking::RequestBuilder, String> {
+        let url = reqwest::Url::parse(&action.href).map_err(|e| format!("the action's href is not a URL: {e}"))?;
+        let loopback = url.host_str().is_some_and(|h| {
+            h == "localhost"
+                || h.trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        });
+        if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+            return Err(format!(
+                "the action's href {}://{} is neither https nor loopback http: refused",
+                url.scheme(),
+                url.host_str().unwrap_or("")
+            ));
+        }
+        let mut request = self.client.request(method, url);
+        for (name, value) in &action.header {
+            request = request.header(name, value);
+        }
+        Ok(request)
+    }
+}
+
+/// The objects among `pointers`, each once.
+fn unique<'p>(pointers: impl Iterator<Item = &'p Pointer>) -> Vec<Pointer> {
+    let mut all: Vec<Pointer> = pointers.cloned().collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
+fn path_of(wanted: &[(Pointer, String)], pointer: &Pointer) -> String {
+    wanted
+        .iter()
+        .find(|(p, _)| p == pointer)
+        .map(|(_, path)| path.clone())
+        .unwrap_or_default()
+}
+
+fn is_stored(pointer: &Pointer, git_dir: &Path) -> bool {
+    std::fs::metadata(pointer.local_path(git_dir)).is_ok_and(|m| m.len() == pointer.size)
+}
+
+/// Stream `from` into the store, hashing as it goes; kept only if the content is the pointer's.
+fn store(git_dir: &Path, pointer: &Pointer, mut from: impl Read) -> Result<(), String> {
+    let tmp_dir = git_dir.join("lfs/tmp");
+    std::fs::create_dir_all(&tmp_dir).map_err(|e| e.to_string())?;
+    let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(|e| e.to_string())?;
+    let mut hash = Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = from.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+        size += n as u64;
+        tmp.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+    }
+    let oid = hex(&hash.finalize());
+    if oid != pointer.oid || size != pointer.size {
+        return Err(format!(
+            "the content received is not the object (sha256 {oid}, {size} bytes): nothing was kept"
+        ));
+    }
+    let target = pointer.local_path(git_dir);
+    std::fs::create_dir_all(target.parent().expect("objects sit in a directory")).map_err(|e| e.to_string())?;
+    tmp.persist(&target).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+/// reqwest's error and its causes: "error sending request: connection refused".
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The LFS pointers among the blobs `ids` (those small enough to be one), with a path for each when known.
+pub fn pointers_among(repo: &gix::Repository, ids: impl Iterator<Item = ObjectId>) -> Vec<Pointer> {
+    let mut found = Vec::new();
+    for id in ids {
+        let Ok(header) = repo.find_header(id) else { continue };
+        if header.kind() != gix::object::Kind::Blob || header.size() > MAX_POINTER {
+            continue;
+        }
+        if let Ok(blob) = repo.find_object(id)
+            && let Some(pointer) = Pointer::parse(&blob.data)
+        {
+            found.push(pointer);
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pointers_are_parsed_as_the_spec_writes_them_and_content_is_not() {
+        let oid = "4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393";
+        let text = format!("version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize 12345\n");
+        assert_eq!(
+            Pointer::parse(text.as_bytes()),
+            Some(Pointer {
+                oid: oid.to_owned(),
+                size: 12345
+            })
+        );
+        assert_eq!(Pointer::parse(b"hello\n"), None);
+        assert_eq!(
+            Pointer::parse(b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 1\n"),
+            None,
+            "a short oid"
+        );
+        let upper = text.replace(oid, &oid.to_uppercase());
+        assert_eq!(Pointer::parse(upper.as_bytes()), None);
+        let path = Pointer::parse(text.as_bytes())
+            .unwrap()
+            .local_path(Path::new("/r/.git"));
+        assert_eq!(path, Path::new(&format!("/r/.git/lfs/objects/4d/7a/{oid}")));
+    }
+
+    #[test]
+    fn a_download_that_is_not_the_object_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = b"the real content";
+        let oid = hex(&Sha256::digest(content));
+        let pointer = Pointer {
+            oid,
+            size: content.len() as u64,
+        };
+        let err = store(dir.path(), &pointer, &b"something else!!"[..]).unwrap_err();
+        assert!(err.contains("not the object"), "{err}");
+        assert!(!is_stored(&pointer, dir.path()));
+        store(dir.path(), &pointer, &content[..]).unwrap();
+        assert!(is_stored(&pointer, dir.path()));
+    }
+}

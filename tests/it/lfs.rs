@@ -1,0 +1,281 @@
+//! Git LFS end to end, with the real git-lfs (Debian's package) as the oracle: plain git + git-lfs through
+//! the helper, `mint publish` uploading what its commits point at, `mint clone` smudging, all against
+//! fakehub's batch API and storage route.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use fakehub::InjectedFailure;
+
+use crate::agent::mint_ok;
+use crate::support::{OWNER, REPO, World};
+
+fn git(world: &World, dir: &Path, args: &[&str]) -> String {
+    String::from_utf8_lossy(&world.git_ok(Some(dir), args).stdout)
+        .trim()
+        .to_owned()
+}
+
+/// Deterministic incompressible bytes.
+fn noise(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().expect("stdin").write_all(data)?;
+            child.wait_with_output()
+        })
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)[..64].to_owned()
+}
+
+/// git-lfs's global filter config in the test's HOME, as `git lfs install` writes it for a user.
+fn install_lfs(world: &World) {
+    git(world, world.dir.path(), &["lfs", "install", "--skip-repo"]);
+}
+
+/// A clone by the real git with git-lfs, tracking `*.bin` (the hooks installed in it, as `git lfs install`
+/// does in a repository).
+fn git_clone_with_lfs(world: &World, name: &str) -> PathBuf {
+    let dir = world.dir.path().join(name);
+    world.git_ok(
+        None,
+        &["clone", "-q", &world.repo_url(REPO), dir.to_str().expect("utf8")],
+    );
+    git(world, &dir, &["lfs", "install", "--local"]);
+    dir
+}
+
+/// `mint` with git and git-lfs on PATH: the clean filter is git-lfs's, which needs git itself.
+fn mint_with_lfs(world: &World, dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mint"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &world.home)
+        .env("MINT_SOCKET", &world.socket)
+        .output()
+        .expect("mint runs")
+}
+
+fn seed_with_lfs_file(world: &World, content: &[u8]) -> PathBuf {
+    install_lfs(world);
+    let seed = git_clone_with_lfs(world, "seed");
+    git(world, &seed, &["lfs", "track", "*.bin"]);
+    std::fs::write(seed.join("model.bin"), content).expect("write");
+    std::fs::write(seed.join("small.txt"), "not in lfs\n").expect("write");
+    git(world, &seed, &["add", "-A"]);
+    git(world, &seed, &["commit", "-q", "-m", "A model in LFS"]);
+    git(world, &seed, &["push", "-q", "origin", "HEAD:main"]);
+    seed
+}
+
+#[test]
+fn plain_git_with_git_lfs_pushes_and_fetches_objects_through_the_helper() {
+    let world = World::start();
+    let model = noise(3 << 20, 7);
+    let seed = seed_with_lfs_file(&world, &model);
+    let oid = sha256_hex(&model);
+    assert_eq!(
+        world.hub.lfs_objects(OWNER, REPO),
+        vec![oid.clone()],
+        "the object arrived"
+    );
+    // The repository holds the pointer, not the bytes.
+    let bare = world.hub.repo_path(OWNER, REPO);
+    let pointer = git(
+        &world,
+        world.dir.path(),
+        &[
+            "--git-dir",
+            bare.to_str().expect("utf8"),
+            "cat-file",
+            "-p",
+            "main:model.bin",
+        ],
+    );
+    assert!(pointer.contains(&format!("oid sha256:{oid}")), "{pointer}");
+
+    let fresh = git_clone_with_lfs(&world, "fresh");
+    assert_eq!(std::fs::read(fresh.join("model.bin")).expect("read"), model);
+    git(&world, &fresh, &["lfs", "fsck"]);
+    drop(seed);
+}
+
+#[test]
+fn mint_clone_smudges_lfs_files_as_git_lfs_does_and_no_lfs_leaves_pointers() {
+    let world = World::start();
+    let model = noise(2 << 20, 11);
+    seed_with_lfs_file(&world, &model);
+
+    // No git on PATH: the download and smudge are mint's own.
+    mint_ok(&world, world.dir.path(), &["clone", "ours"]);
+    let ours = world.dir.path().join("ours");
+    let theirs = git_clone_with_lfs(&world, "theirs");
+    assert_eq!(std::fs::read(ours.join("model.bin")).expect("read"), model);
+    let diff = Command::new("diff")
+        .args(["-r", "--no-dereference", "-x", ".git"])
+        .arg(&ours)
+        .arg(&theirs)
+        .output()
+        .expect("diff");
+    assert!(diff.status.success(), "{}", String::from_utf8_lossy(&diff.stdout));
+    // git (with git-lfs) sees a clean work tree, and git-lfs finds its objects where it keeps them.
+    assert_eq!(git(&world, &ours, &["status", "--porcelain"]), "");
+    git(&world, &ours, &["lfs", "fsck"]);
+
+    mint_ok(&world, world.dir.path(), &["clone", "--no-lfs", "pointers"]);
+    let pointer = std::fs::read_to_string(world.dir.path().join("pointers/model.bin")).expect("a pointer");
+    assert!(
+        pointer.starts_with("version https://git-lfs.github.com/spec/v1"),
+        "{pointer}"
+    );
+}
+
+#[test]
+fn mint_publish_uploads_the_lfs_objects_its_commits_point_at() {
+    let world = World::start();
+    let model = noise(1 << 20, 3);
+    seed_with_lfs_file(&world, &model);
+    mint_ok(&world, world.dir.path(), &["clone", "work"]);
+    let work = world.dir.path().join("work");
+    let changed = noise(1 << 20, 5);
+    let added = noise(512 << 10, 9);
+    std::fs::write(work.join("model.bin"), &changed).expect("write");
+    std::fs::write(work.join("weights.bin"), &added).expect("write");
+
+    // The oracle: git add -A on a copy stages pointers.
+    let oracle = world.dir.path().join("oracle");
+    assert!(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&work)
+            .arg(&oracle)
+            .status()
+            .expect("cp")
+            .success()
+    );
+    git(&world, &oracle, &["add", "-A"]);
+    let expected = git(&world, &oracle, &["write-tree"]);
+
+    let output = mint_with_lfs(
+        &world,
+        &work,
+        &[
+            "publish",
+            "--branch",
+            "adagent/lfs",
+            "-m",
+            "New weights",
+            "--title",
+            "New weights",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("Uploaded 2 of 2 LFS objects"), "{stderr}");
+    let bare = world.hub.repo_path(OWNER, REPO);
+    let pushed = git(
+        &world,
+        world.dir.path(),
+        &[
+            "--git-dir",
+            bare.to_str().expect("utf8"),
+            "rev-parse",
+            "adagent/lfs^{tree}",
+        ],
+    );
+    assert_eq!(pushed, expected, "pointers, not binaries, as git add -A stages");
+    let stored = world.hub.lfs_objects(OWNER, REPO);
+    for data in [&model, &changed, &added] {
+        assert!(stored.contains(&sha256_hex(data)), "{stored:?}");
+    }
+
+    // A fresh clone with git + git-lfs gets the same bytes.
+    let fresh = world.dir.path().join("fresh");
+    world.git_ok(
+        None,
+        &[
+            "clone",
+            "-q",
+            "-b",
+            "adagent/lfs",
+            &world.repo_url(REPO),
+            fresh.to_str().expect("utf8"),
+        ],
+    );
+    git(&world, &fresh, &["lfs", "pull"]);
+    assert_eq!(std::fs::read(fresh.join("model.bin")).expect("read"), changed);
+    assert_eq!(std::fs::read(fresh.join("weights.bin")).expect("read"), added);
+}
+
+#[test]
+fn a_failed_lfs_upload_pushes_nothing_and_says_why() {
+    let world = World::start();
+    seed_with_lfs_file(&world, &noise(64 << 10, 1));
+    mint_ok(&world, world.dir.path(), &["clone", "work"]);
+    let work = world.dir.path().join("work");
+    std::fs::write(work.join("new.bin"), noise(256 << 10, 2)).expect("write");
+    world
+        .hub
+        .fail_next_lfs_uploads(1, &InjectedFailure::status(500, "storage is down"));
+    let output = mint_with_lfs(
+        &world,
+        &work,
+        &[
+            "publish",
+            "--branch",
+            "adagent/lfs-fail",
+            "-m",
+            "More",
+            "--title",
+            "More",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("LFS upload") && stderr.contains("new.bin") && stderr.contains("500"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was pushed"), "{stderr}");
+    let bare = world.hub.repo_path(OWNER, REPO);
+    let refs = git(
+        &world,
+        world.dir.path(),
+        &["--git-dir", bare.to_str().expect("utf8"), "for-each-ref"],
+    );
+    assert!(!refs.contains("adagent/lfs-fail"), "{refs}");
+    assert!(world.hub.pulls().is_empty());
+
+    // Run again once storage is back: it goes through.
+    let again = mint_with_lfs(
+        &world,
+        &work,
+        &[
+            "publish",
+            "--branch",
+            "adagent/lfs-fail",
+            "-m",
+            "More",
+            "--title",
+            "More",
+        ],
+    );
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+}
