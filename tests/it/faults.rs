@@ -196,3 +196,27 @@ fn a_422_names_which_case_it_is() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_uninstalled_app_with_no_one_asking_costs_github_next_to_nothing() {
+    // Regression: with 20 s tokens, one `get`, then the App uninstalled and no request at all, mintd's
+    // refresher asked GitHub about once a second forever (34 failed mints in 45 s).
+    let world = World::start();
+    world.hub.set_token_lifetime(Duration::from_secs(20));
+    assert!(world.fill(REPO).is_some());
+    world.hub.uninstall(crate::support::INSTALLATION_ID);
+    let after_uninstall = world.hub.mints().len();
+    std::thread::sleep(Duration::from_secs(25));
+    let asked: Vec<u16> = world.hub.mints()[after_uninstall..].iter().map(|m| m.status).collect();
+    // The refresher asks once, 10 s in (half the life left), hears 404, and stops: the token is no longer
+    // servable before its backoff is up, and nothing else asks. (Before, it asked again every 10 s.)
+    assert_eq!(asked, [404], "token requests in the 25 s after the uninstall");
+    // A caller still gets the reason at once.
+    let out = ls_remote(&world);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
