@@ -170,10 +170,8 @@ fn a_422_names_which_case_it_is() {
     // A repository the installation does not include.
     let mut command = world.mintd_command_for(crate::support::INSTALLATION_ID, "octo-org/not-selected");
     let log = std::fs::File::create(&world.log).expect("log");
-    let mut child = command.stderr(log).spawn().expect("mintd");
-    while std::os::unix::net::UnixStream::connect(&world.socket).is_err() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    world.mintd = Some(command.stderr(log).spawn().expect("mintd"));
+    world.wait_until_ready();
     let out = world.git(
         None,
         &["ls-remote", &format!("{}/octo-org/not-selected.git", world.url())],
@@ -183,6 +181,7 @@ fn a_422_names_which_case_it_is() {
         stderr.contains("repository octo-org/not-selected is not selected for installation 42"),
         "{stderr}"
     );
+    let mut child = world.mintd.take().expect("running");
     child.kill().expect("kill");
     child.wait().expect("wait");
 
