@@ -253,7 +253,8 @@ fn a_second_publish_fast_forwards_the_branch_and_returns_the_same_pull_request()
     assert_eq!(world.hub.pulls().len(), 1);
     server_git(&world, &["fsck", "--strict"]);
 
-    // Nothing changed since: a distinct outcome, nothing sent, and a clean exit code of its own.
+    // Nothing changed since: re-running is the README's recovery path, so it succeeds (exit 0) and prints the
+    // same pull request, committing and pushing nothing new.
     let again = mint(&world, &dir, &publish_args("adagent/twice", "Third"));
     assert_eq!(
         again.status.code(),
@@ -266,6 +267,14 @@ fn a_second_publish_fast_forwards_the_branch_and_returns_the_same_pull_request()
         first_url.trim(),
         "re-running finds the same pull request"
     );
+    assert_eq!(git(&world, &dir, &["rev-parse", "HEAD"]), second, "no new commit");
+    assert_eq!(
+        server_git(&world, &["rev-parse", "refs/heads/adagent/twice"]),
+        second,
+        "nothing new pushed"
+    );
+    assert_eq!(world.hub.pulls().len(), 1, "no second pull request");
+    // A branch with nothing to publish at all is the distinct outcome, with an exit code of its own.
     let fresh = mint_clone(&world, "fresh");
     let nothing = mint(&world, &fresh, &publish_args("adagent/nothing", "Nothing"));
     assert_eq!(nothing.status.code(), Some(2));

@@ -1,5 +1,6 @@
 //! mintd as a process: readiness, status, configuration errors, graceful stop.
 
+use std::io::Write;
 use std::time::Duration;
 
 use crate::support::{INSTALLATION_ID, Options, REPO, World};
@@ -125,5 +126,79 @@ fn the_demo_runs_the_whole_flow() {
     assert!(
         last.ends_with("/octo-org/hello-world/pull/1"),
         "the PR's URL comes last: {stdout}"
+    );
+}
+
+#[test]
+fn after_sigterm_no_token_is_served_and_one_minted_in_flight_is_revoked() {
+    // Regression: a request in flight at SIGTERM was still served a token after shutdown began, and one
+    // whose mint outlived the drain was never revoked.
+    let mut world = World::start();
+    world.hub.set_mint_latency(Duration::from_millis(1500));
+    let url = world.url();
+    let (protocol, host) = url.split_once("://").expect("url");
+    let mut helper = std::process::Command::new(env!("CARGO_BIN_EXE_git-credential-mint"))
+        .arg("--socket")
+        .arg(&world.socket)
+        .arg("get")
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("helper");
+    helper
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("protocol={protocol}\nhost={host}\npath=octo-org/{REPO}.git\n\n").as_bytes())
+        .expect("request");
+    // Wait until mintd has begun the mint; fakehub then holds it for 1.5 s.
+    let started = std::time::Instant::now();
+    while !world.mintd_log().contains("minting an installation token") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "mintd never began the mint:\n{}",
+            world.mintd_log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (status, took) = world.stop_mintd();
+    let out = helper.wait_with_output().expect("helper");
+    assert!(status.success(), "exit {status:?}\n{}", world.mintd_log());
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stdout.contains("password="), "served after SIGTERM: {stdout}");
+    assert_eq!(stdout, "quit=1\n");
+    assert!(stderr.contains("mintd is shutting down"), "{stderr}");
+    let tokens = world.hub.tokens();
+    assert_eq!(tokens.len(), 1, "the mint in flight made one token");
+    assert!(tokens[0].revoked, "and it was revoked\n{}", world.mintd_log());
+}
+
+#[test]
+fn git_is_told_the_expiry_on_its_own_clock_not_githubs() {
+    let world = World::start();
+    // GitHub's clock 30 minutes ahead: its expires_at is 90 minutes from our now, but the token lives 60.
+    world.hub.set_date_skew(1800);
+    let url = world.url();
+    let (protocol, host) = url.split_once("://").expect("url");
+    let input = format!("protocol={protocol}\nhost={host}\npath=octo-org/{REPO}.git\n\n");
+    let out = world.helper("get", input.as_bytes());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let expiry: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("password_expiry_utc="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no expiry in the answer: {}", String::from_utf8_lossy(&out.stderr)));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    assert!(
+        expiry.abs_diff(now + 3600) < 60,
+        "password_expiry_utc is {} s from now, expected 3600",
+        i128::from(expiry) - i128::from(now)
     );
 }

@@ -170,10 +170,8 @@ fn a_422_names_which_case_it_is() {
     // A repository the installation does not include.
     let mut command = world.mintd_command_for(crate::support::INSTALLATION_ID, "octo-org/not-selected");
     let log = std::fs::File::create(&world.log).expect("log");
-    let mut child = command.stderr(log).spawn().expect("mintd");
-    while std::os::unix::net::UnixStream::connect(&world.socket).is_err() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    world.mintd = Some(command.stderr(log).spawn().expect("mintd"));
+    world.wait_until_ready();
     let out = world.git(
         None,
         &["ls-remote", &format!("{}/octo-org/not-selected.git", world.url())],
@@ -183,6 +181,7 @@ fn a_422_names_which_case_it_is() {
         stderr.contains("repository octo-org/not-selected is not selected for installation 42"),
         "{stderr}"
     );
+    let mut child = world.mintd.take().expect("running");
     child.kill().expect("kill");
     child.wait().expect("wait");
 
@@ -194,5 +193,29 @@ fn a_422_names_which_case_it_is() {
         stderr.contains("installation 42 has not granted contents:write,members:read")
             && stderr.contains("must approve"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn an_uninstalled_app_with_no_one_asking_costs_github_next_to_nothing() {
+    // Regression: with 20 s tokens, one `get`, then the App uninstalled and no request at all, mintd's
+    // refresher asked GitHub about once a second forever (34 failed mints in 45 s).
+    let world = World::start();
+    world.hub.set_token_lifetime(Duration::from_secs(20));
+    assert!(world.fill(REPO).is_some());
+    world.hub.uninstall(crate::support::INSTALLATION_ID);
+    let after_uninstall = world.hub.mints().len();
+    std::thread::sleep(Duration::from_secs(25));
+    let asked: Vec<u16> = world.hub.mints()[after_uninstall..].iter().map(|m| m.status).collect();
+    // The refresher asks once, 10 s in (half the life left), hears 404, and stops: the token is no longer
+    // servable before its backoff is up, and nothing else asks. (Before, it asked again every 10 s.)
+    assert_eq!(asked, [404], "token requests in the 25 s after the uninstall");
+    // A caller still gets the reason at once.
+    let out = ls_remote(&world);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

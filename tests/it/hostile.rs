@@ -325,9 +325,7 @@ fn ten_thousand_declined_requests_on_one_connection_write_a_bounded_log() {
         .spawn()
         .expect("mintd");
     world.mintd = Some(child);
-    while std::os::unix::net::UnixStream::connect(&world.socket).is_err() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    world.wait_until_ready();
     let started_with = world.mintd_log().len();
 
     let body = "protocol=https\nhost=elsewhere.example\npath=a/b.git\n";

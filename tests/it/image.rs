@@ -2,6 +2,7 @@
 //! `sandbox-image/gitconfig` (as `/etc/gitconfig`), the helper, a temp socket, against fakehub.
 //! `sandbox-image/test` runs the same flow in the built images.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -82,22 +83,39 @@ fn git_configured_only_by_the_image_gitconfig_clones_commits_and_pushes_an_agent
 
 #[test]
 fn the_image_gitconfig_never_prompts_when_mintd_is_absent() {
+    // A prompt is seen, not assumed away: GIT_TERMINAL_PROMPT is left unset (this test used to set it to 0
+    // itself, so it passed whatever the gitconfig said), and GIT_ASKPASS, which git asks before the
+    // terminal, is a script that leaves a mark and answers. Only the image's gitconfig
+    // (credential.interactive=false) and the helper's quit=1 stand between git and that script.
     let world = World::start();
     let config = world.dir.path().join("etc-gitconfig");
     std::fs::write(&config, image_gitconfig(&world)).expect("write");
+    let mark = world.dir.path().join("prompted");
+    let askpass = world.dir.path().join("askpass");
+    std::fs::write(
+        &askpass,
+        format!("#!/bin/sh\necho \"$1\" >> '{}'\necho typed-by-nobody\n", mark.display()),
+    )
+    .expect("askpass");
+    std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let mut command = Command::new("git");
     command
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", world.dir.path())
         .env("GIT_CONFIG_SYSTEM", &config)
-        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ASKPASS", &askpass)
         .env("MINT_SOCKET", world.dir.path().join("absent.sock"))
         .stdin(std::process::Stdio::null())
         .args(["ls-remote", &world.repo_url(REPO)]);
     let out = command.output().expect("git");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
+    assert!(
+        !mark.exists(),
+        "git prompted for {:?}: {stderr}",
+        std::fs::read_to_string(&mark).unwrap_or_default()
+    );
     assert!(
         stderr.contains("no mintd is listening"),
         "the reason reaches the user: {stderr}"

@@ -94,3 +94,18 @@ fn a_branch_with_no_new_commits_gets_githubs_reason() {
         "{reason:?}"
     );
 }
+
+#[test]
+fn a_revoked_token_is_replaced_once_and_the_pull_request_still_opens() {
+    // Regression: GitHub's 401 on the calls behind POST /v1/pulls failed the request although a fresh
+    // token would have worked.
+    let world = World::start();
+    push_branch(&world, "adagent/revoked", true);
+    world.hub.revoke_all_tokens();
+    let (status, output, reason) = open(&world, &input("adagent/revoked"));
+    assert_eq!(status, 201, "{reason:?}\n{}", world.mintd_log());
+    assert!(output.expect("output").created);
+    let tokens = world.hub.tokens();
+    assert_eq!(tokens.len(), 2, "one fresh token for the retry");
+    assert!(!tokens[1].revoked);
+}

@@ -225,12 +225,24 @@ impl World {
             .spawn()
             .expect("mintd starts");
         self.mintd = Some(child);
+        self.wait_until_ready();
+    }
+
+    /// Wait until mintd accepts on the socket; panic with its log if it exits first or is not ready within
+    /// 10 s. A stale socket file may sit at the path, so existence proves nothing here: wait until it accepts.
+    pub(crate) fn wait_until_ready(&mut self) {
         let started = Instant::now();
-        // A stale socket file may sit at the path, so existence proves nothing here: wait until it accepts.
         while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            if let Some(status) = self.mintd.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!(
+                    "mintd exited with {status} before it was ready; its log:\n{}",
+                    self.mintd_log()
+                );
+            }
             assert!(
                 started.elapsed() < Duration::from_secs(10),
-                "mintd did not become ready:\n{}",
+                "mintd did not accept on {} within 10 s; its log:\n{}",
+                self.socket.display(),
                 self.mintd_log()
             );
             std::thread::sleep(Duration::from_millis(5));

@@ -92,13 +92,14 @@ impl MintdCredentials {
 impl mint_git::CredentialSource for MintdCredentials {
     fn get(&mut self, refused_previous: bool) -> Result<Credentials, String> {
         if refused_previous && let Some(last) = self.last.take() {
-            let erase = format!(
+            // The request carries the token: kept secret (redacted `Debug`, wiped on drop), not a plain String.
+            let erase = SecretString::from(format!(
                 "{}username=x-access-token\npassword={}\n",
                 self.request,
                 last.expose_secret()
-            );
+            ));
             // Best effort: mintd rate-limits erases, and a failed erase only means one more refusal.
-            let _ = self.call(route::CREDENTIAL_ERASE, &erase);
+            let _ = self.call(route::CREDENTIAL_ERASE, erase.expose_secret());
         }
         let response = self.call(route::CREDENTIAL_GET, &self.request)?;
         let text = String::from_utf8(response.body).map_err(|_| "mintd's answer is not UTF-8".to_owned())?;

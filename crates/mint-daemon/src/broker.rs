@@ -76,6 +76,15 @@ impl SandboxCredential {
     fn expose(&self) -> &str {
         self.0.expose_secret()
     }
+
+    /// `Bearer <credential>` for the `Authorization` header, kept secret (redacted `Debug`, wiped on drop)
+    /// rather than `format!`ed into a plain `String`.
+    fn bearer(&self) -> SecretString {
+        let mut header = String::with_capacity("Bearer ".len() + self.expose().len());
+        header.push_str("Bearer ");
+        header.push_str(self.expose());
+        SecretString::from(header)
+    }
 }
 
 impl std::fmt::Debug for SandboxCredential {
@@ -525,7 +534,7 @@ impl BrokerClient {
             url: self.url.clone(),
             cause,
         };
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.credential.expose()))
+        let mut auth = HeaderValue::from_str(self.credential.bearer().expose_secret())
             .expect("the credential was checked to be visible ASCII");
         auth.set_sensitive(true);
         let request = Request::builder()

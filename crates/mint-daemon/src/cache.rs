@@ -24,8 +24,10 @@ use crate::pulls::PullChecked;
 pub const SERVE_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// Start minting the next token when the current one has less than this left.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(10 * 60);
-/// After a failed background refresh, try again after this long (sooner if the token runs short).
-const REFRESH_RETRY: Duration = Duration::from_secs(15);
+/// After a failed background refresh, try again after this long; each further failure doubles it.
+pub const REFRESH_RETRY: Duration = Duration::from_secs(15);
+/// The longest wait between failed background refreshes.
+pub const REFRESH_RETRY_MAX: Duration = Duration::from_secs(10 * 60);
 /// A failure no retry can fix (uninstalled App, bad key) is repeated to callers for this long without asking
 /// GitHub again, so a loop of git commands does not hammer it.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(10);
@@ -101,7 +103,9 @@ impl MintError {
 /// A token in the cache with its schedule and where it goes.
 pub struct Cached {
     pub token: InstallationToken,
-    /// GitHub's expiry, for `password_expiry_utc` and status.
+    /// When it expires on this machine's clock: the time it was received plus the lifetime GitHub granted
+    /// (GitHub's `expires_at` less its `Date`). Never GitHub's `expires_at` itself, which is on GitHub's
+    /// clock: if the two clocks disagree, git would be told a wrong expiry.
     pub expires_at: SystemTime,
     pub minted_at: SystemTime,
     /// The one repository the token is for; it is served for requests checked against this only.
@@ -128,10 +132,11 @@ impl Cached {
         let serve_margin = SERVE_MARGIN.min(lifetime / 4);
         let refresh_margin = REFRESH_MARGIN.min(lifetime / 2);
         let expires = now + lifetime;
+        let minted_at = SystemTime::now();
         Self {
             token: minted.token,
-            expires_at: minted.expires_at,
-            minted_at: SystemTime::now(),
+            expires_at: minted_at + lifetime,
+            minted_at,
             target,
             installation_id,
             permissions: minted.permissions,
@@ -144,6 +149,14 @@ impl Cached {
     /// Seconds until expiry, as of `now`.
     pub fn remaining(&self, now: Instant) -> Duration {
         self.expires.saturating_duration_since(now)
+    }
+
+    /// For git's `password_expiry_utc`: the local wall clock now plus the life left, in Unix seconds.
+    pub fn password_expiry_utc(&self, now: Instant) -> u64 {
+        (SystemTime::now() + self.remaining(now))
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
     }
 
     fn servable(&self, now: Instant) -> bool {
@@ -232,19 +245,28 @@ pub enum GetError {
     Moved { now: Arc<Target> },
 }
 
+/// What every waiter on one mint attempt gets: the token, or why there is none.
+type MintResult = Result<Arc<Cached>, Arc<MintFailure>>;
+
+/// A mint attempt in flight: its task records the result and then publishes it here.
+type InFlight = watch::Receiver<Option<MintResult>>;
+
 #[derive(Default)]
 struct State {
     current: Option<Arc<Cached>>,
     /// The latest token's repository and installation (fixed from the start with the App key).
     scope: Option<Scope>,
-    /// Completed mint attempts, successful or not: lets waiters tell "someone just tried" apart.
-    attempts: u64,
+    /// The one mint attempt under way, if any: every caller and the refresher join it rather than start
+    /// another, and none of them owns it (see [`TokenCache::join_or_start`]).
+    in_flight: Option<InFlight>,
     last_error: Option<Arc<MintFailure>>,
     mints: u64,
     /// Every token minted and not yet expired, for revocation at shutdown.
     live: Vec<Arc<Cached>>,
     /// When git last made us drop a token.
     last_erase: Option<Instant>,
+    /// Shutdown began: nothing is minted or served any more.
+    closed: bool,
 }
 
 /// Counters for status and metrics.
@@ -255,13 +277,97 @@ pub struct CacheStats {
 }
 
 pub struct TokenCache<M> {
+    inner: Arc<Inner<M>>,
+}
+
+/// What a mint task needs after its caller is gone: it outlives any one request.
+struct Inner<M> {
     minter: M,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
-    /// Held while minting: concurrent cold `get`s queue here and find the token when they get it.
-    mint_lock: tokio::sync::Mutex<()>,
     /// Bumped whenever `current` changes, so the refresher re-plans.
     changed: watch::Sender<u64>,
+}
+
+/// Who asks [`TokenCache::join_or_start`] for a mint.
+enum Want<'a> {
+    /// A caller: a servable token, whichever it is.
+    Serve,
+    /// The refresher: a successor to this token (which is still servable, so "serve it" is no answer).
+    Replace(&'a Arc<Cached>),
+}
+
+/// What [`TokenCache::join_or_start`] found.
+enum Joined {
+    Ready(MintResult),
+    Wait(InFlight),
+}
+
+impl<M> Inner<M> {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves plain data behind; keep serving rather than poison everything.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Record a finished attempt: install the token (unless shutdown began: then it is kept for revocation
+    /// only) or the failure, and end the attempt. Runs on the mint's own task.
+    fn record(&self, result: Result<Minted, MintError>) -> MintResult {
+        let now = Instant::now();
+        let mut state = self.state();
+        state.in_flight = None;
+        match result {
+            Ok(minted) => {
+                let cached = Arc::new(Cached::new(minted, now));
+                tracing::info!(
+                    expires_at = %humantime::format_rfc3339_seconds(cached.expires_at),
+                    lifetime_s = cached.remaining(now).as_secs(),
+                    repository = %cached.target.repo(),
+                    "minted installation token"
+                );
+                state.mints += 1;
+                state.live.retain(|c| c.expires > now);
+                state.live.push(cached.clone());
+                self.metrics.mint_succeeded();
+                if state.closed {
+                    // Revoked by `revoke_all`, which waits for this attempt; never served.
+                    return Err(shutting_down(now));
+                }
+                if let Some(before) = state.scope.as_ref().filter(|s| s.target != cached.target) {
+                    tracing::warn!(
+                        from = %before.target.repo(),
+                        to = %cached.target.repo(),
+                        "the token is for another repository than the last one; git, the proxy and pull requests follow it"
+                    );
+                }
+                state.scope = Some(cached.scope());
+                state.last_error = None;
+                state.current = Some(cached.clone());
+                drop(state);
+                self.changed.send_modify(|g| *g += 1);
+                Ok(cached)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, reason = e.reason(), "could not mint an installation token");
+                self.metrics.mint_failed(e.reason());
+                let failure = Arc::new(MintFailure::new(&e, now));
+                state.last_error = Some(failure.clone());
+                Err(failure)
+            }
+        }
+    }
+}
+
+/// The answer once shutdown began: no token is minted or served after it.
+fn shutting_down(now: Instant) -> Arc<MintFailure> {
+    Arc::new(MintFailure {
+        message:
+            "mintd is shutting down and serves no more tokens: retry once it (or its replacement) is running again"
+                .to_owned(),
+        reason: "shutting_down",
+        transient: true,
+        quiet_until: now,
+        not_before: None,
+    })
 }
 
 impl<M: Minter> TokenCache<M> {
@@ -271,17 +377,17 @@ impl<M: Minter> TokenCache<M> {
             ..State::default()
         };
         Self {
-            minter,
-            metrics,
-            state: Mutex::new(state),
-            mint_lock: tokio::sync::Mutex::new(()),
-            changed: watch::Sender::new(0),
+            inner: Arc::new(Inner {
+                minter,
+                metrics,
+                state: Mutex::new(state),
+                changed: watch::Sender::new(0),
+            }),
         }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // A panic while holding this lock leaves plain data behind; keep serving rather than poison everything.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.state()
     }
 
     fn fresh(&self, now: Instant) -> Option<Arc<Cached>> {
@@ -301,7 +407,7 @@ impl<M: Minter> TokenCache<M> {
     }
 
     /// Hand out the token only if it is for the repository the request was checked against.
-    fn for_target(got: Result<Arc<Cached>, Arc<MintFailure>>, checked: &Target) -> Result<Arc<Cached>, GetError> {
+    fn for_target(got: MintResult, checked: &Target) -> Result<Arc<Cached>, GetError> {
         let cached = got.map_err(GetError::Failed)?;
         if cached.target.as_ref() == checked {
             Ok(cached)
@@ -334,84 +440,81 @@ impl<M: Minter> TokenCache<M> {
 
     /// For opening a pull request: an allowed peer asked for a branch inside the prefix. The request names
     /// no repository; it goes to the token's own ([`Cached::target`]).
-    pub async fn get_for_pull(&self, _checked: &PullChecked) -> Result<Arc<Cached>, Arc<MintFailure>> {
+    pub async fn get_for_pull(&self, _checked: &PullChecked) -> MintResult {
         self.get_checked().await
     }
 
-    async fn get_checked(&self) -> Result<Arc<Cached>, Arc<MintFailure>> {
-        let now = Instant::now();
-        if let Some(token) = self.fresh(now) {
-            self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(token);
-        }
-        let attempts_before = {
-            let state = self.state();
-            if let Some(error) = state.last_error.as_ref().filter(|e| e.stands(now)) {
-                return Err(error.clone());
-            }
-            state.attempts
-        };
-        let _minting = self.mint_lock.lock().await;
+    async fn get_checked(&self) -> MintResult {
         if let Some(token) = self.fresh(Instant::now()) {
+            self.inner.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(token);
         }
-        {
-            // The attempt we queued behind failed: share its answer instead of asking GitHub again at once.
-            let state = self.state();
-            if state.attempts != attempts_before
-                && let Some(error) = &state.last_error
-            {
-                return Err(error.clone());
-            }
-        }
-        self.mint_locked().await
+        self.mint_shared(&Want::Serve).await
     }
 
-    /// Mint and install a new token, unless the last failure still stands (GitHub said "not before"): the
-    /// one gate every caller and the refresher pass. The caller holds `mint_lock`.
-    async fn mint_locked(&self) -> Result<Arc<Cached>, Arc<MintFailure>> {
-        if let Some(standing) = self.state().last_error.as_ref().filter(|e| e.stands(Instant::now())) {
-            return Err(standing.clone());
+    /// Join the mint in flight or start one, and wait for its answer. Dropping this future (git killed, the
+    /// connection gone) leaves the attempt running: its token is recorded, served to the next caller and
+    /// revoked at shutdown.
+    async fn mint_shared(&self, want: &Want<'_>) -> MintResult {
+        let mut in_flight = match self.join_or_start(want) {
+            Joined::Ready(answer) => return answer,
+            Joined::Wait(in_flight) => in_flight,
+        };
+        let answer = match in_flight.wait_for(Option::is_some).await {
+            Ok(answer) => answer.clone().expect("waited for an answer"),
+            Err(_) => Err(Arc::new(MintFailure {
+                message: "the mint attempt ended without an answer (mintd's mint task failed); try again".to_owned(),
+                reason: "internal",
+                transient: true,
+                quiet_until: Instant::now(),
+                not_before: None,
+            })),
+        };
+        if answer.is_ok() && self.state().closed {
+            return Err(shutting_down(Instant::now()));
         }
-        let result = self.minter.mint().await;
+        answer
+    }
+
+    /// The one gate every mint passes: nothing after shutdown began, nothing while the last failure stands
+    /// (GitHub said "not before", or a failure no retry can fix), and one attempt at a time. The attempt
+    /// runs on its own task, so no caller can cancel it.
+    fn join_or_start(&self, want: &Want<'_>) -> Joined {
         let now = Instant::now();
         let mut state = self.state();
-        state.attempts += 1;
-        match result {
-            Ok(minted) => {
-                let cached = Arc::new(Cached::new(minted, now));
-                tracing::info!(
-                    expires_at = %humantime::format_rfc3339_seconds(cached.expires_at),
-                    lifetime_s = cached.remaining(now).as_secs(),
-                    repository = %cached.target.repo(),
-                    "minted installation token"
-                );
-                if let Some(before) = state.scope.as_ref().filter(|s| s.target != cached.target) {
-                    tracing::warn!(
-                        from = %before.target.repo(),
-                        to = %cached.target.repo(),
-                        "the token is for another repository than the last one; git, the proxy and pull requests follow it"
-                    );
+        if state.closed {
+            return Joined::Ready(Err(shutting_down(now)));
+        }
+        // A sender gone without an answer (its task panicked) is no attempt to join.
+        if let Some(in_flight) = state.in_flight.as_ref().filter(|f| f.has_changed().is_ok()) {
+            return Joined::Wait(in_flight.clone());
+        }
+        match want {
+            Want::Serve => {
+                if let Some(current) = state.current.as_ref().filter(|c| c.servable(now)) {
+                    return Joined::Ready(Ok(current.clone()));
                 }
-                state.scope = Some(cached.scope());
-                state.mints += 1;
-                state.last_error = None;
-                self.metrics.mint_succeeded();
-                state.live.retain(|c| c.expires > now);
-                state.live.push(cached.clone());
-                state.current = Some(cached.clone());
-                drop(state);
-                self.changed.send_modify(|g| *g += 1);
-                Ok(cached)
             }
-            Err(e) => {
-                tracing::warn!(error = %e, reason = e.reason(), "could not mint an installation token");
-                self.metrics.mint_failed(e.reason());
-                let failure = Arc::new(MintFailure::new(&e, now));
-                state.last_error = Some(failure.clone());
-                Err(failure)
+            Want::Replace(old) => {
+                if let Some(current) = state.current.as_ref().filter(|c| !Arc::ptr_eq(c, old)) {
+                    return Joined::Ready(Ok(current.clone()));
+                }
             }
         }
+        if let Some(standing) = state.last_error.as_ref().filter(|e| e.stands(now)) {
+            return Joined::Ready(Err(standing.clone()));
+        }
+        let (answer, in_flight) = watch::channel(None);
+        state.in_flight = Some(in_flight.clone());
+        drop(state);
+        tracing::debug!("minting an installation token");
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let result = inner.minter.mint().await;
+            let recorded = inner.record(result);
+            answer.send_replace(Some(recorded));
+        });
+        Joined::Wait(in_flight)
     }
 
     /// git reported this password as failing. If it is the token being served, stop serving it.
@@ -419,7 +522,8 @@ impl<M: Minter> TokenCache<M> {
         self.drop_if_current(|token| token.matches(erase.password()))
     }
 
-    /// GitHub itself answered 401 to this token (seen by the git proxy): stop serving it.
+    /// GitHub itself answered 401 to this token (seen by the git proxy or a pull-request call): stop
+    /// serving it.
     pub fn drop_rejected(&self, rejected: &InstallationToken) -> bool {
         self.drop_if_current(|token| token.matches(rejected.expose()))
     }
@@ -440,71 +544,100 @@ impl<M: Minter> TokenCache<M> {
         state.current = None;
         state.last_erase = Some(now);
         drop(state);
-        self.metrics.erases.fetch_add(1, Ordering::Relaxed);
+        self.inner.metrics.erases.fetch_add(1, Ordering::Relaxed);
         tracing::info!("the served token was reported failing; the next request mints a new one");
-        self.changed.send_modify(|g| *g += 1);
+        self.inner.changed.send_modify(|g| *g += 1);
         true
     }
 
-    /// Keep the token fresh: mint its successor once it is within the refresh margin. Runs until dropped.
+    /// Keep the token fresh: mint its successor once it is within the refresh margin. Runs until dropped
+    /// or shutdown begins.
+    ///
+    /// Only a servable token is kept warm. Failed refreshes back off exponentially from [`REFRESH_RETRY`]
+    /// to [`REFRESH_RETRY_MAX`], never before a standing failure's "not before"; once the token is no
+    /// longer servable the refresher asks GitHub nothing more on its own, and waits until a caller's
+    /// demand mints a token again. So an uninstalled App with no one asking costs GitHub one question
+    /// per token, not one a second.
     pub async fn refresh_loop(&self) {
-        let mut changed = self.changed.subscribe();
+        let mut changed = self.inner.changed.subscribe();
         let mut retry_at: Option<Instant> = None;
+        let mut backoff = REFRESH_RETRY;
         loop {
-            let current = self.state().current.clone();
+            let now = Instant::now();
+            let current = {
+                let state = self.state();
+                if state.closed {
+                    return;
+                }
+                state.current.clone().filter(|c| c.servable(now))
+            };
             let Some(current) = current else {
-                // Nothing to keep warm until the first demand mints a token.
+                // Nothing servable to keep warm: wait for a caller's demand (or the first one) to mint.
                 retry_at = None;
+                backoff = REFRESH_RETRY;
                 if changed.changed().await.is_err() {
                     return;
                 }
                 continue;
             };
             let due = retry_at.map_or(current.refresh_at, |r| r.max(current.refresh_at));
-            tokio::select! {
-                () = tokio::time::sleep_until(due) => {}
-                result = changed.changed() => {
-                    if result.is_err() {
-                        return;
+            if now < due {
+                // Wake at the time, or at the token's end of service (then the loop stops asking), or when
+                // the token changes.
+                tokio::select! {
+                    () = tokio::time::sleep_until(due.min(current.serve_until)) => {}
+                    result = changed.changed() => {
+                        if result.is_err() {
+                            return;
+                        }
+                        retry_at = None;
+                        backoff = REFRESH_RETRY;
                     }
-                    retry_at = None;
-                    continue;
                 }
-            }
-            let _minting = self.mint_lock.lock().await;
-            let still_current = self.state().current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &current));
-            if !still_current {
                 continue;
             }
-            if let Err(failure) = self.mint_locked().await {
-                // Keep serving the old token while it lasts; try again soon, and before it runs out, but
-                // never before GitHub said it may be asked again.
+            if let Err(failure) = self.mint_shared(&Want::Replace(&current)).await {
+                // Keep serving the old token while it lasts; ask again later and later, never before GitHub
+                // said it may be asked again.
                 let now = Instant::now();
-                let before_short = current.serve_until.saturating_duration_since(now) / 2;
-                let soon = now + REFRESH_RETRY.min(before_short).max(Duration::from_secs(1));
-                retry_at = Some(soon.max(failure.quiet_until));
+                retry_at = Some((now + backoff).max(failure.quiet_until));
+                backoff = (backoff * 2).min(REFRESH_RETRY_MAX);
             } else {
                 retry_at = None;
+                backoff = REFRESH_RETRY;
             }
             // The mint bumped `changed`; mark it seen so the loop does not spin once on its own update.
             changed.borrow_and_update();
         }
     }
 
-    /// Revoke every token this daemon minted that has not expired. Best effort: errors are logged.
+    /// Shutdown: from now on nothing is minted or served (callers hear "mintd is shutting down"), and the
+    /// refresher stops. A mint already in flight finishes and is recorded for [`TokenCache::revoke_all`].
+    pub fn close(&self) {
+        let mut state = self.state();
+        state.closed = true;
+        state.current = None;
+        drop(state);
+        self.inner.changed.send_modify(|g| *g += 1);
+    }
+
+    /// Close the cache ([`TokenCache::close`]), wait for a mint in flight to land, then revoke every token
+    /// this daemon minted that has not expired. Best effort: errors are logged.
     pub async fn revoke_all(&self) -> usize {
+        self.close();
+        let in_flight = self.state().in_flight.clone();
+        if let Some(mut in_flight) = in_flight {
+            // Its task records the token in `live` before answering; a task gone without an answer left none.
+            let _ = in_flight.wait_for(Option::is_some).await;
+        }
         let now = Instant::now();
-        let live: Vec<Arc<Cached>> = {
-            let mut state = self.state();
-            state.current = None;
-            std::mem::take(&mut state.live)
-        };
+        let live: Vec<Arc<Cached>> = std::mem::take(&mut self.state().live);
         let mut revoked = 0;
         for cached in live.iter().filter(|c| c.expires > now) {
-            match self.minter.revoke(&cached.token).await {
+            match self.inner.minter.revoke(&cached.token).await {
                 Ok(()) => {
                     revoked += 1;
-                    self.metrics.revocations.fetch_add(1, Ordering::Relaxed);
+                    self.inner.metrics.revocations.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => tracing::warn!(error = %e, "could not revoke a token; it expires on its own"),
             }
@@ -537,6 +670,8 @@ mod tests {
     /// test may change, as a broker's answer can); can be told to fail. Like a broker, it fixes no
     /// repository in advance unless `fixed` says so, like the App key's `--repo`.
     struct Counting {
+        /// Mints begun, counted before the latency: a mint cancelled half-way is counted here only.
+        started: AtomicUsize,
         mints: AtomicUsize,
         revokes: AtomicUsize,
         lifetime: Duration,
@@ -552,6 +687,7 @@ mod tests {
     impl Counting {
         fn new(lifetime: Duration, latency: Duration) -> Self {
             Self {
+                started: AtomicUsize::new(0),
                 mints: AtomicUsize::new(0),
                 revokes: AtomicUsize::new(0),
                 lifetime,
@@ -576,6 +712,7 @@ mod tests {
 
     impl Minter for Arc<Counting> {
         async fn mint(&self) -> Result<Minted, MintError> {
+            self.started.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(self.latency).await;
             let n = self.mints.fetch_add(1, Ordering::SeqCst) + 1;
             if self.uninstalled.load(Ordering::SeqCst) {
@@ -831,7 +968,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_failed_refresh_keeps_serving_the_old_token_and_retries() {
+    async fn a_failed_refresh_keeps_serving_the_old_token_and_retries_backing_off() {
         let minter = Arc::new(Counting::new(HOUR, Duration::ZERO));
         let cache = Arc::new(TokenCache::new(minter.clone(), Arc::default()));
         let refresher = tokio::spawn({
@@ -846,15 +983,151 @@ mod tests {
             cache.get(&me(), &ok).await.expect("old token").token.expose(),
             "ghs_test_1"
         );
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        let failed = minter.mints.load(Ordering::SeqCst);
-        assert!(failed >= 4, "retried: {failed}");
+        // Failed refreshes at 50:00, then 15, 30, 60 s apart: four by 51:46, not one a second.
+        tokio::time::sleep(Duration::from_secs(105)).await;
+        assert_eq!(minter.mints.load(Ordering::SeqCst), 1 + 4, "backed off");
         minter.fail.store(false, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_secs(20)).await;
+        // The next try, 120 s after the last (at 53:45), succeeds while the old token is still served.
+        tokio::time::sleep(Duration::from_secs(120)).await;
         let token = cache.get(&me(), &ok).await.expect("new token");
-        assert_ne!(token.token.expose(), "ghs_test_1");
+        assert_eq!(token.token.expose(), "ghs_test_6");
         assert!(cache.stats().last_error.is_none());
         refresher.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_refresher_stops_asking_once_no_token_is_servable() {
+        // Regression: with 20 s tokens and the App uninstalled, mintd asked GitHub about once a second
+        // forever with no one asking for a token.
+        let minter = Arc::new(Counting::new(Duration::from_secs(20), Duration::from_millis(50)));
+        let cache = Arc::new(TokenCache::new(minter.clone(), Arc::default()));
+        let refresher = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.refresh_loop().await }
+        });
+        cache.get(&me(), &approved()).await.expect("mints");
+        minter.uninstalled.store(true, Ordering::SeqCst);
+        // Through the token's expiry and an hour beyond, with no caller: one refresh was tried, at 10 s.
+        tokio::time::sleep(HOUR).await;
+        assert_eq!(
+            minter.started.load(Ordering::SeqCst),
+            2,
+            "one background refresh, then silence"
+        );
+        // A caller's demand asks again (once per the negative cache's ten seconds, however many ask).
+        for _ in 0..20 {
+            assert!(cache.get(&me(), &approved()).await.is_err());
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        assert_eq!(minter.started.load(Ordering::SeqCst), 3);
+        // Reinstalled: a caller mints, and the refresher keeps that token warm again.
+        minter.uninstalled.store(false, Ordering::SeqCst);
+        tokio::time::sleep(NEGATIVE_TTL).await;
+        assert!(cache.get(&me(), &approved()).await.is_ok());
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        assert_eq!(
+            minter.started.load(Ordering::SeqCst),
+            5,
+            "refreshed in the background again"
+        );
+        refresher.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_going_away_never_cancels_the_mint() {
+        // Regression: the mint ran on the first caller's future, so git being killed (hyper dropping the
+        // request) cancelled the POST: GitHub made a token mintd never recorded nor revoked, and the
+        // queued callers started over.
+        let minter = Arc::new(Counting::new(HOUR, Duration::from_secs(2)));
+        let cache = Arc::new(TokenCache::new(minter.clone(), Arc::default()));
+        let first = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.get(&me(), &approved()).await.map(|c| c.token.expose().to_owned()) }
+        });
+        let queued = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.get(&me(), &approved()).await.map(|c| c.token.expose().to_owned()) }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(minter.started.load(Ordering::SeqCst), 1, "the mint is at GitHub");
+        first.abort();
+        assert!(first.await.is_err_and(|e| e.is_cancelled()));
+        assert_eq!(queued.await.expect("joins").expect("served"), "ghs_test_1");
+        assert_eq!(
+            cache.get(&me(), &approved()).await.expect("served").token.expose(),
+            "ghs_test_1",
+            "the abandoned mint's token is recorded and served"
+        );
+        assert_eq!(minter.started.load(Ordering::SeqCst), 1, "only one mint happened");
+        assert_eq!(cache.revoke_all().await, 1, "and it is revoked at shutdown");
+        assert_eq!(minter.revokes.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_close_nothing_is_minted_or_served_and_a_mint_in_flight_is_revoked() {
+        let minter = Arc::new(Counting::new(HOUR, Duration::from_secs(1)));
+        let cache = Arc::new(TokenCache::new(minter.clone(), Arc::default()));
+        let refresher = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.refresh_loop().await }
+        });
+        // A request arrives just before shutdown; its mint is at GitHub when the cache closes.
+        let in_flight = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.get(&me(), &approved()).await.map(|c| c.token.expose().to_owned()) }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cache.close();
+        let Err(GetError::Failed(failure)) = cache.get(&me(), &approved()).await else {
+            panic!("a get after close is refused")
+        };
+        assert!(
+            failure.message.contains("mintd is shutting down"),
+            "{}",
+            failure.message
+        );
+        assert!(failure.transient);
+        // revoke_all waits for the mint in flight and revokes its token; its caller is not served it.
+        assert_eq!(cache.revoke_all().await, 1);
+        assert_eq!(minter.revokes.load(Ordering::SeqCst), 1);
+        let Err(GetError::Failed(failure)) = in_flight.await.expect("joins") else {
+            panic!("the token minted during shutdown was served")
+        };
+        assert!(failure.message.contains("mintd is shutting down"));
+        // Hours later: the refresher stopped and no request minted anything.
+        tokio::time::sleep(3 * HOUR).await;
+        assert!(cache.get(&me(), &approved()).await.is_err());
+        assert_eq!(minter.started.load(Ordering::SeqCst), 1);
+        assert!(refresher.is_finished(), "the refresher ends at close");
+    }
+
+    #[test]
+    fn the_expiry_for_git_is_on_the_local_clock() {
+        // GitHub's clock is two hours ahead: its expires_at is three hours from our now, its Date two.
+        let now = SystemTime::now();
+        let skewed = now + 2 * HOUR;
+        let minted = Minted {
+            token: MintedToken {
+                token: InstallationToken::new("ghs_skewed".into()).expect("valid"),
+                expires_at: skewed + HOUR,
+                server_date: Some(skewed),
+                permissions: Permissions::least(),
+                repository_selection: None,
+                repositories: None,
+            },
+            target: Arc::new(target_for("o/r")),
+            installation_id: 42,
+        };
+        let at = Instant::now();
+        let cached = Cached::new(minted, at);
+        let local = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).expect("after 1970").as_secs();
+        let expected = local(now + HOUR);
+        for (what, got) in [
+            ("password_expiry_utc", cached.password_expiry_utc(at)),
+            ("expires_at", local(cached.expires_at)),
+        ] {
+            assert!(got.abs_diff(expected) <= 2, "{what}: {got}, expected about {expected}");
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -968,8 +1241,8 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert_eq!(
             minter.mints.load(Ordering::SeqCst),
-            3,
-            "the refresher asked once, at the time"
+            2,
+            "no token is servable, so nothing asks until a caller does"
         );
         assert_eq!(cache.get(&me(), &ok).await.expect("new").token.expose(), "ghs_test_3");
         refresher.abort();

@@ -275,8 +275,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     });
     tokio::pin!(served);
     tokio::select! {
-        () = &mut served => {}
+        () = &mut served => {
+            refresher.abort();
+            daemon.cache.close();
+        }
         () = shutdown => {
+            // Revocation is final: first nothing refreshes, then nothing is minted or served (a request
+            // still in flight hears "mintd is shutting down"), and only then do the servers drain.
+            refresher.abort();
+            daemon.cache.close();
             let _ = stop.send(true);
             served.await;
         }
@@ -284,9 +291,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     if let Some(proxy) = proxy {
         let _ = proxy.await;
     }
-    refresher.abort();
     // Stop advertising before the slow part, so a restarted daemon can take over the path at once.
     socket_file.remove();
+    // This also waits for a mint that was already at GitHub when the cache closed, and revokes its token.
     if let Ok(n) = tokio::time::timeout(REVOKE_TIMEOUT, daemon.cache.revoke_all()).await {
         tracing::info!(revoked = n, "stopped");
     } else {

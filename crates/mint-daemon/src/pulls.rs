@@ -11,17 +11,18 @@
 //! GitHub stops them all until the time GitHub named.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::Full;
 use mint_api::{PullRequestInput, PullRequestOutput};
-use mint_github::{NewPull, PullOutcome};
+use mint_github::{GithubError, NewPull, PullOutcome, PullRequest};
 use tokio::time::Instant;
 
 use crate::Daemon;
+use crate::cache::Cached;
 use crate::logs::{Repeated, Untrusted};
 use crate::peer::AllowedPeer;
 use crate::server::refusal;
@@ -218,23 +219,78 @@ pub(crate) async fn open(daemon: &Daemon, _peer: &AllowedPeer, body: &[u8]) -> R
     }
     daemon.metrics.pull_request("github");
     let checked = PullChecked { _checked: () };
-    let cached = match daemon.cache.get_for_pull(&checked).await {
+    let mut cached = match daemon.cache.get_for_pull(&checked).await {
         Ok(cached) => cached,
         Err(failure) => return crate::server::mint_failed(&failure),
     };
-    let (token, github) = (&cached.token, &daemon.github);
-    let repo = cached.target.repo();
-    let (owner, name) = (repo.owner(), repo.name());
-    let github_failure = |e: &mint_github::GithubError| {
+    let github_failure = |e: &GithubError| {
         if let Some(wait) = e.hold_off() {
             gate.hold_off(wait, e.to_string());
         }
         github_failure(e)
     };
-    let base = match github.repository(token, owner, name).await {
-        Ok(r) => r.default_branch.unwrap_or_else(|| "main".to_owned()),
-        Err(e) => return github_failure(&e),
+    let (pull, created, base) = match at_github(daemon, &cached, &input).await {
+        Ok(done) => done,
+        Err(AtGithub::Failed(rejected @ GithubError::TokenRejected { .. })) => {
+            // The token expired or was revoked since it was served (GitHub's 401): drop it and try once
+            // more with a fresh one, so a revocation does not fail the agent's pull request.
+            tracing::info!("GitHub rejected the token on a pull-request call; retrying once with a fresh one");
+            daemon.cache.drop_rejected(&cached.token);
+            let fresh = match daemon.cache.get_for_pull(&checked).await {
+                Ok(fresh) => fresh,
+                Err(failure) => return crate::server::mint_failed(&failure),
+            };
+            if Arc::ptr_eq(&fresh, &cached) {
+                // Another token was dropped seconds ago (GitHub may still be propagating its successor), so
+                // this one was kept: there is no fresh token to try.
+                return github_failure(&rejected);
+            }
+            cached = fresh;
+            match at_github(daemon, &cached, &input).await {
+                Ok(done) => done,
+                Err(AtGithub::Failed(e)) => return github_failure(&e),
+                Err(AtGithub::Answer(response)) => return response,
+            }
+        }
+        Err(AtGithub::Failed(e)) => return github_failure(&e),
+        Err(AtGithub::Answer(response)) => return response,
     };
+    let repo = cached.target.repo();
+    tracing::info!(number = pull.number, created, head = %Untrusted(&input.branch), base = %Untrusted(&base), "pull request");
+    let output = PullRequestOutput {
+        number: pull.number,
+        url: pull.html_url,
+        head: pull.head.name,
+        base: pull.base.name,
+        created,
+    };
+    gate.remember(&repo.to_string(), &output);
+    json(if created { StatusCode::CREATED } else { StatusCode::OK }, &output)
+}
+
+/// Why [`at_github`] produced no pull request.
+enum AtGithub {
+    Failed(GithubError),
+    /// An answer for the caller as it stands.
+    Answer(Response<Full<Bytes>>),
+}
+
+/// The GitHub calls behind one pull request: the default branch, then create (or find the open one).
+/// Returns the pull request, whether it was created, and its base.
+async fn at_github(
+    daemon: &Daemon,
+    cached: &Cached,
+    input: &PullRequestInput,
+) -> Result<(PullRequest, bool, String), AtGithub> {
+    let (token, github) = (&cached.token, &daemon.github);
+    let repo = cached.target.repo();
+    let (owner, name) = (repo.owner(), repo.name());
+    let base = github
+        .repository(token, owner, name)
+        .await
+        .map_err(AtGithub::Failed)?
+        .default_branch
+        .unwrap_or_else(|| "main".to_owned());
     let mut text = input.body.clone().unwrap_or_default();
     if let Some(ticket) = &input.ticket {
         if !text.is_empty() {
@@ -250,30 +306,24 @@ pub(crate) async fn open(daemon: &Daemon, _peer: &AllowedPeer, body: &[u8]) -> R
         body: &text,
         draft: input.draft,
     };
-    let (pull, created) = match github.create_pull(token, owner, name, &new).await {
-        Ok(PullOutcome::Created(pull)) => (pull, true),
-        Ok(PullOutcome::AlreadyExists) => match github.open_pull_for(token, owner, name, &input.branch).await {
-            Ok(Some(pull)) => (pull, false),
-            Ok(None) => {
-                return refusal(
-                    StatusCode::BAD_GATEWAY,
-                    "GitHub says a pull request exists for the branch but lists none open",
-                );
-            }
-            Err(e) => return github_failure(&e),
+    match github
+        .create_pull(token, owner, name, &new)
+        .await
+        .map_err(AtGithub::Failed)?
+    {
+        PullOutcome::Created(pull) => Ok((pull, true, base)),
+        PullOutcome::AlreadyExists => match github
+            .open_pull_for(token, owner, name, &input.branch)
+            .await
+            .map_err(AtGithub::Failed)?
+        {
+            Some(pull) => Ok((pull, false, base)),
+            None => Err(AtGithub::Answer(refusal(
+                StatusCode::BAD_GATEWAY,
+                "GitHub says a pull request exists for the branch but lists none open",
+            ))),
         },
-        Err(e) => return github_failure(&e),
-    };
-    tracing::info!(number = pull.number, created, head = %Untrusted(&input.branch), base = %Untrusted(&base), "pull request");
-    let output = PullRequestOutput {
-        number: pull.number,
-        url: pull.html_url,
-        head: pull.head.name,
-        base: pull.base.name,
-        created,
-    };
-    gate.remember(&repo.to_string(), &output);
-    json(if created { StatusCode::CREATED } else { StatusCode::OK }, &output)
+    }
 }
 
 fn answer_remembered(daemon: &Daemon, output: &PullRequestOutput) -> Response<Full<Bytes>> {
@@ -291,9 +341,9 @@ fn json(status: StatusCode, output: &PullRequestOutput) -> Response<Full<Bytes>>
         .expect("static headers are valid")
 }
 
-fn github_failure(e: &mint_github::GithubError) -> Response<Full<Bytes>> {
+fn github_failure(e: &GithubError) -> Response<Full<Bytes>> {
     let status = match e {
-        mint_github::GithubError::Status { status: 422, .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        GithubError::Status { status: 422, .. } => StatusCode::UNPROCESSABLE_ENTITY,
         e if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_GATEWAY,
     };

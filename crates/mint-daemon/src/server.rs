@@ -2,7 +2,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -158,11 +158,7 @@ async fn credential(daemon: &Daemon, peer: &AllowedPeer, action: &str, body: &[u
     };
     match daemon.cache.get(peer, &approved).await {
         Ok(cached) => {
-            let expiry = cached
-                .expires_at
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs();
+            let expiry = cached.password_expiry_utc(Instant::now());
             match mint_credential::encode_answer(cached.token.expose(), expiry) {
                 Ok(answer) => Response::builder()
                     .status(StatusCode::OK)

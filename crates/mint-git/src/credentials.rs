@@ -17,6 +17,9 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
+    /// gix's `Account` holds the password in a plain `String`, and its derived `Debug` prints it; gix's
+    /// transport takes nothing else. So build one only to hand it straight to gix (as its identity), and
+    /// never keep, log or `{:?}` one: the token's own home is `password`, a `SecretString`.
     pub(crate) fn to_account(&self) -> gix::sec::identity::Account {
         gix::sec::identity::Account {
             username: self.username.clone(),

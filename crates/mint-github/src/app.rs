@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, Method, StatusCode};
+use secrecy::ExposeSecret;
 
 use crate::client::RawResponse;
 use crate::types::{ErrorBody, TokenResponse};
@@ -177,7 +178,7 @@ impl App {
                 &op,
                 Method::POST,
                 &path,
-                &format!("Bearer {}", jwt.expose()),
+                crate::secret::bearer(jwt.expose()).expose_secret(),
                 Some(body),
             )
             .await?;

@@ -2,6 +2,7 @@
 //! tokens minted by numeric repository id, which survives renames and transfers.
 
 use http::{Method, StatusCode};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use crate::app::{generic_error, message_of, server_date};
@@ -44,7 +45,13 @@ impl App {
         let path = format!("/app/installations/{installation_id}");
         let response = self
             .client
-            .send(&op, Method::GET, &path, &format!("Bearer {}", jwt.expose()), None)
+            .send(
+                &op,
+                Method::GET,
+                &path,
+                crate::secret::bearer(jwt.expose()).expose_secret(),
+                None,
+            )
             .await?;
         match response.status {
             StatusCode::OK => serde_json::from_slice(&response.body).map_err(|e| GithubError::BadResponse {
@@ -72,7 +79,13 @@ impl App {
             let path = format!("/app/installations?per_page={PER_PAGE}&page={page}");
             let response = self
                 .client
-                .send(&op, Method::GET, &path, &format!("Bearer {}", jwt.expose()), None)
+                .send(
+                    &op,
+                    Method::GET,
+                    &path,
+                    crate::secret::bearer(jwt.expose()).expose_secret(),
+                    None,
+                )
                 .await?;
             if response.status != StatusCode::OK {
                 return Err(generic_error(op, &response));

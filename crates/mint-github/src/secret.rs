@@ -87,6 +87,12 @@ impl InstallationToken {
         self.0.expose_secret()
     }
 
+    /// `Bearer <token>` for an `Authorization` header, as a secret itself: its `Debug` is redacted and it is
+    /// wiped on drop, unlike a `format!`ed `String`.
+    pub fn bearer(&self) -> SecretString {
+        bearer(self.expose())
+    }
+
     /// Constant-time comparison with a candidate (e.g. the password git asks to erase).
     pub fn matches(&self, candidate: &str) -> bool {
         use subtle::ConstantTimeEq;
@@ -94,6 +100,15 @@ impl InstallationToken {
         let theirs = candidate.as_bytes();
         ours.len() == theirs.len() && bool::from(ours.ct_eq(theirs))
     }
+}
+
+/// `Bearer <secret>` built in a buffer of exactly its size (so the boxing into a `SecretString` copies
+/// nothing) and kept secret.
+pub(crate) fn bearer(secret: &str) -> SecretString {
+    let mut header = String::with_capacity("Bearer ".len() + secret.len());
+    header.push_str("Bearer ");
+    header.push_str(secret);
+    SecretString::from(header)
 }
 
 impl fmt::Debug for InstallationToken {
@@ -105,6 +120,14 @@ impl fmt::Debug for InstallationToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_header_is_a_secret_too() {
+        let token = InstallationToken::new("ghs_1_aaaa.bbbb.cccc".into()).expect("valid");
+        let bearer = token.bearer();
+        assert_eq!(bearer.expose_secret(), "Bearer ghs_1_aaaa.bbbb.cccc");
+        assert!(!format!("{bearer:?}").contains("ghs_1"), "{bearer:?}");
+    }
 
     #[test]
     fn debug_is_redacted() {

@@ -2,6 +2,7 @@
 //! that only holds tokens (broker mode) can make them.
 
 use http::{Method, StatusCode};
+use secrecy::ExposeSecret;
 
 use crate::app::{generic_error, message_of};
 use crate::{GitHubClient, GithubError, InstallationToken, NewPull, Operation, PullOutcome, PullRequest, Repository};
@@ -15,7 +16,7 @@ impl GitHubClient {
                 &op,
                 Method::DELETE,
                 "/installation/token",
-                &format!("Bearer {}", token.expose()),
+                token.bearer().expose_secret(),
                 None,
             )
             .await?;
@@ -40,7 +41,7 @@ impl GitHubClient {
                 &op,
                 Method::GET,
                 &format!("/repos/{owner}/{name}"),
-                &format!("Bearer {}", token.expose()),
+                token.bearer().expose_secret(),
                 None,
             )
             .await?;
@@ -75,7 +76,7 @@ impl GitHubClient {
                 &op,
                 Method::POST,
                 &format!("/repos/{owner}/{name}/pulls"),
-                &format!("Bearer {}", token.expose()),
+                token.bearer().expose_secret(),
                 Some(body),
             )
             .await?;
@@ -114,7 +115,7 @@ impl GitHubClient {
             query_escape(branch)
         );
         let response = self
-            .send(&op, Method::GET, &path, &format!("Bearer {}", token.expose()), None)
+            .send(&op, Method::GET, &path, token.bearer().expose_secret(), None)
             .await?;
         match response.status {
             StatusCode::OK => serde_json::from_slice::<Vec<PullRequest>>(&response.body)
@@ -142,7 +143,7 @@ impl GitHubClient {
         };
         let path = format!("/repos/{owner}/{name}/pulls?state=open&per_page=30");
         let response = self
-            .send(&op, Method::GET, &path, &format!("Bearer {}", token.expose()), None)
+            .send(&op, Method::GET, &path, token.bearer().expose_secret(), None)
             .await?;
         match response.status {
             StatusCode::OK => serde_json::from_slice(&response.body).map_err(|e| GithubError::BadResponse {

@@ -151,7 +151,13 @@ impl GitHubClient {
     pub async fn user(&self, token: &UserToken) -> Result<User, GithubError> {
         let op = Operation::GetUser;
         let response = self
-            .send(&op, Method::GET, "/user", &format!("Bearer {}", token.expose()), None)
+            .send(
+                &op,
+                Method::GET,
+                "/user",
+                crate::secret::bearer(token.expose()).expose_secret(),
+                None,
+            )
             .await?;
         decode(op, &response)
     }
@@ -163,7 +169,13 @@ impl GitHubClient {
             let op = Operation::ListUserInstallations;
             let path = format!("/user/installations?per_page={PER_PAGE}&page={page}");
             let response = self
-                .send(&op, Method::GET, &path, &format!("Bearer {}", token.expose()), None)
+                .send(
+                    &op,
+                    Method::GET,
+                    &path,
+                    crate::secret::bearer(token.expose()).expose_secret(),
+                    None,
+                )
                 .await?;
             let got: InstallationsPage = decode(op, &response)?;
             let short = got.installations.len() < PER_PAGE;
@@ -187,7 +199,13 @@ impl GitHubClient {
             let op = Operation::ListUserRepositories { installation_id };
             let path = format!("/user/installations/{installation_id}/repositories?per_page={PER_PAGE}&page={page}");
             let response = self
-                .send(&op, Method::GET, &path, &format!("Bearer {}", token.expose()), None)
+                .send(
+                    &op,
+                    Method::GET,
+                    &path,
+                    crate::secret::bearer(token.expose()).expose_secret(),
+                    None,
+                )
                 .await?;
             if response.status == StatusCode::NOT_FOUND {
                 return Err(GithubError::InstallationNotFound { installation_id });

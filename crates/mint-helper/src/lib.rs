@@ -61,12 +61,12 @@ pub fn run(
             }
             "--socket" => match args.next() {
                 Some(path) => socket = Some(PathBuf::from(path)),
-                None => return usage_error(stderr, "--socket needs a PATH"),
+                None => return usage_error(stdout, stderr, "--socket needs a PATH"),
             },
             _ if text.starts_with("--socket=") => {
                 socket = Some(PathBuf::from(&text["--socket=".len()..]));
             }
-            _ if text.starts_with('-') => return usage_error(stderr, &format!("unknown option {text}")),
+            _ if text.starts_with('-') => return usage_error(stdout, stderr, &format!("unknown option {text}")),
             "get" => action = Some(Action::Get),
             "store" => action = Some(Action::Store),
             "erase" => action = Some(Action::Erase),
@@ -78,14 +78,11 @@ pub fn run(
         }
     }
     let Some(action) = action else {
-        return usage_error(stderr, "missing action (get, store or erase)");
+        return usage_error(stdout, stderr, "missing action (get, store or erase)");
     };
     let request = match read_request(stdin) {
         Ok(r) => r,
-        Err(message) => {
-            let _ = writeln!(stderr, "git-credential-mint: {message}");
-            return ExitCode::FAILURE;
-        }
+        Err(message) => return fail(stdout, stderr, &message),
     };
     let route = match action {
         Action::Get => route::CREDENTIAL_GET,
@@ -96,11 +93,17 @@ pub fn run(
     let client = Client::new(mint_api::socket_path(socket));
     match client.request("POST", route, &request) {
         Ok(response) => answer(&response, stdout, stderr),
-        Err(e) => {
-            let _ = writeln!(stderr, "git-credential-mint: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(stdout, stderr, &e.to_string()),
     }
+}
+
+/// Every failure this helper prints ends git's search for a credential: `quit=1` tells git to stop here
+/// rather than ask another helper or prompt for a password nobody in a sandbox can type. git reads it
+/// whatever the exit code.
+fn fail(stdout: &mut impl Write, stderr: &mut impl Write, message: &str) -> ExitCode {
+    let _ = writeln!(stderr, "git-credential-mint: {message}");
+    let _ = stdout.write_all(b"quit=1\n").and_then(|()| stdout.flush());
+    ExitCode::FAILURE
 }
 
 fn answer(response: &mint_api::Response, stdout: &mut impl Write, stderr: &mut impl Write) -> ExitCode {
@@ -114,22 +117,15 @@ fn answer(response: &mint_api::Response, stdout: &mut impl Write, stderr: &mut i
         }
         // Not this daemon's repository or host: say nothing, so git asks its next helper.
         204 => ExitCode::SUCCESS,
-        400..=499 => {
-            let _ = writeln!(stderr, "git-credential-mint: mintd refused the request: {reason}");
-            ExitCode::FAILURE
-        }
+        400..=499 => fail(stdout, stderr, &format!("mintd refused the request: {reason}")),
         _ => {
-            // The request was for our repository but no token could be had: tell the person why, and
-            // tell git to stop here rather than prompt for a password nobody in a sandbox can type. The
-            // body holds the reason whole (a broker's words may not be ASCII); the header only its ASCII form.
+            // The request was for our repository but no token could be had: tell the person why. The body
+            // holds the reason whole (a broker's words may not be ASCII); the header only its ASCII form.
             let whole = std::str::from_utf8(&response.body)
                 .ok()
                 .map(str::trim)
                 .filter(|body| !body.is_empty() && !body.chars().any(char::is_control));
-            let reason = whole.unwrap_or(reason);
-            let _ = writeln!(stderr, "git-credential-mint: {reason}");
-            let _ = stdout.write_all(b"quit=1\n");
-            ExitCode::FAILURE
+            fail(stdout, stderr, whole.unwrap_or(reason))
         }
     }
 }
@@ -150,11 +146,13 @@ fn read_request(stdin: &mut impl Read) -> Result<Vec<u8>, String> {
     Ok(request)
 }
 
-fn usage_error(stderr: &mut impl Write, message: &str) -> ExitCode {
+fn usage_error(stdout: &mut impl Write, stderr: &mut impl Write, message: &str) -> ExitCode {
     let _ = writeln!(
         stderr,
         "git-credential-mint: {message}\nUsage: git-credential-mint [--socket PATH] <get|store|erase>"
     );
+    // A misconfigured helper line in a gitconfig must not let git fall through to a prompt either.
+    let _ = stdout.write_all(b"quit=1\n").and_then(|()| stdout.flush());
     ExitCode::from(2)
 }
 
@@ -194,7 +192,7 @@ mod tests {
         );
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
         assert_eq!(code, ExitCode::FAILURE);
-        assert!(out.is_empty());
+        assert_eq!(out, "quit=1\n", "git must not fall through to a prompt");
         assert!(err.contains(socket.to_str().expect("utf8")), "{err}");
         assert!(err.contains("mintd is not running there"), "{err}");
     }
@@ -213,7 +211,7 @@ mod tests {
         let big = vec![b'a'; 8 * 1024 * 1024];
         let (code, out, err) = run_with(&["--socket", "/nonexistent/mint.sock", "get"], &big);
         assert_eq!(code, ExitCode::FAILURE);
-        assert!(out.is_empty());
+        assert_eq!(out, "quit=1\n");
         assert!(err.contains("over 65536 bytes"), "{err}");
     }
 
@@ -244,10 +242,41 @@ mod tests {
     }
 
     #[test]
+    fn every_failure_it_prints_tells_git_to_quit() {
+        // Regression: a refusal (4xx), an unreachable mintd and an unreadable request were printed without
+        // quit=1, so git went on to its next helper or a password prompt.
+        for status in [400, 403, 404, 500, 502, 503] {
+            let response = mint_api::Response {
+                status,
+                reason: Some("why".into()),
+                body: Vec::new(),
+            };
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            assert_eq!(answer(&response, &mut out, &mut err), ExitCode::FAILURE);
+            assert_eq!(out, b"quit=1\n", "{status}");
+            assert!(String::from_utf8_lossy(&err).contains("why"), "{status}");
+        }
+        for (status, body) in [(200, &b"username=x\npassword=y\n"[..]), (204, b"")] {
+            let response = mint_api::Response {
+                status,
+                reason: None,
+                body: body.to_vec(),
+            };
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            assert_eq!(answer(&response, &mut out, &mut err), ExitCode::SUCCESS);
+            assert_eq!(out, body, "{status}");
+            assert!(err.is_empty());
+        }
+    }
+
+    #[test]
     fn usage_errors() {
-        assert_eq!(run_with(&[], b"").0, ExitCode::from(2));
-        assert_eq!(run_with(&["--socket"], b"").0, ExitCode::from(2));
-        assert_eq!(run_with(&["--bogus", "get"], b"").0, ExitCode::from(2));
+        for args in [&[][..], &["--socket"], &["--bogus", "get"]] {
+            let (code, out, err) = run_with(args, b"");
+            assert_eq!(code, ExitCode::from(2), "{args:?}");
+            assert_eq!(out, "quit=1\n", "{args:?}");
+            assert!(err.contains("Usage:"), "{args:?}: {err}");
+        }
         let (code, out, _) = run_with(&["--help"], b"");
         assert_eq!(code, ExitCode::SUCCESS);
         assert!(out.contains("helper = mint"));

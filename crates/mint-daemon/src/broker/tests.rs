@@ -345,6 +345,12 @@ fn the_credential_is_checked_and_never_printed() {
     let credential = SandboxCredential::new(b"  sbx_secret-credential.123\n").expect("trimmed");
     assert_eq!(credential.expose(), "sbx_secret-credential.123");
     assert_eq!(format!("{credential:?}"), "SandboxCredential(<redacted>)");
+    let bearer = credential.bearer();
+    assert_eq!(bearer.expose_secret(), "Bearer sbx_secret-credential.123");
+    assert!(
+        !format!("{bearer:?}").contains("sbx_secret"),
+        "the header value is redacted too"
+    );
     assert_eq!(SandboxCredential::new(b" \n").err(), Some("is empty"));
     assert!(SandboxCredential::new(b"two words").is_err());
     assert!(SandboxCredential::new(b"caf\xc3\xa9").is_err());
