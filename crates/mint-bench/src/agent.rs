@@ -94,6 +94,78 @@ fn publish_rounds(rig: &Rig, dir: &Path, rounds: usize, scenario: &mut Scenario)
     Ok(())
 }
 
+/// Git LFS: a change adding ten 50 MB LFS-tracked files, `mint publish` (git-lfs's clean filter, then the
+/// batch upload and the push) against `git add/commit/push` with git-lfs's pre-push hook.
+pub(crate) fn run_lfs(rig: &Rig, rounds: usize, report: &mut Report) -> anyhow::Result<()> {
+    if Command::new("git-lfs").arg("version").output().is_err() {
+        report.line("\nGit LFS: skipped (git-lfs is not installed)");
+        return Ok(());
+    }
+    let dir = rig.work.path().join("lfs");
+    std::fs::create_dir_all(&dir)?;
+    exec(rig.git(&rig.helper_path()).args(["lfs", "install", "--skip-repo"]))?;
+    let seed = dir.join("seed");
+    exec(&mut rig.git_clone(&seed))?;
+    std::fs::write(
+        seed.join(".gitattributes"),
+        "*.bin filter=lfs diff=lfs merge=lfs -text\n",
+    )?;
+    exec(rig.git_in(&seed).args(["add", "-A"]))?;
+    exec(rig.git_in(&seed).args(["commit", "-q", "-m", "track *.bin"]))?;
+    exec(rig.git_in(&seed).args(["push", "-q", "origin", "HEAD:main"]))?;
+
+    let ours = dir.join("mint");
+    let theirs = dir.join("git");
+    exec(rig.mint(&dir).arg("clone").arg(&ours))?;
+    exec(&mut rig.git_clone(&theirs))?;
+    exec(rig.git_in(&theirs).args(["lfs", "install", "--local"]))?;
+    let mut scenario = Scenario::new(
+        "publish ten 50 MB Git LFS files (target: mint publish ÷ git push with git-lfs ≤ 1.0)",
+        &["mint publish", "git add/commit/push (git-lfs)"],
+    );
+    for round in 0..rounds {
+        for (tool, work) in [("mint", &ours), ("git", &theirs)] {
+            for i in 0..10 {
+                std::fs::write(
+                    work.join(format!("r{round}-{i}.bin")),
+                    noise(50 << 20, round * 10 + i, tool),
+                )?;
+            }
+        }
+        let branch = format!("adagent/bench-lfs-mint-{round}");
+        scenario.time(0, || {
+            exec(
+                rig.mint(&ours)
+                    .env("PATH", crate::path_with(&rig.bin_dir))
+                    .args(["publish", "--branch", &branch, "-m", "weights", "--title", "weights"]),
+            )
+        })?;
+        let branch = format!("adagent/bench-lfs-git-{round}");
+        scenario.time(1, || {
+            exec(rig.git_in(&theirs).args(["switch", "-q", "-c", &branch]))?;
+            exec(rig.git_in(&theirs).args(["add", "-A"]))?;
+            exec(rig.git_in(&theirs).args(["commit", "-q", "-m", "weights"]))?;
+            exec(rig.git_in(&theirs).args(["push", "-q", "origin", "HEAD"]))
+        })?;
+    }
+    scenario.report(report, 1)?;
+    Ok(())
+}
+
+/// Incompressible bytes, different per file and per tool (so neither finds the other's objects stored).
+fn noise(len: usize, seed: usize, tool: &str) -> Vec<u8> {
+    let mut x = u64::try_from(seed).unwrap_or(0).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ tool.len() as u64 | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 fn dir_name(dir: &Path) -> String {
     dir.file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -94,6 +94,10 @@ fn main() -> anyhow::Result<()> {
     if rounds > 0 {
         agent::run(&rig, rounds, &mut report)?;
     }
+    let lfs_rounds = std::env::var("MINT_BENCH_LFS_ROUNDS").map_or(Ok(3), |s| s.parse())?;
+    if lfs_rounds > 0 {
+        agent::run_lfs(&rig, lfs_rounds, &mut report)?;
+    }
     if !std::env::var("MINT_BENCH_BROKER").is_ok_and(|v| v == "0") {
         broker::run(&rig, n, &mut report)?;
     }
