@@ -6,6 +6,7 @@ mod broker;
 mod browser;
 mod daemon;
 mod faults;
+mod fleet;
 mod git_flow;
 mod hostile;
 mod image;
