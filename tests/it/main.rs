@@ -5,6 +5,7 @@ mod agent;
 mod broker;
 mod browser;
 mod daemon;
+mod deploy;
 mod faults;
 mod fleet;
 mod git_flow;
