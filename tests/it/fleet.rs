@@ -2,94 +2,17 @@
 //! (Debian's `haproxy` package; `.ci/run` installs it), sandboxes' requests through HAProxy, and one replica
 //! killed with SIGKILL in the middle.
 
-use std::fmt::Write as _;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::broker::{ADMIN_TOKEN, Server, http, postgres::Postgres, write_private};
 use crate::support::{INSTALLATION_ID, REPO, World};
+use haproxy::HaProxy;
 
-/// HAProxy in front of the replicas, as a platform would run it: health checks on `/readyz`, and a
-/// request whose replica refused or dropped it sent again to another (`retry-on` + `redispatch`).
-struct HaProxy {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    url: String,
-}
-
-impl HaProxy {
-    fn start(replicas: &[&str]) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("mint-haproxy-")
-            .tempdir()
-            .expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut servers = String::new();
-        for (i, url) in replicas.iter().enumerate() {
-            let addr = url.trim_start_matches("http://");
-            let _ = writeln!(servers, "    server replica{i} {addr} check inter 200ms fall 1 rise 1");
-        }
-        let config = format!(
-            "global\n    maxconn 4096\n\
-             defaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n\
-             \x20   retries 3\n    option redispatch 1\n\
-             \x20   retry-on conn-failure empty-response junk-response response-timeout\n\
-             frontend sandboxes\n    bind 127.0.0.1:{port}\n    default_backend mint\n\
-             backend mint\n    balance roundrobin\n    option httpchk GET /readyz\n    http-check expect status 200\n\
-             {servers}"
-        );
-        let path = dir.path().join("haproxy.cfg");
-        std::fs::write(&path, config).expect("haproxy.cfg");
-        let log = std::fs::File::create(dir.path().join("haproxy.log")).expect("log");
-        let child = Command::new(haproxy_bin())
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("haproxy starts (apt-get install haproxy)");
-        let proxy = Self {
-            child: Some(child),
-            dir,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        let started = Instant::now();
-        while http(&proxy.url, "GET", "/readyz", None, None).0 != 200 {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "haproxy did not come up:\n{}",
-                std::fs::read_to_string(proxy.dir.path().join("haproxy.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        proxy
-    }
-}
-
-impl Drop for HaProxy {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn haproxy_bin() -> PathBuf {
-    ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("HAProxy is needed for the fleet tests: apt-get install haproxy (.ci/run does)")
-}
+#[allow(dead_code, unreachable_pub, reason = "shared with mint-bench, which uses all of it")]
+#[path = "../../crates/mint-server/tests/support/haproxy.rs"]
+mod haproxy;
 
 fn fleet_world() -> World {
     World::start_with(crate::support::Options {
@@ -107,12 +30,13 @@ fn two_replicas_behind_haproxy_serve_200_sandboxes_and_a_kill_9_mid_burst_fails_
     let first = Server::start(&world, Some(database.clone()));
     let mut second = Server::start(&world, Some(database));
     let proxy = HaProxy::start(&[&first.url, &second.url]);
+    let proxy_url = proxy.url();
 
     let product = first.product(REPO);
     let mut credentials = Vec::new();
     for _ in 0..200 {
         let (status, body) = http(
-            &proxy.url,
+            &proxy_url,
             "POST",
             &format!("/api/v1/products/{product}/sandboxes"),
             Some(ADMIN_TOKEN),
@@ -129,7 +53,7 @@ fn two_replicas_behind_haproxy_serve_200_sandboxes_and_a_kill_9_mid_burst_fails_
     let burst: Vec<_> = credentials
         .into_iter()
         .map(|credential| {
-            let url = proxy.url.clone();
+            let url = proxy_url.clone();
             std::thread::spawn(move || http(&url, "POST", "/api/v1/token", Some(&credential), None))
         })
         .collect();
@@ -150,7 +74,7 @@ fn two_replicas_behind_haproxy_serve_200_sandboxes_and_a_kill_9_mid_burst_fails_
     // A sample sandbox works end to end through HAProxy and the surviving replica: mintd in broker mode,
     // plain git clone and push.
     let (_, credential) = first.sandbox(&world, &product);
-    world.spawn_mintd_broker(&proxy.url, &credential, &[]);
+    world.spawn_mintd_broker(&proxy_url, &credential, &[]);
     let work = world.dir.path().join("work");
     world.git_ok(None, &["clone", &world.repo_url(REPO), work.to_str().expect("utf8")]);
     std::fs::write(work.join("FLEET.md"), "through haproxy\n").expect("write");

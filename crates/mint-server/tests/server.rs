@@ -750,6 +750,8 @@ mod fleet {
         for _ in 0..12 {
             credentials.push(w.sandbox(&product).await.1);
         }
+        // fakehub refuses a third mint at once with GitHub's secondary rate limit.
+        w.hub.set_max_concurrent_mints(2);
         w.hub.set_mint_latency(Duration::from_millis(300));
         let started = Instant::now();
         let requests = credentials
@@ -761,6 +763,7 @@ mod fleet {
         let elapsed = started.elapsed();
         w.hub.set_mint_latency(Duration::ZERO);
         assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+        assert_eq!(w.hub.mints_over_limit(), 0, "GitHub's concurrency limit was never hit");
         assert!(
             elapsed >= Duration::from_millis(1700),
             "12 mints of 300 ms took {elapsed:?}: more than 2 ran at once"

@@ -152,6 +152,26 @@ impl Postgres {
         self.boot();
     }
 
+    /// One value from `sql` in database `name`, by the real `psql`.
+    pub fn query(&self, name: &str, sql: &str) -> String {
+        let output = Command::new(self.bin.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "mint",
+                "-d",
+                name,
+                "-tAc",
+                sql,
+            ])
+            .output()
+            .expect("psql runs");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
