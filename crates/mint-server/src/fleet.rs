@@ -124,11 +124,21 @@ struct Lane {
 }
 
 impl Lane {
-    fn first(&self) -> Option<u64> {
-        self.turns
-            .front()
-            .and_then(|p| self.waiting.get(p))
-            .and_then(|q| q.front().copied())
+    /// How many tickets go before this one, taking turns across products: round r serves each product's
+    /// r-th waiter, in the order of `turns`.
+    fn position(&self, product: &str, ticket: u64) -> Option<usize> {
+        let mine = self.turns.iter().position(|p| p == product)?;
+        let index = self.waiting.get(product)?.iter().position(|t| *t == ticket)?;
+        Some(
+            self.turns
+                .iter()
+                .enumerate()
+                .map(|(q, name)| {
+                    let len = self.waiting.get(name).map_or(0, VecDeque::len);
+                    len.min(index + usize::from(q < mine))
+                })
+                .sum(),
+        )
     }
 
     fn remove(&mut self, product: &str, ticket: u64) {
@@ -222,11 +232,19 @@ impl MintGate {
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let takers = match store.backend() {
+                // In memory a slot is taken at once: the first in line takes it, exactly in turn.
+                Backend::Sqlite => 1,
+                // A slot costs a round trip to the database: the first few in line ask at once (SKIP
+                // LOCKED gives each its own row), so one replica takes more than one slot per round trip.
+                Backend::Postgres => (self.per_installation / 8).clamp(1, 16),
+            };
             let (my_turn, paused) = {
                 let lanes = self.lanes();
                 let lane = lanes.get(&installation_id);
                 (
-                    lane.and_then(Lane::first) == Some(ticket),
+                    lane.and_then(|l| l.position(product_id, ticket))
+                        .is_some_and(|p| p < takers),
                     lane.map_or(0, |l| l.paused_until),
                 )
             };
@@ -242,7 +260,7 @@ impl MintGate {
             if my_turn {
                 match self.take_slot(store, installation_id).await? {
                     Taken::Slot(slot) => {
-                        waiter.leave(true);
+                        waiter.leave();
                         return Ok(MintPermit {
                             gate: self.clone(),
                             store: store.clone(),
@@ -273,9 +291,10 @@ impl MintGate {
     async fn take_slot(&self, store: &Store, installation_id: u64) -> Result<Taken, StoreError> {
         match store.backend() {
             Backend::Sqlite => {
-                let lanes = self.lanes();
-                let in_flight = lanes.get(&installation_id).map_or(0, |l| l.in_flight);
-                Ok(if in_flight < self.per_installation {
+                let mut lanes = self.lanes();
+                let lane = lanes.entry(installation_id).or_default();
+                Ok(if lane.in_flight < self.per_installation {
+                    lane.in_flight += 1;
                     Taken::Slot(None)
                 } else {
                     Taken::Full
@@ -288,7 +307,10 @@ impl MintGate {
                     .take_mint_slot(installation_id, self.per_installation, &self.replica, now_ms, lease)
                     .await?
                 {
-                    Some(slot) => Ok(Taken::Slot(Some(slot))),
+                    Some(slot) => {
+                        self.lanes().entry(installation_id).or_default().in_flight += 1;
+                        Ok(Taken::Slot(Some(slot)))
+                    }
                     None => match store.paused_until(installation_id, now_ms / 1000).await? {
                         Some(until) => Ok(Taken::Paused(until)),
                         None => Ok(Taken::Full),
@@ -341,16 +363,12 @@ struct Waiter<'a> {
 }
 
 impl Waiter<'_> {
-    fn leave(&mut self, took_slot: bool) {
+    fn leave(&mut self) {
         if !self.queued {
             return;
         }
         self.queued = false;
-        let mut lanes = self.gate.lanes();
-        if let Some(lane) = lanes.get_mut(&self.installation_id) {
-            if took_slot {
-                lane.in_flight += 1;
-            }
+        if let Some(lane) = self.gate.lanes().get_mut(&self.installation_id) {
             lane.remove(self.product_id, self.ticket);
         }
     }
@@ -358,7 +376,7 @@ impl Waiter<'_> {
 
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
-        self.leave(false);
+        self.leave();
     }
 }
 

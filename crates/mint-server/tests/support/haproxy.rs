@@ -1,7 +1,7 @@
 //! A real HAProxy in front of mint-server replicas, as a platform runs it: `/readyz` health checks every
-//! 200 ms, and a request whose replica refused or dropped it sent again to another (`retry-on` with
-//! `redispatch`). `haproxy -f` on a free loopback port with a haproxy.cfg in a temp dir; stopped when
-//! dropped. Debian's `haproxy` package provides it; `.ci/run` installs it.
+//! 250 ms (down after two failures, each given 2 s), and a request whose replica refused or dropped it
+//! sent again to another (`retry-on` with `redispatch`). `haproxy -f` on a free loopback port with a
+//! haproxy.cfg in a temp dir; stopped when dropped. Debian's `haproxy` package provides it; `.ci/run` installs it.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -29,11 +29,11 @@ impl HaProxy {
         let mut servers = String::new();
         for (i, url) in replicas.iter().enumerate() {
             let addr = url.trim_start_matches("http://");
-            let _ = writeln!(servers, "    server replica{i} {addr} check inter 200ms fall 1 rise 1");
+            let _ = writeln!(servers, "    server replica{i} {addr} check inter 250ms fall 2 rise 1");
         }
         let config = format!(
             "global\n    maxconn 8000\n\
-             defaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n\
+             defaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n    timeout check 2s\n\
              \x20   retries 3\n    option redispatch 1\n\
              \x20   retry-on conn-failure empty-response junk-response response-timeout\n\
              frontend sandboxes\n    bind 127.0.0.1:{port}\n    default_backend mint\n\
