@@ -17,9 +17,9 @@ use crate::support::{APP_ID, INSTALLATION_ID, OTHER_REPO, OWNER, REPO, World, ap
     reason = "shared with mint-server's tests, which use all of it"
 )]
 #[path = "../../crates/mint-server/tests/support/postgres.rs"]
-mod postgres;
+pub(crate) mod postgres;
 
-const ADMIN_TOKEN: &str = "an-admin-token-of-more-than-32-characters";
+pub(crate) const ADMIN_TOKEN: &str = "an-admin-token-of-more-than-32-characters";
 
 /// The real `mint-server` binary, on its own directory: the only place the App key is.
 pub(crate) struct Server {
@@ -44,7 +44,7 @@ pub(crate) fn write_private(path: &Path, contents: &str) {
 }
 
 impl Server {
-    fn start(world: &World, database: Option<String>) -> Self {
+    pub(crate) fn start(world: &World, database: Option<String>) -> Self {
         Self::start_with(world, database, Vec::new())
     }
 
@@ -139,11 +139,11 @@ impl Server {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
-    fn kill_9(&mut self) {
+    pub(crate) fn kill_9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -155,7 +155,7 @@ impl Server {
     }
 
     /// A product connected to `repo` of the test installation; returns its id.
-    fn product(&self, repo: &str) -> String {
+    pub(crate) fn product(&self, repo: &str) -> String {
         let (status, created) = self.admin("POST", "/api/v1/products", Some(json!({"name": "it", "members": []})));
         assert_eq!(status, 201, "{created}");
         let id = created["id"].as_str().expect("id").to_owned();
@@ -196,7 +196,7 @@ impl Drop for Server {
 }
 
 /// One HTTP/1.1 request over a fresh connection; the status and the JSON body (or the text as a string).
-fn http(base: &str, method: &str, path: &str, bearer: Option<&str>, body: Option<Value>) -> (u16, Value) {
+pub(crate) fn http(base: &str, method: &str, path: &str, bearer: Option<&str>, body: Option<Value>) -> (u16, Value) {
     let addr = base.trim_start_matches("http://");
     let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
         return (0, Value::Null);

@@ -418,6 +418,17 @@ impl FakeHub {
         self.state().token_lifetime = lifetime;
     }
 
+    /// Answer at most `k` mints at once (0: no limit), as GitHub's secondary rate limit does: a mint over the
+    /// limit gets 403 "You have exceeded a secondary rate limit" with `Retry-After: 60`.
+    pub fn set_max_concurrent_mints(&self, k: usize) {
+        self.state().max_concurrent_mints = k;
+    }
+
+    /// Mints refused so far for going over [`FakeHub::set_max_concurrent_mints`].
+    pub fn mints_over_limit(&self) -> usize {
+        self.state().mints_over_limit
+    }
+
     pub fn set_mint_latency(&self, latency: Duration) {
         self.state().mint_latency = latency;
     }

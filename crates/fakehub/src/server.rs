@@ -372,6 +372,27 @@ impl FakeHub {
             Auth::Jwt(Err(message)) => return error(StatusCode::UNAUTHORIZED, &message),
             _ => return error(StatusCode::UNAUTHORIZED, "A JSON web token could not be decoded"),
         }
+        let over_limit = {
+            let mut state = self.state();
+            if state.max_concurrent_mints > 0 && state.mints_in_flight >= state.max_concurrent_mints {
+                state.mints_over_limit += 1;
+                true
+            } else {
+                state.mints_in_flight += 1;
+                false
+            }
+        };
+        if over_limit {
+            let mut response = error(
+                StatusCode::FORBIDDEN,
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+            );
+            response
+                .headers_mut()
+                .insert("retry-after", http::HeaderValue::from_static("60"));
+            return response;
+        }
+        let _in_flight = InFlight(self.clone());
         let latency = self.state().mint_latency;
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
@@ -1205,4 +1226,14 @@ pub(crate) fn empty(status: StatusCode) -> Response<Body> {
         .status(status)
         .body(full(Bytes::new()))
         .expect("no headers to be invalid")
+}
+
+/// One mint counted in flight until it is answered (or its connection dropped).
+struct InFlight(FakeHub);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        state.mints_in_flight = state.mints_in_flight.saturating_sub(1);
+    }
 }

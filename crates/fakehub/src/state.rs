@@ -189,6 +189,11 @@ pub(crate) struct State {
     pub(crate) requests: Vec<RequestRecord>,
     pub(crate) token_lifetime: Duration,
     pub(crate) mint_latency: Duration,
+    /// Mints answered at once at most (0: no limit); more get GitHub's secondary rate limit (403).
+    pub(crate) max_concurrent_mints: usize,
+    pub(crate) mints_in_flight: usize,
+    /// Mints refused for going over `max_concurrent_mints`.
+    pub(crate) mints_over_limit: usize,
     pub(crate) failures: VecDeque<InjectedFailure>,
     /// Answers for the next pack uploads (`POST …/git-receive-pack`), sent before the body is read.
     pub(crate) push_failures: VecDeque<InjectedFailure>,
@@ -224,6 +229,9 @@ impl State {
             requests: Vec::new(),
             token_lifetime,
             mint_latency: Duration::ZERO,
+            max_concurrent_mints: 0,
+            mints_in_flight: 0,
+            mints_over_limit: 0,
             failures: VecDeque::new(),
             push_failures: VecDeque::new(),
             lfs_failures: VecDeque::new(),

@@ -22,7 +22,7 @@ use crate::{
     reason = "shared with mint-server's tests, which use all of it"
 )]
 #[path = "../../mint-server/tests/support/postgres.rs"]
-mod postgres;
+pub(crate) mod postgres;
 
 /// Sandboxes in the fleet, each asking for its first token at the same moment.
 const SANDBOXES: usize = 1_000;
@@ -265,13 +265,24 @@ fn warm_fills(
 }
 
 /// The release mint-server as a child, on `database`, with the rig's App key; stopped when dropped.
-struct Server {
+pub(crate) struct Server {
     child: KillOnDrop,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Server {
     fn start(rig: &Rig, client: &tokio::runtime::Runtime, dir: &Path, database: &str) -> anyhow::Result<Self> {
+        Self::start_with(rig, client, dir, database, &[])
+    }
+
+    /// With more flags.
+    pub(crate) fn start_with(
+        rig: &Rig,
+        client: &tokio::runtime::Runtime,
+        dir: &Path,
+        database: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let admin_token = dir.join("admin-token");
         write_private(&admin_token, ADMIN_TOKEN)?;
@@ -287,6 +298,7 @@ impl Server {
             .args(["--database", database])
             .args(["--listen", &addr.to_string()])
             .args(["--github-url", &hub, "--api-url", &hub])
+            .args(extra)
             .env_clear()
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -314,13 +326,13 @@ impl Server {
         Ok(server)
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// A product connected to the rig's repository (mint-server checks it with GitHub by minting once);
     /// its id.
-    async fn product(&self) -> anyhow::Result<String> {
+    pub(crate) async fn product(&self) -> anyhow::Result<String> {
         let body = json!({"name": "mint-bench", "members": []});
         let created = self.admin("POST", "/api/v1/products", Some(&body), 201).await?;
         let id = created["id"].as_str().context("a product id")?.to_owned();
@@ -336,7 +348,7 @@ impl Server {
     }
 
     /// A new sandbox of `product`; its credential.
-    async fn sandbox(&self, product: &str) -> anyhow::Result<String> {
+    pub(crate) async fn sandbox(&self, product: &str) -> anyhow::Result<String> {
         let created = self
             .admin("POST", &format!("/api/v1/products/{product}/sandboxes"), None, 201)
             .await?;
@@ -354,12 +366,12 @@ impl Server {
         Ok(answer)
     }
 
-    fn pid(&self) -> String {
+    pub(crate) fn pid(&self) -> String {
         self.child.0.id().to_string()
     }
 
     /// mint-server's peak resident memory so far (`VmHWM`).
-    fn peak_rss_kib(&self) -> anyhow::Result<u64> {
+    pub(crate) fn peak_rss_kib(&self) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.0.id()))?;
         status
             .lines()
@@ -372,7 +384,7 @@ impl Server {
 /// One HTTP/1.1 request on a connection of its own, as each sandbox's mintd opens one; the status and the
 /// JSON body (or its text as a string). mint-server sends a Content-Length, and `Connection: close` ends
 /// the answer.
-async fn request(
+pub(crate) async fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -406,7 +418,7 @@ async fn request(
 }
 
 /// User plus system CPU time of process `pid` (or "self") and all its threads so far.
-fn cpu_time(pid: impl std::fmt::Display) -> anyhow::Result<Duration> {
+pub(crate) fn cpu_time(pid: impl std::fmt::Display) -> anyhow::Result<Duration> {
     // Linux reports these in USER_HZ ticks, 100 a second on every architecture's user ABI.
     const TICKS_PER_SECOND: u64 = 100;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -430,14 +442,14 @@ fn cpu_time(pid: impl std::fmt::Display) -> anyhow::Result<Duration> {
 }
 
 /// Tokens fakehub has minted so far (failed attempts not counted).
-fn minted(rig: &Rig) -> usize {
+pub(crate) fn minted(rig: &Rig) -> usize {
     rig.hub.mints().iter().filter(|m| m.status == 201).count()
 }
 
 /// 1,000 connections at once need more descriptors than the common soft limit of 1,024.
-fn raise_open_files() {
+pub(crate) fn raise_open_files() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    const WANTED: u64 = 4096;
+    const WANTED: u64 = 16_384;
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
         && soft < WANTED
     {

@@ -5,6 +5,7 @@
 
 mod agent;
 mod broker;
+mod fleet;
 mod load;
 
 use std::io::Write;
@@ -29,6 +30,11 @@ fn main() -> anyhow::Result<()> {
     }
     let rig = Rig::start()?;
     let mut report = Report::new(rig.out_dir.clone());
+    if std::env::var("MINT_BENCH_ONLY").is_ok_and(|v| v == "fleet") {
+        fleet::run(&rig, &mut report)?;
+        drop(rig);
+        return report.finish();
+    }
     let git_version = Command::new("git").arg("--version").output()?;
     report.line(format!(
         "mint-bench, N = {n} per series, {}, {} CPUs",
@@ -100,6 +106,7 @@ fn main() -> anyhow::Result<()> {
     }
     if !std::env::var("MINT_BENCH_BROKER").is_ok_and(|v| v == "0") {
         broker::run(&rig, n, &mut report)?;
+        fleet::run(&rig, &mut report)?;
     }
     drop(rig);
     report.finish()

@@ -3,6 +3,7 @@
 //! id with the least permissions, checked to grant no more, and recorded by hash for teardown.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::Response;
@@ -11,6 +12,7 @@ use serde_json::json;
 
 use crate::api::{ApiError, Input, Nothing, Sandbox, github_failure, json, sandbox_refused};
 use crate::db::MintRecord;
+use crate::fleet::Refused;
 use crate::github::connection_outcome;
 use crate::model::{Connection, now};
 use crate::secrets::sha256_hex;
@@ -31,31 +33,7 @@ pub async fn token(
             connection.reason.clone(),
         ));
     };
-    let minted = match state.github.mint(installation_id, repository_id, name).await {
-        Ok(minted) => minted,
-        Err(e) => {
-            tracing::warn!(error = %e, sandbox = %sandbox.id, installation = installation_id, "mint failed");
-            return Err(match connection_outcome(&e, name) {
-                Some((status, reason)) => {
-                    state
-                        .store
-                        .set_connection_status(
-                            &sandbox.product_id,
-                            (installation_id, repository_id),
-                            status,
-                            &reason,
-                            now(),
-                        )
-                        .await?;
-                    ApiError::new(StatusCode::CONFLICT, status.as_str(), reason)
-                }
-                None if matches!(e, mint_github::GithubError::PermissionNotGranted { .. }) => {
-                    ApiError::new(StatusCode::CONFLICT, "permission_not_granted", e.to_string())
-                }
-                None => github_failure(&e),
-            });
-        }
-    };
+    let minted = mint_in_turn(&state, &sandbox, (installation_id, repository_id), name).await?;
     let current_name = minted
         .repositories
         .as_deref()
@@ -119,4 +97,78 @@ pub async fn token(
         }
     }
     Ok(response)
+}
+
+/// Mint once the installation's turn comes (the fleet-wide bound), and say what a failure means: GitHub's
+/// pause is recorded for every replica, and a connection GitHub no longer serves is marked so.
+async fn mint_in_turn(
+    state: &AppState,
+    sandbox: &Sandbox,
+    (installation_id, repository_id): (u64, u64),
+    name: &str,
+) -> Result<mint_github::MintedToken, ApiError> {
+    let permit = state
+        .gate
+        .enter(&state.store, installation_id, &sandbox.product_id)
+        .await
+        .map_err(|refused| not_now(refused, installation_id))?;
+    let minted = state.github.mint(installation_id, repository_id, name).await;
+    drop(permit);
+    match minted {
+        Ok(minted) => Ok(minted),
+        Err(e) => {
+            tracing::warn!(error = %e, sandbox = %sandbox.id, installation = installation_id, "mint failed");
+            if let Some(wait) = e.hold_off() {
+                let reason = format!("GitHub rate-limited minting for installation {installation_id}");
+                state.gate.pause(&state.store, installation_id, wait, &reason).await;
+            }
+            Err(match connection_outcome(&e, name) {
+                Some((status, reason)) => {
+                    state
+                        .store
+                        .set_connection_status(
+                            &sandbox.product_id,
+                            (installation_id, repository_id),
+                            status,
+                            &reason,
+                            now(),
+                        )
+                        .await?;
+                    ApiError::new(StatusCode::CONFLICT, status.as_str(), reason)
+                }
+                None if matches!(e, mint_github::GithubError::PermissionNotGranted { .. }) => {
+                    ApiError::new(StatusCode::CONFLICT, "permission_not_granted", e.to_string())
+                }
+                None => github_failure(&e),
+            })
+        }
+    }
+}
+
+/// A mint that was not started: GitHub's pause (seen by any replica), a queue that did not move, or the
+/// database. Each is a 503 with `Retry-After`, which mintd waits out within its deadline.
+fn not_now(refused: Refused, installation_id: u64) -> ApiError {
+    match refused {
+        Refused::Paused { until } => {
+            let wait = u64::try_from(until - now()).unwrap_or(1).max(1);
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "github_rate_limited",
+                format!(
+                    "GitHub rate-limited minting for installation {installation_id}; every mint-server replica waits {wait} s before asking again: retry then"
+                ),
+            )
+            .retry_after(Duration::from_secs(wait))
+        }
+        Refused::Busy { waited } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "mint_queue_full",
+            format!(
+                "installation {installation_id} has as many mints in flight as mint-server allows (--mints-per-installation), and this request waited {} s for a turn: retry shortly",
+                waited.as_secs()
+            ),
+        )
+        .retry_after(Duration::from_secs(1)),
+        Refused::Store(e) => e.into(),
+    }
 }

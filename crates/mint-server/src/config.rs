@@ -32,6 +32,7 @@ pub mod env {
     pub const CLIENT_SECRET_FILE: &str = "MINT_SERVER_CLIENT_SECRET_FILE";
     pub const WEBHOOK_SECRET_FILE: &str = "MINT_SERVER_WEBHOOK_SECRET_FILE";
     pub const RECONCILE_INTERVAL: &str = "MINT_SERVER_RECONCILE_INTERVAL";
+    pub const MINTS_PER_INSTALLATION: &str = "MINT_SERVER_MINTS_PER_INSTALLATION";
 }
 
 /// mint-server: the control plane. The only holder of the GitHub App's private key; keeps each product's
@@ -111,6 +112,11 @@ pub struct Args {
     /// How often to reconcile connections with GitHub's list of installations (0 turns it off).
     #[arg(long, env = env::RECONCILE_INTERVAL, value_name = "DURATION", default_value = "10m")]
     pub reconcile_interval: humantime::Duration,
+    /// At most this many mints in flight per installation across every replica (GitHub's secondary rate
+    /// limits allow 100 concurrent requests); more wait their turn, taken in turn across products.
+    #[arg(long, env = env::MINTS_PER_INSTALLATION, value_name = "N", default_value_t = 32,
+          value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub mints_per_installation: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -132,6 +138,7 @@ pub struct Config {
     pub sandbox_ttl: Duration,
     pub web: Option<crate::web::Web>,
     pub reconcile_interval: Duration,
+    pub mints_per_installation: usize,
 }
 
 /// A setting that cannot work, named with its flag and environment variable.
@@ -241,6 +248,7 @@ impl Args {
         Ok(Config {
             web,
             reconcile_interval: self.reconcile_interval.into(),
+            mints_per_installation: usize::from(self.mints_per_installation),
             app_id,
             key,
             database: self.database,

@@ -19,6 +19,7 @@ use crate::model::{Connection, ConnectionStatus, Product, SandboxRow};
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "connect", include_str!("../migrations/0002_connect.sql")),
+    (3, "fleet", include_str!("../migrations/0003_fleet.sql")),
 ];
 
 /// Which database is behind the URL.
@@ -53,14 +54,31 @@ impl StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+        match &e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+            sqlx::Error::Database(db) if db.code().as_deref().is_some_and(transient_sqlstate) => {
                 StoreError::Unavailable(e.to_string())
             }
-            other => StoreError::Query(other.to_string()),
+            _ => StoreError::Query(e.to_string()),
         }
     }
 }
+
+/// PostgreSQL's codes for "the server is going away or not there yet": class 08 (connection exception),
+/// 57P01–57P03 (shutdown, crash recovery, starting up), 53300 (too many connections). A restart of the
+/// database shows these on connections that were open; they pass when it is back.
+fn transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+}
+
+/// How long a request waits for a database connection before answering 503: short, so a database that
+/// is down costs a sandbox a quick retry, not a hang.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for messages and logs.
 pub fn redact_url(url: &str) -> String {
@@ -83,6 +101,8 @@ pub fn redact_url(url: &str) -> String {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// For connections of their own outside the pool (the sweep's lock); `Debug` prints a redaction.
+    url: std::sync::Arc<secrecy::SecretString>,
     /// SQLite has one writer at a time; writers that collide sleep in SQLite's busy handler (up to 100 ms a
     /// try). Queueing them here instead keeps a burst of mints from stalling on each other.
     sqlite_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
@@ -134,7 +154,7 @@ impl Store {
                 Backend::Sqlite => 8,
                 Backend::Postgres => 16,
             })
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             // No ping on every acquire: it doubled the round trips per token. A connection broken by a
             // database restart fails its next query (503, which mintd retries) and is dropped.
             .test_before_acquire(false)
@@ -165,6 +185,7 @@ impl Store {
         Ok(Self {
             pool,
             backend,
+            url: std::sync::Arc::new(connect_url.into()),
             sqlite_writer: std::sync::Arc::default(),
         })
     }
@@ -693,6 +714,108 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+}
+
+/// What replicas share for minting: GitHub's pauses, the fleet-wide slots, the sweep's connection.
+impl Store {
+    /// GitHub asked us to wait until `until` (unix seconds) before minting for the installation again.
+    /// A later pause replaces an earlier one; an earlier one never shortens a later.
+    pub async fn pause_installation(&self, installation_id: u64, until: i64, reason: &str) -> Result<(), StoreError> {
+        let _writing = self.writing().await;
+        sqlx::query(
+            "INSERT INTO installation_pauses (installation_id, until_at, reason) VALUES ($1, $2, $3) \
+             ON CONFLICT (installation_id) DO UPDATE SET until_at = excluded.until_at, reason = excluded.reason \
+             WHERE installation_pauses.until_at < excluded.until_at",
+        )
+        .bind(int(installation_id))
+        .bind(until)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Until when (unix seconds) the installation's mints are paused, if they are at `now`.
+    pub async fn paused_until(&self, installation_id: u64, now: i64) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query("SELECT until_at FROM installation_pauses WHERE installation_id = $1 AND until_at > $2")
+            .bind(int(installation_id))
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok(r.try_get(0)?)).transpose()
+    }
+
+    /// Make sure the installation has `slots` slot rows (PostgreSQL only). Idempotent, so every replica
+    /// runs it once per installation it mints for.
+    pub async fn ensure_mint_slots(&self, installation_id: u64, slots: usize) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO mint_slots (installation_id, slot, lease_until) \
+             SELECT $1, s, 0 FROM generate_series(0::BIGINT, $2::BIGINT - 1) AS s ON CONFLICT DO NOTHING",
+        )
+        .bind(int(installation_id))
+        .bind(i64::try_from(slots).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Take a free slot of the installation's first `slots` for `holder` until `lease_until` (unix ms), unless
+    /// the installation is paused (PostgreSQL only). `SKIP LOCKED`: replicas taking slots at once never wait
+    /// on each other's rows, and two never get the same slot.
+    pub async fn take_mint_slot(
+        &self,
+        installation_id: u64,
+        slots: usize,
+        holder: &str,
+        now_ms: i64,
+        lease_until: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE mint_slots SET holder = $1, lease_until = $2 \
+             WHERE installation_id = $3 AND slot = ( \
+               SELECT slot FROM mint_slots WHERE installation_id = $3 AND slot < $4 AND lease_until < $5 \
+               AND NOT EXISTS (SELECT 1 FROM installation_pauses p WHERE p.installation_id = $3 AND p.until_at > $6) \
+               ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED) \
+             RETURNING slot",
+        )
+        .bind(holder)
+        .bind(lease_until)
+        .bind(int(installation_id))
+        .bind(i64::try_from(slots).unwrap_or(i64::MAX))
+        .bind(now_ms)
+        .bind(now_ms / 1000)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok(r.try_get(0)?)).transpose()
+    }
+
+    /// Give a slot back (only if `holder` still holds it: a lease that ran out may be someone else's now).
+    pub async fn release_mint_slot(&self, installation_id: u64, slot: i64, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE mint_slots SET holder = NULL, lease_until = 0 WHERE installation_id = $1 AND slot = $2 AND holder = $3")
+            .bind(int(installation_id))
+            .bind(slot)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Slots of the installation held now (for tests and operators: "how many mints are in flight").
+    pub async fn mint_slots_held(&self, installation_id: u64, now_ms: i64) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM mint_slots WHERE installation_id = $1 AND lease_until >= $2")
+            .bind(int(installation_id))
+            .bind(now_ms)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// A connection of its own, outside the pool: a session-level lock lives exactly as long as it.
+    pub async fn dedicated_connection(&self) -> Result<sqlx::AnyConnection, StoreError> {
+        use secrecy::ExposeSecret as _;
+        use sqlx::Connection as _;
+        Ok(sqlx::AnyConnection::connect(self.url.expose_secret()).await?)
     }
 }
 

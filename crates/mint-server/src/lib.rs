@@ -7,6 +7,7 @@ pub mod api;
 pub mod broker;
 pub mod config;
 pub mod db;
+pub mod fleet;
 pub mod github;
 pub mod model;
 pub mod secrets;
@@ -45,6 +46,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         github: github::GitHub::new(app),
         admin: config.admin,
         live: state::LiveTokens::default(),
+        gate: Arc::new(fleet::MintGate::new(
+            config.mints_per_installation,
+            fleet::MAX_QUEUE_WAIT,
+        )),
         sandbox_ttl: config.sandbox_ttl,
         web: config.web,
     });

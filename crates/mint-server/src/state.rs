@@ -15,6 +15,8 @@ pub struct AppState {
     pub github: GitHub,
     pub admin: AdminToken,
     pub live: LiveTokens,
+    /// The fleet-wide bound on mints per installation, and GitHub's pauses.
+    pub gate: std::sync::Arc<crate::fleet::MintGate>,
     /// How long a new sandbox's credential works unless torn down first.
     pub sandbox_ttl: Duration,
     /// The Integrations page, when configured.

@@ -254,13 +254,18 @@ pub async fn reconcile(state: &AppState) -> Result<usize, mint_github::GithubErr
     Ok(looked)
 }
 
-/// The sweep, every `interval`, until the process ends.
+/// The sweep, every `interval`, until the process ends. On PostgreSQL only the replica holding the sweep's
+/// advisory lock runs it; the others ask for the lock at each tick, so one takes over when the holder dies.
 pub async fn reconcile_loop(state: Arc<AppState>, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let mut lock = crate::fleet::SweepLock::default();
     loop {
         tick.tick().await;
+        if !lock.hold(&state.store).await {
+            continue;
+        }
         match reconcile(&state).await {
             Ok(n) => tracing::debug!(connections = n, "reconciled with GitHub"),
             Err(e) => tracing::warn!(error = %e, "reconcile failed; trying again at the next interval"),

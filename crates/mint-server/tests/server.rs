@@ -620,3 +620,266 @@ mod webhooks {
         w.wait_for_status(&other, "suspended").await;
     }
 }
+
+/// Replicas on one database: the sweep's lock, the shared mint bound and GitHub's pauses, a webhook at two
+/// replicas, and the database going away and coming back.
+mod fleet {
+    use std::time::{Duration, Instant};
+
+    use mint_server::db::Store;
+    use mint_server::fleet::SweepLock;
+
+    use super::*;
+
+    async fn postgres_world(extra: &[&str]) -> World {
+        let pg = tokio::task::spawn_blocking(Postgres::start).await.expect("postgres");
+        World::start_with(Db::Postgres(pg), extra.iter().map(|s| (*s).to_owned()).collect()).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_replica_holds_the_sweep_lock_and_another_takes_it_when_that_session_dies() {
+        let w = postgres_world(&[]).await;
+        let (a, b) = (
+            Store::open(&w.database).await.expect("store a"),
+            Store::open(&w.database).await.expect("store b"),
+        );
+        let (mut lock_a, mut lock_b) = (SweepLock::default(), SweepLock::default());
+        assert!(lock_a.hold(&a).await, "the first replica takes the free lock");
+        assert!(!lock_b.hold(&b).await, "the second does not while the first holds it");
+        assert!(lock_a.hold(&a).await, "the holder keeps it");
+        // The holder's session ends as a killed replica's does: PostgreSQL lets go of its lock.
+        let ended: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+        )
+        .fetch_all(&mut b.dedicated_connection().await.expect("connection"))
+        .await
+        .expect("terminate");
+        assert_eq!(ended, [true], "exactly one session held the sweep lock");
+        let mut taken = false;
+        for _ in 0..100 {
+            if lock_b.hold(&b).await {
+                taken = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(taken, "the other replica took the sweep over");
+        assert!(
+            !lock_a.hold(&a).await,
+            "the old holder notices it lost the lock and does not sweep"
+        );
+        assert!(lock_b.is_held() && !lock_a.is_held());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_same_delivery_at_two_replicas_at_once_is_processed_once() {
+        let w = postgres_world(&[]).await;
+        let other = w.replica().await;
+        let product = w.connected_product(42, "octo-org/hello-world").await;
+        w.hub.uninstall(42);
+        let body = installation_event("deleted", 42);
+        for round in 0..20 {
+            let delivery = format!("delivery-{round}");
+            let (one, two) = tokio::join!(
+                w.deliver("installation", &delivery, &body, Some(support::WEBHOOK_SECRET)),
+                w.deliver_at(
+                    &other.url,
+                    "installation",
+                    &delivery,
+                    &body,
+                    Some(support::WEBHOOK_SECRET)
+                ),
+            );
+            let mut statuses = [one.status, two.status];
+            statuses.sort_unstable();
+            assert_eq!(
+                statuses,
+                [200, 202],
+                "round {round}: one replica processes, the other sees a duplicate"
+            );
+        }
+        w.wait_for_status(&product, "installation_gone").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rate_limit_seen_by_one_replica_stops_the_others_mints_for_that_installation() {
+        let w = postgres_world(&[]).await;
+        let other = w.replica().await;
+        let product = w.connected_product(42, "octo-org/hello-world").await;
+        let elsewhere = w.connected_product(43, "acme/widgets").await;
+        let (_, credential) = w.sandbox(&product).await;
+        let (_, unrelated) = w.sandbox(&elsewhere).await;
+        w.hub.fail_next_mints(
+            1,
+            &fakehub::InjectedFailure::status(403, "You have exceeded a secondary rate limit")
+                .with_header("retry-after", "30"),
+        );
+        let first = w.token(&credential).await;
+        assert_eq!(first.status, 503, "{:?}", first.body);
+        assert_eq!(first.headers["retry-after"], "30");
+        let mints = w.hub.mints().len();
+        let at_other = w
+            .request_at(&other.url, "POST", "/api/v1/token", Some(&credential), None)
+            .await;
+        assert_eq!(at_other.status, 503, "{:?}", at_other.body);
+        assert_eq!(at_other.body["status"], "github_rate_limited");
+        let wait: u64 = at_other.headers["retry-after"]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("seconds");
+        assert!(
+            (28..=30).contains(&wait),
+            "the other replica waits out GitHub's time: {wait}"
+        );
+        assert_eq!(w.hub.mints().len(), mints, "the other replica did not call GitHub");
+        // Another installation is not paused.
+        let fine = w
+            .request_at(&other.url, "POST", "/api/v1/token", Some(&unrelated), None)
+            .await;
+        assert_eq!(fine.status, 200, "{:?}", fine.body);
+    }
+
+    /// 12 requests, 300 ms per mint, 2 slots fleet-wide: 6 rounds, however the requests spread over replicas.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mints_in_flight_are_bounded_across_replicas() {
+        let w = postgres_world(&["--mints-per-installation", "2"]).await;
+        let other = w.replica().await;
+        let product = w.connected_product(42, "octo-org/hello-world").await;
+        let mut credentials = Vec::new();
+        for _ in 0..12 {
+            credentials.push(w.sandbox(&product).await.1);
+        }
+        // fakehub refuses a third mint at once with GitHub's secondary rate limit.
+        w.hub.set_max_concurrent_mints(2);
+        w.hub.set_mint_latency(Duration::from_millis(300));
+        let started = Instant::now();
+        let requests = credentials
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (if i % 2 == 0 { w.url.clone() } else { other.url.clone() }, c.clone()))
+            .collect();
+        let answers = all_at_once(requests, started).await;
+        let elapsed = started.elapsed();
+        w.hub.set_mint_latency(Duration::ZERO);
+        assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+        assert_eq!(w.hub.mints_over_limit(), 0, "GitHub's concurrency limit was never hit");
+        assert!(
+            elapsed >= Duration::from_millis(1700),
+            "12 mints of 300 ms took {elapsed:?}: more than 2 ran at once"
+        );
+    }
+
+    /// A product with many sandboxes waiting does not make another product's one wait behind all of them.
+    async fn turns_are_taken_across_products(w: World) {
+        let busy = w.connected_product(42, "octo-org/hello-world").await;
+        let quiet = w.connected_product(42, "octo-org/other-repo").await;
+        let mut credentials = Vec::new();
+        for _ in 0..8 {
+            credentials.push(w.sandbox(&busy).await.1);
+        }
+        let (_, lone) = w.sandbox(&quiet).await;
+        w.hub.set_mint_latency(Duration::from_millis(150));
+        let started = Instant::now();
+        let busy_requests = all_at_once(
+            credentials.iter().map(|c| (w.url.clone(), c.clone())).collect(),
+            started,
+        );
+        let lone_request = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(w.token(&lone).await.status, 200);
+            started.elapsed()
+        };
+        let (busy_done, lone_done) = tokio::join!(busy_requests, lone_request);
+        assert!(busy_done.iter().all(|(s, _)| *s == 200), "{busy_done:?}");
+        w.hub.set_mint_latency(Duration::ZERO);
+        let after = busy_done.iter().filter(|(_, d)| *d > lone_done).count();
+        assert!(
+            after >= 4,
+            "the lone sandbox's mint waited behind {} of the busy product's 8: {busy_done:?} vs {lone_done:?}",
+            8 - after
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn turns_are_taken_across_products_on_sqlite() {
+        turns_are_taken_across_products(
+            World::start_with(Db::Sqlite, vec!["--mints-per-installation".into(), "1".into()]).await,
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn turns_are_taken_across_products_on_postgres() {
+        turns_are_taken_across_products(postgres_world(&["--mints-per-installation", "1"]).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_down_answers_503_with_retry_after_and_service_resumes_by_itself() {
+        let mut w = postgres_world(&[]).await;
+        let product = w.connected_product(42, "octo-org/hello-world").await;
+        let (_, credential) = w.sandbox(&product).await;
+        assert_eq!(w.token(&credential).await.status, 200);
+        let Db::Postgres(pg) = &mut w.db else { unreachable!() };
+        tokio::task::block_in_place(|| pg.stop());
+        for round in 0..3 {
+            let asked = Instant::now();
+            let answer = w.token(&credential).await;
+            assert_eq!(answer.status, 503, "round {round}: {:?}", answer.body);
+            assert!(answer.headers.contains_key("retry-after"), "round {round}");
+            assert_eq!(answer.body["status"], "database_unavailable");
+            assert!(
+                asked.elapsed() < Duration::from_secs(5),
+                "round {round}: answered in {:?}",
+                asked.elapsed()
+            );
+        }
+        assert_eq!(w.get("/readyz", None).await.status, 503);
+        let Db::Postgres(pg) = &mut w.db else { unreachable!() };
+        tokio::task::block_in_place(|| pg.start_again());
+        let back = Instant::now();
+        loop {
+            let answer = w.token(&credential).await;
+            if answer.status == 200 {
+                break;
+            }
+            assert_eq!(answer.status, 503, "{:?}", answer.body);
+            assert!(
+                back.elapsed() < Duration::from_secs(15),
+                "the server did not recover by itself"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(w.get("/readyz", None).await.status, 200);
+    }
+
+    /// `POST /api/v1/token` at `base` with the credential, on a client of its own (so it can be spawned).
+    async fn token_at(base: String, credential: String) -> u16 {
+        use http_body_util::{BodyExt, Full};
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<Full<bytes::Bytes>>();
+        let request = http::Request::post(format!("{base}/api/v1/token"))
+            .header("authorization", format!("Bearer {credential}"))
+            .body(Full::new(bytes::Bytes::new()))
+            .expect("request");
+        match client.request(request).await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let _ = response.into_body().collect().await;
+                status
+            }
+            Err(_) => 0,
+        }
+    }
+
+    /// Every request at once; each one's status and when it finished, in order.
+    async fn all_at_once(requests: Vec<(String, String)>, started: Instant) -> Vec<(u16, Duration)> {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, (base, credential)) in requests.into_iter().enumerate() {
+            set.spawn(async move { (i, token_at(base, credential).await, started.elapsed()) });
+        }
+        let mut out = set.join_all().await;
+        out.sort_unstable_by_key(|(i, _, _)| *i);
+        out.into_iter().map(|(_, status, at)| (status, at)).collect()
+    }
+}

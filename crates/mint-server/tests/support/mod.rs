@@ -42,7 +42,23 @@ pub struct World {
     pub db: Db,
     server: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
     pub url: String,
+    /// More flags for every server this world starts.
+    pub extra_args: Vec<String>,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+/// Another mint-server on the world's database: a second replica. Stopped when dropped.
+pub struct Replica {
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
 }
 
 pub struct Answer {
@@ -53,6 +69,10 @@ pub struct Answer {
 
 impl World {
     pub async fn start(db: Db) -> Self {
+        Self::start_with(db, Vec::new()).await
+    }
+
+    pub async fn start_with(db: Db, extra_args: Vec<String>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("mint-server-")
             .tempdir()
@@ -84,6 +104,7 @@ impl World {
             db,
             server: None,
             url: String::new(),
+            extra_args,
             client: Client::builder(TokioExecutor::new()).build_http(),
         };
         world.start_server().await;
@@ -111,7 +132,7 @@ impl World {
         let client_secret = self.write_private("client-secret", CLIENT_SECRET);
         let webhook_secret =
             self.write_private("webhook-secret", &format!("{WEBHOOK_SECRET}\n{NEXT_WEBHOOK_SECRET}\n"));
-        mint_server::Args::parse_from([
+        let mut args: Vec<String> = vec![
             "mint-server".into(),
             "--app-id".into(),
             APP_ID.to_string(),
@@ -137,7 +158,31 @@ impl World {
             webhook_secret.display().to_string(),
             "--reconcile-interval".into(),
             "0s".into(),
-        ])
+        ];
+        args.extend(self.extra_args.iter().cloned());
+        mint_server::Args::parse_from(args)
+    }
+
+    /// A second mint-server on the same database, ready when this returns.
+    pub async fn replica(&self) -> Replica {
+        let config = self.args().load().expect("valid config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = mint_server::run(config, listener, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        let replica = Replica { url, stop: Some(stop) };
+        for _ in 0..200 {
+            if self.request_at(&replica.url, "GET", "/readyz", None, None).await.status == 200 {
+                return replica;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("the second replica did not become ready");
     }
 
     pub async fn start_server(&mut self) {
@@ -171,9 +216,21 @@ impl World {
     }
 
     pub async fn request(&self, method: &str, path: &str, bearer: Option<&str>, body: Option<Vec<u8>>) -> Answer {
+        self.request_at(&self.url, method, path, bearer, body).await
+    }
+
+    /// A request to the server at `base` (this world's, or a replica's).
+    pub async fn request_at(
+        &self,
+        base: &str,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Answer {
         let mut builder = http::Request::builder()
             .method(method)
-            .uri(format!("{}{path}", self.url))
+            .uri(format!("{base}{path}"))
             .header("content-type", "application/json");
         if let Some(token) = bearer {
             builder = builder.header("authorization", format!("Bearer {token}"));
@@ -203,10 +260,22 @@ impl World {
 
     /// A webhook delivery as GitHub sends it, signed with `secret`.
     pub async fn deliver(&self, event: &str, delivery: &str, body: &[u8], secret: Option<&str>) -> Answer {
+        self.deliver_at(&self.url, event, delivery, body, secret).await
+    }
+
+    /// A webhook delivery to the server at `base`.
+    pub async fn deliver_at(
+        &self,
+        base: &str,
+        event: &str,
+        delivery: &str,
+        body: &[u8],
+        secret: Option<&str>,
+    ) -> Answer {
         use hmac::Mac;
         let mut builder = http::Request::builder()
             .method("POST")
-            .uri(format!("{}/github/webhook", self.url))
+            .uri(format!("{base}/github/webhook"))
             .header("content-type", "application/json")
             .header("x-github-event", event)
             .header("x-github-delivery", delivery)

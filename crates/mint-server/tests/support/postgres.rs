@@ -136,6 +136,42 @@ impl Postgres {
         self.boot();
     }
 
+    /// Stop the server as an operator's restart does (fast shutdown: open sessions are told
+    /// "terminating connection due to administrator command"), and wait until it is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+            let _ = child.wait();
+        }
+    }
+
+    /// Start it again after [`Postgres::stop`], on the same data and port.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "postgres is already running");
+        self.boot();
+    }
+
+    /// One value from `sql` in database `name`, by the real `psql`.
+    pub fn query(&self, name: &str, sql: &str) -> String {
+        let output = Command::new(self.bin.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "mint",
+                "-d",
+                name,
+                "-tAc",
+                sql,
+            ])
+            .output()
+            .expect("psql runs");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

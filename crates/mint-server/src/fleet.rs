@@ -1,0 +1,423 @@
+//! What replicas coordinate through the database: which one runs the reconcile sweep (a PostgreSQL
+//! advisory lock), how many mints per installation are in flight fleet-wide (slots in the database, taken
+//! in turn across products), and GitHub's pauses (a 403/429 seen by one replica stops every replica's mints
+//! for that installation until GitHub's time).
+//!
+//! On `SQLite` there is one process: the sweep needs no lock, and the bound is counted in memory.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::db::{Backend, Store, StoreError};
+
+/// The advisory lock's key: "mintswep" in ASCII, so it is recognisable in `pg_locks`.
+pub const SWEEP_LOCK_KEY: i64 = 0x6d69_6e74_7377_6570;
+
+/// The reconcile sweep's lock, held on a connection of its own: PostgreSQL releases a session-level
+/// advisory lock when the session ends, so a replica that dies (kill -9, a lost node) frees it for another.
+#[derive(Debug, Default)]
+pub struct SweepLock {
+    held: Option<sqlx::AnyConnection>,
+}
+
+impl SweepLock {
+    /// Does this replica run the sweep now? Takes the lock if it is free; checks that a held lock's
+    /// connection is still alive (a dead one means PostgreSQL has let go of it, or soon will).
+    pub async fn hold(&mut self, store: &Store) -> bool {
+        if store.backend() == Backend::Sqlite {
+            return true;
+        }
+        if let Some(conn) = self.held.as_mut() {
+            if sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok() {
+                return true;
+            }
+            tracing::warn!("lost the connection holding the reconcile sweep's lock; another replica may take it");
+            self.held = None;
+        }
+        let mut conn = match store.dedicated_connection().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach the database to take the reconcile sweep's lock");
+                return false;
+            }
+        };
+        let taken: Result<bool, sqlx::Error> = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(SWEEP_LOCK_KEY)
+            .fetch_one(&mut conn)
+            .await;
+        match taken {
+            Ok(true) => {
+                tracing::info!("this replica now runs the reconcile sweep (it holds the database's sweep lock)");
+                self.held = Some(conn);
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "asking for the reconcile sweep's lock failed");
+                false
+            }
+        }
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.held.is_some()
+    }
+}
+
+/// Why a mint was not started.
+#[derive(Debug)]
+pub enum Refused {
+    /// GitHub asked for a pause until this time (unix seconds).
+    Paused {
+        until: i64,
+    },
+    /// The installation's slots stayed full for as long as a request may wait.
+    Busy {
+        waited: Duration,
+    },
+    Store(StoreError),
+}
+
+impl From<StoreError> for Refused {
+    fn from(e: StoreError) -> Self {
+        Refused::Store(e)
+    }
+}
+
+/// At most `per_installation` mints in flight per installation across the fleet, handed out in turn
+/// across products: a product starting a thousand sandboxes does not starve another's one.
+#[derive(Debug)]
+pub struct MintGate {
+    per_installation: usize,
+    /// This replica's name in the slot table.
+    replica: String,
+    /// How long a request waits for a slot before answering 503.
+    max_wait: Duration,
+    lanes: Mutex<HashMap<u64, Lane>>,
+    /// Installations whose slot rows this replica has made sure exist.
+    slotted: Mutex<HashSet<u64>>,
+    tickets: AtomicU64,
+}
+
+/// How long a token request waits its turn before answering 503 (mintd gives a request 15 s, and retries).
+pub const MAX_QUEUE_WAIT: Duration = Duration::from_secs(10);
+/// A slot's lease: a replica that dies mid-mint frees its slot after this.
+const SLOT_LEASE: Duration = Duration::from_secs(30);
+/// How often the first waiter asks the database again when every slot is held by other replicas.
+const SLOT_POLL: Duration = Duration::from_millis(20);
+
+/// One installation's waiters on this replica.
+#[derive(Debug, Default)]
+struct Lane {
+    /// Products with waiters, in the order they take turns.
+    turns: VecDeque<String>,
+    waiting: HashMap<String, VecDeque<u64>>,
+    /// Mints in flight from this replica.
+    in_flight: usize,
+    /// A pause this replica learned (from GitHub or the database), so its waiters stop at once.
+    paused_until: i64,
+    notify: Arc<Notify>,
+}
+
+impl Lane {
+    /// How many tickets go before this one, taking turns across products: round r serves each product's
+    /// r-th waiter, in the order of `turns`.
+    fn position(&self, product: &str, ticket: u64) -> Option<usize> {
+        let mine = self.turns.iter().position(|p| p == product)?;
+        let index = self.waiting.get(product)?.iter().position(|t| *t == ticket)?;
+        Some(
+            self.turns
+                .iter()
+                .enumerate()
+                .map(|(q, name)| {
+                    let len = self.waiting.get(name).map_or(0, VecDeque::len);
+                    len.min(index + usize::from(q < mine))
+                })
+                .sum(),
+        )
+    }
+
+    fn remove(&mut self, product: &str, ticket: u64) {
+        let Some(queue) = self.waiting.get_mut(product) else {
+            return;
+        };
+        let was_first = queue.front() == Some(&ticket);
+        queue.retain(|t| *t != ticket);
+        if queue.is_empty() {
+            self.waiting.remove(product);
+            self.turns.retain(|p| p != product);
+        } else if was_first && self.turns.front().is_some_and(|p| p == product) {
+            // The product had its turn: the next product goes first.
+            self.turns.rotate_left(1);
+        }
+        self.notify.notify_waiters();
+    }
+}
+
+impl MintGate {
+    pub fn new(per_installation: usize, max_wait: Duration) -> Self {
+        Self {
+            per_installation: per_installation.max(1),
+            replica: crate::secrets::new_id("rep_"),
+            max_wait,
+            lanes: Mutex::default(),
+            slotted: Mutex::default(),
+            tickets: AtomicU64::new(0),
+        }
+    }
+
+    pub fn per_installation(&self) -> usize {
+        self.per_installation
+    }
+
+    fn lanes(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Lane>> {
+        self.lanes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Wait for the installation's turn and a free slot; the permit gives the slot back when dropped.
+    pub async fn enter(
+        self: &Arc<Self>,
+        store: &Store,
+        installation_id: u64,
+        product_id: &str,
+    ) -> Result<MintPermit, Refused> {
+        let now = crate::model::now();
+        if let Some(until) = self.local_pause(installation_id, now) {
+            return Err(Refused::Paused { until });
+        }
+        if store.backend() == Backend::Sqlite
+            && let Some(until) = store.paused_until(installation_id, now).await?
+        {
+            self.note_pause(installation_id, until);
+            return Err(Refused::Paused { until });
+        }
+        if store.backend() == Backend::Postgres {
+            let fresh = !self
+                .slotted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(&installation_id);
+            if fresh {
+                store.ensure_mint_slots(installation_id, self.per_installation).await?;
+                self.slotted
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(installation_id);
+            }
+        }
+        let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut lanes = self.lanes();
+            let lane = lanes.entry(installation_id).or_default();
+            let queue = lane.waiting.entry(product_id.to_owned()).or_default();
+            if queue.is_empty() {
+                lane.turns.push_back(product_id.to_owned());
+            }
+            queue.push_back(ticket);
+        }
+        let mut waiter = Waiter {
+            gate: self,
+            installation_id,
+            product_id,
+            ticket,
+            queued: true,
+        };
+        let started = tokio::time::Instant::now();
+        loop {
+            let notify = self.lanes().entry(installation_id).or_default().notify.clone();
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let takers = match store.backend() {
+                // In memory a slot is taken at once: the first in line takes it, exactly in turn.
+                Backend::Sqlite => 1,
+                // A slot costs a round trip to the database: the first few in line ask at once (SKIP
+                // LOCKED gives each its own row), so one replica takes more than one slot per round trip.
+                Backend::Postgres => (self.per_installation / 8).clamp(1, 16),
+            };
+            let (my_turn, paused) = {
+                let lanes = self.lanes();
+                let lane = lanes.get(&installation_id);
+                (
+                    lane.and_then(|l| l.position(product_id, ticket))
+                        .is_some_and(|p| p < takers),
+                    lane.map_or(0, |l| l.paused_until),
+                )
+            };
+            if paused > crate::model::now() {
+                return Err(Refused::Paused { until: paused });
+            }
+            let left = self.max_wait.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(Refused::Busy {
+                    waited: started.elapsed(),
+                });
+            }
+            if my_turn {
+                match self.take_slot(store, installation_id).await? {
+                    Taken::Slot(slot) => {
+                        waiter.leave();
+                        return Ok(MintPermit {
+                            gate: self.clone(),
+                            store: store.clone(),
+                            installation_id,
+                            slot,
+                        });
+                    }
+                    Taken::Paused(until) => {
+                        self.note_pause(installation_id, until);
+                        return Err(Refused::Paused { until });
+                    }
+                    Taken::Full => {
+                        // A local release wakes us; another replica's is seen at the next poll.
+                        let poll = if store.backend() == Backend::Postgres {
+                            SLOT_POLL
+                        } else {
+                            left
+                        };
+                        let _ = tokio::time::timeout(poll.min(left), notified).await;
+                    }
+                }
+            } else {
+                let _ = tokio::time::timeout(left, notified).await;
+            }
+        }
+    }
+
+    async fn take_slot(&self, store: &Store, installation_id: u64) -> Result<Taken, StoreError> {
+        match store.backend() {
+            Backend::Sqlite => {
+                let mut lanes = self.lanes();
+                let lane = lanes.entry(installation_id).or_default();
+                Ok(if lane.in_flight < self.per_installation {
+                    lane.in_flight += 1;
+                    Taken::Slot(None)
+                } else {
+                    Taken::Full
+                })
+            }
+            Backend::Postgres => {
+                let now_ms = now_ms();
+                let lease = now_ms + i64::try_from(SLOT_LEASE.as_millis()).unwrap_or(i64::MAX);
+                match store
+                    .take_mint_slot(installation_id, self.per_installation, &self.replica, now_ms, lease)
+                    .await?
+                {
+                    Some(slot) => {
+                        self.lanes().entry(installation_id).or_default().in_flight += 1;
+                        Ok(Taken::Slot(Some(slot)))
+                    }
+                    None => match store.paused_until(installation_id, now_ms / 1000).await? {
+                        Some(until) => Ok(Taken::Paused(until)),
+                        None => Ok(Taken::Full),
+                    },
+                }
+            }
+        }
+    }
+
+    fn local_pause(&self, installation_id: u64, now: i64) -> Option<i64> {
+        self.lanes()
+            .get(&installation_id)
+            .map(|l| l.paused_until)
+            .filter(|until| *until > now)
+    }
+
+    /// Remember a pause here too, and stop this replica's waiters for the installation now.
+    pub fn note_pause(&self, installation_id: u64, until: i64) {
+        let mut lanes = self.lanes();
+        let lane = lanes.entry(installation_id).or_default();
+        lane.paused_until = lane.paused_until.max(until);
+        lane.notify.notify_waiters();
+    }
+
+    /// GitHub said to wait: record it for every replica, and stop this one's waiters at once.
+    pub async fn pause(&self, store: &Store, installation_id: u64, wait: Duration, reason: &str) -> i64 {
+        let until = crate::model::now() + i64::try_from(wait.as_secs().max(1)).unwrap_or(i64::MAX);
+        self.note_pause(installation_id, until);
+        if let Err(e) = store.pause_installation(installation_id, until, reason).await {
+            tracing::warn!(error = %e, installation = installation_id, "could not record GitHub's pause for the other replicas");
+        }
+        until
+    }
+}
+
+enum Taken {
+    /// A slot: its row on PostgreSQL, `None` for the in-memory count.
+    Slot(Option<i64>),
+    Full,
+    Paused(i64),
+}
+
+/// A place in an installation's queue; leaves the queue when dropped (the request was cancelled).
+struct Waiter<'a> {
+    gate: &'a MintGate,
+    installation_id: u64,
+    product_id: &'a str,
+    ticket: u64,
+    queued: bool,
+}
+
+impl Waiter<'_> {
+    fn leave(&mut self) {
+        if !self.queued {
+            return;
+        }
+        self.queued = false;
+        if let Some(lane) = self.gate.lanes().get_mut(&self.installation_id) {
+            lane.remove(self.product_id, self.ticket);
+        }
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+/// One mint's place in the bound; the slot is given back when this is dropped.
+#[derive(Debug)]
+pub struct MintPermit {
+    gate: Arc<MintGate>,
+    store: Store,
+    installation_id: u64,
+    slot: Option<i64>,
+}
+
+impl Drop for MintPermit {
+    fn drop(&mut self) {
+        {
+            let mut lanes = self.gate.lanes();
+            if let Some(lane) = lanes.get_mut(&self.installation_id) {
+                lane.in_flight = lane.in_flight.saturating_sub(1);
+                lane.notify.notify_waiters();
+                if lane.in_flight == 0 && lane.turns.is_empty() && lane.paused_until < crate::model::now() {
+                    lanes.remove(&self.installation_id);
+                }
+            }
+        }
+        if let Some(slot) = self.slot {
+            let (store, gate, installation_id) = (self.store.clone(), self.gate.clone(), self.installation_id);
+            tokio::spawn(async move {
+                if let Err(e) = store.release_mint_slot(installation_id, slot, &gate.replica).await {
+                    tracing::warn!(error = %e, installation = installation_id, "could not give a mint slot back; its lease frees it");
+                }
+                // Our own waiters may be polling for exactly this slot.
+                if let Some(lane) = gate.lanes().get(&installation_id) {
+                    lane.notify.notify_waiters();
+                }
+            });
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
