@@ -64,16 +64,19 @@ pub enum Repeated {
     PushRefused,
     /// A pull-request request with bad inputs.
     PullRefused,
+    /// A connection over every cap, closed at once; or one dropped because it stopped reading.
+    ConnectionShed,
 }
 
 impl Repeated {
-    pub const ALL: [Repeated; 6] = [
+    pub const ALL: [Repeated; 7] = [
         Repeated::CredentialDeclined,
         Repeated::CredentialMalformed,
         Repeated::ConnectionRefused,
         Repeated::AcceptFailed,
         Repeated::PushRefused,
         Repeated::PullRefused,
+        Repeated::ConnectionShed,
     ];
 
     pub fn label(self) -> &'static str {
@@ -84,6 +87,7 @@ impl Repeated {
             Repeated::AcceptFailed => "accept_failed",
             Repeated::PushRefused => "push_refused",
             Repeated::PullRefused => "pull_refused",
+            Repeated::ConnectionShed => "connection_shed",
         }
     }
 }

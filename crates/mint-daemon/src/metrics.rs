@@ -26,6 +26,12 @@ pub struct Metrics {
     proxied: Mutex<BTreeMap<(&'static str, u16), u64>>,
     proxy_refusals: Mutex<BTreeMap<&'static str, u64>>,
     proxy_bytes_down: AtomicU64,
+    /// Proxied POSTs sent without a replay copy, by why: `budget` (the total was spent) or `too_large`.
+    proxy_unreplayable: Mutex<BTreeMap<&'static str, u64>>,
+    /// Bytes the proxy holds for replay and push checks right now, across connections.
+    pub(crate) proxy_buffered: AtomicU64,
+    /// Connections accepted, by server and how they were let in (or not).
+    connections: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     pull_requests: Mutex<BTreeMap<&'static str, u64>>,
     /// Events a client can repeat at will: counted here, logged in moderation.
     pub(crate) repeated: crate::logs::Throttle,
@@ -70,6 +76,24 @@ impl Metrics {
         *map.entry(outcome).or_default() += 1;
     }
 
+    pub(crate) fn proxy_unreplayable(&self, reason: &'static str) {
+        let mut map = self
+            .proxy_unreplayable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *map.entry(reason).or_default() += 1;
+    }
+
+    /// A connection to `server` (`socket` or `proxy`): `admitted`, `reserve` (over a cap, served one
+    /// short request), `refused` (over every cap, closed at once), `stalled` (dropped: it did not read).
+    pub(crate) fn connection(&self, server: &'static str, outcome: &'static str) {
+        let mut map = self
+            .connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *map.entry((server, outcome)).or_default() += 1;
+    }
+
     pub(crate) fn proxy_bytes_down(&self, n: usize) {
         self.proxy_bytes_down
             .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
@@ -110,6 +134,42 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE mint_proxy_bytes_down_total counter");
         let down = self.proxy_bytes_down.load(Ordering::Relaxed);
         let _ = writeln!(out, "mint_proxy_bytes_down_total {down}");
+        let _ = writeln!(
+            out,
+            "# HELP mint_proxy_unreplayable_total Proxied POSTs streamed without a copy to replay after a 401, by reason."
+        );
+        let _ = writeln!(out, "# TYPE mint_proxy_unreplayable_total counter");
+        let unreplayable = self
+            .proxy_unreplayable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (reason, n) in unreplayable.iter() {
+            let _ = writeln!(out, "mint_proxy_unreplayable_total{{reason=\"{reason}\"}} {n}");
+        }
+        drop(unreplayable);
+        let _ = writeln!(
+            out,
+            "# HELP mint_proxy_buffered_bytes Request bytes the proxy holds now (replay copies and push command lists)."
+        );
+        let _ = writeln!(out, "# TYPE mint_proxy_buffered_bytes gauge");
+        let buffered = self.proxy_buffered.load(Ordering::Relaxed);
+        let _ = writeln!(out, "mint_proxy_buffered_bytes {buffered}");
+        let _ = writeln!(
+            out,
+            "# HELP mint_connections_total Connections accepted, by server and outcome (admitted, reserve, refused, stalled)."
+        );
+        let _ = writeln!(out, "# TYPE mint_connections_total counter");
+        let connections = self
+            .connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for ((server, outcome), n) in connections.iter() {
+            let _ = writeln!(
+                out,
+                "mint_connections_total{{server=\"{server}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        drop(connections);
     }
 
     /// What clients asked for that did not all reach GitHub or the log: pull requests, repeated events.

@@ -2,9 +2,17 @@
 //! installation token, so the token never enters the sandbox. Pushes are judged from their command list
 //! before any byte goes to GitHub; a 401 from GitHub (revoked or expired token) is retried with a fresh
 //! token when the request can be replayed, so git never sees it.
+//!
+//! The sandbox is hostile to mintd's memory too: replay copies come out of one [`REPLAY_BUDGET`] for all
+//! connections (past it a request streams without one, counted in `/metrics`), a request body that sends
+//! nothing for [`BODY_IDLE_TIMEOUT`] is cut off, GitHub gets [`UPSTREAM_TIMEOUT`] to answer, and the
+//! connections themselves are bounded by [`LIMITS`].
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -20,8 +28,9 @@ use tokio::net::TcpListener;
 use mint_credential::Target;
 
 use crate::Daemon;
-use crate::cache::{GetError, MintFailure};
+use crate::cache::{ERASE_INTERVAL, GetError, MintFailure};
 use crate::logs::{Repeated, Untrusted};
+use crate::metrics::Metrics;
 use crate::push_policy;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -29,6 +38,28 @@ type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// POST bodies up to this size are kept so the request can be replayed after a 401.
 pub const REPLAY_LIMIT: usize = 8 * 1024 * 1024;
+/// Replay copies and push command lists held at once, over every connection: a quarter of the 64 MiB the
+/// shipped pod gives mintd (sandbox-image/k8s/pod.yaml).
+pub const REPLAY_BUDGET: usize = 16 * 1024 * 1024;
+/// A request body that sends nothing for this long is cut off (git writes its pack without pauses: it
+/// computes deltas before the request starts).
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// GitHub gets this long to answer a request's head.
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+/// The proxy's connection bounds: git opens one or two at a time.
+pub(crate) const LIMITS: crate::http::Limits = crate::http::Limits {
+    name: "proxy",
+    // git sends its request at once; the generous header timeout only covers slow sandboxes.
+    header_timeout: Duration::from_secs(30),
+    write_stall: Duration::from_secs(30),
+    max_connections: 64,
+    per_peer: 64,
+    reserve: 0,
+    reserve_deadline: Duration::ZERO,
+    max_buf_size: PROXY_BUF_SIZE,
+};
+/// hyper's buffer per proxied connection, each way: 64 connections hold at most 8 MiB of them.
+const PROXY_BUF_SIZE: usize = 64 * 1024;
 
 /// Request headers that mean something to git's smart HTTP; everything else, `Authorization` first of
 /// all, stays in the sandbox.
@@ -45,6 +76,7 @@ const FORWARDED_RESPONSE_HEADERS: [header::HeaderName; 5] = [
     header::PRAGMA,
     header::CONTENT_ENCODING,
 ];
+// `Location` is forwarded too, rewritten to come back through the proxy: see [`relay_location`].
 
 /// Proof that a proxied request names the daemon's repository through an allowed git route. Only this
 /// module creates one, and the token cache demands it and serves only a token for [`ProxyChecked::target`].
@@ -60,10 +92,12 @@ impl ProxyChecked {
     }
 }
 
-/// The upstream client for git traffic to GitHub.
+/// The upstream client for git traffic to GitHub, and what the proxy may hold in memory for it.
 pub struct Upstream {
     client: Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, ProxyBody>,
     base: String,
+    budget: Arc<Budget>,
+    timeout: Duration,
 }
 
 impl Upstream {
@@ -72,9 +106,96 @@ impl Upstream {
         Ok(Self {
             client: Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
+                .http1_max_buf_size(PROXY_BUF_SIZE)
+                // Frames are written as they are, not copied into one more buffer first.
+                .http1_writev(true)
                 .build(connector),
             base: github_url.trim_end_matches('/').to_owned(),
+            budget: Arc::new(Budget::new(REPLAY_BUDGET)),
+            timeout: UPSTREAM_TIMEOUT,
         })
+    }
+
+    /// Send `request`; GitHub must answer its head within the upstream timeout.
+    async fn send(&self, request: Request<ProxyBody>) -> Result<Response<Incoming>, Response<ProxyBody>> {
+        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(text(
+                StatusCode::BAD_GATEWAY,
+                format!("mint: could not reach GitHub at {}: {e}\n", self.base),
+            )),
+            Err(_) => Err(text(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "mint: GitHub at {} did not answer within {} s; try again later\n",
+                    self.base,
+                    self.timeout.as_secs()
+                ),
+            )),
+        }
+    }
+}
+
+/// Bytes the proxy may hold for all connections together.
+struct Budget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl Budget {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            used: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// What one request holds of the [`Budget`]; given back when dropped.
+struct Charge {
+    budget: Arc<Budget>,
+    metrics: Arc<Metrics>,
+    held: usize,
+}
+
+impl Charge {
+    fn new(budget: Arc<Budget>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            budget,
+            metrics,
+            held: 0,
+        }
+    }
+
+    /// Hold `total` bytes in all; `false` (holding what it held) if the budget cannot cover them.
+    fn cover(&mut self, total: usize) -> bool {
+        let Some(more) = total.checked_sub(self.held).filter(|m| *m > 0) else {
+            return true;
+        };
+        let limit = self.budget.limit;
+        let taken = self
+            .budget
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(more).filter(|u| *u <= limit)
+            });
+        if taken.is_err() {
+            return false;
+        }
+        self.held += more;
+        self.metrics
+            .proxy_buffered
+            .fetch_add(u64::try_from(more).unwrap_or(u64::MAX), Ordering::Relaxed);
+        true
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.held, Ordering::AcqRel);
+        self.metrics
+            .proxy_buffered
+            .fetch_sub(u64::try_from(self.held).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 }
 
@@ -88,8 +209,7 @@ pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, shutdown: impl Fu
             async move { Ok::<_, Infallible>(handle(&daemon, req).await) }
         })
     };
-    // git sends its request at once; the generous header timeout only covers slow sandboxes.
-    crate::http::serve(listener, Duration::from_secs(30), service_for, metrics, shutdown).await;
+    crate::http::serve(listener, LIMITS, service_for, metrics, shutdown).await;
 }
 
 /// The git routes the proxy forwards.
@@ -179,54 +299,133 @@ async fn handle(daemon: &Daemon, req: Request<Incoming>) -> Response<ProxyBody> 
     };
     let route = git.route;
     let checked = ProxyChecked { target };
+    let Some(upstream) = daemon.upstream.as_ref() else {
+        return text(StatusCode::NOT_FOUND, "mint: the git proxy is not enabled\n".into());
+    };
     let mut body = Pending {
         body,
         head: BytesMut::new(),
+        charge: Charge::new(upstream.budget.clone(), daemon.metrics.clone()),
     };
     if route == Route::ReceivePack {
+        if let Some(refusal) = refuse_encoded_push(daemon, &parts.headers) {
+            return refusal;
+        }
         match judge_push(daemon, &mut body).await {
             Ok(None) => {}
             Ok(Some(refusal)) => return refusal,
             Err(response) => return response,
         }
     }
-    let replayable = match body.buffer_up_to(REPLAY_LIMIT).await {
-        Ok(done) => done,
-        Err(e) => return text(StatusCode::BAD_REQUEST, format!("reading the request failed: {e}\n")),
+    let replay = match body.buffer_up_to(REPLAY_LIMIT).await {
+        Ok(replay) => replay,
+        Err(e) => return read_failed(&e),
     };
-    let response = if replayable {
-        let bytes = body.head.freeze();
-        let first = forward(daemon, &checked, &parts, &upstream_path, full(bytes.clone())).await;
-        match first {
+    let response = if replay == Replay::Whole {
+        // The copy stays charged to the budget (through `body`) until both tries are done.
+        let bytes = std::mem::take(&mut body.head).freeze();
+        let first = forward(daemon, upstream, &checked, &parts, &upstream_path, full(bytes.clone())).await;
+        let response = match first {
             Ok((response, token)) if response.status() == StatusCode::UNAUTHORIZED => {
                 // The token was revoked or expired under us: drop it, mint anew, replay once.
                 tracing::info!(
                     route = route.label(),
                     "GitHub rejected the token; retrying with a fresh one"
                 );
+                replace_rejected(daemon, &token).await;
+                forward(daemon, upstream, &checked, &parts, &upstream_path, full(bytes)).await
+            }
+            other => other,
+        };
+        drop(body);
+        response
+    } else {
+        daemon.metrics.proxy_unreplayable(match replay {
+            Replay::OverBudget => "budget",
+            _ => "too_large",
+        });
+        let streamed = body.into_stream();
+        match forward(daemon, upstream, &checked, &parts, &upstream_path, streamed).await {
+            Ok((response, token)) if response.status() == StatusCode::UNAUTHORIZED => {
                 daemon.cache.drop_rejected(&token);
-                forward(daemon, &checked, &parts, &upstream_path, full(bytes)).await
+                daemon.metrics.proxied(route.label(), StatusCode::UNAUTHORIZED.as_u16());
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    "mint: GitHub rejected the installation token (revoked or expired), and this request was streamed without a copy to replay (over 8 MiB, or the proxy's replay budget was in use): run the git command again; the next one gets a fresh token\n".into(),
+                );
             }
             other => other,
         }
-    } else {
-        let streamed = body.into_stream();
-        forward(daemon, &checked, &parts, &upstream_path, streamed).await
     };
     match response {
         Ok((response, _)) => {
             daemon.metrics.proxied(route.label(), response.status().as_u16());
-            relay(daemon, response)
+            relay(daemon, upstream, response)
         }
         Err(response) => response,
+    }
+}
+
+/// A 401 from GitHub proves the token dead: have the cache drop it. If it was dropped for a 401 seconds
+/// ago (the erase interval, against a fresh token GitHub is still propagating), wait that interval out
+/// rather than replay with the same dead token, so a revocation never fails the command.
+async fn replace_rejected(daemon: &Daemon, token: &mint_github::InstallationToken) {
+    let give_up = tokio::time::Instant::now() + ERASE_INTERVAL + Duration::from_millis(500);
+    loop {
+        if daemon.cache.drop_rejected(token) {
+            return;
+        }
+        let still_served = daemon
+            .cache
+            .current()
+            .is_some_and(|current| current.token.matches(token.expose()));
+        if !still_served || tokio::time::Instant::now() >= give_up {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// git never compresses a push (only fetch negotiations); GitHub would decode one before reading its
+/// commands, so judging the encoded bytes would judge something else. Anything but identity is refused.
+fn refuse_encoded_push(daemon: &Daemon, headers: &http::HeaderMap) -> Option<Response<ProxyBody>> {
+    let encodings: Vec<&[u8]> = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case(b"identity"))
+        .collect();
+    let first = encodings.first()?;
+    daemon.metrics.proxy_refused("push_encoding");
+    Some(text(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        format!(
+            "mint: a push with Content-Encoding {} is refused: the push check reads the command list as sent, so send it uncompressed (git does)\n",
+            Untrusted(&String::from_utf8_lossy(first))
+        ),
+    ))
+}
+
+fn read_failed(error: &ReadError) -> Response<ProxyBody> {
+    match error {
+        ReadError::Idle(idle) => text(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "mint: the request body sent nothing for {} s; the connection is closed\n",
+                idle.as_secs()
+            ),
+        ),
+        ReadError::Body(e) => text(StatusCode::BAD_REQUEST, format!("reading the request failed: {e}\n")),
     }
 }
 
 /// Read the command list of a push and apply the policy. `Ok(Some(answer))`: refused, answered in git's
 /// protocol, and nothing was sent to GitHub.
 async fn judge_push(daemon: &Daemon, body: &mut Pending) -> Result<Option<Response<ProxyBody>>, Response<ProxyBody>> {
+    let mut reader = push_policy::CommandReader::new();
     let request = loop {
-        match push_policy::parse(&body.head) {
+        match reader.read(&body.head) {
             Ok(Some(request)) => break request,
             Ok(None) => {}
             Err(e) => return Err(text(StatusCode::BAD_REQUEST, format!("mint: {e}\n"))),
@@ -239,7 +438,19 @@ async fn judge_push(daemon: &Daemon, body: &mut Pending) -> Result<Option<Respon
                     "mint: the push ended inside its command list\n".into(),
                 ));
             }
-            Err(e) => return Err(text(StatusCode::BAD_REQUEST, format!("reading the push failed: {e}\n"))),
+            Err(e) => return Err(read_failed(&e)),
+        }
+        if !body.charge.cover(body.head.len()) {
+            daemon.metrics.proxy_refused("busy");
+            let mut busy = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "mint: too many pushes at once: the proxy holds at most {} MiB of them; try again in a moment\n",
+                    REPLAY_BUDGET >> 20
+                ),
+            );
+            busy.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+            return Err(busy);
         }
     };
     let Some(refused) = push_policy::refusals(&request.commands, &daemon.branch_prefix) else {
@@ -266,6 +477,7 @@ async fn judge_push(daemon: &Daemon, body: &mut Pending) -> Result<Option<Respon
 /// Send one request upstream with a token from the cache. Returns the response and the token used.
 async fn forward(
     daemon: &Daemon,
+    upstream: &Upstream,
     checked: &ProxyChecked,
     parts: &http::request::Parts,
     upstream_path: &str,
@@ -284,12 +496,6 @@ async fn forward(
                 ),
             ));
         }
-    };
-    let Some(upstream) = daemon.upstream.as_ref() else {
-        return Err(text(
-            StatusCode::NOT_FOUND,
-            "mint: the git proxy is not enabled\n".into(),
-        ));
     };
     let mut request = Request::builder()
         .method(parts.method.clone())
@@ -313,17 +519,11 @@ async fn forward(
     let request = request
         .body(body)
         .map_err(|e| text(StatusCode::BAD_REQUEST, format!("mint: {e}\n")))?;
-    match upstream.client.request(request).await {
-        Ok(response) => Ok((response, token)),
-        Err(e) => Err(text(
-            StatusCode::BAD_GATEWAY,
-            format!("mint: could not reach GitHub at {}: {e}\n", upstream.base),
-        )),
-    }
+    upstream.send(request).await.map(|response| (response, token))
 }
 
 /// GitHub's answer back to git: status, the headers git needs, the body streamed as it comes.
-fn relay(daemon: &Daemon, response: Response<Incoming>) -> Response<ProxyBody> {
+fn relay(daemon: &Daemon, upstream: &Upstream, response: Response<Incoming>) -> Response<ProxyBody> {
     let (parts, body) = response.into_parts();
     if parts.status == StatusCode::UNAUTHORIZED {
         // Still 401 with a fresh token: git has no credential to offer, so say what happened instead.
@@ -338,6 +538,13 @@ fn relay(daemon: &Daemon, response: Response<Incoming>) -> Response<ProxyBody> {
             builder = builder.header(name, value);
         }
     }
+    if let Some(location) = parts
+        .headers
+        .get(header::LOCATION)
+        .and_then(|l| relay_location(&upstream.base, l))
+    {
+        builder = builder.header(header::LOCATION, location);
+    }
     let metrics = daemon.metrics.clone();
     let counted = body.map_frame(move |frame| {
         if let Some(data) = frame.data_ref() {
@@ -345,25 +552,57 @@ fn relay(daemon: &Daemon, response: Response<Incoming>) -> Response<ProxyBody> {
         }
         frame
     });
+    // No idle limit on GitHub's answer: it may say nothing for minutes while it checks a large push.
     builder
         .body(counted.map_err(|e| -> BoxError { Box::new(e) }).boxed())
         .unwrap_or_else(|_| text(StatusCode::BAD_GATEWAY, "mint: GitHub sent an invalid header\n".into()))
+}
+
+/// How much of a POST body the proxy kept for replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replay {
+    /// All of it.
+    Whole,
+    /// It is over [`REPLAY_LIMIT`].
+    TooLarge,
+    /// The [`REPLAY_BUDGET`] is in use by other requests.
+    OverBudget,
+}
+
+#[derive(Debug)]
+enum ReadError {
+    Idle(Duration),
+    Body(hyper::Error),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Idle(idle) => write!(f, "the request body sent nothing for {} s", idle.as_secs()),
+            ReadError::Body(e) => write!(f, "{e}"),
+        }
+    }
 }
 
 /// A request body being read: what has been read so far, and the rest still in the connection.
 struct Pending {
     body: Incoming,
     head: BytesMut,
+    /// What `head` holds of the proxy's budget.
+    charge: Charge,
 }
 
 impl Pending {
     /// Read one more frame into `head`; `false` at the end of the body.
-    async fn read_more(&mut self) -> Result<bool, hyper::Error> {
+    async fn read_more(&mut self) -> Result<bool, ReadError> {
         loop {
-            match self.body.frame().await {
+            let frame = tokio::time::timeout(BODY_IDLE_TIMEOUT, self.body.frame())
+                .await
+                .map_err(|_| ReadError::Idle(BODY_IDLE_TIMEOUT))?;
+            match frame {
                 None => return Ok(false),
                 Some(frame) => {
-                    if let Ok(data) = frame?.into_data() {
+                    if let Ok(data) = frame.map_err(ReadError::Body)?.into_data() {
                         self.head.extend_from_slice(&data);
                         return Ok(true);
                     }
@@ -372,38 +611,45 @@ impl Pending {
         }
     }
 
-    async fn discard_more(&mut self) -> Result<bool, hyper::Error> {
+    async fn discard_more(&mut self) -> Result<bool, ReadError> {
         self.head.clear();
         self.read_more().await
     }
 
-    /// Keep reading while the whole body fits in `limit`; `true` if it all did.
-    async fn buffer_up_to(&mut self, limit: usize) -> Result<bool, hyper::Error> {
+    /// Keep reading while the whole body fits in `limit` and the budget covers it.
+    async fn buffer_up_to(&mut self, limit: usize) -> Result<Replay, ReadError> {
         use hyper::body::Body as _;
-        while self.head.len() <= limit {
-            if self.body.is_end_stream() {
-                return Ok(true);
+        loop {
+            if self.head.len() > limit {
+                return Ok(Replay::TooLarge);
             }
-            if !self.read_more().await? {
-                return Ok(true);
+            if !self.charge.cover(self.head.len()) {
+                return Ok(Replay::OverBudget);
+            }
+            if self.body.is_end_stream() || !self.read_more().await? {
+                return Ok(Replay::Whole);
             }
         }
-        Ok(false)
     }
 
-    /// What was read, then the rest as it arrives.
+    /// What was read, then the rest as it arrives (cut off if it stalls); the budget is held until
+    /// what was read has been sent.
     fn into_stream(self) -> ProxyBody {
-        ChainBody {
-            first: Some(self.head.freeze()),
-            rest: self.body,
-        }
+        IdleTimeout::new(
+            ChainBody {
+                first: Some((self.head.freeze(), self.charge)),
+                rest: self.body,
+            },
+            BODY_IDLE_TIMEOUT,
+            "the request body",
+        )
         .boxed()
     }
 }
 
 /// A body that yields the bytes already read, then the rest of the incoming body, frame by frame.
 struct ChainBody {
-    first: Option<Bytes>,
+    first: Option<(Bytes, Charge)>,
     rest: Incoming,
 }
 
@@ -411,17 +657,81 @@ impl hyper::body::Body for ChainBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(first) = self.first.take().filter(|b| !b.is_empty()) {
-            return std::task::Poll::Ready(Some(Ok(Frame::data(first))));
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some((first, _charge)) = self.first.take().filter(|(b, _)| !b.is_empty()) {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
         }
-        std::pin::Pin::new(&mut self.rest)
+        Pin::new(&mut self.rest)
             .poll_frame(cx)
             .map(|frame| frame.map(|f| f.map_err(|e| -> BoxError { Box::new(e) })))
     }
+}
+
+/// A body that fails once its inner body has yielded nothing for `idle`.
+struct IdleTimeout<B> {
+    inner: B,
+    idle: Duration,
+    what: &'static str,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> IdleTimeout<B> {
+    fn new(inner: B, idle: Duration, what: &'static str) -> Self {
+        Self {
+            inner,
+            idle,
+            what,
+            timer: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+}
+
+impl<B> hyper::body::Body for IdleTimeout<B>
+where
+    B: hyper::body::Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + this.idle;
+                this.timer.as_mut().reset(next);
+                Poll::Ready(frame)
+            }
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(format!(
+                    "{} sent nothing for {} s",
+                    this.what,
+                    this.idle.as_secs()
+                )
+                .into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// GitHub's `Location`, for git: a URL on GitHub becomes the same path on the proxy (git follows it back
+/// here, not to GitHub without a token); any other is dropped.
+fn relay_location(base: &str, location: &HeaderValue) -> Option<HeaderValue> {
+    let location = location.to_str().ok()?;
+    let path = match location.strip_prefix(base) {
+        Some(path) if path.starts_with('/') => path,
+        None if location.starts_with('/') && !location.starts_with("//") => location,
+        _ => return None,
+    };
+    HeaderValue::from_str(path).ok()
 }
 
 /// No token: 503 if waiting may help (with a rate limit's `Retry-After`), else 502; git prints the body.
@@ -452,4 +762,62 @@ fn text(status: StatusCode, message: String) -> Response<ProxyBody> {
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(full(Bytes::from(message)))
         .expect("static headers are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_location_on_github_comes_back_through_the_proxy_and_any_other_is_dropped() {
+        let base = "https://github.example";
+        let relayed = |l: &str| relay_location(base, &HeaderValue::from_str(l).expect("valid"));
+        assert_eq!(
+            relayed("https://github.example/octo-org/renamed.git/info/refs?service=git-upload-pack"),
+            Some(HeaderValue::from_static(
+                "/octo-org/renamed.git/info/refs?service=git-upload-pack"
+            ))
+        );
+        assert_eq!(
+            relayed("/octo-org/renamed.git/info/refs"),
+            Some(HeaderValue::from_static("/octo-org/renamed.git/info/refs"))
+        );
+        for elsewhere in [
+            "https://evil.example/octo-org/x.git",
+            "https://github.example.evil.example/x",
+            "//evil.example/x",
+            "http://github.example/x",
+        ] {
+            assert_eq!(relayed(elsewhere), None, "{elsewhere}");
+        }
+    }
+
+    #[tokio::test]
+    async fn github_that_never_answers_is_a_504_naming_the_wait() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", silent.local_addr().expect("addr"));
+        let held = tokio::spawn(async move {
+            // Accept and read nothing, answer nothing.
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = silent.accept().await {
+                open.push(stream);
+            }
+        });
+        let mut upstream = Upstream::new(&url).expect("client");
+        upstream.timeout = Duration::from_millis(300);
+        let request = Request::get(format!("{url}/o/r.git/info/refs"))
+            .body(full(Bytes::new()))
+            .expect("request");
+        let started = tokio::time::Instant::now();
+        let answer = upstream.send(request).await.expect_err("no answer");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(answer.status(), StatusCode::GATEWAY_TIMEOUT);
+        let body = answer.into_body().collect().await.expect("body").to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            body.contains("did not answer within") && body.contains("try again later"),
+            "{body}"
+        );
+        held.abort();
+    }
 }

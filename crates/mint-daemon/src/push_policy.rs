@@ -1,13 +1,22 @@
 //! The mediated mode's push policy: read a receive-pack request's command list before anything goes to
-//! GitHub, allow only creations and fast updates of `refs/heads/<prefix>…`, and answer a refusal in git's
-//! own protocol (`report-status` with `ng <ref> <reason>`, plus a side-band message) so `git push` prints why.
+//! GitHub, allow only creations and updates (force pushes included: see docs/modes.md) of
+//! `refs/heads/<prefix>…`, and answer a refusal in git's own protocol (`report-status` with
+//! `ng <ref> <reason>`, plus a side-band message) so `git push` prints why.
+//!
+//! pkt-lines are read with `gix-packetline` (four hex digits, nothing else; at most 65520 bytes a line) and
+//! the command list as `git receive-pack` reads it (`read_head_info`/`queue_command` in git's
+//! `builtin/receive-pack.c`): one trailing newline dropped, capabilities after the first NUL, `shallow`
+//! lines skipped. Where git would read the same bytes differently, the reader refuses them instead
+//! (`fuzz/fuzz_targets/receive_pack_commands.rs` holds it to that).
 
+use gix_packetline::PacketLineRef;
+use gix_packetline::decode::{Stream, streaming};
 use mint_api::policy::branch_refusal;
 
 /// The command list (and any shallow lines) of a push is a few KiB at most; more is not a push.
 pub const MAX_COMMANDS_BYTES: usize = 1024 * 1024;
 
-/// One ref update a client asks for.
+/// One ref update a client asks for. Object ids are lowercase hex, as git prints them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
     pub old: String,
@@ -26,49 +35,87 @@ pub struct PushRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
-    #[error("not a git pkt-line stream")]
-    NotPktLine,
+    #[error("not a git pkt-line stream: {0}")]
+    NotPktLine(String),
     #[error("the command list is over {MAX_COMMANDS_BYTES} bytes")]
     TooLarge,
     #[error("push certificates are not supported through mint")]
     PushCert,
     #[error("malformed ref update command")]
     BadCommand,
+    #[error("a delimiter or response-end packet inside a push's command list: git's protocol v0 has none")]
+    UnexpectedSpecial,
 }
 
-/// Parse the command list from the start of a receive-pack request body. `Ok(None)`: more bytes needed.
-pub fn parse(buf: &[u8]) -> Result<Option<PushRequest>, ParseError> {
-    let mut pos = 0;
-    let mut commands = Vec::new();
-    let mut capabilities = Vec::new();
-    loop {
-        if pos > MAX_COMMANDS_BYTES {
-            return Err(ParseError::TooLarge);
+/// Reads a receive-pack command list as its bytes arrive, from where it stopped: each byte is parsed once,
+/// however the request is cut into frames.
+#[derive(Debug, Default)]
+pub struct CommandReader {
+    /// Where the next pkt-line starts in the request.
+    pos: usize,
+    commands: Vec<Command>,
+    capabilities: Vec<String>,
+    /// Length of the object ids of this push (40 for SHA-1, 64 for SHA-256), from its first command.
+    hex_len: Option<usize>,
+    /// Bytes looked at so far, over every call: the work done, for tests of the cost.
+    examined: usize,
+}
+
+impl CommandReader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes looked at so far, over every call to [`CommandReader::read`].
+    pub fn examined(&self) -> usize {
+        self.examined
+    }
+
+    /// Continue parsing `buf`, the request from its first byte (only what follows the last call is read).
+    /// `Ok(None)`: more bytes needed.
+    pub fn read(&mut self, buf: &[u8]) -> Result<Option<PushRequest>, ParseError> {
+        loop {
+            if self.pos > MAX_COMMANDS_BYTES {
+                return Err(ParseError::TooLarge);
+            }
+            let rest = buf.get(self.pos..).unwrap_or_default();
+            let (line, consumed) = match streaming(rest) {
+                Ok(Stream::Complete { line, bytes_consumed }) => (line, bytes_consumed),
+                Ok(Stream::Incomplete { .. }) => {
+                    // The length prefix, at most, was looked at.
+                    self.examined += rest.len().min(4);
+                    return Ok(None);
+                }
+                Err(e) => return Err(ParseError::NotPktLine(e.to_string())),
+            };
+            self.examined += consumed;
+            self.pos += consumed;
+            let payload = match line {
+                PacketLineRef::Flush => {
+                    return Ok(Some(PushRequest {
+                        commands: std::mem::take(&mut self.commands),
+                        capabilities: std::mem::take(&mut self.capabilities),
+                        consumed: self.pos,
+                    }));
+                }
+                PacketLineRef::Delimiter | PacketLineRef::ResponseEnd => {
+                    return Err(ParseError::UnexpectedSpecial);
+                }
+                PacketLineRef::Data(payload) => payload,
+            };
+            self.take_line(payload)?;
         }
-        let Some(header) = buf.get(pos..pos + 4) else {
-            return Ok(None);
-        };
-        let len = std::str::from_utf8(header)
-            .ok()
-            .and_then(|h| usize::from_str_radix(h, 16).ok())
-            .ok_or(ParseError::NotPktLine)?;
-        if len == 0 {
-            return Ok(Some(PushRequest {
-                commands,
-                capabilities,
-                consumed: pos + 4,
-            }));
-        }
-        if len < 4 {
-            return Err(ParseError::NotPktLine);
-        }
-        let Some(payload) = buf.get(pos + 4..pos + len) else {
-            return Ok(None);
-        };
-        pos += len;
+    }
+
+    fn take_line(&mut self, payload: &[u8]) -> Result<(), ParseError> {
+        // git chomps one newline from the whole packet, then reads the command up to the first NUL.
         let payload = payload.strip_suffix(b"\n").unwrap_or(payload);
-        if payload.starts_with(b"shallow ") {
-            continue;
+        if let Some(oid) = payload.strip_prefix(b"shallow ") {
+            // git reads the id and ignores anything after it; an id that is not hex makes it die.
+            if oid.len() < 40 || !oid[..40].iter().all(u8::is_ascii_hexdigit) {
+                return Err(ParseError::BadCommand);
+            }
+            return Ok(());
         }
         if payload.starts_with(b"push-cert") {
             return Err(ParseError::PushCert);
@@ -77,26 +124,35 @@ pub fn parse(buf: &[u8]) -> Result<Option<PushRequest>, ParseError> {
             Some(nul) => (&payload[..nul], Some(&payload[nul + 1..])),
             None => (payload, None),
         };
-        if let Some(caps) = caps
-            && commands.is_empty()
-        {
-            capabilities = String::from_utf8_lossy(caps).split(' ').map(str::to_owned).collect();
+        if let Some(caps) = caps {
+            // git takes capabilities from whichever line carries them; git itself sends them on the first.
+            if !self.commands.is_empty() {
+                return Err(ParseError::BadCommand);
+            }
+            self.capabilities = String::from_utf8_lossy(caps).split(' ').map(str::to_owned).collect();
         }
         let line = std::str::from_utf8(line).map_err(|_| ParseError::BadCommand)?;
-        let mut parts = line.splitn(3, ' ');
-        let (Some(old), Some(new), Some(refname)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(ParseError::BadCommand);
-        };
-        let is_oid = |s: &str| matches!(s.len(), 40 | 64) && s.bytes().all(|b| b.is_ascii_hexdigit());
-        if !is_oid(old) || !is_oid(new) || refname.is_empty() {
+        let hex_len = *self.hex_len.get_or_insert(line.find(' ').unwrap_or(0));
+        let is_oid = |s: &str| s.len() == hex_len && s.bytes().all(|b| b.is_ascii_hexdigit());
+        let (old, rest) = line.split_at_checked(hex_len).ok_or(ParseError::BadCommand)?;
+        let rest = rest.strip_prefix(' ').ok_or(ParseError::BadCommand)?;
+        let (new, rest) = rest.split_at_checked(hex_len).ok_or(ParseError::BadCommand)?;
+        let refname = rest.strip_prefix(' ').ok_or(ParseError::BadCommand)?;
+        if !matches!(hex_len, 40 | 64) || !is_oid(old) || !is_oid(new) || refname.is_empty() {
             return Err(ParseError::BadCommand);
         }
-        commands.push(Command {
-            old: old.to_owned(),
-            new: new.to_owned(),
+        self.commands.push(Command {
+            old: old.to_ascii_lowercase(),
+            new: new.to_ascii_lowercase(),
             refname: refname.to_owned(),
         });
+        Ok(())
     }
+}
+
+/// Parse the command list from the start of a receive-pack request body. `Ok(None)`: more bytes needed.
+pub fn parse(buf: &[u8]) -> Result<Option<PushRequest>, ParseError> {
+    CommandReader::new().read(buf)
 }
 
 /// Why one ref update is refused; `None` when it is allowed.
@@ -138,9 +194,11 @@ pub fn refusals(commands: &[Command], prefix: &str) -> Option<Vec<(String, Strin
     )
 }
 
+/// One pkt-line; `payload` is ours and always within the limit.
 fn pkt(payload: &[u8]) -> Vec<u8> {
-    let mut out = format!("{:04x}", payload.len() + 4).into_bytes();
-    out.extend_from_slice(payload);
+    let mut out = Vec::with_capacity(payload.len() + 4);
+    gix_packetline::blocking_io::encode::data_to_write(payload, &mut out)
+        .expect("writing a line under 65516 bytes to memory cannot fail");
     out
 }
 
@@ -216,7 +274,7 @@ mod tests {
         for cut in 0..parsed.consumed {
             assert_eq!(parse(&body[..cut]), Ok(None), "cut at {cut}");
         }
-        assert_eq!(parse(b"zzzz"), Err(ParseError::NotPktLine));
+        assert!(matches!(parse(b"zzzz"), Err(ParseError::NotPktLine(_))));
         assert_eq!(parse(&pkt(b"not a command\n")), Err(ParseError::BadCommand));
     }
 
@@ -260,5 +318,77 @@ mod tests {
         assert!(text.contains("ng refs/heads/main outside"), "{text}");
         assert!(text.ends_with("0000"));
         assert_eq!(refusals(&parsed.commands[..1], "adagent/"), None);
+    }
+
+    #[test]
+    fn a_plus_in_a_length_or_a_line_over_65520_bytes_is_refused_as_git_refuses_it() {
+        let command = format!("{ZERO} {A} refs/heads/adagent/x\0report-status\n");
+        let plus = format!("+{:03x}{command}0000", command.len() + 4);
+        assert!(
+            matches!(parse(plus.as_bytes()), Err(ParseError::NotPktLine(_))),
+            "{plus}"
+        );
+        // A valid command in a line of 65521 bytes: one over the limit.
+        let head = format!("{ZERO} {A} refs/heads/adagent/");
+        let line = format!("{head}{}\n", "x".repeat(65521 - 4 - head.len() - 1));
+        let mut long = format!("{:04x}", line.len() + 4).into_bytes();
+        long.extend_from_slice(line.as_bytes());
+        long.extend_from_slice(b"0000");
+        assert_eq!(&long[..4], b"fff1");
+        assert!(matches!(parse(&long), Err(ParseError::NotPktLine(_))));
+        // Uppercase hex is what git's own reader accepts too; ids come out lowercase.
+        let upper = format!("{ZERO} {} refs/heads/adagent/x\n", "ABCDEF0123".repeat(4));
+        let parsed = parse(&[pkt(upper.as_bytes()), b"0000".to_vec()].concat())
+            .expect("parses")
+            .expect("complete");
+        assert_eq!(parsed.commands[0].new, "abcdef0123".repeat(4));
+        for special in [&b"0001"[..], b"0002"] {
+            assert_eq!(parse(special), Err(ParseError::UnexpectedSpecial));
+        }
+        assert!(
+            matches!(parse(b"0004"), Err(ParseError::NotPktLine(_))),
+            "an empty line"
+        );
+    }
+
+    /// Issue 17 item 5: 1 MiB of `shallow` lines trickled in small frames cost 6 s of CPU when every frame
+    /// re-parsed the whole buffer. Each byte is now looked at once, plus a length prefix per frame.
+    #[test]
+    fn a_trickled_mebibyte_of_shallow_lines_is_parsed_once() {
+        let shallow = pkt(format!("shallow {A}\n").as_bytes());
+        let mut body = Vec::new();
+        while body.len() + shallow.len() < MAX_COMMANDS_BYTES - 1024 {
+            body.extend_from_slice(&shallow);
+        }
+        let lines = body.len() / shallow.len();
+        body.extend(request(&[(ZERO, A, "refs/heads/adagent/x")], "report-status"));
+        let total = body.len();
+        let mut reader = CommandReader::new();
+        let mut frames = 0;
+        let mut parsed = None;
+        for end in (7..total).step_by(7).chain([total]) {
+            frames += 1;
+            if let Some(done) = reader.read(&body[..end]).expect("parses") {
+                parsed = Some(done);
+                break;
+            }
+        }
+        let parsed = parsed.expect("complete");
+        assert!(lines > 19_000, "{lines} shallow lines");
+        assert_eq!(parsed.commands.len(), 1);
+        assert_eq!(&body[parsed.consumed..], b"PACK...");
+        let examined = reader.examined();
+        assert!(
+            examined <= parsed.consumed + 4 * frames,
+            "{examined} bytes examined for {} bytes in {frames} frames",
+            parsed.consumed
+        );
+    }
+
+    #[test]
+    fn more_than_a_mebibyte_of_command_list_is_refused() {
+        let shallow = pkt(format!("shallow {A}\n").as_bytes());
+        let body = shallow.repeat(MAX_COMMANDS_BYTES / shallow.len() + 2);
+        assert_eq!(parse(&body), Err(ParseError::TooLarge));
     }
 }

@@ -23,6 +23,19 @@ use crate::{Daemon, Source};
 const STATUS_LEARN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client gets this long to send its request; a stalled one cannot hold a connection open.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The socket's connection bounds. The held connections and the reserve stay well under a 1,024-descriptor
+/// limit together; a burst of 232 git commands at once (docs/performance.md) fits in them.
+pub(crate) const LIMITS: crate::http::Limits = crate::http::Limits {
+    name: "socket",
+    header_timeout: REQUEST_TIMEOUT,
+    write_stall: Duration::from_secs(10),
+    max_connections: 256,
+    per_peer: 128,
+    reserve: 512,
+    reserve_deadline: Duration::from_secs(10),
+    // Requests here are a few hundred bytes.
+    max_buf_size: 16 * 1024,
+};
 /// Serve the local API on `listener` until `shutdown` resolves, then drain.
 pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>, shutdown: impl Future<Output = ()>) {
     let metrics = daemon.metrics.clone();
@@ -41,7 +54,7 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>, shutdown: impl F
             async move { Ok::<_, Infallible>(handle(&daemon, peer, req).await) }
         })
     };
-    crate::http::serve(listener, REQUEST_TIMEOUT, service_for, metrics, shutdown).await;
+    crate::http::serve(listener, LIMITS, service_for, metrics, shutdown).await;
 }
 
 async fn handle(

@@ -411,7 +411,7 @@ async fn stub_broker(stub: Arc<Mutex<Stub>>) -> String {
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(crate::http::serve(
         listener,
-        Duration::from_secs(5),
+        crate::server::LIMITS,
         move |_: &tokio::net::TcpStream| {
             let stub = stub.clone();
             service_fn(move |req: Request<hyper::body::Incoming>| {
