@@ -2,6 +2,7 @@
 //! GitHub and refuses pushes outside the agent's branches before a byte reaches GitHub.
 
 use std::path::Path;
+use std::time::Duration;
 
 use crate::support::{OTHER_REPO, OWNER, Options, REPO, World};
 
