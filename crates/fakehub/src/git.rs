@@ -73,6 +73,24 @@ impl hyper::body::Body for ChannelBody {
 }
 
 /// The CGI environment of `git http-backend` for one request; nothing inherited but `PATH`.
+/// `$(git --exec-path)/git-http-backend`, found once.
+fn http_backend_program() -> &'static Path {
+    static PROGRAM: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PROGRAM.get_or_init(|| {
+        let exec_path = std::process::Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        match exec_path {
+            Some(dir) => Path::new(&dir).join("git-http-backend"),
+            // No git: spawning fails and the request says git http-backend could not be started.
+            None => std::path::PathBuf::from("git-http-backend"),
+        }
+    })
+}
+
 fn backend_command(
     root: &Path,
     path_info: &str,
@@ -80,9 +98,10 @@ fn backend_command(
     remote_user: &str,
     parts: &http::request::Parts,
 ) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new("git");
+    // The program itself, not `git http-backend`: the git wrapper would run it as a child of its own, which
+    // kill_on_drop (a client gone mid-request, fakehub stopped) would leave running.
+    let mut command = tokio::process::Command::new(http_backend_program());
     command
-        .arg("http-backend")
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", root)
@@ -136,15 +155,33 @@ pub(crate) async fn http_backend(
     let mut stderr = child.stderr.take().expect("stderr is piped");
 
     // Request body → CGI stdin, concurrently with reading its stdout (a large push would deadlock otherwise).
+    // A body cut short (the client went away mid-upload) kills the CGI: git http-backend waits for all of
+    // CONTENT_LENGTH and would otherwise outlive the request, and fakehub.
+    let cut_short = std::sync::Arc::new(tokio::sync::Notify::new());
+    let notify = std::sync::Arc::clone(&cut_short);
+    let announced: Option<u64> = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     tokio::spawn(async move {
         let mut body = body;
+        let mut sent: u64 = 0;
         while let Some(frame) = body.frame().await {
-            let Ok(frame) = frame else { break };
-            if let Ok(data) = frame.into_data()
-                && stdin.write_all(&data).await.is_err()
-            {
-                break;
+            let Ok(frame) = frame else {
+                notify.notify_one();
+                return;
+            };
+            if let Ok(data) = frame.into_data() {
+                sent += data.len() as u64;
+                if stdin.write_all(&data).await.is_err() {
+                    break;
+                }
             }
+        }
+        if announced.is_some_and(|n| sent < n) {
+            notify.notify_one();
+            return;
         }
         let _ = stdin.shutdown().await;
     });
@@ -166,7 +203,14 @@ pub(crate) async fn http_backend(
         if head.len() > MAX_CGI_HEADER {
             return text(StatusCode::BAD_GATEWAY, "git http-backend sent an oversized header\n");
         }
-        match stdout.read(&mut buf).await {
+        let read = tokio::select! {
+            read = stdout.read(&mut buf) => read,
+            () = cut_short.notified() => {
+                let _ = child.start_kill();
+                return text(StatusCode::BAD_REQUEST, "the request body was cut short\n");
+            }
+        };
+        match read {
             Ok(0) | Err(_) => return text(StatusCode::BAD_GATEWAY, "git http-backend ended without an answer\n"),
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
@@ -179,7 +223,14 @@ pub(crate) async fn http_backend(
             return;
         }
         loop {
-            match stdout.read(&mut buf).await {
+            let read = tokio::select! {
+                read = stdout.read(&mut buf) => read,
+                () = cut_short.notified() => {
+                    let _ = child.start_kill();
+                    break;
+                }
+            };
+            match read {
                 Ok(0) => break,
                 Ok(n) => {
                     if tx.send(Ok(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
