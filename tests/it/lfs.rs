@@ -279,3 +279,63 @@ fn a_failed_lfs_upload_pushes_nothing_and_says_why() {
     );
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
 }
+
+#[test]
+fn mediated_mode_proxies_the_lfs_batch_api_and_nothing_else() {
+    let mut world = World::start();
+    let model = noise(1 << 20, 21);
+    seed_with_lfs_file(&world, &model);
+    // From here on no helper: git, git-lfs and mint reach GitHub only through the proxy (insteadOf).
+    world.stop_mintd();
+    let proxy = world.start_mediated();
+    install_lfs(&world);
+    let before = world.hub.requests().len();
+
+    let fresh = git_clone_with_lfs(&world, "fresh");
+    assert_eq!(std::fs::read(fresh.join("model.bin")).expect("read"), model);
+    let pushed = noise(200 << 10, 22);
+    std::fs::write(fresh.join("pushed.bin"), &pushed).expect("write");
+    git(&world, &fresh, &["add", "-A"]);
+    git(&world, &fresh, &["commit", "-q", "-m", "more"]);
+    git(
+        &world,
+        &fresh,
+        &["push", "-q", "origin", "HEAD:refs/heads/adagent/git-lfs"],
+    );
+    assert!(world.hub.lfs_objects(OWNER, REPO).contains(&sha256_hex(&pushed)));
+
+    // mint's own LFS client through the proxy: clone smudges, publish uploads.
+    mint_ok(&world, world.dir.path(), &["clone", "ours"]);
+    let ours = world.dir.path().join("ours");
+    assert_eq!(std::fs::read(ours.join("model.bin")).expect("read"), model);
+    let more = noise(300 << 10, 23);
+    std::fs::write(ours.join("more.bin"), &more).expect("write");
+    let output = mint_with_lfs(
+        &world,
+        &ours,
+        &["publish", "--branch", "adagent/m", "-m", "m", "--title", "m"],
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(world.hub.lfs_objects(OWNER, REPO).contains(&sha256_hex(&more)));
+
+    let batches: Vec<_> = world.hub.requests()[before..]
+        .iter()
+        .filter(|r| r.path.ends_with("/info/lfs/objects/batch"))
+        .cloned()
+        .collect();
+    assert!(batches.len() >= 4, "{batches:?}");
+    assert!(
+        batches.iter().all(|r| r.token_id.is_some() && r.status == 200),
+        "the proxy added the token to every batch call: {batches:?}"
+    );
+
+    // Another repository's batch API is not reachable through the proxy.
+    let other = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .arg(format!("{proxy}{OWNER}/other-repo.git/info/lfs/objects/batch"))
+        .args(["-H", "Content-Type: application/vnd.git-lfs+json", "-d"])
+        .arg(r#"{"operation":"download","objects":[]}"#)
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&other.stdout), "404");
+}

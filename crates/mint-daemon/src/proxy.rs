@@ -218,6 +218,11 @@ enum Route {
     InfoRefs,
     UploadPack,
     ReceivePack,
+    /// Git LFS's batch API (`POST info/lfs/objects/batch`): small JSON both ways. The objects themselves
+    /// go to the storage URLs it names, with their own authorization, not through the proxy.
+    LfsBatch,
+    /// Git LFS's locks API (`info/lfs/locks…`).
+    LfsLocks,
 }
 
 impl Route {
@@ -226,17 +231,21 @@ impl Route {
             Route::InfoRefs => "info_refs",
             Route::UploadPack => "upload_pack",
             Route::ReceivePack => "receive_pack",
+            Route::LfsBatch => "lfs_batch",
+            Route::LfsLocks => "lfs_locks",
         }
     }
 }
 
-/// A request of git's smart HTTP: `/{owner}/{name}(.git)/{info/refs|git-upload-pack|git-receive-pack}`.
+/// A request of git's smart HTTP: `/{owner}/{name}(.git)/{info/refs|git-upload-pack|git-receive-pack}`, or
+/// of Git LFS's API beside it (`…/info/lfs/objects/batch`, `…/info/lfs/locks…`).
 struct GitRequest<'a> {
     route: Route,
     /// `owner/name` as the request spells it.
     repo_path: String,
     rest: &'a str,
     service: Option<&'a str>,
+    query: Option<&'a str>,
 }
 
 fn parse_route<'a>(method: &Method, path: &'a str, query: Option<&'a str>) -> Option<GitRequest<'a>> {
@@ -247,6 +256,9 @@ fn parse_route<'a>(method: &Method, path: &'a str, query: Option<&'a str>) -> Op
         (&Method::GET, "info/refs", Some("git-upload-pack" | "git-receive-pack")) => Route::InfoRefs,
         (&Method::POST, "git-upload-pack", _) => Route::UploadPack,
         (&Method::POST, "git-receive-pack", _) => Route::ReceivePack,
+        (&Method::POST, "info/lfs/objects/batch", _) => Route::LfsBatch,
+        (&Method::GET, "info/lfs/locks", _) => Route::LfsLocks,
+        (&Method::POST, rest, _) if is_lock_action(rest) => Route::LfsLocks,
         _ => return None,
     };
     Some(GitRequest {
@@ -254,7 +266,22 @@ fn parse_route<'a>(method: &Method, path: &'a str, query: Option<&'a str>) -> Op
         repo_path: format!("{owner}/{name}"),
         rest,
         service,
+        query,
     })
+}
+
+/// `info/lfs/locks` (create), `info/lfs/locks/verify`, `info/lfs/locks/{id}/unlock`.
+fn is_lock_action(rest: &str) -> bool {
+    let Some(tail) = rest.strip_prefix("info/lfs/locks") else {
+        return false;
+    };
+    match tail {
+        "" | "/verify" => true,
+        _ => tail
+            .strip_prefix('/')
+            .and_then(|t| t.strip_suffix("/unlock"))
+            .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')),
+    }
 }
 
 /// The upstream path of a request for the daemon's repository, or `None` for any other repository.
@@ -267,6 +294,12 @@ fn upstream_path(target: &Target, request: &GitRequest<'_>) -> Option<String> {
     if request.route == Route::InfoRefs {
         upstream.push_str("?service=");
         upstream.push_str(request.service.unwrap_or_default());
+    } else if request.route == Route::LfsLocks
+        && let Some(query) = request.query
+    {
+        // Listing locks filters and pages by query (`path`, `id`, `cursor`, `limit`, `refspec`).
+        upstream.push('?');
+        upstream.push_str(query);
     }
     Some(upstream)
 }
@@ -766,6 +799,32 @@ fn text(status: StatusCode, message: String) -> Response<ProxyBody> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn git_lfs_batch_and_locks_routes_are_proxied_and_other_lfs_paths_are_not() {
+        let route = |method: &Method, path: &str| parse_route(method, path, None).map(|r| r.route);
+        assert_eq!(
+            route(&Method::POST, "/o/r.git/info/lfs/objects/batch"),
+            Some(Route::LfsBatch)
+        );
+        assert_eq!(route(&Method::GET, "/o/r.git/info/lfs/locks"), Some(Route::LfsLocks));
+        for lock in [
+            "/o/r.git/info/lfs/locks",
+            "/o/r.git/info/lfs/locks/verify",
+            "/o/r/info/lfs/locks/12/unlock",
+        ] {
+            assert_eq!(route(&Method::POST, lock), Some(Route::LfsLocks), "{lock}");
+        }
+        for other in [
+            "/o/r.git/info/lfs/objects/abc",
+            "/o/r.git/info/lfs/locks/../x/unlock",
+            "/o/r.git/info/lfs/objects/batch/x",
+            "/o/r.git/info/lfs/locks//unlock",
+        ] {
+            assert_eq!(route(&Method::POST, other), None, "{other}");
+        }
+        assert_eq!(route(&Method::GET, "/o/r.git/info/lfs/objects/batch"), None);
+    }
+
     use super::*;
 
     #[test]
