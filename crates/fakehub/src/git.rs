@@ -73,6 +73,34 @@ impl hyper::body::Body for ChannelBody {
 }
 
 /// The CGI environment of `git http-backend` for one request; nothing inherited but `PATH`.
+/// The request body into the CGI's stdin; a body that fails or ends before its `Content-Length` is reported
+/// through `cut_short` instead of closing stdin.
+async fn feed_stdin(
+    mut body: Incoming,
+    mut stdin: tokio::process::ChildStdin,
+    announced: Option<u64>,
+    cut_short: std::sync::Arc<tokio::sync::Notify>,
+) {
+    let mut sent: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            cut_short.notify_one();
+            return;
+        };
+        if let Ok(data) = frame.into_data() {
+            sent += data.len() as u64;
+            if stdin.write_all(&data).await.is_err() {
+                break;
+            }
+        }
+    }
+    if announced.is_some_and(|n| sent < n) {
+        cut_short.notify_one();
+        return;
+    }
+    let _ = stdin.shutdown().await;
+}
+
 /// `$(git --exec-path)/git-http-backend`, found once.
 fn http_backend_program() -> &'static Path {
     static PROGRAM: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
@@ -150,7 +178,7 @@ pub(crate) async fn http_backend(
             );
         }
     };
-    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let stdin = child.stdin.take().expect("stdin is piped");
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
 
@@ -164,27 +192,7 @@ pub(crate) async fn http_backend(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    tokio::spawn(async move {
-        let mut body = body;
-        let mut sent: u64 = 0;
-        while let Some(frame) = body.frame().await {
-            let Ok(frame) = frame else {
-                notify.notify_one();
-                return;
-            };
-            if let Ok(data) = frame.into_data() {
-                sent += data.len() as u64;
-                if stdin.write_all(&data).await.is_err() {
-                    break;
-                }
-            }
-        }
-        if announced.is_some_and(|n| sent < n) {
-            notify.notify_one();
-            return;
-        }
-        let _ = stdin.shutdown().await;
-    });
+    tokio::spawn(feed_stdin(body, stdin, announced, notify));
     tokio::spawn(async move {
         let mut log = Vec::new();
         let _ = stderr.read_to_end(&mut log).await;
