@@ -1,6 +1,8 @@
 """Plots for mint-bench's CSV files: bench/plot.py TARGET_BENCH_DIR (run by bench/run).
 
 latency.png  every timed scenario: the distribution of each series (box: quartiles; whiskers: p5-p95)
+helper.png   the helper's latency distribution, dynamic and static beside git credential-cache: alone and
+             through `git credential fill`
 burst.png    the cold burst: one line per git command from start to end, and the moment mintd minted
 steady.png   the steady load: each request's latency over time, and mintd's RSS
 """
@@ -33,6 +35,38 @@ def latency():
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "latency.png", dpi=110)
+
+
+def helper():
+    """Histograms of the helper alone and of the warm fill: static, dynamic and credential-cache overlaid."""
+    panels = OrderedDict()
+    with open(out / "samples.csv") as f:
+        for row in csv.DictReader(f):
+            title = row["scenario"]
+            if not (title.startswith("helper process alone") or title.startswith("warm `git credential fill` (")):
+                continue
+            name = row["series"]
+            if "static" in name or "dynamic" in name or "credential-cache" in name:
+                panels.setdefault(title.split(" (")[0], OrderedDict()).setdefault(name, []).append(float(row["ms"]))
+    if not panels:
+        return
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)))
+    for ax, (title, series) in zip(axes if len(panels) > 1 else [axes], panels.items()):
+        everything = sorted(v for vs in series.values() for v in vs)
+        hi = everything[int(len(everything) * 0.99)]
+        lo = everything[0]
+        bins = [lo + (hi - lo) * i / 60 for i in range(61)]
+        for name, values in series.items():
+            values = sorted(values)
+            median = values[len(values) // 2]
+            ax.hist(values, bins=bins, histtype="step", lw=1.5, label=f"{name} (median {median:.2f} ms)")
+        ax.set_title(title, fontsize=9, loc="left")
+        ax.set_xlabel("ms (up to the p99 of all series)")
+        ax.set_ylabel("runs")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "helper.png", dpi=110)
 
 
 def burst():
@@ -75,7 +109,7 @@ def steady():
     fig.savefig(out / "steady.png", dpi=110)
 
 
-for plot, needs in ((latency, "samples.csv"), (burst, "burst.csv"), (steady, "steady.csv")):
+for plot, needs in ((latency, "samples.csv"), (helper, "samples.csv"), (burst, "burst.csv"), (steady, "steady.csv")):
     if (out / needs).exists():
         plot()
 print(f"plots written to {out}: latency.png, burst.png, steady.png")

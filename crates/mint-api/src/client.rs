@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::{REASON_HEADER, Status, route};
 
 /// mintd's answers are small; a larger one means something else is on the socket.
-const MAX_RESPONSE_BYTES: u64 = 1024 * 1024;
+const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -95,26 +95,64 @@ impl Client {
         })?;
         stream.set_read_timeout(Some(self.timeout)).map_err(io)?;
         stream.set_write_timeout(Some(self.timeout)).map_err(io)?;
+        // The head and the body in one buffer, so one write: a credential request is one system call.
         let mut request = Vec::with_capacity(128 + body.len());
-        request.extend_from_slice(
-            format!(
-                "{method} {path} HTTP/1.1\r\nHost: mintd\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            )
-            .as_bytes(),
-        );
+        write!(
+            request,
+            "{method} {path} HTTP/1.1\r\nHost: mintd\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .map_err(io)?;
         request.extend_from_slice(body);
         stream.write_all(&request).map_err(io)?;
-        let mut raw = Vec::with_capacity(2048);
-        stream.take(MAX_RESPONSE_BYTES).read_to_end(&mut raw).map_err(io)?;
-        self.parse(&raw)
+        self.read_response(&mut stream)
     }
 
-    fn parse(&self, raw: &[u8]) -> Result<Response, ClientError> {
-        parse_response(raw).map_err(|reason| ClientError::BadResponse {
+    /// Read until the answer is whole by its `Content-Length`, not until mintd closes the connection: the
+    /// answer usually arrives in one read, and the helper need not wait for mintd to get round to closing.
+    fn read_response(&self, stream: &mut impl Read) -> Result<Response, ClientError> {
+        let mut raw = Vec::new();
+        let mut filled = 0;
+        loop {
+            if filled == raw.len() {
+                if filled >= MAX_RESPONSE_BYTES {
+                    return Err(self.bad(format!("an answer over {MAX_RESPONSE_BYTES} bytes")));
+                }
+                raw.resize((filled + 4096).min(MAX_RESPONSE_BYTES), 0);
+            }
+            let n = match stream.read(&mut raw[filled..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(ClientError::Io {
+                        socket: self.socket.clone(),
+                        source,
+                    });
+                }
+            };
+            filled += n;
+            let head = parse_head(&raw[..filled], n == 0).map_err(|reason| self.bad(reason))?;
+            match head {
+                Parsed::Whole(head) => {
+                    raw.truncate(head.body.end);
+                    raw.drain(..head.body.start);
+                    return Ok(Response {
+                        status: head.status,
+                        reason: head.reason,
+                        body: raw,
+                    });
+                }
+                Parsed::Partial(why) if n == 0 => return Err(self.bad(why)),
+                Parsed::Partial(_) => {}
+            }
+        }
+    }
+
+    fn bad(&self, reason: impl Into<String>) -> ClientError {
+        ClientError::BadResponse {
             socket: self.socket.clone(),
-            reason,
-        })
+            reason: reason.into(),
+        }
     }
 
     /// `GET /v1/status`.
@@ -134,14 +172,41 @@ impl Client {
     }
 }
 
-/// Parse one whole HTTP/1.1 answer from mintd: status, the `mint-reason` header, the body cut to its
-/// `Content-Length`. The error says what is wrong, never echoing the body (it may hold a token).
+/// Parse one whole HTTP/1.1 answer from mintd, as read up to the end of the connection: status, the
+/// `mint-reason` header, the body cut to its `Content-Length`. The error says what is wrong, never echoing
+/// the body (it may hold a token).
 pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
+    match parse_head(raw, true)? {
+        Parsed::Whole(head) => Ok(Response {
+            status: head.status,
+            reason: head.reason,
+            body: raw[head.body].to_vec(),
+        }),
+        Parsed::Partial(why) => Err(why),
+    }
+}
+
+/// An answer's head, and where its body lies in the bytes read.
+struct Head {
+    status: u16,
+    reason: Option<String>,
+    body: std::ops::Range<usize>,
+}
+
+enum Parsed {
+    Whole(Head),
+    /// More is to come, or, if the connection has ended, why the answer is not whole.
+    Partial(String),
+}
+
+/// Whether `raw` holds a whole answer yet (`ended`: the connection has ended, nothing more will come); an
+/// error for bytes that are not one.
+fn parse_head(raw: &[u8], ended: bool) -> Result<Parsed, String> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut response = httparse::Response::new(&mut headers);
     let head_len = match response.parse(raw) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Err("the answer ended early".into()),
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial("the answer ended early".into())),
         Err(e) => return Err(e.to_string()),
     };
     // httparse takes any three digits ("020" is 20); only real HTTP statuses mean anything here.
@@ -149,7 +214,7 @@ pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
         .code
         .filter(|code| (100..=599).contains(code))
         .ok_or("no valid HTTP status code")?;
-    let mut body = raw[head_len..].to_vec();
+    let mut length = None;
     let mut reason = None;
     for header in response.headers.iter() {
         if header.name.eq_ignore_ascii_case("content-length") {
@@ -157,15 +222,27 @@ pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
                 .ok()
                 .and_then(|v| v.trim().parse().ok())
                 .ok_or("unreadable content-length")?;
-            if body.len() < len {
-                return Err(format!("body ended after {} of {len} bytes", body.len()));
-            }
-            body.truncate(len);
+            length = Some(len);
         } else if header.name.eq_ignore_ascii_case(REASON_HEADER) {
             reason = Some(String::from_utf8_lossy(header.value).into_owned());
         }
     }
-    Ok(Response { status, reason, body })
+    let available = raw.len() - head_len;
+    // Without a length the body runs to the end of the connection, except where HTTP says there is none.
+    let length = length.or((status == 204 || status == 304 || status < 200).then_some(0));
+    let end = match length {
+        Some(len) if available < len => {
+            return Ok(Parsed::Partial(format!("body ended after {available} of {len} bytes")));
+        }
+        Some(len) => head_len + len,
+        None if ended => raw.len(),
+        None => return Ok(Parsed::Partial("the answer ended early".into())),
+    };
+    Ok(Parsed::Whole(Head {
+        status,
+        reason,
+        body: head_len..end,
+    }))
 }
 
 #[cfg(test)]
@@ -184,5 +261,77 @@ mod tests {
         assert!(parse_response(b"HTTP/1.1 020 OK\r\ncontent-length: 0\r\n\r\n").is_err());
         assert!(parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nshort").is_err());
         assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
+    }
+
+    /// A server on a real unix socket that answers each connection with `answer` and then keeps it open
+    /// until the test is done with it.
+    fn answering_without_closing(name: &str, answer: &'static [u8]) -> (PathBuf, std::sync::mpsc::Sender<()>) {
+        let dir = std::env::temp_dir().join(format!("mint-api-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let socket = dir.join("mintd.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut request = [0; 1024];
+            let _ = conn.read(&mut request);
+            conn.write_all(answer).expect("answer");
+            let _ = wait.recv();
+            let _ = std::fs::remove_dir_all(dir);
+        });
+        (socket, done)
+    }
+
+    #[test]
+    fn an_answer_is_read_as_soon_as_it_is_whole_not_when_mintd_closes() {
+        // Regression: the client read to the end of the connection, so every helper run waited for mintd to
+        // get round to closing it (and an extra read). Here the server never closes: the old client timed out.
+        for (name, answer, body) in [
+            (
+                "length",
+                &b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nmint-reason: fine\r\n\r\nhello"[..],
+                &b"hello"[..],
+            ),
+            ("no-content", b"HTTP/1.1 204 No Content\r\n\r\n", b""),
+        ] {
+            let (socket, done) = answering_without_closing(name, answer);
+            let started = std::time::Instant::now();
+            let response = Client::new(&socket)
+                .with_timeout(Duration::from_secs(3))
+                .request("POST", route::CREDENTIAL_GET, b"protocol=https\n")
+                .expect("a whole answer needs no close");
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "{name}: {:?}",
+                started.elapsed()
+            );
+            assert_eq!(&response.body[..], body, "{name}");
+            let _ = done.send(());
+        }
+    }
+
+    #[test]
+    fn an_answer_cut_short_by_the_close_is_refused() {
+        // A body shorter than its length, then the close: an error naming why, not a hang.
+        let dir = std::env::temp_dir().join(format!("mint-api-short-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let socket = dir.join("mintd.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut request = [0; 1024];
+            let _ = conn.read(&mut request);
+            conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nshort")
+                .expect("answer");
+        });
+        let error = Client::new(&socket)
+            .with_timeout(Duration::from_secs(3))
+            .request("GET", route::STATUS, b"")
+            .expect_err("cut short");
+        assert!(error.to_string().contains("body ended after 5 of 9 bytes"), "{error}");
+        server.join().expect("server");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

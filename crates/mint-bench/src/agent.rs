@@ -241,7 +241,7 @@ impl Rig {
     }
 }
 
-fn exec(command: &mut Command) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn exec(command: &mut Command) -> anyhow::Result<Vec<u8>> {
     let started = Instant::now();
     let out = command.stdin(Stdio::null()).output().context("spawning")?;
     if !out.status.success() {

@@ -7,6 +7,7 @@ mod agent;
 mod broker;
 mod fleet;
 mod load;
+mod mediated;
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -42,39 +43,57 @@ fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
     ));
     let mut fill = Scenario::new(
-        "warm `git credential fill` (target: /abs/git-credential-mint ÷ credential-cache ≤ 1.0)",
+        "warm `git credential fill` (target: static /abs/git-credential-mint ÷ credential-cache ≤ 0.90)",
         &[
-            "helper = /abs/git-credential-mint",
+            "helper = /abs/git-credential-mint (static)",
+            "helper = /abs/git-credential-mint (dynamic)",
             "helper = mint (PATH lookup)",
             "git credential-cache",
             "git credential-store",
         ],
     );
     let mut alone = Scenario::new(
-        "helper process alone, `get` on stdin (target: git-credential-mint ≤ 1.3 ms)",
-        &["git-credential-mint get", "git credential-cache get", "/bin/true"],
+        "helper process alone, `get` on stdin (target: static git-credential-mint ≤ 0.75 × credential-cache get)",
+        &[
+            "git-credential-mint get (static)",
+            "git-credential-mint get (dynamic)",
+            "git credential-cache get",
+            "/bin/true",
+        ],
     );
     let helpers = [
+        rig.static_helper.display().to_string(),
         rig.helper_path(),
         "mint".to_owned(),
         rig.cache_helper(),
         rig.store_helper(),
     ];
-    for _ in 0..n {
-        for (i, helper) in helpers.iter().enumerate() {
-            fill.time(i, || rig.fill(helper, &rig.socket))?;
+    let helper_alone = |path: &Path| {
+        let mut c = Command::new(path);
+        c.arg("--socket").arg(&rig.socket).arg("get").env_clear();
+        run_with_input(&mut c, &rig.request)
+    };
+    // Each round starts with a different series, so no series always runs first, after another scenario's
+    // processes (a first run with a fixed order put the static helper, first in each round, at 1.25 × the
+    // cache in the fill while it was the fastest alone).
+    for round in 0..n {
+        for k in 0..helpers.len() {
+            let i = (round + k) % helpers.len();
+            fill.time(i, || rig.fill(&helpers[i], &rig.socket))?;
         }
-        alone.time(0, || {
-            let mut c = Command::new(rig.bin_dir.join("git-credential-mint"));
-            c.arg("--socket").arg(&rig.socket).arg("get").env_clear();
-            run_with_input(&mut c, &rig.request)
-        })?;
-        alone.time(1, || run_with_input(&mut rig.credential_cache("get"), &rig.request))?;
-        alone.time(2, || run_with_input(&mut Command::new("/bin/true"), ""))?;
+        for k in 0..4 {
+            let i = (round + k) % 4;
+            alone.time(i, || match i {
+                0 => helper_alone(&rig.static_helper),
+                1 => helper_alone(&rig.bin_dir.join("git-credential-mint")),
+                2 => run_with_input(&mut rig.credential_cache("get"), &rig.request),
+                _ => run_with_input(&mut Command::new("/bin/true"), ""),
+            })?;
+        }
     }
     let rss_warm = rss_kib(&rig.mintd)?;
-    fill.report(&mut report, 2)?;
-    alone.report(&mut report, 1)?;
+    fill.report(&mut report, 3)?;
+    alone.report(&mut report, 2)?;
     report.line("\nmintd");
     report.line(format!(
         "  start to socket ready        {:>8.2} ms (target ≤ 50 ms)",
@@ -103,6 +122,10 @@ fn main() -> anyhow::Result<()> {
     let lfs_rounds = std::env::var("MINT_BENCH_LFS_ROUNDS").map_or(Ok(3), |s| s.parse())?;
     if lfs_rounds > 0 {
         agent::run_lfs(&rig, lfs_rounds, &mut report)?;
+    }
+    let rounds = std::env::var("MINT_BENCH_MEDIATED_ROUNDS").map_or(Ok(5), |s| s.parse())?;
+    if rounds > 0 {
+        mediated::run(&rig, rounds, &mut report)?;
     }
     if !std::env::var("MINT_BENCH_BROKER").is_ok_and(|v| v == "0") {
         broker::run(&rig, n, &mut report)?;
@@ -159,6 +182,8 @@ struct Rig {
     hub: fakehub::RunningFakeHub,
     work: tempfile::TempDir,
     bin_dir: PathBuf,
+    /// The helper as sandbox-image/build ships it: a static PIE (bench/run builds it).
+    static_helper: PathBuf,
     home: PathBuf,
     socket: PathBuf,
     mintd: Child,
@@ -178,6 +203,10 @@ impl Rig {
                 bail!("{b} is not built next to mint-bench: run bench/run, which builds them");
             }
         }
+        let static_helper = std::env::var_os("MINT_BENCH_STATIC_HELPER")
+            .map(PathBuf::from)
+            .filter(|p| p.exists())
+            .context("MINT_BENCH_STATIC_HELPER names no static git-credential-mint: run bench/run, which builds it")?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -192,7 +221,7 @@ impl Rig {
             InstallationConfig::new(
                 42,
                 OWNER,
-                &[REPO],
+                &[REPO, mediated::BULK, mediated::MANY],
                 &[("contents", "write"), ("pull_requests", "write"), ("metadata", "read")],
             ),
         );
@@ -217,6 +246,7 @@ impl Rig {
             hub,
             work,
             bin_dir,
+            static_helper,
             home,
             socket,
             mintd,
@@ -239,7 +269,12 @@ impl Rig {
         for helper in [self.cache_helper(), self.store_helper()] {
             run_with_input(self.git(&helper).args(["credential", "approve"]), &approve)?;
         }
-        for helper in ["mint".to_owned(), self.cache_helper(), self.store_helper()] {
+        for helper in [
+            self.static_helper.display().to_string(),
+            "mint".to_owned(),
+            self.cache_helper(),
+            self.store_helper(),
+        ] {
             let out = self.fill(&helper, &self.socket)?;
             if !String::from_utf8_lossy(&out).contains("password=") {
                 bail!("credential.helper={helper} gave no password");
@@ -314,15 +349,15 @@ impl Drop for Rig {
 }
 
 struct Scenario {
-    title: &'static str,
+    title: String,
     names: Vec<&'static str>,
     samples: Vec<Vec<Duration>>,
 }
 
 impl Scenario {
-    fn new(title: &'static str, names: &[&'static str]) -> Self {
+    fn new(title: impl Into<String>, names: &[&'static str]) -> Self {
         Self {
-            title,
+            title: title.into(),
             names: names.to_vec(),
             samples: vec![Vec::new(); names.len()],
         }
@@ -380,12 +415,21 @@ fn kib_to_mib(kib: u64) -> f64 {
 }
 
 fn rss_kib(child: &Child) -> anyhow::Result<u64> {
+    status_kib(child, "VmRSS:")
+}
+
+/// The peak resident memory of `child` so far.
+fn peak_rss_kib(child: &Child) -> anyhow::Result<u64> {
+    status_kib(child, "VmHWM:")
+}
+
+fn status_kib(child: &Child, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS in /proc/PID/status")
+        .with_context(|| format!("no {field} in /proc/PID/status"))
 }
 
 /// Where the work trees, repositories and sockets go: `MINT_BENCH_WORKDIR`, else `/dev/shm` (memory), else
@@ -424,6 +468,30 @@ fn spawn_mintd_logging(
     socket: &Path,
     log: Option<&Path>,
 ) -> anyhow::Result<(Child, Duration)> {
+    spawn_mintd_with(bin_dir, url, tokens, socket, log, &format!("{OWNER}/{REPO}"), &[])
+}
+
+/// [`spawn_mintd`] in key mode for `repo`, with `extra` arguments (`--git-proxy ADDR`).
+fn spawn_mintd_for(
+    bin_dir: &Path,
+    url: &str,
+    tokens: &Tokens,
+    socket: &Path,
+    repo: &str,
+    extra: &[&str],
+) -> anyhow::Result<(Child, Duration)> {
+    spawn_mintd_with(bin_dir, url, tokens, socket, None, repo, extra)
+}
+
+fn spawn_mintd_with(
+    bin_dir: &Path,
+    url: &str,
+    tokens: &Tokens,
+    socket: &Path,
+    log: Option<&Path>,
+    repo: &str,
+    extra: &[&str],
+) -> anyhow::Result<(Child, Duration)> {
     // MINT_BENCH_MINTD_NICE=-15 runs mintd ahead of the load, as a sidecar with its own CPU share would be.
     let mut command = match std::env::var("MINT_BENCH_MINTD_NICE") {
         Ok(nice) => {
@@ -442,14 +510,7 @@ fn spawn_mintd_logging(
     };
     match tokens {
         Tokens::Key(key_file) => command
-            .args([
-                "--app-id",
-                "1",
-                "--installation-id",
-                "42",
-                "--repo",
-                &format!("{OWNER}/{REPO}"),
-            ])
+            .args(["--app-id", "1", "--installation-id", "42", "--repo", repo])
             .arg("--private-key")
             .arg(key_file),
         Tokens::Broker { url, credential_file } => command
@@ -462,6 +523,7 @@ fn spawn_mintd_logging(
         .arg("--socket")
         .arg(socket)
         .args(["--github-url", url, "--api-url", url])
+        .args(extra)
         .stdin(Stdio::null())
         .spawn()?;
     while !socket.exists() {
