@@ -114,25 +114,32 @@ fn main() -> anyhow::Result<()> {
     if seconds > 0 {
         load::steady(&rig, 200, seconds, &mut report)?;
     }
-    // The agent's flow: fewer rounds, each is a whole publish or clone.
-    let rounds = std::env::var("MINT_BENCH_AGENT_ROUNDS").map_or(Ok(15), |s| s.parse())?;
-    if rounds > 0 {
-        agent::run(&rig, rounds, &mut report)?;
-    }
-    let lfs_rounds = std::env::var("MINT_BENCH_LFS_ROUNDS").map_or(Ok(3), |s| s.parse())?;
-    if lfs_rounds > 0 {
-        agent::run_lfs(&rig, lfs_rounds, &mut report)?;
-    }
-    let rounds = std::env::var("MINT_BENCH_MEDIATED_ROUNDS").map_or(Ok(5), |s| s.parse())?;
-    if rounds > 0 {
-        mediated::run(&rig, rounds, &mut report)?;
-    }
+    git_traffic(&rig, &mut report)?;
     if !std::env::var("MINT_BENCH_BROKER").is_ok_and(|v| v == "0") {
         broker::run(&rig, n, &mut report)?;
         fleet::run(&rig, &mut report)?;
     }
     drop(rig);
     report.finish()
+}
+
+/// The scenarios of whole git commands: the agent's flow, Git LFS, mediated mode. Fewer rounds: each is a
+/// whole publish, clone or push.
+fn git_traffic(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
+    let rounds = |name: &str, default: usize| std::env::var(name).map_or(Ok(default), |s| s.parse());
+    let agent = rounds("MINT_BENCH_AGENT_ROUNDS", 15)?;
+    if agent > 0 {
+        agent::run(rig, agent, report)?;
+    }
+    let lfs = rounds("MINT_BENCH_LFS_ROUNDS", 3)?;
+    if lfs > 0 {
+        agent::run_lfs(rig, lfs, report)?;
+    }
+    let mediated = rounds("MINT_BENCH_MEDIATED_ROUNDS", 5)?;
+    if mediated > 0 {
+        mediated::run(rig, mediated, report)?;
+    }
+    Ok(())
 }
 
 /// The results as they are printed, plus the same table and the raw samples as files under target/bench/.
