@@ -79,6 +79,16 @@ impl CommandReader {
                 return Err(ParseError::TooLarge);
             }
             let rest = buf.get(self.pos..).unwrap_or_default();
+            // git reads the length as four hex digits and nothing else: checked here, not left to the
+            // decoder's hex parser.
+            if let Some(prefix) = rest.get(..4)
+                && !prefix.iter().all(u8::is_ascii_hexdigit)
+            {
+                return Err(ParseError::NotPktLine(format!(
+                    "the length {:?} is not four hex digits",
+                    String::from_utf8_lossy(prefix)
+                )));
+            }
             let (line, consumed) = match streaming(rest) {
                 Ok(Stream::Complete { line, bytes_consumed }) => (line, bytes_consumed),
                 Ok(Stream::Incomplete { .. }) => {
@@ -240,6 +250,20 @@ pub fn refusal_body(request: &PushRequest, refused: &[(String, String)]) -> Vec<
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_length_that_is_not_four_hex_digits_is_refused_as_git_refuses_it() {
+        for prefix in [" 00b", "+00a", "00 a", "0x1a"] {
+            let body = format!("{prefix}{}", "0".repeat(200));
+            assert!(
+                matches!(
+                    CommandReader::new().read(body.as_bytes()),
+                    Err(ParseError::NotPktLine(_))
+                ),
+                "{prefix:?}"
+            );
+        }
+    }
+
     use super::*;
 
     const ZERO: &str = "0000000000000000000000000000000000000000";
