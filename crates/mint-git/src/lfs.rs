@@ -230,13 +230,7 @@ impl<'a> Endpoint<'a> {
                 path: path.clone(),
                 message,
             };
-            let answer = answers
-                .iter()
-                .find(|a| a.oid == pointer.oid)
-                .ok_or_else(|| transfer_error("the batch answer does not mention it".into()))?;
-            if let Some(e) = &answer.error {
-                return Err(transfer_error(format!("{} {}", e.code, e.message)));
-            }
+            let answer = answer_for(&answers, pointer).map_err(transfer_error)?;
             let action = answer
                 .actions
                 .get("download")
@@ -278,13 +272,7 @@ impl<'a> Endpoint<'a> {
                 path: path.clone(),
                 message,
             };
-            let answer = answers
-                .iter()
-                .find(|a| a.oid == pointer.oid)
-                .ok_or_else(|| transfer_error("the batch answer does not mention it".into()))?;
-            if let Some(e) = &answer.error {
-                return Err(transfer_error(format!("{} {}", e.code, e.message)));
-            }
+            let answer = answer_for(&answers, pointer).map_err(transfer_error)?;
             // No upload action: the server has it already.
             let Some(upload) = answer.actions.get("upload") else {
                 continue;
@@ -341,6 +329,19 @@ impl<'a> Endpoint<'a> {
             request = request.header(name, value);
         }
         Ok(request)
+    }
+}
+
+/// The batch answer's entry for `pointer`, or why there is none to act on (not mentioned, or an error the
+/// server gave for that object).
+fn answer_for<'a>(answers: &'a [BatchObject], pointer: &Pointer) -> Result<&'a BatchObject, String> {
+    let answer = answers
+        .iter()
+        .find(|a| a.oid == pointer.oid)
+        .ok_or_else(|| "the batch answer does not mention it".to_owned())?;
+    match &answer.error {
+        Some(e) => Err(format!("{} {}", e.code, e.message)),
+        None => Ok(answer),
     }
 }
 
