@@ -40,7 +40,7 @@ fn stdout(output: &Output) -> String {
 }
 
 /// The real git on a directory, with the test's HOME (for reading what mint wrote).
-fn git(world: &World, dir: &Path, args: &[&str]) -> String {
+pub(crate) fn git(world: &World, dir: &Path, args: &[&str]) -> String {
     let output = world.git_ok(Some(dir), args);
     stdout(&output)
 }
@@ -49,14 +49,15 @@ fn server(world: &World) -> PathBuf {
     world.hub.repo_path(OWNER, REPO)
 }
 
-fn server_git(world: &World, args: &[&str]) -> String {
+/// The real git on the server's (fakehub's) repository.
+pub(crate) fn server_git(world: &World, args: &[&str]) -> String {
     let repo = server(world);
     let mut full = vec!["--git-dir", repo.to_str().expect("utf8")];
     full.extend_from_slice(args);
     git(world, world.dir.path(), &full)
 }
 
-fn mint_clone(world: &World, name: &str) -> PathBuf {
+pub(crate) fn mint_clone(world: &World, name: &str) -> PathBuf {
     mint_ok(world, world.dir.path(), &["clone", name]);
     world.dir.path().join(name)
 }
@@ -117,9 +118,20 @@ fn change_everything(dir: &Path) {
     std::fs::create_dir_all(dir.join("empty/dir")).expect("empty dirs are not staged");
 }
 
-fn copy_tree(from: &Path, to: &Path) {
+pub(crate) fn copy_tree(from: &Path, to: &Path) {
     let status = Command::new("cp").arg("-a").arg(from).arg(to).status().expect("cp");
     assert!(status.success());
+}
+
+/// The two work trees hold the same files, links and modes (`.git` aside).
+pub(crate) fn assert_same_work_tree(ours: &Path, theirs: &Path) {
+    let diff = Command::new("diff")
+        .args(["-r", "--no-dereference", "-x", ".git"])
+        .arg(ours)
+        .arg(theirs)
+        .output()
+        .expect("diff");
+    assert!(diff.status.success(), "{}", String::from_utf8_lossy(&diff.stdout));
 }
 
 #[test]
@@ -142,13 +154,7 @@ fn mint_clone_checks_out_what_git_clone_does() {
     }
     assert_eq!(git(&world, &ours, &["status", "--porcelain"]), "");
     git(&world, &ours, &["fsck", "--strict"]);
-    let diff = Command::new("diff")
-        .args(["-r", "--no-dereference", "-x", ".git"])
-        .arg(&ours)
-        .arg(&theirs)
-        .output()
-        .expect("diff");
-    assert!(diff.status.success(), "{}", String::from_utf8_lossy(&diff.stdout));
+    assert_same_work_tree(&ours, &theirs);
     // The remote is the plain URL: no credential was written anywhere.
     assert_eq!(
         git(&world, &ours, &["remote", "get-url", "origin"]),

@@ -3,28 +3,13 @@
 //! compares the trees. The server's repository passes `git fsck --strict` after every publish.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 use fakehub::InjectedFailure;
 
-use crate::agent::{mint, mint_ok};
-use crate::support::{OWNER, REPO, World};
-
-fn text(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-fn git(world: &World, dir: &Path, args: &[&str]) -> String {
-    text(&world.git_ok(Some(dir), args))
-}
-
-fn server_git(world: &World, args: &[&str]) -> String {
-    let repo = world.hub.repo_path(OWNER, REPO);
-    let mut full = vec!["--git-dir", repo.to_str().expect("utf8")];
-    full.extend_from_slice(args);
-    git(world, world.dir.path(), &full)
-}
+use crate::agent::{copy_tree, git, mint, mint_clone, mint_ok, server_git};
+use crate::support::{REPO, World};
 
 fn write(dir: &Path, rela: &str, content: &[u8]) {
     let path = dir.join(rela);
@@ -60,19 +45,13 @@ fn seed(world: &World, files: &[(&str, &[u8])], prepare: impl FnOnce(&Path)) {
     world.git_ok(Some(&dir), &["push", "-q", "--follow-tags", "origin", "HEAD:main"]);
 }
 
-fn mint_clone(world: &World, name: &str) -> PathBuf {
-    mint_ok(world, world.dir.path(), &["clone", name]);
-    world.dir.path().join(name)
-}
-
 /// What `git add -A && git write-tree` makes of a copy of `dir` (git's own config and filters apply).
 fn oracle_tree(world: &World, dir: &Path) -> String {
     let oracle = world
         .dir
         .path()
         .join(format!("oracle-{}", dir.file_name().expect("name").to_string_lossy()));
-    let status = Command::new("cp").arg("-a").arg(dir).arg(&oracle).status().expect("cp");
-    assert!(status.success());
+    copy_tree(dir, &oracle);
     world.git_ok(Some(&oracle), &["add", "-A"]);
     git(world, &oracle, &["write-tree"])
 }
@@ -290,15 +269,7 @@ fn a_path_git_refuses_refuses_the_publish_and_pushes_nothing() {
         write(&dir, bad, b"#!/bin/sh\nexit 0\n");
         // git agrees: `git add -A` refuses it (in a copy, so the publish starts from the same index).
         let copy = world.dir.path().join(format!("oracle{i}"));
-        assert!(
-            Command::new("cp")
-                .arg("-a")
-                .arg(&dir)
-                .arg(&copy)
-                .status()
-                .expect("cp")
-                .success()
-        );
+        copy_tree(&dir, &copy);
         let oracle = world.git(Some(&copy), &["add", "-A"]);
         let git_said = String::from_utf8_lossy(&oracle.stderr).into_owned();
         let output = mint(&world, &dir, &publish_args("adagent/hostile"));

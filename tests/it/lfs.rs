@@ -7,14 +7,8 @@ use std::process::{Command, Output};
 
 use fakehub::InjectedFailure;
 
-use crate::agent::mint_ok;
+use crate::agent::{assert_same_work_tree, copy_tree, git, mint_ok, server_git};
 use crate::support::{OWNER, REPO, World};
-
-fn git(world: &World, dir: &Path, args: &[&str]) -> String {
-    String::from_utf8_lossy(&world.git_ok(Some(dir), args).stdout)
-        .trim()
-        .to_owned()
-}
 
 /// Deterministic incompressible bytes.
 fn noise(len: usize, seed: u32) -> Vec<u8> {
@@ -97,18 +91,7 @@ fn plain_git_with_git_lfs_pushes_and_fetches_objects_through_the_helper() {
         "the object arrived"
     );
     // The repository holds the pointer, not the bytes.
-    let bare = world.hub.repo_path(OWNER, REPO);
-    let pointer = git(
-        &world,
-        world.dir.path(),
-        &[
-            "--git-dir",
-            bare.to_str().expect("utf8"),
-            "cat-file",
-            "-p",
-            "main:model.bin",
-        ],
-    );
+    let pointer = server_git(&world, &["cat-file", "-p", "main:model.bin"]);
     assert!(pointer.contains(&format!("oid sha256:{oid}")), "{pointer}");
 
     let fresh = git_clone_with_lfs(&world, "fresh");
@@ -128,13 +111,7 @@ fn mint_clone_smudges_lfs_files_as_git_lfs_does_and_no_lfs_leaves_pointers() {
     let ours = world.dir.path().join("ours");
     let theirs = git_clone_with_lfs(&world, "theirs");
     assert_eq!(std::fs::read(ours.join("model.bin")).expect("read"), model);
-    let diff = Command::new("diff")
-        .args(["-r", "--no-dereference", "-x", ".git"])
-        .arg(&ours)
-        .arg(&theirs)
-        .output()
-        .expect("diff");
-    assert!(diff.status.success(), "{}", String::from_utf8_lossy(&diff.stdout));
+    assert_same_work_tree(&ours, &theirs);
     // git (with git-lfs) sees a clean work tree, and git-lfs finds its objects where it keeps them.
     assert_eq!(git(&world, &ours, &["status", "--porcelain"]), "");
     git(&world, &ours, &["lfs", "fsck"]);
@@ -161,15 +138,7 @@ fn mint_publish_uploads_the_lfs_objects_its_commits_point_at() {
 
     // The oracle: git add -A on a copy stages pointers.
     let oracle = world.dir.path().join("oracle");
-    assert!(
-        Command::new("cp")
-            .arg("-a")
-            .arg(&work)
-            .arg(&oracle)
-            .status()
-            .expect("cp")
-            .success()
-    );
+    copy_tree(&work, &oracle);
     git(&world, &oracle, &["add", "-A"]);
     let expected = git(&world, &oracle, &["write-tree"]);
 
@@ -189,17 +158,7 @@ fn mint_publish_uploads_the_lfs_objects_its_commits_point_at() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("Uploaded 2 of 2 LFS objects"), "{stderr}");
-    let bare = world.hub.repo_path(OWNER, REPO);
-    let pushed = git(
-        &world,
-        world.dir.path(),
-        &[
-            "--git-dir",
-            bare.to_str().expect("utf8"),
-            "rev-parse",
-            "adagent/lfs^{tree}",
-        ],
-    );
+    let pushed = server_git(&world, &["rev-parse", "adagent/lfs^{tree}"]);
     assert_eq!(pushed, expected, "pointers, not binaries, as git add -A stages");
     let stored = world.hub.lfs_objects(OWNER, REPO);
     for data in [&model, &changed, &added] {
@@ -234,19 +193,16 @@ fn a_failed_lfs_upload_pushes_nothing_and_says_why() {
     world
         .hub
         .fail_next_lfs_uploads(1, &InjectedFailure::status(500, "storage is down"));
-    let output = mint_with_lfs(
-        &world,
-        &work,
-        &[
-            "publish",
-            "--branch",
-            "adagent/lfs-fail",
-            "-m",
-            "More",
-            "--title",
-            "More",
-        ],
-    );
+    let publish = [
+        "publish",
+        "--branch",
+        "adagent/lfs-fail",
+        "-m",
+        "More",
+        "--title",
+        "More",
+    ];
+    let output = mint_with_lfs(&world, &work, &publish);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
@@ -254,29 +210,12 @@ fn a_failed_lfs_upload_pushes_nothing_and_says_why() {
         "{stderr}"
     );
     assert!(stderr.contains("nothing was pushed"), "{stderr}");
-    let bare = world.hub.repo_path(OWNER, REPO);
-    let refs = git(
-        &world,
-        world.dir.path(),
-        &["--git-dir", bare.to_str().expect("utf8"), "for-each-ref"],
-    );
+    let refs = server_git(&world, &["for-each-ref"]);
     assert!(!refs.contains("adagent/lfs-fail"), "{refs}");
     assert!(world.hub.pulls().is_empty());
 
     // Run again once storage is back: it goes through.
-    let again = mint_with_lfs(
-        &world,
-        &work,
-        &[
-            "publish",
-            "--branch",
-            "adagent/lfs-fail",
-            "-m",
-            "More",
-            "--title",
-            "More",
-        ],
-    );
+    let again = mint_with_lfs(&world, &work, &publish);
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
 }
 
