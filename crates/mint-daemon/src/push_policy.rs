@@ -57,6 +57,10 @@ pub struct CommandReader {
     capabilities: Vec<String>,
     /// Length of the object ids of this push (40 for SHA-1, 64 for SHA-256), from its first command.
     hex_len: Option<usize>,
+    /// A `shallow` line before the first command whose id is too short for that format: git, in a
+    /// repository of that format, dies on it.
+    shallow_rules_out_sha1: bool,
+    shallow_rules_out_sha256: bool,
     /// Bytes looked at so far, over every call: the work done, for tests of the cost.
     examined: usize,
 }
@@ -121,9 +125,19 @@ impl CommandReader {
         // git chomps one newline from the whole packet, then reads the command up to the first NUL.
         let payload = payload.strip_suffix(b"\n").unwrap_or(payload);
         if let Some(oid) = payload.strip_prefix(b"shallow ") {
-            // git reads the id and ignores anything after it; an id that is not hex makes it die.
-            if oid.len() < 40 || !oid[..40].iter().all(u8::is_ascii_hexdigit) {
-                return Err(ParseError::BadCommand);
+            // git reads an id of its repository's format and ignores anything after it; too few hex digits
+            // make it die. Every id of one push is of one format.
+            let hex = oid.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+            match self.hex_len {
+                Some(len) if hex < len => return Err(ParseError::BadCommand),
+                Some(_) => {}
+                None => {
+                    self.shallow_rules_out_sha1 |= hex < 40;
+                    self.shallow_rules_out_sha256 |= hex < 64;
+                    if self.shallow_rules_out_sha1 {
+                        return Err(ParseError::BadCommand);
+                    }
+                }
             }
             return Ok(());
         }
@@ -148,7 +162,12 @@ impl CommandReader {
         let rest = rest.strip_prefix(' ').ok_or(ParseError::BadCommand)?;
         let (new, rest) = rest.split_at_checked(hex_len).ok_or(ParseError::BadCommand)?;
         let refname = rest.strip_prefix(' ').ok_or(ParseError::BadCommand)?;
-        if !matches!(hex_len, 40 | 64) || !is_oid(old) || !is_oid(new) || refname.is_empty() {
+        let ruled_out = match hex_len {
+            40 => self.shallow_rules_out_sha1,
+            64 => self.shallow_rules_out_sha256,
+            _ => true,
+        };
+        if ruled_out || !is_oid(old) || !is_oid(new) || refname.is_empty() {
             return Err(ParseError::BadCommand);
         }
         self.commands.push(Command {
@@ -250,6 +269,35 @@ pub fn refusal_body(request: &PushRequest, refused: &[(String, String)]) -> Vec<
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_shallow_id_fixes_the_format_the_commands_must_share() {
+        // From the fuzz target: a 40-digit shallow id, then 64-digit command ids. git dies on it in a SHA-1
+        // repository (the command) and in a SHA-256 one (the shallow line); mint refuses it too.
+        let shallow = format!("shallow {}\n", "1".repeat(40));
+        let command = format!(
+            "{} {} refs/heads/adagent/z\0report-status\n",
+            "0".repeat(64),
+            "a".repeat(64)
+        );
+        let body = format!(
+            "{:04x}{shallow}{:04x}{command}0000",
+            shallow.len() + 4,
+            command.len() + 4
+        );
+        assert!(matches!(parse(body.as_bytes()), Err(ParseError::BadCommand)));
+        let command = format!(
+            "{} {} refs/heads/adagent/z\0report-status\n",
+            "0".repeat(40),
+            "a".repeat(40)
+        );
+        let body = format!(
+            "{:04x}{shallow}{:04x}{command}0000",
+            shallow.len() + 4,
+            command.len() + 4
+        );
+        assert!(matches!(parse(body.as_bytes()), Ok(Some(_))));
+    }
+
     #[test]
     fn a_length_that_is_not_four_hex_digits_is_refused_as_git_refuses_it() {
         for prefix in [" 00b", "+00a", "00 a", "0x1a"] {
