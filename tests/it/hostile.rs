@@ -555,12 +555,11 @@ fn forty_stalled_uploads_stay_in_the_replay_budget_and_are_cut_off() {
         metric(&during, "mint_proxy_buffered_bytes") <= mint_daemon::proxy::REPLAY_BUDGET as u64,
         "{during}"
     );
-    assert!(
-        metric(&during, "mint_proxy_unreplayable_total{reason=\"budget\"}") > 0,
-        "past the budget, uploads stream without a copy, and /metrics says so:\n{during}"
-    );
-    // Under the pod's 64 MiB with room to spare (44 MiB measured: the 16 MiB budget, 64 KiB buffers each
-    // way per connection, mintd's own); before the budget, 40 such uploads took 355 MB.
+    // Each upload streams to GitHub as it comes, and its replay copy is given back as soon as GitHub answers
+    // (fakehub answers a push's head at once); a GitHub that answers late leaves the copies to the budget,
+    // which the proxy's unit tests cover (`past_the_budget_a_tee_streams_on_without_a_copy_and_says_so`).
+    // Under the pod's 64 MiB with room to spare (30 MiB measured; 44 MiB when every upload was buffered
+    // before it was sent); before the budget, 40 such uploads took 355 MB.
     assert!(peak < 56 * 1024, "mintd's peak RSS was {peak} KiB");
     let after = metrics(&world);
     assert_eq!(metric(&after, "mint_proxy_buffered_bytes"), 0, "{after}");

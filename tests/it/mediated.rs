@@ -234,3 +234,155 @@ fn the_socket_hands_out_no_token_in_mediated_mode() {
     );
     assert!(world.hub.mints().is_empty(), "nothing was minted for it");
 }
+
+/// Issue 16: a push reaches GitHub as git sends it, so GitHub unpacks while git is still writing. The proxy
+/// used to read the whole body first (up to 8 MiB, for a replay after a 401), which put git's upload and
+/// GitHub's unpacking end to end: a push of 20,000 files took 2.3 times as long as a direct one.
+#[test]
+fn a_push_reaches_github_while_git_is_still_sending_it() {
+    use std::io::{Read, Write};
+    let (world, proxy) = mediated_world();
+    let dir = clone(&world);
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let data: Vec<u8> = (0..(1 << 18))
+        .flat_map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()
+        })
+        .collect();
+    std::fs::write(dir.join("two-mib.bin"), &data).expect("write");
+    world.git_ok(Some(&dir), &["add", "two-mib.bin"]);
+    world.git_ok(Some(&dir), &["commit", "-q", "-m", "two MiB"]);
+    let rev = |r: &str| {
+        let out = world.git_ok(Some(&dir), &["rev-parse", r]).stdout;
+        String::from_utf8(out).expect("utf8").trim().to_owned()
+    };
+    let (old, new) = (rev("origin/main"), rev("HEAD"));
+    // What git push sends: the command list, then the pack of what the remote lacks.
+    let mut pack_objects = std::process::Command::new("git")
+        .current_dir(&dir)
+        .args(["pack-objects", "--stdout", "--revs", "-q"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("git pack-objects");
+    write!(pack_objects.stdin.take().expect("stdin"), "{new}\n^{old}\n").expect("revs");
+    let pack = pack_objects.wait_with_output().expect("pack").stdout;
+    let command = format!("{} {new} refs/heads/adagent/streamed\0report-status\n", "0".repeat(40));
+    let mut body = format!("{:04x}{command}0000", command.len() + 4).into_bytes();
+    body.extend_from_slice(&pack);
+
+    let authority = proxy.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(authority).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    write!(
+        stream,
+        "POST /{OWNER}/{REPO}.git/git-receive-pack HTTP/1.1\r\nHost: {authority}\r\n\
+         Content-Type: application/x-git-receive-pack-request\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .expect("send");
+    let half = body.len() / 2;
+    stream.write_all(&body[..half]).expect("send the first half");
+    let at_github = || {
+        world
+            .hub
+            .requests()
+            .iter()
+            .any(|r| r.method == "POST" && r.path.ends_with("/git-receive-pack"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !at_github() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        at_github(),
+        "GitHub had not been sent the push 10 s after git sent half of its {} bytes",
+        body.len()
+    );
+    stream.write_all(&body[half..]).expect("send the rest");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("the answer");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.contains("ok refs/heads/adagent/streamed"), "{answer}");
+    assert!(
+        server_refs(&world).contains(&format!("refs/heads/adagent/streamed {new}")),
+        "{}",
+        server_refs(&world)
+    );
+}
+
+/// Pseudo-random (incompressible) bytes, so a pack carries all of them.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut bytes = Vec::with_capacity(len + 8);
+    while bytes.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    bytes.truncate(len);
+    bytes
+}
+
+/// The proxy streams a push to GitHub as it comes and keeps a copy on the way: when GitHub rejects the token
+/// partway (it died between the handshake and the upload), the copy, completed from the rest of git's body,
+/// is replayed with a fresh token and git never sees the 401.
+#[test]
+fn a_push_github_rejects_midway_is_replayed_from_the_copy_with_a_fresh_token() {
+    let (world, _) = mediated_world();
+    let dir = clone(&world);
+    std::fs::write(dir.join("two-mib.bin"), noise(2 << 20, 7)).expect("write");
+    world.git_ok(Some(&dir), &["add", "two-mib.bin"]);
+    world.git_ok(Some(&dir), &["commit", "-q", "-m", "two MiB"]);
+    world
+        .hub
+        .fail_next_pushes(1, &fakehub::InjectedFailure::status(401, "Bad credentials"));
+    world.git_ok(
+        Some(&dir),
+        &["push", "-q", "origin", "HEAD:refs/heads/adagent/replayed"],
+    );
+    assert!(server_refs(&world).contains("refs/heads/adagent/replayed"));
+    assert_eq!(
+        world.hub.tokens().len(),
+        2,
+        "the rejected token was replaced by one fresh one"
+    );
+}
+
+/// Over the 8 MiB copy limit a push streams without a copy; a 401 then cannot be replayed. git fails with
+/// nothing pushed (it prints the 502, not the body that says why), and the next run gets a fresh token and
+/// goes through.
+#[test]
+fn a_push_too_large_to_replay_fails_once_with_nothing_pushed_and_the_rerun_succeeds() {
+    let (world, _) = mediated_world();
+    let dir = clone(&world);
+    std::fs::write(dir.join("ten-mib.bin"), noise(10 << 20, 11)).expect("write");
+    world.git_ok(Some(&dir), &["add", "ten-mib.bin"]);
+    world.git_ok(Some(&dir), &["commit", "-q", "-m", "ten MiB"]);
+    world
+        .hub
+        .fail_next_pushes(1, &fakehub::InjectedFailure::status(401, "Bad credentials"));
+    // A post buffer that holds the whole pack: git then sends no probe request first (which would take the
+    // 401 and be replayed), only the one large POST.
+    let failed = world.git(
+        Some(&dir),
+        &[
+            "-c",
+            "http.postBuffer=64m",
+            "push",
+            "-q",
+            "origin",
+            "HEAD:refs/heads/adagent/large",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "{stderr}");
+    assert!(stderr.contains("HTTP 502"), "{stderr}");
+    assert!(!server_refs(&world).contains("refs/heads/adagent/large"));
+    world.git_ok(Some(&dir), &["push", "-q", "origin", "HEAD:refs/heads/adagent/large"]);
+    assert!(server_refs(&world).contains("refs/heads/adagent/large"));
+}

@@ -1,7 +1,8 @@
 //! Mediated mode: mintd serves git smart HTTP for the one repository and forwards it to GitHub with the
 //! installation token, so the token never enters the sandbox. Pushes are judged from their command list
-//! before any byte goes to GitHub; a 401 from GitHub (revoked or expired token) is retried with a fresh
-//! token when the request can be replayed, so git never sees it.
+//! before any byte goes to GitHub. Bodies then stream to GitHub as git sends them, copied on the way so that
+//! a 401 from GitHub (revoked or expired token) is retried with a fresh token when the request can be
+//! replayed, so git never sees it.
 //!
 //! The sandbox is hostile to mintd's memory too: replay copies come out of one [`REPLAY_BUDGET`] for all
 //! connections (past it a request streams without one, counted in `/metrics`), a request body that sends
@@ -188,6 +189,16 @@ impl Charge {
             .fetch_add(u64::try_from(more).unwrap_or(u64::MAX), Ordering::Relaxed);
         true
     }
+
+    /// Give back everything held.
+    fn release(&mut self) {
+        drop(std::mem::replace(self, self.empty()));
+    }
+
+    /// A charge on the same budget that holds nothing.
+    fn empty(&self) -> Self {
+        Self::new(self.budget.clone(), self.metrics.clone())
+    }
 }
 
 impl Drop for Charge {
@@ -350,36 +361,27 @@ async fn handle(daemon: &Daemon, req: Request<Incoming>) -> Response<ProxyBody> 
             Err(response) => return response,
         }
     }
-    let replay = match body.buffer_up_to(REPLAY_LIMIT).await {
-        Ok(replay) => replay,
-        Err(e) => return read_failed(&e),
-    };
-    let response = if replay == Replay::Whole {
-        // The copy stays charged to the budget (through `body`) until both tries are done.
-        let bytes = std::mem::take(&mut body.head).freeze();
-        let first = forward(daemon, upstream, &checked, &parts, &upstream_path, full(bytes.clone())).await;
-        let response = match first {
-            Ok((response, token)) if response.status() == StatusCode::UNAUTHORIZED => {
-                // The token was revoked or expired under us: drop it, mint anew, replay once.
+    // The body goes to GitHub as git sends it (GitHub unpacks while git is still writing), and a copy is
+    // kept on the way, within the budget, in case GitHub rejects the token and the request must be replayed.
+    let tee = Tee::new(body, REPLAY_LIMIT);
+    let first = forward(daemon, upstream, &checked, &parts, &upstream_path, tee.body()).await;
+    let response = match first {
+        Ok((response, token)) if response.status() == StatusCode::UNAUTHORIZED => match tee.take_back().await {
+            Ok(Some(copy)) => {
+                // The token was revoked or expired under us: drop it, mint anew, replay once. The copy stays
+                // charged to the budget until the replay has sent it.
                 tracing::info!(
                     route = route.label(),
                     "GitHub rejected the token; retrying with a fresh one"
                 );
                 replace_rejected(daemon, &token).await;
-                forward(daemon, upstream, &checked, &parts, &upstream_path, full(bytes)).await
+                forward(daemon, upstream, &checked, &parts, &upstream_path, copy.boxed()).await
             }
-            other => other,
-        };
-        drop(body);
-        response
-    } else {
-        daemon.metrics.proxy_unreplayable(match replay {
-            Replay::OverBudget => "budget",
-            _ => "too_large",
-        });
-        let streamed = body.into_stream();
-        match forward(daemon, upstream, &checked, &parts, &upstream_path, streamed).await {
-            Ok((response, token)) if response.status() == StatusCode::UNAUTHORIZED => {
+            Ok(None) => {
+                tracing::warn!(
+                    route = route.label(),
+                    "GitHub rejected the token for a request streamed without a copy: git must run it again"
+                );
                 daemon.cache.drop_rejected(&token);
                 daemon.metrics.proxied(route.label(), StatusCode::UNAUTHORIZED.as_u16());
                 return text(
@@ -387,7 +389,12 @@ async fn handle(daemon: &Daemon, req: Request<Incoming>) -> Response<ProxyBody> 
                     "mint: GitHub rejected the installation token (revoked or expired), and this request was streamed without a copy to replay (over 8 MiB, or the proxy's replay budget was in use): run the git command again; the next one gets a fresh token\n".into(),
                 );
             }
-            other => other,
+            Err(e) => return read_failed(&e),
+        },
+        other => {
+            // GitHub took the token: the copy is not needed any more.
+            tee.release();
+            other
         }
     };
     match response {
@@ -591,21 +598,10 @@ fn relay(daemon: &Daemon, upstream: &Upstream, response: Response<Incoming>) -> 
         .unwrap_or_else(|_| text(StatusCode::BAD_GATEWAY, "mint: GitHub sent an invalid header\n".into()))
 }
 
-/// How much of a POST body the proxy kept for replay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Replay {
-    /// All of it.
-    Whole,
-    /// It is over [`REPLAY_LIMIT`].
-    TooLarge,
-    /// The [`REPLAY_BUDGET`] is in use by other requests.
-    OverBudget,
-}
-
 #[derive(Debug)]
 enum ReadError {
     Idle(Duration),
-    Body(hyper::Error),
+    Body(BoxError),
 }
 
 impl std::fmt::Display for ReadError {
@@ -635,7 +631,7 @@ impl Pending {
             match frame {
                 None => return Ok(false),
                 Some(frame) => {
-                    if let Ok(data) = frame.map_err(ReadError::Body)?.into_data() {
+                    if let Ok(data) = frame.map_err(|e| ReadError::Body(Box::new(e)))?.into_data() {
                         self.head.extend_from_slice(&data);
                         return Ok(true);
                     }
@@ -648,55 +644,225 @@ impl Pending {
         self.head.clear();
         self.read_more().await
     }
+}
 
-    /// Keep reading while the whole body fits in `limit` and the budget covers it.
-    async fn buffer_up_to(&mut self, limit: usize) -> Result<Replay, ReadError> {
-        use hyper::body::Body as _;
-        loop {
-            if self.head.len() > limit {
-                return Ok(Replay::TooLarge);
-            }
-            if !self.charge.cover(self.head.len()) {
-                return Ok(Replay::OverBudget);
-            }
-            if self.body.is_end_stream() || !self.read_more().await? {
-                return Ok(Replay::Whole);
-            }
+/// A request body on its way to GitHub, copied as it passes (up to a limit, within the budget) so that the
+/// request can be replayed if GitHub rejects the token. GitHub gets each frame as soon as git sends it.
+struct Tee<B = Incoming> {
+    shared: Arc<std::sync::Mutex<TeeState<B>>>,
+}
+
+struct TeeState<B> {
+    /// What was read before forwarding (a push's command list), still to be given to GitHub.
+    unsent: Option<Bytes>,
+    /// The rest of the sandbox's body; `None` once it was taken back for a replay.
+    rest: Option<B>,
+    /// The copy so far; `None` once it was given up (too large, over budget) or not needed.
+    copy: Option<Vec<Bytes>>,
+    copied: usize,
+    limit: usize,
+    charge: Charge,
+}
+
+impl<B> TeeState<B> {
+    fn record(&mut self, data: &Bytes) {
+        let Some(copy) = self.copy.as_mut() else {
+            return;
+        };
+        let total = self.copied + data.len();
+        let given_up = if total > self.limit {
+            "too_large"
+        } else if !self.charge.cover(total) {
+            "budget"
+        } else {
+            // A copy of the bytes, not the frame: a frame may share hyper's whole read buffer.
+            copy.push(Bytes::copy_from_slice(data));
+            self.copied = total;
+            return;
+        };
+        self.copy = None;
+        self.charge.release();
+        self.charge.metrics.proxy_unreplayable(given_up);
+    }
+}
+
+impl Tee {
+    fn new(read: Pending, limit: usize) -> Self {
+        Self::over(read.head.freeze(), read.body, read.charge, limit)
+    }
+}
+
+impl<B> Tee<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// `head` (already read, already charged to `charge`), then `rest`.
+    fn over(head: Bytes, rest: B, charge: Charge, limit: usize) -> Self {
+        let copied = head.len();
+        Self {
+            shared: Arc::new(std::sync::Mutex::new(TeeState {
+                unsent: Some(head.clone()),
+                rest: Some(rest),
+                copy: Some(vec![head]),
+                copied,
+                limit,
+                charge,
+            })),
         }
     }
 
-    /// What was read, then the rest as it arrives (cut off if it stalls); the budget is held until
-    /// what was read has been sent.
-    fn into_stream(self) -> ProxyBody {
+    fn state(&self) -> std::sync::MutexGuard<'_, TeeState<B>> {
+        lock(&self.shared)
+    }
+
+    /// The body to send upstream: cut off if the sandbox stops sending.
+    fn body(&self) -> ProxyBody {
         IdleTimeout::new(
-            ChainBody {
-                first: Some((self.head.freeze(), self.charge)),
-                rest: self.body,
+            TeeBody {
+                shared: self.shared.clone(),
             },
             BODY_IDLE_TIMEOUT,
             "the request body",
         )
         .boxed()
     }
+
+    /// GitHub answered and took the token: drop the copy and give back its budget.
+    fn release(&self) {
+        let mut state = self.state();
+        state.copy = None;
+        state.charge.release();
+    }
+
+    /// The whole body again, for a replay: the copy, completed from what the sandbox has not sent yet.
+    /// `Ok(None)` if there is no complete copy to be had.
+    async fn take_back(self) -> Result<Option<CopyBody>, ReadError> {
+        let (mut rest, mut recording) = {
+            let mut state = self.state();
+            let Some(copy) = state.copy.take() else {
+                return Ok(None);
+            };
+            let empty = state.charge.empty();
+            let recording: TeeState<B> = TeeState {
+                unsent: None,
+                rest: None,
+                copy: Some(copy),
+                copied: state.copied,
+                limit: state.limit,
+                charge: std::mem::replace(&mut state.charge, empty),
+            };
+            (state.rest.take(), recording)
+        };
+        if let Some(rest) = rest.as_mut() {
+            loop {
+                let frame = tokio::time::timeout(BODY_IDLE_TIMEOUT, rest.frame())
+                    .await
+                    .map_err(|_| ReadError::Idle(BODY_IDLE_TIMEOUT))?;
+                let Some(frame) = frame else { break };
+                if let Ok(data) = frame.map_err(|e| ReadError::Body(e.into()))?.into_data() {
+                    recording.record(&data);
+                    if recording.copy.is_none() {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        Ok(recording.copy.map(|chunks| CopyBody {
+            chunks: chunks.into(),
+            _charge: recording.charge,
+        }))
+    }
 }
 
-/// A body that yields the bytes already read, then the rest of the incoming body, frame by frame.
-struct ChainBody {
-    first: Option<(Bytes, Charge)>,
-    rest: Incoming,
+fn lock<B>(shared: &std::sync::Mutex<TeeState<B>>) -> std::sync::MutexGuard<'_, TeeState<B>> {
+    // Nothing panics while holding it; a poisoned state is still consistent (plain fields).
+    shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-impl hyper::body::Body for ChainBody {
+struct TeeBody<B> {
+    shared: Arc<std::sync::Mutex<TeeState<B>>>,
+}
+
+impl<B> hyper::body::Body for TeeBody<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some((first, _charge)) = self.first.take().filter(|(b, _)| !b.is_empty()) {
-            return Poll::Ready(Some(Ok(Frame::data(first))));
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut state = lock(&self.shared);
+        if let Some(unsent) = state.unsent.take().filter(|b| !b.is_empty()) {
+            return Poll::Ready(Some(Ok(Frame::data(unsent))));
         }
-        Pin::new(&mut self.rest)
-            .poll_frame(cx)
-            .map(|frame| frame.map(|f| f.map_err(|e| -> BoxError { Box::new(e) })))
+        let Some(rest) = state.rest.as_mut() else {
+            return Poll::Ready(Some(Err("the request was taken back to be replayed".into())));
+        };
+        match Pin::new(rest).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    state.record(data);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let state = lock(&self.shared);
+        state.unsent.as_ref().is_none_or(Bytes::is_empty)
+            && state.rest.as_ref().is_some_and(hyper::body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        let state = lock(&self.shared);
+        let unsent = state.unsent.as_ref().map_or(0, |b| b.len() as u64);
+        let rest = state
+            .rest
+            .as_ref()
+            .map(hyper::body::Body::size_hint)
+            .unwrap_or_default();
+        let mut hint = hyper::body::SizeHint::new();
+        // The upper bound first: `set_lower` refuses a lower bound above the upper one.
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + unsent);
+        }
+        hint.set_lower(rest.lower() + unsent);
+        hint
+    }
+}
+
+/// A kept copy, sent again; its budget is given back when it has been sent (dropped).
+struct CopyBody {
+    chunks: std::collections::VecDeque<Bytes>,
+    _charge: Charge,
+}
+
+impl CopyBody {
+    fn boxed(self) -> ProxyBody {
+        BodyExt::boxed(self)
+    }
+}
+
+impl hyper::body::Body for CopyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Poll::Ready(self.chunks.pop_front().map(|chunk| Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.chunks.iter().map(|c| c.len() as u64).sum())
     }
 }
 
@@ -799,6 +965,138 @@ fn text(status: StatusCode, message: String) -> Response<ProxyBody> {
 
 #[cfg(test)]
 mod tests {
+    /// A body of `chunks`, ready at once, charging nothing.
+    fn chunks(budget: &Arc<Budget>, metrics: &Arc<Metrics>, chunks: &[&'static str]) -> CopyBody {
+        CopyBody {
+            chunks: chunks.iter().map(|c| Bytes::from_static(c.as_bytes())).collect(),
+            _charge: Charge::new(budget.clone(), metrics.clone()),
+        }
+    }
+
+    /// A tee over `rest` after `head`, charged to `budget`, as the proxy makes one.
+    fn tee(
+        budget: &Arc<Budget>,
+        metrics: &Arc<Metrics>,
+        head: &'static str,
+        rest: CopyBody,
+        limit: usize,
+    ) -> Tee<CopyBody> {
+        let mut charge = Charge::new(budget.clone(), metrics.clone());
+        assert!(charge.cover(head.len()));
+        Tee::over(Bytes::from_static(head.as_bytes()), rest, charge, limit)
+    }
+
+    async fn frames(body: ProxyBody) -> String {
+        String::from_utf8(body.collect().await.expect("body").to_bytes().to_vec()).expect("utf8")
+    }
+
+    fn unreplayable(metrics: &Metrics) -> String {
+        metrics
+            .render(None)
+            .lines()
+            .filter(|l| l.starts_with("mint_proxy_unreplayable_total{"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[tokio::test]
+    async fn a_tee_sends_everything_and_takes_back_a_whole_copy_even_when_partly_sent() {
+        let (budget, metrics) = (Arc::new(Budget::new(1024)), Arc::new(Metrics::default()));
+        let tee = tee(
+            &budget,
+            &metrics,
+            "0032cmds",
+            chunks(&budget, &metrics, &["PACK", "-one", "-two"]),
+            64,
+        );
+        // GitHub read the head and one frame, then answered 401.
+        let mut sent = tee.body();
+        let first = sent
+            .frame()
+            .await
+            .expect("a frame")
+            .expect("data")
+            .into_data()
+            .expect("data");
+        let second = sent
+            .frame()
+            .await
+            .expect("a frame")
+            .expect("data")
+            .into_data()
+            .expect("data");
+        assert_eq!((&first[..], &second[..]), (&b"0032cmds"[..], &b"PACK"[..]));
+        let copy = tee.take_back().await.expect("read").expect("a whole copy");
+        assert_eq!(
+            budget.used.load(Ordering::Acquire),
+            20,
+            "the copy holds its bytes of the budget"
+        );
+        assert!(
+            sent.frame().await.expect("a frame").is_err(),
+            "the first try's body stops"
+        );
+        assert_eq!(frames(copy.boxed()).await, "0032cmdsPACK-one-two");
+        assert_eq!(budget.used.load(Ordering::Acquire), 0, "sent: the budget is given back");
+        assert_eq!(unreplayable(&metrics), "");
+    }
+
+    #[tokio::test]
+    async fn past_the_budget_a_tee_streams_on_without_a_copy_and_says_so() {
+        let (budget, metrics) = (Arc::new(Budget::new(12)), Arc::new(Metrics::default()));
+        let tee = tee(
+            &budget,
+            &metrics,
+            "head",
+            chunks(&budget, &metrics, &["1234", "5678", "9abc"]),
+            64,
+        );
+        assert_eq!(frames(tee.body()).await, "head123456789abc", "GitHub gets every byte");
+        assert_eq!(
+            budget.used.load(Ordering::Acquire),
+            0,
+            "the copy was given up and its budget given back"
+        );
+        assert_eq!(
+            unreplayable(&metrics),
+            "mint_proxy_unreplayable_total{reason=\"budget\"} 1"
+        );
+        assert!(tee.take_back().await.expect("read").is_none(), "no copy to replay");
+    }
+
+    #[tokio::test]
+    async fn over_the_limit_a_tee_gives_up_its_copy_and_after_an_answer_it_keeps_none() {
+        let (budget, metrics) = (Arc::new(Budget::new(1024)), Arc::new(Metrics::default()));
+        let large = tee(
+            &budget,
+            &metrics,
+            "head",
+            chunks(&budget, &metrics, &["1234", "5678"]),
+            10,
+        );
+        assert_eq!(frames(large.body()).await, "head12345678");
+        assert_eq!(
+            unreplayable(&metrics),
+            "mint_proxy_unreplayable_total{reason=\"too_large\"} 1"
+        );
+        assert!(large.take_back().await.expect("read").is_none());
+
+        let answered = tee(&budget, &metrics, "head", chunks(&budget, &metrics, &["1234"]), 64);
+        let mut sent = answered.body();
+        sent.frame().await.expect("a frame").expect("data");
+        answered.release();
+        assert_eq!(
+            budget.used.load(Ordering::Acquire),
+            0,
+            "GitHub answered: the copy is dropped"
+        );
+        assert_eq!(frames(sent).await, "1234", "and the rest still streams");
+        assert_eq!(
+            unreplayable(&metrics),
+            "mint_proxy_unreplayable_total{reason=\"too_large\"} 1"
+        );
+    }
+
     #[test]
     fn git_lfs_batch_and_locks_routes_are_proxied_and_other_lfs_paths_are_not() {
         let route = |method: &Method, path: &str| parse_route(method, path, None).map(|r| r.route);
