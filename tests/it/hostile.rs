@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use fakehub::InjectedFailure;
 
-use crate::support::{OWNER, Options, REPO, World};
+use crate::support::{Limits, OWNER, Options, REPO, World};
 
 /// GitHub's answer when the installation's hourly budget is spent: 403, nothing left until an hour from now.
 fn budget_spent_for_an_hour() -> InjectedFailure {
@@ -421,12 +421,26 @@ fn peak_rss_kib(world: &World) -> u64 {
         .expect("VmHWM")
 }
 
+/// mintd is alive and was never OOM-killed in its memory cgroup; its peaks (`VmHWM` and the cgroup's), for
+/// messages.
+fn assert_alive_in_its_cgroup(world: &mut World, what: &str) -> String {
+    let kills = world
+        .cgroup
+        .as_ref()
+        .expect("mintd runs in a memory cgroup")
+        .oom_kills();
+    let summary = world.cgroup_summary();
+    assert_eq!(kills, 0, "{what}: mintd was OOM-killed: {summary}");
+    assert!(world.mintd_alive(), "{what}: mintd is gone: {summary}");
+    format!("mintd peak RSS {} KiB, {summary}", peak_rss_kib(world))
+}
+
 /// A legitimate request on the socket: (status, how long it took).
 fn timed_socket_request(world: &World, method: &str, route: &str, body: &[u8]) -> (u16, Duration) {
     let started = std::time::Instant::now();
     let response = mint_api::Client::new(&world.socket)
         .request(method, route, body)
-        .expect("mintd answers");
+        .unwrap_or_else(|e| panic!("mintd does not answer {route}: {e}; {}", world.cgroup_summary()));
     (response.status, started.elapsed())
 }
 
@@ -472,7 +486,7 @@ fn forty_stalled_uploads_stay_in_the_replay_budget_and_are_cut_off() {
         start_mintd: false,
         ..Default::default()
     });
-    let proxy = world.start_mediated();
+    let proxy = world.start_mediated_limited(Limits::POD, "debug");
     let authority = proxy.trim_start_matches("http://").trim_end_matches('/').to_owned();
     let (head, have) = stalled_push();
     let (head, have) = (std::sync::Arc::new(head), std::sync::Arc::new(have));
@@ -539,8 +553,9 @@ fn forty_stalled_uploads_stay_in_the_replay_budget_and_are_cut_off() {
 
     let results: Vec<(usize, Option<Duration>)> = stalled.into_iter().map(|t| t.join().expect("thread")).collect();
     let peak = peak_rss_kib(&world);
+    let figures = assert_alive_in_its_cgroup(&mut world, "40 stalled uploads");
     eprintln!(
-        "{STALLED} stalled uploads: mintd peak RSS {peak} KiB; {} s for all to be cut off; sent {:?} MiB",
+        "{STALLED} stalled uploads: {figures}; {} s for all to be cut off; sent {:?} MiB",
         started.elapsed().as_secs(),
         results.iter().map(|r| r.0 >> 20).collect::<Vec<_>>()
     );
@@ -561,28 +576,10 @@ fn forty_stalled_uploads_stay_in_the_replay_budget_and_are_cut_off() {
     );
     // Under the pod's 64 MiB with room to spare (44 MiB measured: the 16 MiB budget, 64 KiB buffers each
     // way per connection, mintd's own); before the budget, 40 such uploads took 355 MB.
-    assert!(peak < 56 * 1024, "mintd's peak RSS was {peak} KiB");
+    assert!(peak < 56 * 1024, "{figures}");
     let after = metrics(&world);
     assert_eq!(metric(&after, "mint_proxy_buffered_bytes"), 0, "{after}");
     assert!(world.hub.mints().len() <= 1, "{:?}", world.hub.mints());
-}
-
-/// `command` run under `prlimit` with `limits` (e.g. `--nofile=1024`), its environment kept.
-fn under_prlimit(command: &std::process::Command, limits: &[&str]) -> std::process::Command {
-    let mut wrapped = std::process::Command::new("prlimit");
-    wrapped
-        .args(limits)
-        .arg("--")
-        .arg(command.get_program())
-        .args(command.get_args());
-    wrapped.env_clear();
-    for (key, value) in command.get_envs() {
-        if let Some(value) = value {
-            wrapped.env(key, value);
-        }
-    }
-    wrapped.stdin(std::process::Stdio::null());
-    wrapped
 }
 
 /// A credential get on its own connection, bounded in time (connect included): its status and duration.
@@ -624,23 +621,10 @@ fn a_thousand_connections_that_never_read_cannot_starve_a_get() {
         start_mintd: false,
         ..Default::default()
     });
-    let mut command = under_prlimit(
-        &world.mintd_command(crate::support::INSTALLATION_ID),
-        &["--nofile=1024:1024"],
-    );
-    // As shipped: info level.
+    let mut command = world.mintd_command(crate::support::INSTALLATION_ID);
+    // As shipped: info level, the pod's 64 MiB, and a 1,024-descriptor limit.
     command.env("RUST_LOG", "info");
-    let log = std::fs::File::create(&world.log).expect("log");
-    world.mintd = Some(
-        command
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("mintd under prlimit"),
-    );
-    while std::os::unix::net::UnixStream::connect(&world.socket).is_err() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    world.spawn_limited(command, Limits::POD.with_nofile(1024));
     assert!(fill(&world).status.success(), "a token first");
     let log_before = world.mintd_log().len();
 
@@ -662,12 +646,17 @@ fn a_thousand_connections_that_never_read_cannot_starve_a_get() {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
     let mut took = Vec::new();
     for i in 0..5 {
-        let (status, elapsed) = bounded_get(&world, Duration::from_secs(5))
-            .unwrap_or_else(|| panic!("get {i} had no answer within 5 s with {opened} connections held"));
+        let (status, elapsed) = bounded_get(&world, Duration::from_secs(5)).unwrap_or_else(|| {
+            panic!(
+                "get {i} had no answer within 5 s with {opened} connections held ({})",
+                world.cgroup_summary()
+            )
+        });
         assert_eq!(status, 200, "get {i}");
         took.push(elapsed);
     }
-    eprintln!("{opened} connections that never read: mintd holds {fds} descriptors; gets took {took:?}");
+    let figures = assert_alive_in_its_cgroup(&mut world, "1,050 connections that never read");
+    eprintln!("{opened} connections that never read: mintd holds {fds} descriptors; gets took {took:?}; {figures}");
     assert!(fds < 900, "mintd holds {fds} descriptors under a limit of 1024");
     // Each answers (within 5 s, above); once the flood's first answers are written, at once.
     let mut sorted = took.clone();
@@ -686,6 +675,8 @@ fn a_thousand_connections_that_never_read_cannot_starve_a_get() {
         "mintd still holds {fds_after} descriptors after the write stall ({fds} before)"
     );
     drop(held);
+    let figures = assert_alive_in_its_cgroup(&mut world, "after the write stall");
+    eprintln!("after the write stall: {figures}");
     let written = world.mintd_log().len() - log_before;
     let log = world.mintd_log();
     assert!(written < 64 * 1024, "{written} bytes of log:\n{}", &log[log_before..]);
