@@ -50,8 +50,20 @@ impl MemoryCgroup {
                  read-write"
             )
         };
-        let dir = root.join(name);
         let needs = "run the tests as root with the memory controller mounted read-write";
+        if version == Version::V2 {
+            // A v2 child has the controller only if its parent hands it down.
+            let control = root.join("cgroup.subtree_control");
+            let handed_down =
+                std::fs::read_to_string(&control).is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"));
+            if !handed_down && let Err(e) = std::fs::write(&control, "+memory") {
+                panic!(
+                    "cannot enable the memory controller in {}: {e}; {needs}",
+                    control.display()
+                );
+            }
+        }
+        let dir = root.join(name);
         if let Err(e) = std::fs::create_dir(&dir) {
             panic!("cannot create the memory cgroup {}: {e}; {needs}", dir.display());
         }
