@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use fakehub::InjectedFailure;
 
-use crate::support::{OWNER, Options, REPO, World};
+use crate::support::{Limits, OWNER, Options, REPO, World};
 
 /// GitHub's answer when the installation's hourly budget is spent: 403, nothing left until an hour from now.
 fn budget_spent_for_an_hour() -> InjectedFailure {
@@ -109,6 +109,10 @@ fn http_get(url: &str) -> (u16, Option<String>, String) {
 }
 
 fn open_pull(world: &World, branch: &str) -> mint_api::Response {
+    try_open_pull(world, branch).expect("mintd answers")
+}
+
+fn try_open_pull(world: &World, branch: &str) -> Result<mint_api::Response, mint_api::ClientError> {
     let input = mint_api::PullRequestInput {
         branch: branch.into(),
         title: "Fix the thing".into(),
@@ -116,13 +120,11 @@ fn open_pull(world: &World, branch: &str) -> mint_api::Response {
         ticket: None,
         draft: false,
     };
-    mint_api::Client::new(&world.socket)
-        .request(
-            "POST",
-            mint_api::route::PULLS,
-            &serde_json::to_vec(&input).expect("json"),
-        )
-        .expect("mintd answers")
+    mint_api::Client::new(&world.socket).request(
+        "POST",
+        mint_api::route::PULLS,
+        &serde_json::to_vec(&input).expect("json"),
+    )
 }
 
 fn push_branch(world: &World, branch: &str) {
@@ -256,14 +258,7 @@ fn a_ref_name_or_credential_field_cannot_forge_a_log_line() {
         ..Default::default()
     });
     let proxy = world.start_mediated();
-    // A push whose ref name carries a newline, a forged line and escape codes, straight to the proxy
-    // (git itself would never send such a name).
-    let zero = "0".repeat(40);
-    let new = "1".repeat(40);
-    let command = format!("{zero} {new} refs/heads/main\n{FORGED}\x1b[1A\x1b[2K\0report-status\n");
-    let body = format!("{:04x}{command}0000", command.len() + 4);
-    let url = format!("{proxy}{OWNER}/{REPO}.git/git-receive-pack");
-    let (status, answer) = http_post(&url, body.as_bytes());
+    let (status, answer) = forged_push(&proxy).expect("the proxy answers");
     assert_eq!(status, 200, "{answer}");
     assert!(
         answer.contains("ng refs/heads/main"),
@@ -280,10 +275,7 @@ fn a_ref_name_or_credential_field_cannot_forge_a_log_line() {
     // A credential request whose fields hold escape codes (the helper's protocol takes any byte but NUL,
     // CR and a newline inside a value), declined for naming another host.
     let world = World::start();
-    let request = "protocol=http\nhost=evil.example\x1b[1A\x1b[2K\npath=a/b\x1b]0;title\x07.git\n";
-    let response = mint_api::Client::new(&world.socket)
-        .request("POST", mint_api::route::CREDENTIAL_GET, request.as_bytes())
-        .expect("mintd answers");
+    let response = forged_credential_request(&world.socket).expect("mintd answers");
     assert_eq!(response.status, 204, "{response:?}");
     let log = world.mintd_log();
     assert!(
@@ -291,6 +283,23 @@ fn a_ref_name_or_credential_field_cannot_forge_a_log_line() {
         "the declined host, escaped:\n{log}"
     );
     assert_no_forgery(&log);
+}
+
+/// A push whose ref name carries a newline, a forged line and escape codes, straight to the proxy (git
+/// itself would never send such a name): the proxy's answer.
+fn forged_push(proxy: &str) -> std::io::Result<(u16, String)> {
+    let zero = "0".repeat(40);
+    let new = "1".repeat(40);
+    let command = format!("{zero} {new} refs/heads/main\n{FORGED}\x1b[1A\x1b[2K\0report-status\n");
+    let body = format!("{:04x}{command}0000", command.len() + 4);
+    try_http_post(&format!("{proxy}{OWNER}/{REPO}.git/git-receive-pack"), body.as_bytes())
+}
+
+/// A credential request whose fields hold escape codes (the helper's protocol takes any byte but NUL, CR
+/// and a newline inside a value), for another host.
+fn forged_credential_request(socket: &std::path::Path) -> Result<mint_api::Response, mint_api::ClientError> {
+    let request = "protocol=http\nhost=evil.example\x1b[1A\x1b[2K\npath=a/b\x1b]0;title\x07.git\n";
+    mint_api::Client::new(socket).request("POST", mint_api::route::CREDENTIAL_GET, request.as_bytes())
 }
 
 fn assert_no_forgery(log: &str) {
@@ -318,37 +327,11 @@ fn ten_thousand_declined_requests_on_one_connection_write_a_bounded_log() {
     // As shipped: info level (the other tests log at debug, which writes a line per request by design).
     let mut command = world.mintd_command(crate::support::INSTALLATION_ID);
     command.env("RUST_LOG", "info");
-    let log = std::fs::File::create(&world.log).expect("log");
-    let child = command
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("mintd");
-    world.mintd = Some(child);
-    world.wait_until_ready();
+    world.spawn_limited(command, Limits::POD);
     let started_with = world.mintd_log().len();
 
-    let body = "protocol=https\nhost=elsewhere.example\npath=a/b.git\n";
-    let request = format!(
-        "POST {} HTTP/1.1\r\nHost: mintd\r\nContent-Length: {}\r\n\r\n{body}",
-        mint_api::route::CREDENTIAL_GET,
-        body.len()
-    );
-    let stream = std::os::unix::net::UnixStream::connect(&world.socket).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-    let mut reader = stream.try_clone().expect("clone");
-    // Pipelined: one thread writes every request, this one reads the answers as they come.
-    let writer = std::thread::spawn(move || {
-        use std::io::Write;
-        let mut stream = stream;
-        for _ in 0..N {
-            stream.write_all(request.as_bytes()).expect("send");
-        }
-        stream
-    });
-    let answered = count_answers(&mut reader, "HTTP/1.1 204", N);
+    let answered = declined_flood(&world.socket, N, "HTTP/1.1 204").expect("connect");
     assert_eq!(answered, N);
-    drop(writer.join().expect("writer"));
 
     let text = metrics(&world);
     assert!(
@@ -359,10 +342,40 @@ fn ten_thousand_declined_requests_on_one_connection_write_a_bounded_log() {
     assert!(text.lines().any(|l| l == format!("mint_declined_total {N}")), "{text}");
     let written = world.mintd_log().len() - started_with;
     assert!(written < 64 * 1024, "{written} bytes of log for {N} declined requests");
+    let figures = assert_alive_in_its_cgroup(&mut world, "10,000 declined requests");
+    eprintln!("{N} declined requests on one connection: {written} bytes of log; {figures}");
     // A legitimate get still answers at once.
     let started = std::time::Instant::now();
     assert!(fill(&world).status.success());
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+/// `n` credential requests for another host, pipelined on one connection: one thread writes them all,
+/// this one counts the answers starting with `marker` until `n` came or mintd closed the connection.
+fn declined_flood(socket: &std::path::Path, n: usize, marker: &str) -> std::io::Result<usize> {
+    let body = "protocol=https\nhost=elsewhere.example\npath=a/b.git\n";
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: mintd\r\nContent-Length: {}\r\n\r\n{body}",
+        mint_api::route::CREDENTIAL_GET,
+        body.len()
+    );
+    let stream = std::os::unix::net::UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut reader = stream.try_clone()?;
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut stream = stream;
+        for _ in 0..n {
+            // mintd may close a connection it serves once (past its caps): then the flood is over.
+            if stream.write_all(request.as_bytes()).is_err() {
+                break;
+            }
+        }
+        stream
+    });
+    let answered = count_answers(&mut reader, marker, n);
+    drop(writer.join().expect("writer"));
+    Ok(answered)
 }
 
 /// Read from `stream` until `n` answers starting with `marker` have arrived (or it ends).
@@ -372,10 +385,13 @@ fn count_answers(stream: &mut impl std::io::Read, marker: &str, n: usize) -> usi
     let mut window = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     while seen < n {
-        let read = stream.read(&mut buf).expect("read");
-        if read == 0 {
-            break;
-        }
+        let read = match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(read) => read,
+            // A reset from a server that closed with requests unread ends the answers too.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("read: {e}"),
+        };
         window.extend_from_slice(&buf[..read]);
         seen += window.windows(marker.len()).filter(|w| *w == marker).count();
         // Keep a tail shorter than the marker: a marker split across reads is counted once, next time.
@@ -384,30 +400,30 @@ fn count_answers(stream: &mut impl std::io::Read, marker: &str, n: usize) -> usi
     seen
 }
 
-/// A bare HTTP/1.1 POST over TCP: (status, body).
-fn http_post(url: &str, body: &[u8]) -> (u16, String) {
+/// A bare HTTP/1.1 POST of a receive-pack request over TCP: (status, body).
+fn try_http_post(url: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("http");
     let (authority, path) = rest.split_at(rest.find('/').expect("path"));
-    let mut stream = std::net::TcpStream::connect(authority).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut stream = std::net::TcpStream::connect(authority)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         stream,
         "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/x-git-receive-pack-request\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
         body.len()
-    )
-    .expect("send");
-    stream.write_all(body).expect("send");
+    )?;
+    stream.write_all(body)?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read");
+    stream.read_to_end(&mut raw)?;
     let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a head");
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not an HTTP answer: {raw:?}"));
+    let (head, body) = raw.split_once("\r\n\r\n").ok_or_else(bad)?;
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .expect("status");
-    (status, body.to_owned())
+        .ok_or_else(bad)?;
+    Ok((status, body.to_owned()))
 }
 
 /// mintd's peak resident memory so far, in KiB.
@@ -421,12 +437,26 @@ fn peak_rss_kib(world: &World) -> u64 {
         .expect("VmHWM")
 }
 
+/// mintd is alive and was never OOM-killed in its memory cgroup; its peaks (`VmHWM` and the cgroup's), for
+/// messages.
+fn assert_alive_in_its_cgroup(world: &mut World, what: &str) -> String {
+    let kills = world
+        .cgroup
+        .as_ref()
+        .expect("mintd runs in a memory cgroup")
+        .oom_kills();
+    let summary = world.cgroup_summary();
+    assert_eq!(kills, 0, "{what}: mintd was OOM-killed: {summary}");
+    assert!(world.mintd_alive(), "{what}: mintd is gone: {summary}");
+    format!("mintd peak RSS {} KiB, {summary}", peak_rss_kib(world))
+}
+
 /// A legitimate request on the socket: (status, how long it took).
 fn timed_socket_request(world: &World, method: &str, route: &str, body: &[u8]) -> (u16, Duration) {
     let started = std::time::Instant::now();
     let response = mint_api::Client::new(&world.socket)
         .request(method, route, body)
-        .expect("mintd answers");
+        .unwrap_or_else(|e| panic!("mintd does not answer {route}: {e}; {}", world.cgroup_summary()));
     (response.status, started.elapsed())
 }
 
@@ -463,6 +493,41 @@ fn stalled_push() -> (Vec<u8>, Vec<u8>) {
     (head, have)
 }
 
+/// One stalled upload through the proxy at `authority`: the request announces 100 MB, sends 8 MiB of
+/// [`stalled_push`] (`head`, then `have` repeated), then nothing. Returns the bytes sent and how long after
+/// going silent mintd let go of the connection (`None`: still held after 59 s).
+fn stalled_upload(authority: &str, head: &[u8], have: &[u8]) -> (usize, Option<Duration>) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(authority) else {
+        return (0, Some(Duration::ZERO));
+    };
+    stream
+        .set_write_timeout(Some(Duration::from_secs(40)))
+        .expect("timeout");
+    stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let request = format!(
+        "POST /{OWNER}/{REPO}.git/git-receive-pack HTTP/1.1\r\nHost: {authority}\r\n\
+         Content-Type: application/x-git-receive-pack-request\r\nContent-Length: 100000000\r\n\r\n"
+    );
+    let mut sent = 0;
+    let mut write = |bytes: &[u8]| stream.write_all(bytes).is_ok();
+    if write(request.as_bytes()) && write(head) {
+        while sent < 8 * 1024 * 1024 && write(have) {
+            sent += have.len();
+        }
+    }
+    // Then silence: how long until mintd lets go of the connection?
+    let silent_since = std::time::Instant::now();
+    let mut sink = [0u8; 4096];
+    let closed = loop {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break silent_since.elapsed(),
+            Ok(_) => {}
+        }
+    };
+    (sent, (closed < Duration::from_secs(59)).then_some(closed))
+}
+
 /// Issue 17 item 1: 40 uploads that announce 100 MB, send 8 MiB, then nothing. Each cost about 8.7 MB and
 /// was held for as long as the client waited: 40 took mintd from 7.5 to 355 MB.
 #[test]
@@ -472,7 +537,7 @@ fn forty_stalled_uploads_stay_in_the_replay_budget_and_are_cut_off() {
         start_mintd: false,
         ..Default::default()
     });
-    let proxy = world.start_mediated();
+    let proxy = world.start_mediated_limited(Limits::POD, "debug");
     let authority = proxy.trim_start_matches("http://").trim_end_matches('/').to_owned();
     let (head, have) = stalled_push();
     let (head, have) = (std::sync::Arc::new(head), std::sync::Arc::new(have));
@@ -480,36 +545,7 @@ fn forty_stalled_uploads_stay_in_the_replay_budget_and_are_cut_off() {
     let stalled: Vec<_> = (0..STALLED)
         .map(|_| {
             let (authority, head, have) = (authority.clone(), head.clone(), have.clone());
-            std::thread::spawn(move || -> (usize, Option<Duration>) {
-                use std::io::{Read, Write};
-                let mut stream = std::net::TcpStream::connect(&authority).expect("connect");
-                stream
-                    .set_write_timeout(Some(Duration::from_secs(40)))
-                    .expect("timeout");
-                stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
-                let request = format!(
-                    "POST /{OWNER}/{REPO}.git/git-receive-pack HTTP/1.1\r\nHost: {authority}\r\n\
-                     Content-Type: application/x-git-receive-pack-request\r\nContent-Length: 100000000\r\n\r\n"
-                );
-                let mut sent = 0;
-                let chunk = &have[..];
-                let mut write = |bytes: &[u8]| stream.write_all(bytes).is_ok();
-                if write(request.as_bytes()) && write(&head) {
-                    while sent < 8 * 1024 * 1024 && write(chunk) {
-                        sent += chunk.len();
-                    }
-                }
-                // Then silence: how long until mintd lets go of the connection?
-                let silent_since = std::time::Instant::now();
-                let mut sink = [0u8; 4096];
-                let closed = loop {
-                    match stream.read(&mut sink) {
-                        Ok(0) | Err(_) => break silent_since.elapsed(),
-                        Ok(_) => {}
-                    }
-                };
-                (sent, (closed < Duration::from_secs(59)).then_some(closed))
-            })
+            std::thread::spawn(move || stalled_upload(&authority, &head, &have))
         })
         .collect();
 
@@ -539,12 +575,17 @@ fn forty_stalled_uploads_stay_in_the_replay_budget_and_are_cut_off() {
 
     let results: Vec<(usize, Option<Duration>)> = stalled.into_iter().map(|t| t.join().expect("thread")).collect();
     let peak = peak_rss_kib(&world);
+    let figures = assert_alive_in_its_cgroup(&mut world, "40 stalled uploads");
     eprintln!(
-        "{STALLED} stalled uploads: mintd peak RSS {peak} KiB; {} s for all to be cut off; sent {:?} MiB",
+        "{STALLED} stalled uploads: {figures}; {} s for all to be cut off; sent {:?} MiB",
         started.elapsed().as_secs(),
         results.iter().map(|r| r.0 >> 20).collect::<Vec<_>>()
     );
-    for (i, (_, closed)) in results.iter().enumerate() {
+    for (i, (sent, closed)) in results.iter().enumerate() {
+        assert!(
+            *sent >= 8 << 20,
+            "upload {i} sent only {sent} bytes before mintd stopped reading"
+        );
         let closed = closed.unwrap_or_else(|| panic!("upload {i} was still held after 59 s of silence"));
         assert!(
             closed <= mint_daemon::proxy::BODY_IDLE_TIMEOUT + Duration::from_secs(10),
@@ -560,28 +601,10 @@ fn forty_stalled_uploads_stay_in_the_replay_budget_and_are_cut_off() {
     // which the proxy's unit tests cover (`past_the_budget_a_tee_streams_on_without_a_copy_and_says_so`).
     // Under the pod's 64 MiB with room to spare (30 MiB measured; 44 MiB when every upload was buffered
     // before it was sent); before the budget, 40 such uploads took 355 MB.
-    assert!(peak < 56 * 1024, "mintd's peak RSS was {peak} KiB");
+    assert!(peak < 56 * 1024, "{figures}");
     let after = metrics(&world);
     assert_eq!(metric(&after, "mint_proxy_buffered_bytes"), 0, "{after}");
     assert!(world.hub.mints().len() <= 1, "{:?}", world.hub.mints());
-}
-
-/// `command` run under `prlimit` with `limits` (e.g. `--nofile=1024`), its environment kept.
-fn under_prlimit(command: &std::process::Command, limits: &[&str]) -> std::process::Command {
-    let mut wrapped = std::process::Command::new("prlimit");
-    wrapped
-        .args(limits)
-        .arg("--")
-        .arg(command.get_program())
-        .args(command.get_args());
-    wrapped.env_clear();
-    for (key, value) in command.get_envs() {
-        if let Some(value) = value {
-            wrapped.env(key, value);
-        }
-    }
-    wrapped.stdin(std::process::Stdio::null());
-    wrapped
 }
 
 /// A credential get on its own connection, bounded in time (connect included): its status and duration.
@@ -613,6 +636,23 @@ fn bounded_get(world: &World, within: Duration) -> Option<(u16, Duration)> {
     rx.recv_timeout(within).ok().flatten()
 }
 
+/// `n` connections to mintd's socket, each sending 100 pipelined /metrics requests (about 500 KB of
+/// answers) and reading nothing; those mintd refuses at once are left out.
+fn connections_that_never_read(socket: &std::path::Path, n: usize) -> Vec<std::os::unix::net::UnixStream> {
+    let pipelined = format!("GET {} HTTP/1.1\r\nHost: mintd\r\n\r\n", mint_api::route::METRICS).repeat(100);
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        use std::io::Write;
+        let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else {
+            continue;
+        };
+        stream.set_nonblocking(true).expect("nonblocking");
+        let _ = stream.write(pipelined.as_bytes());
+        held.push(stream);
+    }
+    held
+}
+
 /// Issue 17 item 2: connections that pipeline requests and never read their answers were held forever;
 /// 1,050 of them exhausted a 1,024-descriptor limit, a legitimate get hung, and `accept failed` was logged
 /// 20 times a second.
@@ -623,50 +663,35 @@ fn a_thousand_connections_that_never_read_cannot_starve_a_get() {
         start_mintd: false,
         ..Default::default()
     });
-    let mut command = under_prlimit(
-        &world.mintd_command(crate::support::INSTALLATION_ID),
-        &["--nofile=1024:1024"],
-    );
-    // As shipped: info level.
+    let mut command = world.mintd_command(crate::support::INSTALLATION_ID);
+    // As shipped: info level, the pod's 64 MiB, and a 1,024-descriptor limit.
     command.env("RUST_LOG", "info");
-    let log = std::fs::File::create(&world.log).expect("log");
-    world.mintd = Some(
-        command
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("mintd under prlimit"),
-    );
-    while std::os::unix::net::UnixStream::connect(&world.socket).is_err() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    world.spawn_limited(command, Limits::POD.with_nofile(1024));
     assert!(fill(&world).status.success(), "a token first");
     let log_before = world.mintd_log().len();
 
-    // Each connection sends 100 pipelined /metrics requests (about 500 KB of answers) and reads nothing.
-    let pipelined = format!("GET {} HTTP/1.1\r\nHost: mintd\r\n\r\n", mint_api::route::METRICS).repeat(100);
-    let mut held = Vec::with_capacity(CONNECTIONS);
-    for _ in 0..CONNECTIONS {
-        use std::io::Write;
-        let Ok(mut stream) = std::os::unix::net::UnixStream::connect(&world.socket) else {
-            continue;
-        };
-        stream.set_nonblocking(true).expect("nonblocking");
-        let _ = stream.write(pipelined.as_bytes());
-        held.push(stream);
-    }
+    let held = connections_that_never_read(&world.socket, CONNECTIONS);
     let opened = held.len();
     std::thread::sleep(Duration::from_secs(2));
     let pid = world.mintd.as_ref().expect("running").id();
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
     let mut took = Vec::new();
     for i in 0..5 {
-        let (status, elapsed) = bounded_get(&world, Duration::from_secs(5))
-            .unwrap_or_else(|| panic!("get {i} had no answer within 5 s with {opened} connections held"));
+        let (status, elapsed) = bounded_get(&world, Duration::from_secs(5)).unwrap_or_else(|| {
+            panic!(
+                "get {i} had no answer within 5 s with {opened} connections held ({})",
+                world.cgroup_summary()
+            )
+        });
         assert_eq!(status, 200, "get {i}");
         took.push(elapsed);
     }
-    eprintln!("{opened} connections that never read: mintd holds {fds} descriptors; gets took {took:?}");
+    let figures = assert_alive_in_its_cgroup(&mut world, "1,050 connections that never read");
+    // The kernel's send buffers of the unread answers are charged to mintd: 41 MiB at the default 208 KiB
+    // a connection, 20 MiB at mintd's 16 KiB.
+    let charged = world.cgroup.as_ref().expect("cgroup").peak();
+    assert!(charged < 32 << 20, "{figures}");
+    eprintln!("{opened} connections that never read: mintd holds {fds} descriptors; gets took {took:?}; {figures}");
     assert!(fds < 900, "mintd holds {fds} descriptors under a limit of 1024");
     // Each answers (within 5 s, above); once the flood's first answers are written, at once.
     let mut sorted = took.clone();
@@ -685,8 +710,269 @@ fn a_thousand_connections_that_never_read_cannot_starve_a_get() {
         "mintd still holds {fds_after} descriptors after the write stall ({fds} before)"
     );
     drop(held);
+    let figures = assert_alive_in_its_cgroup(&mut world, "after the write stall");
+    eprintln!("after the write stall: {figures}");
     let written = world.mintd_log().len() - log_before;
     let log = world.mintd_log();
     assert!(written < 64 * 1024, "{written} bytes of log:\n{}", &log[log_before..]);
     assert!(!log.contains("accept failed"), "{}", &log[log_before..]);
+}
+
+/// How long the soak runs: 60 s, as CI runs it; `MINT_SOAK_SECS` shortens it for local iteration.
+fn soak_duration() -> Duration {
+    let secs = std::env::var("MINT_SOAK_SECS")
+        .ok()
+        .map_or(60, |v| v.parse().expect("MINT_SOAK_SECS: whole seconds"));
+    Duration::from_secs(secs)
+}
+
+/// Issue 17 item 5's attacker: a push whose request is 1 MiB of `shallow` lines, trickled to the push check
+/// one line per write (no Nagle), then a flush. Returns the proxy's status.
+fn trickled_shallow_lines(authority: &str) -> std::io::Result<u16> {
+    use std::io::{Read, Write};
+    // 53 bytes a line: just under the 1 MiB a command list may take.
+    const LINES: usize = 19_000;
+    let line = format!("0035shallow {}\n", "2".repeat(40));
+    let mut stream = std::net::TcpStream::connect(authority)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(
+        stream,
+        "POST /{OWNER}/{REPO}.git/git-receive-pack HTTP/1.1\r\nHost: {authority}\r\n\
+         Content-Type: application/x-git-receive-pack-request\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        LINES * line.len() + 4
+    )?;
+    for _ in 0..LINES {
+        stream.write_all(line.as_bytes())?;
+    }
+    stream.write_all(b"0000")?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    std::str::from_utf8(answer.get(9..12).unwrap_or_default())
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP answer"))
+}
+
+/// One round of a legitimate sandbox's work in mediated mode: clone, commit, push a branch the policy allows
+/// and fetch, with the real git through the proxy; then a credential get (answered with where to go instead)
+/// and `/healthz` on the socket. Returns what failed, and how long the get and `/healthz` took.
+fn legitimate_round(world: &World, round: usize) -> (Vec<String>, Option<Duration>) {
+    let mut failures = Vec::new();
+    let dir = world.dir.path().join(format!("soak-{round}"));
+    let path = dir.to_str().expect("utf8");
+    let branch = format!("HEAD:refs/heads/adagent/soak-{round}");
+    let url = world.repo_url(REPO);
+    let steps: [(Option<&std::path::Path>, Vec<&str>); 5] = [
+        (None, vec!["clone", "-q", &url, path]),
+        (Some(&dir), vec!["commit", "-q", "--allow-empty", "-m", "soak"]),
+        (Some(&dir), vec!["push", "-q", "origin", &branch]),
+        (Some(&dir), vec!["fetch", "-q", "origin"]),
+        (Some(&dir), vec!["ls-remote", "-q", "origin"]),
+    ];
+    for (cwd, args) in steps {
+        let out = world.git(cwd, &args);
+        if !out.status.success() {
+            failures.push(format!(
+                "round {round}: git {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+            break;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let url = world.url();
+    let (protocol, host) = url.split_once("://").expect("url");
+    let get = format!("protocol={protocol}\nhost={host}\npath={OWNER}/{REPO}.git\n");
+    let client = mint_api::Client::new(&world.socket);
+    let started = std::time::Instant::now();
+    let answers = [
+        (mint_api::route::CREDENTIAL_GET, "POST", get.as_bytes(), 403),
+        (mint_api::route::HEALTHZ, "GET", &b""[..], 200),
+    ]
+    .map(
+        |(route, method, body, want)| match client.request(method, route, body) {
+            Ok(r) if r.status == want => true,
+            Ok(r) => {
+                failures.push(format!(
+                    "round {round}: {route} answered {}, not {want}: {r:?}",
+                    r.status
+                ));
+                false
+            }
+            Err(e) => {
+                failures.push(format!("round {round}: {route}: {e}"));
+                false
+            }
+        },
+    );
+    let took = answers.iter().all(|ok| *ok).then(|| started.elapsed());
+    (failures, took)
+}
+
+/// What the soak's attackers got done.
+#[derive(Default, Debug)]
+struct Tally {
+    stalled_uploads: AtomicUsize,
+    never_read_connections: AtomicUsize,
+    trickled_pushes: AtomicUsize,
+    pull_requests: AtomicUsize,
+    declined_answers: AtomicUsize,
+    forgeries: AtomicUsize,
+}
+
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+/// The soak's hostile sandbox: every attack above at once, each in its own threads, until `deadline`.
+struct Attackers<'a> {
+    world: &'a World,
+    proxy: &'a str,
+    deadline: std::time::Instant,
+    tally: Tally,
+}
+
+impl Attackers<'_> {
+    const STALLED: usize = 40;
+    const NEVER_READ: usize = 1_050;
+    const TRICKLERS: usize = 4;
+
+    fn running(&self) -> bool {
+        std::time::Instant::now() < self.deadline
+    }
+
+    fn unleash<'s>(&'s self, s: &'s std::thread::Scope<'s, '_>) {
+        let authority = self.proxy.trim_start_matches("http://").trim_end_matches('/');
+        let (push_head, push_rest) = stalled_push();
+        let (push_head, push_rest) = (std::sync::Arc::new(push_head), std::sync::Arc::new(push_rest));
+        for _ in 0..Self::STALLED {
+            let (push_head, push_rest) = (push_head.clone(), push_rest.clone());
+            s.spawn(move || {
+                while self.running() {
+                    stalled_upload(authority, &push_head, &push_rest);
+                    self.tally.stalled_uploads.fetch_add(1, Relaxed);
+                }
+            });
+        }
+        s.spawn(|| {
+            // Held until mintd's write stall drops them, then opened anew.
+            let mut held = Vec::new();
+            while self.running() {
+                drop(held);
+                held = connections_that_never_read(&self.world.socket, Self::NEVER_READ);
+                self.tally.never_read_connections.fetch_add(held.len(), Relaxed);
+                let left = self.deadline.saturating_duration_since(std::time::Instant::now());
+                std::thread::sleep(Duration::from_secs(12).min(left));
+            }
+        });
+        for _ in 0..Self::TRICKLERS {
+            s.spawn(move || {
+                while self.running() {
+                    let _ = trickled_shallow_lines(authority);
+                    self.tally.trickled_pushes.fetch_add(1, Relaxed);
+                }
+            });
+        }
+        s.spawn(|| {
+            let mut i = 0;
+            while self.running() {
+                let _ = try_open_pull(self.world, &format!("adagent/flood-{i}"));
+                self.tally.pull_requests.fetch_add(1, Relaxed);
+                i += 1;
+            }
+        });
+        s.spawn(|| {
+            while self.running() {
+                let answered = declined_flood(&self.world.socket, 1_000, "HTTP/1.1 403").unwrap_or(0);
+                self.tally.declined_answers.fetch_add(answered, Relaxed);
+            }
+        });
+        s.spawn(|| {
+            while self.running() {
+                let _ = forged_push(self.proxy);
+                let _ = forged_credential_request(&self.world.socket);
+                self.tally.forgeries.fetch_add(1, Relaxed);
+            }
+        });
+    }
+}
+
+/// Issue 17's soak: every attack at once against one mediated mintd held to the pod's 64 MiB and 1,024
+/// descriptors, while a legitimate sandbox clones, pushes and fetches through the proxy and asks the socket.
+#[test]
+fn every_attack_at_once_for_a_minute_fails_no_legitimate_command() {
+    let soak = soak_duration();
+    let mut world = World::start_with(Options {
+        start_mintd: false,
+        ..Default::default()
+    });
+    let proxy = world.start_mediated_limited(Limits::POD.with_nofile(1024), "info");
+    // The sandbox's first git command mints the token, before any attack.
+    world.git_ok(None, &["ls-remote", &world.repo_url(REPO)]);
+    let log_before = world.mintd_log().len();
+    let requests_before = world.hub.requests().len();
+    let started = std::time::Instant::now();
+    let attackers = Attackers {
+        world: &world,
+        proxy: &proxy,
+        deadline: started + soak,
+        tally: Tally::default(),
+    };
+    let (failures, took, rounds) = std::thread::scope(|s| {
+        attackers.unleash(s);
+        let mut failures = Vec::new();
+        let mut took = Vec::new();
+        let mut rounds = 0;
+        while attackers.running() {
+            let (failed, answered_in) = legitimate_round(&world, rounds);
+            failures.extend(failed);
+            took.extend(answered_in);
+            rounds += 1;
+        }
+        (failures, took, rounds)
+    });
+    let ended = started.elapsed();
+    let tally = attackers.tally;
+
+    let mints = world.hub.mints().len();
+    let calls = api_calls_since(&world, requests_before);
+    let written = world.mintd_log().len() - log_before;
+    let mut sorted = took.clone();
+    sorted.sort();
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
+    let max = sorted.last().copied().unwrap_or_default();
+    eprintln!(
+        "soak of {} s (all threads done at {} s): {rounds} legitimate rounds, {} failed; get+/healthz median \
+         {median:?}, max {max:?}; {}; GitHub: {mints} mint(s), {calls} API calls; {written} bytes of log; \
+         attackers: {tally:?}",
+        soak.as_secs(),
+        ended.as_secs(),
+        failures.len(),
+        world.cgroup_summary(),
+    );
+    let figures = assert_alive_in_its_cgroup(&mut world, "the soak");
+    let text = metrics(&world);
+    eprintln!(
+        "soak: {figures}; pull requests limited: {}, never-reading connections dropped: {}",
+        metric(&text, "mint_pull_requests_total{outcome=\"limited\"}"),
+        metric(&text, "mint_connections_total{server=\"socket\",outcome=\"stalled\"}"),
+    );
+    assert!(rounds > 0, "no legitimate round ran");
+    assert!(
+        failures.is_empty(),
+        "failed legitimate commands:\n{}",
+        failures.join("\n")
+    );
+    assert_eq!(mints, 1, "one token for the whole soak: {:?}", world.hub.mints());
+    // The pull-request bucket: 10 at once, then one per 30 s, at most 3 GitHub calls each.
+    let reached = 10 + soak.as_secs() / 30 + 1;
+    assert!(
+        calls as u64 <= 3 * reached,
+        "{calls} GitHub API calls for {} pull requests",
+        tally.pull_requests.load(Relaxed)
+    );
+    assert!(
+        metric(&text, "mint_pull_requests_total{outcome=\"limited\"}") > 0,
+        "{text}"
+    );
+    assert!(written < 256 * 1024, "{written} bytes of log in {} s", soak.as_secs());
 }

@@ -4,6 +4,7 @@
 mod agent;
 mod broker;
 mod browser;
+mod cgroup;
 mod daemon;
 mod deploy;
 mod faults;

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use fakehub::{AppKeyPair, Config, FakeHub, InstallationConfig, RunningFakeHub};
 
+use crate::cgroup::{self, MemoryCgroup};
+
 pub(crate) const OWNER: &str = "octo-org";
 pub(crate) const REPO: &str = "hello-world";
 pub(crate) const OTHER_REPO: &str = "other-repo";
@@ -32,6 +34,32 @@ pub(crate) struct World {
     pub(crate) key_file: PathBuf,
     pub(crate) log: PathBuf,
     pub(crate) mintd: Option<Child>,
+    /// The memory cgroup mintd runs in, if started under [`Limits::memory`]; dropped after mintd is gone.
+    pub(crate) cgroup: Option<MemoryCgroup>,
+}
+
+/// What the kernel holds mintd to, as the shipped pod would.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Limits {
+    /// A memory cgroup of this many bytes ([`cgroup::POD_MEMORY`] as shipped).
+    pub(crate) memory: Option<u64>,
+    /// `prlimit --nofile` (soft and hard).
+    pub(crate) nofile: Option<u64>,
+}
+
+impl Limits {
+    /// The pod's memory limit.
+    pub(crate) const POD: Self = Self {
+        memory: Some(cgroup::POD_MEMORY),
+        nofile: None,
+    };
+
+    pub(crate) fn with_nofile(self, nofile: u64) -> Self {
+        Self {
+            nofile: Some(nofile),
+            ..self
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -108,6 +136,7 @@ impl World {
             key_file,
             dir,
             mintd: None,
+            cgroup: None,
         };
         if options.start_mintd {
             world.spawn_mintd(options.installation_id);
@@ -158,7 +187,14 @@ impl World {
     /// Mediated mode: mintd with its git proxy on a free loopback port, and a HOME whose git config has no
     /// credential helper at all, only a rewrite of the GitHub URL to the proxy. Returns the proxy's URL.
     pub(crate) fn start_mediated(&mut self) -> String {
-        self.spawn_mintd_with(&["--git-proxy", "127.0.0.1:0"]);
+        self.start_mediated_limited(Limits::default(), "debug")
+    }
+
+    /// [`World::start_mediated`] with mintd held to `limits`, logging at `log_level`.
+    pub(crate) fn start_mediated_limited(&mut self, limits: Limits, log_level: &str) -> String {
+        let mut command = self.mintd_command(INSTALLATION_ID);
+        command.args(["--git-proxy", "127.0.0.1:0"]).env("RUST_LOG", log_level);
+        self.spawn_limited(command, limits);
         let status = mint_api::Client::new(&self.socket).status().expect("status");
         let proxy = format!("http://{}/", status.git_proxy.expect("mediated mode reports its proxy"));
         std::fs::write(
@@ -217,15 +253,48 @@ impl World {
         self.spawn(command);
     }
 
-    fn spawn(&mut self, mut command: Command) {
+    fn spawn(&mut self, command: Command) {
+        self.spawn_limited(command, Limits::default());
+    }
+
+    /// Start `command` (mintd's) held to `limits`, logging to [`World::log`], and wait until it is ready.
+    /// Under a memory limit it runs in a new cgroup, kept in [`World::cgroup`].
+    pub(crate) fn spawn_limited(&mut self, command: Command, limits: Limits) {
+        let mut command = match limits.nofile {
+            Some(n) => cgroup::under_prlimit(&command, &[&format!("--nofile={n}:{n}")]),
+            None => command,
+        };
+        let memory = limits.memory.map(MemoryCgroup::create);
+        if let Some(memory) = &memory {
+            command = memory.wrap(&command);
+        }
         let log = std::fs::File::create(&self.log).expect("log file");
         let child = command
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
             .expect("mintd starts");
+        let pid = child.id();
         self.mintd = Some(child);
+        self.cgroup = memory;
         self.wait_until_ready();
+        if let Some(memory) = &self.cgroup {
+            assert!(memory.holds(pid), "mintd ({pid}) runs in its memory cgroup");
+        }
+    }
+
+    /// mintd's memory cgroup's figures (peak, limit, OOM kills), or that it has none: for failure messages.
+    pub(crate) fn cgroup_summary(&self) -> String {
+        self.cgroup
+            .as_ref()
+            .map_or_else(|| "no memory cgroup".to_owned(), MemoryCgroup::summary)
+    }
+
+    /// Whether mintd is still running.
+    pub(crate) fn mintd_alive(&mut self) -> bool {
+        self.mintd
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("wait").is_none())
     }
 
     /// Wait until mintd accepts on the socket; panic with its log if it exits first or is not ready within
@@ -361,6 +430,8 @@ impl Drop for World {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Only now, with mintd reaped, can its cgroup go.
+        drop(self.cgroup.take());
     }
 }
 
