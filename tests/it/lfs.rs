@@ -441,6 +441,8 @@ fn commit_lfs_pointer(world: &World, seed: &Path, path: &str, len: u64, seed_bit
     oid
 }
 
+/// The object is streamed from the socket through the hash into `.git/lfs`, then copied into the work tree:
+/// the clone's peak RSS does not grow with the object.
 #[test]
 fn mint_clone_of_a_1_gib_lfs_object_keeps_peak_rss_flat() {
     const BOUND_KIB: u64 = 64 << 10;
@@ -460,9 +462,10 @@ fn mint_clone_of_a_1_gib_lfs_object_keeps_peak_rss_flat() {
     let (ok, stderr, big_kib) = mint_peak_rss(&world, world.dir.path(), &["clone", "big"]);
     assert!(ok, "{stderr}");
     eprintln!("mint clone peak RSS: {small_kib} KiB with a 1 MiB LFS object, {big_kib} KiB with 1 GiB");
+    // Measured: about 37 MiB either way. Flat: under the bound, and no more than 16 MiB over the small clone.
     assert!(
-        big_kib < BOUND_KIB,
-        "peak RSS {big_kib} KiB with a 1 GiB object (1 MiB object: {small_kib} KiB), over {BOUND_KIB} KiB"
+        big_kib < BOUND_KIB && big_kib < small_kib + (16 << 10),
+        "peak RSS {big_kib} KiB with a 1 GiB object (1 MiB object: {small_kib} KiB), over {BOUND_KIB} KiB or not flat"
     );
     let big = world.dir.path().join("big/big.bin");
     assert_eq!(std::fs::metadata(&big).expect("the work-tree file").len(), 1 << 30);
