@@ -532,6 +532,30 @@ mod tests {
     }
 
     #[test]
+    fn the_first_failure_stops_the_queue_and_is_the_one_reported() {
+        let items: Vec<usize> = (0..100).collect();
+        let run = |workers: usize| {
+            let started = AtomicUsize::new(0);
+            let result = for_each_concurrently(&items, workers, |&i| {
+                started.fetch_add(1, Ordering::SeqCst);
+                if i == 5 {
+                    return Err(LfsError::Local(format!("item {i} failed")));
+                }
+                Ok(true)
+            });
+            (result.unwrap_err().to_string(), started.into_inner())
+        };
+        // One worker: nothing after the failing item is started.
+        assert_eq!(run(1), ("item 5 failed".to_owned(), 6));
+        let (error, started) = run(4);
+        assert_eq!(error, "item 5 failed");
+        assert!(started >= 6, "{started}");
+
+        let counted = for_each_concurrently(&items, 3, |&i| Ok(i % 2 == 0)).unwrap();
+        assert_eq!(counted, 50, "the items something was done for");
+    }
+
+    #[test]
     fn a_download_that_is_not_the_object_is_not_kept() {
         let dir = tempfile::tempdir().unwrap();
         let content = b"the real content";
