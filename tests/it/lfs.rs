@@ -10,7 +10,7 @@ use fakehub::InjectedFailure;
 use crate::agent::{assert_same_work_tree, copy_tree, git, mint_ok, server_git};
 use crate::support::{OWNER, REPO, World};
 
-/// Deterministic incompressible bytes.
+/// Deterministic incompressible bytes (seeds that differ only in the lowest bit give the same bytes).
 fn noise(len: usize, seed: u32) -> Vec<u8> {
     let mut x = seed | 1;
     (0..len)
@@ -277,4 +277,202 @@ fn mediated_mode_proxies_the_lfs_batch_api_and_nothing_else() {
         .output()
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&other.stdout), "404");
+}
+
+/// A seed with `n` LFS files `f{i}.bin` (pushed by the real git-lfs); their contents by path.
+fn seed_with_lfs_files(world: &World, n: u32) -> Vec<(String, Vec<u8>)> {
+    install_lfs(world);
+    let seed = git_clone_with_lfs(world, "seed");
+    git(world, &seed, &["lfs", "track", "*.bin"]);
+    let files: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| (format!("f{i}.bin"), noise(256 << 10, 101 + 2 * i)))
+        .collect();
+    for (name, data) in &files {
+        std::fs::write(seed.join(name), data).expect("write");
+    }
+    git(world, &seed, &["add", "-A"]);
+    git(world, &seed, &["commit", "-q", "-m", "Many LFS files"]);
+    git(world, &seed, &["push", "-q", "origin", "HEAD:main"]);
+    files
+}
+
+#[test]
+fn lfs_transfers_run_up_to_lfs_concurrenttransfers_at_once_and_a_failure_among_many_names_its_object() {
+    let world = World::start();
+    let files = seed_with_lfs_files(&world, 6);
+
+    // git-lfs's own setting, from the user's config: three downloads at once, never more.
+    git(
+        &world,
+        world.dir.path(),
+        &["config", "--global", "lfs.concurrenttransfers", "3"],
+    );
+    world.hub.hold_lfs_transfers_until(3);
+    mint_ok(&world, world.dir.path(), &["clone", "work"]);
+    let work = world.dir.path().join("work");
+    for (name, data) in &files {
+        assert_eq!(&std::fs::read(work.join(name)).expect("read"), data, "{name}");
+    }
+    assert_eq!(
+        world.hub.lfs_max_concurrent_transfers(),
+        3,
+        "the clone downloaded three objects at once"
+    );
+
+    // The repository's own config wins over the user's: two uploads at once. One of five fails.
+    git(&world, &work, &["config", "lfs.concurrenttransfers", "2"]);
+    let added: Vec<(String, Vec<u8>)> = (0..5)
+        .map(|i| (format!("new{i}.bin"), noise(128 << 10, 201 + 2 * i)))
+        .collect();
+    for (name, data) in &added {
+        std::fs::write(work.join(name), data).expect("write");
+    }
+    let failing = sha256_hex(&added[3].1);
+    world
+        .hub
+        .fail_lfs_upload_of(&failing, &InjectedFailure::status(500, "storage is down"));
+    world.hub.hold_lfs_transfers_until(2);
+    let publish = ["publish", "--branch", "adagent/many", "-m", "More", "--title", "More"];
+    let output = mint_with_lfs(&world, &work, &publish);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the LFS upload of {failing} (new3.bin) failed: HTTP 500")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was pushed"), "{stderr}");
+    assert_eq!(world.hub.lfs_max_concurrent_transfers(), 2, "two uploads at once");
+    let refs = server_git(&world, &["for-each-ref"]);
+    assert!(!refs.contains("adagent/many"), "{refs}");
+    assert!(world.hub.pulls().is_empty());
+
+    // What arrived before the failure stays; a second run sends only the rest.
+    let stored = world.hub.lfs_objects(OWNER, REPO);
+    assert!(!stored.contains(&failing));
+    let arrived = added.iter().filter(|(_, d)| stored.contains(&sha256_hex(d))).count();
+    let again = mint_with_lfs(&world, &work, &publish);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("Uploaded {} of 5 LFS objects", 5 - arrived)),
+        "{arrived} had arrived: {stderr}"
+    );
+    let stored = world.hub.lfs_objects(OWNER, REPO);
+    for (name, data) in &added {
+        assert!(stored.contains(&sha256_hex(data)), "{name}");
+    }
+}
+
+/// `len` bytes made of one pseudo-random 1 MiB block over and over, never more than the block in memory.
+struct Repeated {
+    block: Vec<u8>,
+    at: u64,
+    len: u64,
+}
+
+impl std::io::Read for Repeated {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let offset = usize::try_from(self.at % self.block.len() as u64).expect("within the block");
+        let left = usize::try_from(self.len - self.at).unwrap_or(usize::MAX);
+        let n = buf.len().min(self.block.len() - offset).min(left);
+        buf[..n].copy_from_slice(&self.block[offset..offset + n]);
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+/// `mint` as [`mint_ok`] runs it (no git on PATH), under python3 so that getrusage reads the peak RSS of
+/// exactly that one child: its success, its stderr and its peak RSS in KiB.
+fn mint_peak_rss(world: &World, dir: &Path, args: &[&str]) -> (bool, String, u64) {
+    // The interpreter itself, not a wrapper (pyenv's shim) that needs the PATH cleared below.
+    let python = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 on PATH");
+    let python = String::from_utf8(python.stdout).expect("utf8").trim().to_owned();
+    let no_git = world.dir.path().join("empty-bin");
+    std::fs::create_dir_all(&no_git).expect("dir");
+    let script = "import resource, subprocess, sys\n\
+                  r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)\n\
+                  print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)";
+    let output = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_mint"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", &no_git)
+        .env("HOME", &world.home)
+        .env("MINT_SOCKET", &world.socket)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let (code, kib) = stdout.trim().split_once(' ').expect("the exit code and the peak RSS");
+    (
+        code == "0",
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        kib.parse().expect("KiB"),
+    )
+}
+
+/// Store an object of `len` bytes at fakehub and commit its pointer as `path` on main, with plain git.
+fn commit_lfs_pointer(world: &World, seed: &Path, path: &str, len: u64, seed_bits: u32) -> String {
+    let content = Repeated {
+        block: noise(1 << 20, seed_bits),
+        at: 0,
+        len,
+    };
+    let (oid, size) = world.hub.put_lfs_object(OWNER, REPO, content).expect("stored");
+    assert_eq!(size, len);
+    std::fs::write(
+        seed.join(".gitattributes"),
+        "*.bin filter=lfs diff=lfs merge=lfs -text\n",
+    )
+    .expect("write");
+    std::fs::write(
+        seed.join(path),
+        format!("version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {size}\n"),
+    )
+    .expect("write");
+    git(world, seed, &["add", "-A"]);
+    git(world, seed, &["commit", "-q", "-m", path]);
+    git(world, seed, &["push", "-q", "origin", "HEAD:main"]);
+    oid
+}
+
+/// The object is streamed from the socket through the hash into `.git/lfs`, then copied into the work tree:
+/// the clone's peak RSS does not grow with the object.
+#[test]
+fn mint_clone_of_a_1_gib_lfs_object_keeps_peak_rss_flat() {
+    const BOUND_KIB: u64 = 64 << 10;
+    let world = World::start();
+    let seed = world.dir.path().join("seed");
+    world.git_ok(
+        None,
+        &["clone", "-q", &world.repo_url(REPO), seed.to_str().expect("utf8")],
+    );
+
+    // The same clone with a 1 MiB object, for scale.
+    commit_lfs_pointer(&world, &seed, "small.bin", 1 << 20, 31);
+    let (ok, stderr, small_kib) = mint_peak_rss(&world, world.dir.path(), &["clone", "small"]);
+    assert!(ok, "{stderr}");
+
+    let oid = commit_lfs_pointer(&world, &seed, "big.bin", 1 << 30, 33);
+    let (ok, stderr, big_kib) = mint_peak_rss(&world, world.dir.path(), &["clone", "big"]);
+    assert!(ok, "{stderr}");
+    eprintln!("mint clone peak RSS: {small_kib} KiB with a 1 MiB LFS object, {big_kib} KiB with 1 GiB");
+    // Measured: about 37 MiB either way. Flat: under the bound, and no more than 16 MiB over the small clone.
+    assert!(
+        big_kib < BOUND_KIB && big_kib < small_kib + (16 << 10),
+        "peak RSS {big_kib} KiB with a 1 GiB object (1 MiB object: {small_kib} KiB), over {BOUND_KIB} KiB or not flat"
+    );
+    let big = world.dir.path().join("big/big.bin");
+    assert_eq!(std::fs::metadata(&big).expect("the work-tree file").len(), 1 << 30);
+    let sum = Command::new("sha256sum").arg(&big).output().expect("sha256sum");
+    assert_eq!(
+        &String::from_utf8_lossy(&sum.stdout)[..64],
+        oid,
+        "the work tree holds the object"
+    );
 }

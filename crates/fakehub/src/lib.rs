@@ -316,6 +316,8 @@ struct Inner {
     /// Webhook deliveries, sent in order by one task that starts with the server.
     deliveries: tokio::sync::mpsc::UnboundedSender<webhooks::Job>,
     delivery_queue: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<webhooks::Job>>>,
+    /// Wakes the LFS storage requests held by `hold_lfs_transfers_until`.
+    lfs_gate: tokio::sync::Notify,
 }
 
 impl FakeHub {
@@ -343,6 +345,7 @@ impl FakeHub {
                 state: Mutex::new(state),
                 deliveries,
                 delivery_queue: Mutex::new(Some(queue)),
+                lfs_gate: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -457,6 +460,65 @@ impl FakeHub {
         for _ in 0..n {
             state.lfs_failures.push_back(failure.clone());
         }
+    }
+
+    /// The next upload of the LFS object `oid` (the storage route's `PUT`) is answered with `failure`,
+    /// whichever order a client sends its objects in.
+    pub fn fail_lfs_upload_of(&self, oid: &str, failure: &InjectedFailure) {
+        self.state().lfs_object_failures.insert(oid.to_owned(), failure.clone());
+    }
+
+    /// From now on, LFS storage requests wait until `n` of them are in flight at once, or 10 s have passed,
+    /// before they are answered; then the gate stays open. A client that moves one object at a time
+    /// cannot reach `n`: [`Self::lfs_max_concurrent_transfers`] then stays below it.
+    pub fn hold_lfs_transfers_until(&self, n: usize) {
+        let mut state = self.state();
+        state.lfs_gate = Some(n);
+        state.lfs_max_in_flight = 0;
+    }
+
+    /// The most LFS storage requests (downloads, uploads, verifies) that were being answered at once.
+    pub fn lfs_max_concurrent_transfers(&self) -> usize {
+        self.state().lfs_max_in_flight
+    }
+
+    /// Store `content` as an LFS object of a repository, as an upload would but without HTTP: streamed
+    /// into the store while hashed, so a test can put a large object there without holding it. Its oid and
+    /// size.
+    pub fn put_lfs_object(
+        &self,
+        owner: &str,
+        repo: &str,
+        mut content: impl std::io::Read,
+    ) -> std::io::Result<(String, u64)> {
+        use sha2::Digest as _;
+        use std::io::Write as _;
+        let dir = self.config().git_root.join("lfs").join(owner).join(repo);
+        std::fs::create_dir_all(&dir)?;
+        let temp = dir.join(format!(".put.{}.tmp", rand::random::<u64>()));
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&temp)?);
+        let mut hash = sha2::Sha256::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = content.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hash.update(&buf[..n]);
+            file.write_all(&buf[..n])?;
+            size += n as u64;
+        }
+        file.into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?
+            .sync_all()?;
+        let oid = hash.finalize().iter().fold(String::with_capacity(64), |mut out, b| {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{b:02x}");
+            out
+        });
+        std::fs::rename(&temp, dir.join(&oid))?;
+        Ok((oid, size))
     }
 
     /// The LFS objects stored for a repository, by oid.

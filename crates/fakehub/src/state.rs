@@ -199,6 +199,13 @@ pub(crate) struct State {
     pub(crate) push_failures: VecDeque<InjectedFailure>,
     /// Answers for the next LFS object uploads to the storage route.
     pub(crate) lfs_failures: VecDeque<InjectedFailure>,
+    /// Answers for the next upload of one object, by oid (before `lfs_failures`).
+    pub(crate) lfs_object_failures: HashMap<String, InjectedFailure>,
+    /// Storage requests (download, upload, verify) being answered, and the most seen at once.
+    pub(crate) lfs_in_flight: usize,
+    pub(crate) lfs_max_in_flight: usize,
+    /// Storage requests wait until this many are in flight at once (then the gate stays open).
+    pub(crate) lfs_gate: Option<usize>,
     /// Signs the LFS actions' `Authorization` headers (the storage route's own credential).
     pub(crate) lfs_secret: [u8; 32],
     pub(crate) lfs_locks: Vec<LfsLock>,
@@ -235,6 +242,10 @@ impl State {
             failures: VecDeque::new(),
             push_failures: VecDeque::new(),
             lfs_failures: VecDeque::new(),
+            lfs_object_failures: HashMap::new(),
+            lfs_in_flight: 0,
+            lfs_max_in_flight: 0,
+            lfs_gate: None,
             lfs_secret: rand::random(),
             lfs_locks: Vec::new(),
             date_skew: 0,

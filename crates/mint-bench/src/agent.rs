@@ -95,7 +95,8 @@ fn publish_rounds(rig: &Rig, dir: &Path, rounds: usize, scenario: &mut Scenario)
 }
 
 /// Git LFS: a change adding ten 50 MB LFS-tracked files, `mint publish` (git-lfs's clean filter, then the
-/// batch upload and the push) against `git add/commit/push` with git-lfs's pre-push hook.
+/// batch upload and the push) against `git add/commit/push` with git-lfs's pre-push hook, and against
+/// `mint publish` with `lfs.concurrenttransfers=1`.
 pub(crate) fn run_lfs(rig: &Rig, rounds: usize, report: &mut Report) -> anyhow::Result<()> {
     if Command::new("git-lfs").arg("version").output().is_err() {
         report.line("\nGit LFS: skipped (git-lfs is not installed)");
@@ -116,15 +117,23 @@ pub(crate) fn run_lfs(rig: &Rig, rounds: usize, report: &mut Report) -> anyhow::
 
     let ours = dir.join("mint");
     let theirs = dir.join("git");
+    // The same publish moving one object at a time, as before concurrent transfers: what they buy.
+    let sequential = dir.join("mint-sequential");
     exec(rig.mint(&dir).arg("clone").arg(&ours))?;
+    exec(rig.mint(&dir).arg("clone").arg(&sequential))?;
+    exec(rig.git_in(&sequential).args(["config", "lfs.concurrenttransfers", "1"]))?;
     exec(&mut rig.git_clone(&theirs))?;
     exec(rig.git_in(&theirs).args(["lfs", "install", "--local"]))?;
     let mut scenario = Scenario::new(
         "publish ten 50 MB Git LFS files (target: mint publish ÷ git push with git-lfs ≤ 1.0)",
-        &["mint publish", "git add/commit/push (git-lfs)"],
+        &[
+            "mint publish",
+            "git add/commit/push (git-lfs)",
+            "mint publish (1 transfer at a time)",
+        ],
     );
     for round in 0..rounds {
-        for (tool, work) in [("mint", &ours), ("git", &theirs)] {
+        for (tool, work) in [("mint", &ours), ("git", &theirs), ("mint-sequential", &sequential)] {
             for i in 0..10 {
                 std::fs::write(
                     work.join(format!("r{round}-{i}.bin")),
@@ -146,6 +155,14 @@ pub(crate) fn run_lfs(rig: &Rig, rounds: usize, report: &mut Report) -> anyhow::
             exec(rig.git_in(&theirs).args(["add", "-A"]))?;
             exec(rig.git_in(&theirs).args(["commit", "-q", "-m", "weights"]))?;
             exec(rig.git_in(&theirs).args(["push", "-q", "origin", "HEAD"]))
+        })?;
+        let branch = format!("adagent/bench-lfs-sequential-{round}");
+        scenario.time(2, || {
+            exec(
+                rig.mint(&sequential)
+                    .env("PATH", crate::path_with(&rig.bin_dir))
+                    .args(["publish", "--branch", &branch, "-m", "weights", "--title", "weights"]),
+            )
         })?;
     }
     scenario.report(report, 1)?;

@@ -144,7 +144,9 @@ pub fn smudge_lfs(
         return Ok(0);
     }
     progress(&format!("Downloading {} LFS files", wanted.len()));
-    Endpoint::for_remote(url, credentials)?.download(repo.git_dir(), &wanted)?;
+    let mut endpoint = Endpoint::for_remote(url, credentials)?;
+    endpoint.set_concurrent_transfers(crate::lfs::concurrent_transfers(&repo));
+    endpoint.download(repo.git_dir(), &wanted)?;
     for (i, (pointer, rela)) in at.iter().zip(&wanted) {
         let path = workdir.join(rela);
         let copy = || -> std::io::Result<gix::index::entry::Stat> {

@@ -11,6 +11,8 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bstr::ByteSlice;
 use gix::ObjectId;
@@ -21,6 +23,8 @@ use sha2::{Digest, Sha256};
 use crate::credentials::CredentialSource;
 
 const MEDIA_TYPE: &str = "application/vnd.git-lfs+json";
+/// git-lfs's `lfs.concurrenttransfers` when unset.
+pub const DEFAULT_CONCURRENT_TRANSFERS: usize = 8;
 /// git-lfs never writes a pointer larger than this; anything bigger is content.
 const MAX_POINTER: u64 = 1024;
 
@@ -126,12 +130,15 @@ pub struct Endpoint<'a> {
     batch_url: String,
     credentials: Option<&'a mut dyn CredentialSource>,
     client: reqwest::blocking::Client,
+    /// Objects moved at once (`lfs.concurrenttransfers`).
+    transfers: usize,
 }
 
 impl std::fmt::Debug for Endpoint<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Endpoint")
             .field("batch_url", &self.batch_url)
+            .field("transfers", &self.transfers)
             .finish_non_exhaustive()
     }
 }
@@ -157,7 +164,13 @@ impl<'a> Endpoint<'a> {
             batch_url: format!("{base}/info/lfs/objects/batch"),
             credentials,
             client,
+            transfers: DEFAULT_CONCURRENT_TRANSFERS,
         })
+    }
+
+    /// Move up to `n` objects at once (at least one), as [`concurrent_transfers`] reads it from a repository.
+    pub fn set_concurrent_transfers(&mut self, n: usize) {
+        self.transfers = n.max(1);
     }
 
     /// One batch call; a refused token is replaced once.
@@ -215,14 +228,17 @@ impl<'a> Endpoint<'a> {
     }
 
     /// Download the objects the work tree needs into the store under `git_dir`, verified; `paths` names a
-    /// path per object for messages. Objects already in the store are not asked for.
+    /// path per object for messages. Objects already in the store are not asked for. Up to
+    /// [`Self::set_concurrent_transfers`] objects move at once; the first failure stops the others from
+    /// starting and is the one reported, and what was stored by then stays (a second run skips it).
     pub fn download(&mut self, git_dir: &Path, wanted: &[(Pointer, String)]) -> Result<usize, LfsError> {
         let missing: Vec<Pointer> = unique(wanted.iter().map(|(p, _)| p).filter(|p| !is_stored(p, git_dir)));
         if missing.is_empty() {
             return Ok(0);
         }
         let answers = self.batch("download", &missing)?;
-        for pointer in &missing {
+        let client = &self.client;
+        for_each_concurrently(&missing, self.transfers, |pointer| {
             let path = path_of(wanted, pointer);
             let transfer_error = |message: String| LfsError::Transfer {
                 operation: "download",
@@ -235,8 +251,7 @@ impl<'a> Endpoint<'a> {
                 .actions
                 .get("download")
                 .ok_or_else(|| transfer_error("the batch answer has no download action".into()))?;
-            let response = self
-                .action(action, reqwest::Method::GET)
+            let response = request(client, action, reqwest::Method::GET)
                 .map_err(transfer_error)?
                 .send()
                 .map_err(|e| transfer_error(describe(&e)))?;
@@ -244,11 +259,12 @@ impl<'a> Endpoint<'a> {
                 return Err(transfer_error(format!("HTTP {}", response.status())));
             }
             store(git_dir, pointer, response).map_err(transfer_error)?;
-        }
-        Ok(missing.len())
+            Ok(true)
+        })
     }
 
-    /// Upload the objects the server lacks from the store under `git_dir`, then verify them when asked.
+    /// Upload the objects the server lacks from the store under `git_dir`, then verify them when asked; as
+    /// many at once as [`Self::download`].
     pub fn upload(&mut self, git_dir: &Path, wanted: &[(Pointer, String)]) -> Result<usize, LfsError> {
         let objects = unique(wanted.iter().map(|(p, _)| p));
         if objects.is_empty() {
@@ -263,8 +279,8 @@ impl<'a> Endpoint<'a> {
             }
         }
         let answers = self.batch("upload", &objects)?;
-        let mut sent = 0;
-        for pointer in &objects {
+        let client = &self.client;
+        for_each_concurrently(&objects, self.transfers, |pointer| {
             let path = path_of(wanted, pointer);
             let transfer_error = |message: String| LfsError::Transfer {
                 operation: "upload",
@@ -275,11 +291,10 @@ impl<'a> Endpoint<'a> {
             let answer = answer_for(&answers, pointer).map_err(transfer_error)?;
             // No upload action: the server has it already.
             let Some(upload) = answer.actions.get("upload") else {
-                continue;
+                return Ok(false);
             };
             let file = std::fs::File::open(pointer.local_path(git_dir)).map_err(|e| transfer_error(e.to_string()))?;
-            let response = self
-                .action(upload, reqwest::Method::PUT)
+            let response = request(client, upload, reqwest::Method::PUT)
                 .map_err(transfer_error)?
                 .header("Content-Type", "application/octet-stream")
                 .body(reqwest::blocking::Body::sized(file, pointer.size))
@@ -290,8 +305,7 @@ impl<'a> Endpoint<'a> {
             }
             if let Some(verify) = answer.actions.get("verify") {
                 let body = serde_json::to_vec(pointer).map_err(|e| transfer_error(e.to_string()))?;
-                let response = self
-                    .action(verify, reqwest::Method::POST)
+                let response = request(client, verify, reqwest::Method::POST)
                     .map_err(transfer_error)?
                     .header("Accept", MEDIA_TYPE)
                     .header("Content-Type", MEDIA_TYPE)
@@ -302,34 +316,88 @@ impl<'a> Endpoint<'a> {
                     return Err(transfer_error(format!("verify answered HTTP {}", response.status())));
                 }
             }
-            sent += 1;
-        }
-        Ok(sent)
+            Ok(true)
+        })
     }
+}
 
-    /// A request for an action: its `href` with its own headers, never the token (download: GET, upload:
-    /// PUT, verify: POST).
-    fn action(&self, action: &Action, method: reqwest::Method) -> Result<reqwest::blocking::RequestBuilder, String> {
-        let url = reqwest::Url::parse(&action.href).map_err(|e| format!("the action's href is not a URL: {e}"))?;
-        let loopback = url.host_str().is_some_and(|h| {
-            h == "localhost"
-                || h.trim_matches(['[', ']'])
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        });
-        if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
-            return Err(format!(
-                "the action's href {}://{} is neither https nor loopback http: refused",
-                url.scheme(),
-                url.host_str().unwrap_or("")
-            ));
-        }
-        let mut request = self.client.request(method, url);
-        for (name, value) in &action.header {
-            request = request.header(name, value);
-        }
-        Ok(request)
+/// A request for an action: its `href` with its own headers, never the token (download: GET, upload: PUT,
+/// verify: POST).
+fn request(
+    client: &reqwest::blocking::Client,
+    action: &Action,
+    method: reqwest::Method,
+) -> Result<reqwest::blocking::RequestBuilder, String> {
+    let url = reqwest::Url::parse(&action.href).map_err(|e| format!("the action's href is not a URL: {e}"))?;
+    let loopback = url.host_str().is_some_and(|h| {
+        h == "localhost"
+            || h.trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+        return Err(format!(
+            "the action's href {}://{} is neither https nor loopback http: refused",
+            url.scheme(),
+            url.host_str().unwrap_or("")
+        ));
     }
+    let mut request = client.request(method, url);
+    for (name, value) in &action.header {
+        request = request.header(name, value);
+    }
+    Ok(request)
+}
+
+/// Run `work` on every item with up to `workers` threads taking the next item from a shared queue; the
+/// number of items it did something for (`Ok(true)`). The first error stops the queue (transfers under
+/// way finish) and is returned.
+fn for_each_concurrently<T: Sync>(
+    items: &[T],
+    workers: usize,
+    work: impl Fn(&T) -> Result<bool, LfsError> + Sync,
+) -> Result<usize, LfsError> {
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let failure: Mutex<Option<LfsError>> = Mutex::new(None);
+    let stopped = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for _ in 0..workers.clamp(1, items.len().max(1)) {
+            scope.spawn(|| {
+                while !stopped.load(Ordering::Acquire) {
+                    let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                        break;
+                    };
+                    match work(item) {
+                        Ok(true) => {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            stopped.store(true, Ordering::Release);
+                            failure
+                                .lock()
+                                .expect("not poisoned: no work runs under it")
+                                .get_or_insert(e);
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    match failure.into_inner().expect("not poisoned: no work runs under it") {
+        Some(e) => Err(e),
+        None => Ok(done.into_inner()),
+    }
+}
+
+/// `lfs.concurrenttransfers` from the repository's config (git-lfs's own setting), at least 1; git-lfs's
+/// default 8 when unset or not a number.
+pub fn concurrent_transfers(repo: &gix::Repository) -> usize {
+    repo.config_snapshot()
+        .integer("lfs.concurrenttransfers")
+        .map_or(DEFAULT_CONCURRENT_TRANSFERS, |n| usize::try_from(n.max(1)).unwrap_or(1))
 }
 
 /// The batch answer's entry for `pointer`, or why there is none to act on (not mentioned, or an error the
@@ -461,6 +529,30 @@ mod tests {
             .unwrap()
             .local_path(Path::new("/r/.git"));
         assert_eq!(path, Path::new(&format!("/r/.git/lfs/objects/4d/7a/{oid}")));
+    }
+
+    #[test]
+    fn the_first_failure_stops_the_queue_and_is_the_one_reported() {
+        let items: Vec<usize> = (0..100).collect();
+        let run = |workers: usize| {
+            let started = AtomicUsize::new(0);
+            let result = for_each_concurrently(&items, workers, |&i| {
+                started.fetch_add(1, Ordering::SeqCst);
+                if i == 5 {
+                    return Err(LfsError::Local(format!("item {i} failed")));
+                }
+                Ok(true)
+            });
+            (result.unwrap_err().to_string(), started.into_inner())
+        };
+        // One worker: nothing after the failing item is started.
+        assert_eq!(run(1), ("item 5 failed".to_owned(), 6));
+        let (error, started) = run(4);
+        assert_eq!(error, "item 5 failed");
+        assert!(started >= 6, "{started}");
+
+        let counted = for_each_concurrently(&items, 3, |&i| Ok(i % 2 == 0)).unwrap();
+        assert_eq!(counted, 50, "the items something was done for");
     }
 
     #[test]

@@ -369,6 +369,7 @@ fn upload_lfs(
             Some((pointer, r.filepath.to_string()))
         })
         .collect();
+    endpoint.set_concurrent_transfers(crate::lfs::concurrent_transfers(repo));
     let sent = endpoint.upload(repo.git_dir(), &wanted).map_err(PushError::Lfs)?;
     progress(&format!(
         "Uploaded {sent} of {} LFS objects (the others were on the remote already)",

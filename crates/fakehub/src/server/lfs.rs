@@ -304,11 +304,18 @@ impl FakeHub {
                 "The action's Authorization header is missing or wrong",
             );
         }
+        let flight = self.lfs_enter().await;
         let path = self.lfs_path(owner, repo, oid);
         match operation {
-            "download" => download(&path).await,
+            "download" => download(&path, flight).await,
             "upload" => {
-                let injected = self.state().lfs_failures.pop_front();
+                let injected = {
+                    let mut state = self.state();
+                    state
+                        .lfs_object_failures
+                        .remove(oid)
+                        .or_else(|| state.lfs_failures.pop_front())
+                };
                 if let Some(failure) = injected {
                     let _ = req.into_body().collect().await;
                     return injected_response(&failure);
@@ -334,13 +341,57 @@ impl FakeHub {
     }
 }
 
-async fn download(path: &std::path::Path) -> Response<Body> {
+/// One storage request being answered, counted until dropped.
+pub(super) struct InFlight(FakeHub);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        state.lfs_in_flight = state.lfs_in_flight.saturating_sub(1);
+    }
+}
+
+impl FakeHub {
+    /// Count a storage request in; hold it at the gate `hold_lfs_transfers_until` set, if any, until enough
+    /// are in flight (or 10 s pass: then the gate opens for all, so a sequential client is slow, not stuck).
+    async fn lfs_enter(&self) -> InFlight {
+        let opened = self.inner.lfs_gate.notified();
+        let wait = {
+            let mut state = self.state();
+            state.lfs_in_flight += 1;
+            state.lfs_max_in_flight = state.lfs_max_in_flight.max(state.lfs_in_flight);
+            match state.lfs_gate {
+                Some(n) if state.lfs_in_flight >= n => {
+                    state.lfs_gate = None;
+                    self.inner.lfs_gate.notify_waiters();
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            }
+        };
+        let flight = InFlight(self.clone());
+        if wait
+            && tokio::time::timeout(std::time::Duration::from_secs(10), opened)
+                .await
+                .is_err()
+        {
+            self.state().lfs_gate = None;
+            self.inner.lfs_gate.notify_waiters();
+        }
+        flight
+    }
+}
+
+/// The object's bytes, streamed; the request counts as in flight until the last byte is sent.
+async fn download(path: &std::path::Path, flight: InFlight) -> Response<Body> {
     let Ok(mut file) = tokio::fs::File::open(path).await else {
         return lfs_error(StatusCode::NOT_FOUND, "Object does not exist");
     };
     let len = file.metadata().await.map_or(0, |m| m.len());
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
+        let _flight = flight;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             match file.read(&mut buf).await {
