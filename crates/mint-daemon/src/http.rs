@@ -78,7 +78,11 @@ impl Listener for tokio::net::UnixListener {
 impl Listener for tokio::net::TcpListener {
     type Stream = tokio::net::TcpStream;
     async fn accept(&self) -> std::io::Result<Self::Stream> {
-        tokio::net::TcpListener::accept(self).await.map(|(stream, _)| stream)
+        let (stream, _) = tokio::net::TcpListener::accept(self).await?;
+        // git's smart HTTP is request and answer in turn: Nagle's algorithm would hold a small write back
+        // until the peer's delayed ACK.
+        stream.set_nodelay(true)?;
+        Ok(stream)
     }
     fn peer_key(_: &Self::Stream) -> u32 {
         // The proxy listens on loopback for the sandbox: every peer is the sandbox.

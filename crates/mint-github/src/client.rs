@@ -201,11 +201,15 @@ pub fn https_connector(base_url: &str) -> Result<HttpsConnector<HttpConnector>, 
         .map_err(|e| ClientError::Tls(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
+    let mut tcp = HttpConnector::new();
+    // Requests and answers in turn (and the git proxy's relay): no small write waits for a delayed ACK.
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
     Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
-        .build())
+        .wrap_connector(tcp))
 }
 
 /// hyper's errors say little at the top ("client error (Connect)"); the cause is further down.
