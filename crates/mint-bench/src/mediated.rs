@@ -28,7 +28,15 @@ pub(crate) fn run(rig: &Rig, rounds: usize, report: &mut Report) -> anyhow::Resu
     std::fs::create_dir_all(&dir)?;
     let mut peaks = Vec::new();
     let mut scenarios = Vec::new();
+    // MINT_BENCH_MEDIATED_REPOS=many (or bulk) runs one of the two, for quicker runs while working on one.
+    let only = std::env::var("MINT_BENCH_MEDIATED_REPOS").ok();
     for repo in [BULK, MANY] {
+        if only
+            .as_deref()
+            .is_some_and(|only| !only.split(',').any(|r| repo.ends_with(r.trim())))
+        {
+            continue;
+        }
         let (scenario, peak) = one_repository(rig, &dir.join(repo), repo, rounds)?;
         scenarios.push(scenario);
         peaks.push((repo, peak));
@@ -133,12 +141,18 @@ fn one_repository(rig: &Rig, dir: &Path, repo: &str, rounds: usize) -> anyhow::R
             dir.join(format!("clone-direct-{round}")),
             dir.join(format!("clone-proxied-{round}")),
         ];
-        clone.time(0, || {
-            exec(direct(dir).args(["clone", "-q", &direct_url]).arg(&targets[0]))
-        })?;
-        clone.time(1, || {
-            exec(proxied(dir).args(["clone", "-q", &proxied_url]).arg(&targets[1]))
-        })?;
+        // Each round starts with the other way, so neither always runs right after the other's work at
+        // fakehub (whose repository the previous push just changed).
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for way in order {
+            clone.time(way, || {
+                if way == 0 {
+                    exec(direct(dir).args(["clone", "-q", &direct_url]).arg(&targets[0]))
+                } else {
+                    exec(proxied(dir).args(["clone", "-q", &proxied_url]).arg(&targets[1]))
+                }
+            })?;
+        }
         for target in &targets {
             std::fs::remove_dir_all(target)?;
         }
@@ -147,22 +161,21 @@ fn one_repository(rig: &Rig, dir: &Path, repo: &str, rounds: usize) -> anyhow::R
             write_content(tree, repo, 1 + 2 * round + way)?;
             commit(rig, tree, &format!("round {round}"))?;
         }
-        push.time(0, || {
-            exec(direct(&trees[0]).args([
-                "push",
-                "-q",
-                "origin",
-                &format!("HEAD:refs/heads/adagent/direct-{round}"),
-            ]))
-        })?;
-        push.time(1, || {
-            exec(proxied(&trees[1]).args([
-                "push",
-                "-q",
-                "origin",
-                &format!("HEAD:refs/heads/adagent/proxied-{round}"),
-            ]))
-        })?;
+        for way in order {
+            push.time(way, || {
+                let (mut git, name) = if way == 0 {
+                    (direct(&trees[0]), "direct")
+                } else {
+                    (proxied(&trees[1]), "proxied")
+                };
+                exec(git.args([
+                    "push",
+                    "-q",
+                    "origin",
+                    &format!("HEAD:refs/heads/adagent/{name}-{round}"),
+                ]))
+            })?;
+        }
     }
     for samples in [&clone.samples[1], &push.samples[1]] {
         proxied_time += samples.iter().sum::<Duration>();
