@@ -10,17 +10,22 @@ use crate::support::{OWNER, REPO, World};
 
 /// Runs the `mint` binary as an agent would, with a PATH that holds no `git`.
 pub(crate) fn mint(world: &World, dir: &Path, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mint"));
+    command.args(args);
+    as_the_agent(&mut command, world, dir).output().expect("mint runs")
+}
+
+/// `command` in `dir` with the agent's environment and nothing else: a PATH that holds no `git`, the
+/// world's HOME and mintd's socket.
+pub(crate) fn as_the_agent<'c>(command: &'c mut Command, world: &World, dir: &Path) -> &'c mut Command {
     let no_git = world.dir.path().join("empty-bin");
     std::fs::create_dir_all(&no_git).expect("dir");
-    Command::new(env!("CARGO_BIN_EXE_mint"))
-        .args(args)
+    command
         .current_dir(dir)
         .env_clear()
         .env("PATH", &no_git)
         .env("HOME", &world.home)
         .env("MINT_SOCKET", &world.socket)
-        .output()
-        .expect("mint runs")
 }
 
 pub(crate) fn mint_ok(world: &World, dir: &Path, args: &[&str]) -> String {

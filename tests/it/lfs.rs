@@ -390,21 +390,12 @@ fn mint_peak_rss(world: &World, dir: &Path, args: &[&str]) -> (bool, String, u64
         .output()
         .expect("python3 on PATH");
     let python = String::from_utf8(python.stdout).expect("utf8").trim().to_owned();
-    let no_git = world.dir.path().join("empty-bin");
-    std::fs::create_dir_all(&no_git).expect("dir");
     let script = "import resource, subprocess, sys\n\
                   r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)\n\
                   print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)";
-    let output = Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .arg(env!("CARGO_BIN_EXE_mint"))
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", &no_git)
-        .env("HOME", &world.home)
-        .env("MINT_SOCKET", &world.socket)
+    let mut command = Command::new(python);
+    command.arg("-c").arg(script).arg(env!("CARGO_BIN_EXE_mint")).args(args);
+    let output = crate::agent::as_the_agent(&mut command, world, dir)
         .output()
         .expect("python3 runs");
     let stdout = String::from_utf8_lossy(&output.stdout);

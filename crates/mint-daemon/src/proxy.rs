@@ -986,6 +986,11 @@ mod tests {
         Tee::over(Bytes::from_static(head.as_bytes()), rest, charge, limit)
     }
 
+    async fn next_data(body: &mut ProxyBody) -> Bytes {
+        let frame = body.frame().await.expect("a frame").expect("no error");
+        frame.into_data().expect("data")
+    }
+
     async fn frames(body: ProxyBody) -> String {
         String::from_utf8(body.collect().await.expect("body").to_bytes().to_vec()).expect("utf8")
     }
@@ -1011,20 +1016,8 @@ mod tests {
         );
         // GitHub read the head and one frame, then answered 401.
         let mut sent = tee.body();
-        let first = sent
-            .frame()
-            .await
-            .expect("a frame")
-            .expect("data")
-            .into_data()
-            .expect("data");
-        let second = sent
-            .frame()
-            .await
-            .expect("a frame")
-            .expect("data")
-            .into_data()
-            .expect("data");
+        let first = next_data(&mut sent).await;
+        let second = next_data(&mut sent).await;
         assert_eq!((&first[..], &second[..]), (&b"0032cmds"[..], &b"PACK"[..]));
         let copy = tee.take_back().await.expect("read").expect("a whole copy");
         assert_eq!(
@@ -1083,7 +1076,7 @@ mod tests {
 
         let answered = tee(&budget, &metrics, "head", chunks(&budget, &metrics, &["1234"]), 64);
         let mut sent = answered.body();
-        sent.frame().await.expect("a frame").expect("data");
+        next_data(&mut sent).await;
         answered.release();
         assert_eq!(
             budget.used.load(Ordering::Acquire),
