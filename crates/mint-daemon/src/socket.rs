@@ -58,6 +58,10 @@ pub fn bind(path: &Path, mode: u32, group: Option<u32>) -> Result<(tokio::net::U
             .mode(0o700 | traverse)
             .create(&dir)
             .map_err(io_err("create the socket directory", &dir))?;
+        // The mode given to mkdir is masked by the umask: a hardened 077 would drop the group's traverse bit
+        // of a shared socket's directory. Set it as meant.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700 | traverse))
+            .map_err(io_err("set the mode of the socket directory", &dir))?;
     }
     replace_stale(path)?;
 
@@ -139,6 +143,26 @@ mod tests {
         assert_eq!(leftovers, vec![std::ffi::OsString::from("mint.sock")]);
         file.remove();
         assert!(!path.exists());
+    }
+
+    /// The directory's mode is set, not left to the umask: a hardened umask of 077 dropped the group's
+    /// traverse bit, and a parallel test's temporary umask (bind's own, for the socket) made a private
+    /// directory 0600 (CI saw both tests here fail that way).
+    #[tokio::test]
+    async fn the_socket_directory_gets_its_mode_whatever_the_umask() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let path = root.path().join("strict/mint.sock");
+        let gid = nix::unistd::getgid().as_raw();
+        let old = umask(Mode::from_bits_truncate(0o077));
+        let bound = bind(&path, 0o660, Some(gid));
+        umask(old);
+        let (_listener, _file) = bound.expect("binds");
+        let dir_mode = std::fs::metadata(path.parent().expect("dir"))
+            .expect("dir")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dir_mode, 0o710);
     }
 
     #[tokio::test]
