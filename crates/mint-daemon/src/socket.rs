@@ -122,16 +122,18 @@ fn replace_stale(path: &Path) -> Result<(), SocketError> {
 mod tests {
     use super::*;
 
+    /// The permission bits of the directory `socket` is in.
+    fn dir_mode(socket: &std::path::Path) -> u32 {
+        let dir = socket.parent().expect("a directory");
+        std::fs::metadata(dir).expect("dir").permissions().mode() & 0o777
+    }
+
     #[tokio::test]
     async fn creates_a_private_directory_and_socket() {
         let root = tempfile::tempdir().expect("tempdir");
         let path = root.path().join("run/mint/mint.sock");
         let (_listener, file) = bind(&path, 0o600, None).expect("binds");
-        let dir_mode = std::fs::metadata(path.parent().expect("dir"))
-            .expect("dir")
-            .permissions()
-            .mode()
-            & 0o777;
+        let dir_mode = dir_mode(&path);
         assert_eq!(dir_mode, 0o700);
         let meta = std::fs::symlink_metadata(&path).expect("socket");
         assert!(meta.file_type().is_socket());
@@ -157,11 +159,7 @@ mod tests {
         let bound = bind(&path, 0o660, Some(gid));
         umask(old);
         let (_listener, _file) = bound.expect("binds");
-        let dir_mode = std::fs::metadata(path.parent().expect("dir"))
-            .expect("dir")
-            .permissions()
-            .mode()
-            & 0o777;
+        let dir_mode = dir_mode(&path);
         assert_eq!(dir_mode, 0o710);
     }
 
@@ -174,11 +172,7 @@ mod tests {
         let meta = std::fs::symlink_metadata(&path).expect("socket");
         assert_eq!(meta.permissions().mode() & 0o777, 0o660);
         assert_eq!(meta.gid(), gid);
-        let dir_mode = std::fs::metadata(path.parent().expect("dir"))
-            .expect("dir")
-            .permissions()
-            .mode()
-            & 0o777;
+        let dir_mode = dir_mode(&path);
         assert_eq!(dir_mode, 0o710);
     }
 
