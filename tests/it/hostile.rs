@@ -718,6 +718,72 @@ fn a_thousand_connections_that_never_read_cannot_starve_a_get() {
     assert!(!log.contains("accept failed"), "{}", &log[log_before..]);
 }
 
+/// `n` connections to mintd's socket, each announcing a 64 KiB credential request and sending all of it but
+/// its last byte, then nothing; those mintd refuses at once are left out.
+fn connections_trickling_bodies(socket: &std::path::Path, n: usize) -> Vec<std::os::unix::net::UnixStream> {
+    let len = mint_api::MAX_REQUEST_BODY;
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: mintd\r\nContent-Length: {len}\r\n\r\n",
+        mint_api::route::CREDENTIAL_GET
+    );
+    let body = vec![b'x'; len - 1];
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        use std::io::Write;
+        let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else {
+            continue;
+        };
+        stream.set_nonblocking(true).expect("nonblocking");
+        let _ = stream.write(head.as_bytes());
+        let _ = stream.write(&body);
+        held.push(stream);
+    }
+    held
+}
+
+/// Request bodies on the socket were held whole per connection until their 5 s deadline: 768 connections
+/// (the held and reserve slots) each sending 64 KiB but its last byte held 48 MiB. Past each request's first
+/// 4 KiB they are charged to one 2 MiB budget; past it a request gets 503 with `Retry-After`.
+#[test]
+fn a_thousand_connections_sending_64_kib_bodies_stay_in_the_body_budget() {
+    const CONNECTIONS: usize = 1_000;
+    let mut world = World::start_with(Options {
+        start_mintd: false,
+        ..Default::default()
+    });
+    let command = world.mintd_command(crate::support::INSTALLATION_ID);
+    world.spawn_limited(command, Limits::POD.with_nofile(1024));
+    assert!(fill(&world).status.success(), "a token first");
+
+    let held = connections_trickling_bodies(&world.socket, CONNECTIONS);
+    let opened = held.len();
+    std::thread::sleep(Duration::from_secs(1));
+    let mut took = Vec::new();
+    for i in 0..5 {
+        let (status, elapsed) = bounded_get(&world, Duration::from_secs(5)).unwrap_or_else(|| {
+            panic!(
+                "get {i} had no answer within 5 s with {opened} connections sending bodies ({})",
+                world.cgroup_summary()
+            )
+        });
+        assert_eq!(status, 200, "get {i}");
+        took.push(elapsed);
+    }
+    let text = metrics(&world);
+    let figures = assert_alive_in_its_cgroup(&mut world, "1,000 connections sending 64 KiB bodies");
+    eprintln!("{opened} connections sending 64 KiB bodies: gets took {took:?}; {figures}");
+    assert!(
+        metric(&text, "mint_socket_body_bytes") <= 2 << 20,
+        "the body budget is 2 MiB:\n{text}"
+    );
+    let charged = world.cgroup.as_ref().expect("cgroup").peak();
+    assert!(charged < 32 << 20, "{figures}");
+    let mut sorted = took.clone();
+    sorted.sort();
+    assert!(sorted[2] < Duration::from_millis(100), "gets took {took:?}");
+    drop(held);
+}
+
 /// How long the soak runs: 60 s, as CI runs it; `MINT_SOAK_SECS` shortens it for local iteration.
 fn soak_duration() -> Duration {
     let secs = std::env::var("MINT_SOAK_SECS")

@@ -2,6 +2,7 @@
 //! installation token, caches and refreshes it, and serves it to git on a unix socket.
 
 pub mod broker;
+mod budget;
 pub mod cache;
 pub mod config;
 pub mod harden;
@@ -56,6 +57,8 @@ pub struct Daemon {
     pub(crate) git_proxy_bound: std::sync::OnceLock<std::net::SocketAddr>,
     /// What stands between `POST /v1/pulls` and GitHub: memory of opened pull requests and a bucket.
     pub(crate) pulls: pulls::PullGate,
+    /// What the socket's request bodies hold, past each one's first few KiB: [`server::BODY_BUDGET`].
+    pub(crate) bodies: Arc<budget::Budget>,
 }
 
 /// Where the daemon's tokens come from, as status reports it.
@@ -209,6 +212,7 @@ impl Daemon {
             git_proxy: config.git_proxy,
             git_proxy_bound: std::sync::OnceLock::new(),
             pulls: pulls::PullGate::default(),
+            bodies: Arc::new(budget::Budget::new(server::BODY_BUDGET, |m| &m.socket_bodies)),
         }))
     }
 }

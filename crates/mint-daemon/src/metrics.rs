@@ -30,6 +30,8 @@ pub struct Metrics {
     proxy_unreplayable: Mutex<BTreeMap<&'static str, u64>>,
     /// Bytes the proxy holds for replay and push checks right now, across connections.
     pub(crate) proxy_buffered: AtomicU64,
+    /// Bytes of request bodies the socket holds right now past each request's first few KiB.
+    pub(crate) socket_bodies: AtomicU64,
     /// Connections accepted, by server and how they were let in (or not).
     connections: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     pull_requests: Mutex<BTreeMap<&'static str, u64>>,
@@ -154,6 +156,13 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE mint_proxy_buffered_bytes gauge");
         let buffered = self.proxy_buffered.load(Ordering::Relaxed);
         let _ = writeln!(out, "mint_proxy_buffered_bytes {buffered}");
+        let _ = writeln!(
+            out,
+            "# HELP mint_socket_body_bytes Request body bytes the socket holds now beyond each request's first 4 KiB."
+        );
+        let _ = writeln!(out, "# TYPE mint_socket_body_bytes gauge");
+        let bodies = self.socket_bodies.load(Ordering::Relaxed);
+        let _ = writeln!(out, "mint_socket_body_bytes {bodies}");
         let _ = writeln!(
             out,
             "# HELP mint_connections_total Connections accepted, by server and outcome (admitted, reserve, refused, stalled)."

@@ -12,7 +12,6 @@
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -29,9 +28,9 @@ use tokio::net::TcpListener;
 use mint_credential::Target;
 
 use crate::Daemon;
+use crate::budget::{Budget, Charge};
 use crate::cache::{ERASE_INTERVAL, GetError, MintFailure};
 use crate::logs::{Repeated, Untrusted};
-use crate::metrics::Metrics;
 use crate::push_policy;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -112,7 +111,7 @@ impl Upstream {
                 .http1_writev(true)
                 .build(connector),
             base: github_url.trim_end_matches('/').to_owned(),
-            budget: Arc::new(Budget::new(REPLAY_BUDGET)),
+            budget: Arc::new(Budget::new(REPLAY_BUDGET, |m| &m.proxy_buffered)),
             timeout: UPSTREAM_TIMEOUT,
         })
     }
@@ -134,79 +133,6 @@ impl Upstream {
                 ),
             )),
         }
-    }
-}
-
-/// Bytes the proxy may hold for all connections together.
-struct Budget {
-    limit: usize,
-    used: AtomicUsize,
-}
-
-impl Budget {
-    fn new(limit: usize) -> Self {
-        Self {
-            limit,
-            used: AtomicUsize::new(0),
-        }
-    }
-}
-
-/// What one request holds of the [`Budget`]; given back when dropped.
-struct Charge {
-    budget: Arc<Budget>,
-    metrics: Arc<Metrics>,
-    held: usize,
-}
-
-impl Charge {
-    fn new(budget: Arc<Budget>, metrics: Arc<Metrics>) -> Self {
-        Self {
-            budget,
-            metrics,
-            held: 0,
-        }
-    }
-
-    /// Hold `total` bytes in all; `false` (holding what it held) if the budget cannot cover them.
-    fn cover(&mut self, total: usize) -> bool {
-        let Some(more) = total.checked_sub(self.held).filter(|m| *m > 0) else {
-            return true;
-        };
-        let limit = self.budget.limit;
-        let taken = self
-            .budget
-            .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(more).filter(|u| *u <= limit)
-            });
-        if taken.is_err() {
-            return false;
-        }
-        self.held += more;
-        self.metrics
-            .proxy_buffered
-            .fetch_add(u64::try_from(more).unwrap_or(u64::MAX), Ordering::Relaxed);
-        true
-    }
-
-    /// Give back everything held.
-    fn release(&mut self) {
-        drop(std::mem::replace(self, self.empty()));
-    }
-
-    /// A charge on the same budget that holds nothing.
-    fn empty(&self) -> Self {
-        Self::new(self.budget.clone(), self.metrics.clone())
-    }
-}
-
-impl Drop for Charge {
-    fn drop(&mut self) {
-        self.budget.used.fetch_sub(self.held, Ordering::AcqRel);
-        self.metrics
-            .proxy_buffered
-            .fetch_sub(u64::try_from(self.held).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 }
 
@@ -682,7 +608,7 @@ impl<B> TeeState<B> {
         };
         self.copy = None;
         self.charge.release();
-        self.charge.metrics.proxy_unreplayable(given_up);
+        self.charge.metrics().proxy_unreplayable(given_up);
     }
 }
 
@@ -1006,7 +932,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_tee_sends_everything_and_takes_back_a_whole_copy_even_when_partly_sent() {
-        let (budget, metrics) = (Arc::new(Budget::new(1024)), Arc::new(Metrics::default()));
+        let (budget, metrics) = (
+            Arc::new(Budget::new(1024, |m| &m.proxy_buffered)),
+            Arc::new(Metrics::default()),
+        );
         let tee = tee(
             &budget,
             &metrics,
@@ -1020,23 +949,22 @@ mod tests {
         let second = next_data(&mut sent).await;
         assert_eq!((&first[..], &second[..]), (&b"0032cmds"[..], &b"PACK"[..]));
         let copy = tee.take_back().await.expect("read").expect("a whole copy");
-        assert_eq!(
-            budget.used.load(Ordering::Acquire),
-            20,
-            "the copy holds its bytes of the budget"
-        );
+        assert_eq!(budget.used(), 20, "the copy holds its bytes of the budget");
         assert!(
             sent.frame().await.expect("a frame").is_err(),
             "the first try's body stops"
         );
         assert_eq!(frames(copy.boxed()).await, "0032cmdsPACK-one-two");
-        assert_eq!(budget.used.load(Ordering::Acquire), 0, "sent: the budget is given back");
+        assert_eq!(budget.used(), 0, "sent: the budget is given back");
         assert_eq!(unreplayable(&metrics), "");
     }
 
     #[tokio::test]
     async fn past_the_budget_a_tee_streams_on_without_a_copy_and_says_so() {
-        let (budget, metrics) = (Arc::new(Budget::new(12)), Arc::new(Metrics::default()));
+        let (budget, metrics) = (
+            Arc::new(Budget::new(12, |m| &m.proxy_buffered)),
+            Arc::new(Metrics::default()),
+        );
         let tee = tee(
             &budget,
             &metrics,
@@ -1045,11 +973,7 @@ mod tests {
             64,
         );
         assert_eq!(frames(tee.body()).await, "head123456789abc", "GitHub gets every byte");
-        assert_eq!(
-            budget.used.load(Ordering::Acquire),
-            0,
-            "the copy was given up and its budget given back"
-        );
+        assert_eq!(budget.used(), 0, "the copy was given up and its budget given back");
         assert_eq!(
             unreplayable(&metrics),
             "mint_proxy_unreplayable_total{reason=\"budget\"} 1"
@@ -1059,7 +983,10 @@ mod tests {
 
     #[tokio::test]
     async fn over_the_limit_a_tee_gives_up_its_copy_and_after_an_answer_it_keeps_none() {
-        let (budget, metrics) = (Arc::new(Budget::new(1024)), Arc::new(Metrics::default()));
+        let (budget, metrics) = (
+            Arc::new(Budget::new(1024, |m| &m.proxy_buffered)),
+            Arc::new(Metrics::default()),
+        );
         let large = tee(
             &budget,
             &metrics,
@@ -1078,11 +1005,7 @@ mod tests {
         let mut sent = answered.body();
         next_data(&mut sent).await;
         answered.release();
-        assert_eq!(
-            budget.used.load(Ordering::Acquire),
-            0,
-            "GitHub answered: the copy is dropped"
-        );
+        assert_eq!(budget.used(), 0, "GitHub answered: the copy is dropped");
         assert_eq!(frames(sent).await, "1234", "and the rest still streams");
         assert_eq!(
             unreplayable(&metrics),
@@ -1117,6 +1040,7 @@ mod tests {
     }
 
     use super::*;
+    use crate::metrics::Metrics;
 
     #[test]
     fn a_location_on_github_comes_back_through_the_proxy_and_any_other_is_dropped() {

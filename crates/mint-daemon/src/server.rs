@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -14,6 +14,7 @@ use mint_credential::Request as CredentialRequest;
 use tokio::net::UnixListener;
 use tokio::time::Instant;
 
+use crate::budget::Charge;
 use crate::cache::{GetError, MintFailure};
 use crate::logs::{Repeated, Untrusted};
 use crate::peer::{AllowedPeer, PeerError};
@@ -31,7 +32,7 @@ pub(crate) const LIMITS: crate::http::Limits = crate::http::Limits {
     write_stall: Duration::from_secs(10),
     max_connections: 256,
     per_peer: 128,
-    reserve: 512,
+    reserve: 256,
     reserve_deadline: Duration::from_secs(10),
     // Requests here are a few hundred bytes.
     max_buf_size: 16 * 1024,
@@ -71,13 +72,13 @@ async fn handle(
     };
     let response = match (&parts.method, parts.uri.path()) {
         (&Method::POST, route::CREDENTIAL_GET | route::CREDENTIAL_STORE | route::CREDENTIAL_ERASE) => {
-            match read_body(body).await {
-                Ok(bytes) => credential(daemon, &peer, parts.uri.path(), &bytes).await,
+            match read_body(daemon, body).await {
+                Ok((bytes, _held)) => credential(daemon, &peer, parts.uri.path(), &bytes).await,
                 Err(response) => response,
             }
         }
-        (&Method::POST, route::PULLS) => match read_body(body).await {
-            Ok(bytes) => crate::pulls::open(daemon, &peer, &bytes).await,
+        (&Method::POST, route::PULLS) => match read_body(daemon, body).await {
+            Ok((bytes, _held)) => crate::pulls::open(daemon, &peer, &bytes).await,
             Err(response) => response,
         },
         (&Method::GET, route::STATUS) => status(daemon).await,
@@ -101,13 +102,48 @@ async fn handle(
     response
 }
 
-async fn read_body(body: Incoming) -> Result<Bytes, Response<Full<Bytes>>> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, Limited::new(body, MAX_REQUEST_BODY).collect()).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(_)) => Err(refusal(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("request body over {MAX_REQUEST_BODY} bytes"),
-        )),
+/// Request body bytes the socket may hold for all connections together, past each request's first
+/// [`FREE_BODY`]. Every connection's first bytes are within the connection caps' arithmetic (docs/security.md,
+/// "resources"); what a request sends beyond them is charged here, so 768 connections trickling 64 KiB
+/// bodies hold 2 MiB, not 48.
+pub const BODY_BUDGET: usize = 2 * 1024 * 1024;
+/// What any request may send without a charge: a credential request is a few hundred bytes, so a `get`
+/// never waits on the budget; a pull request's long description may.
+pub const FREE_BODY: usize = 4 * 1024;
+
+/// A request's body, and what it holds of [`BODY_BUDGET`] until the request has been answered.
+async fn read_body(daemon: &Daemon, body: Incoming) -> Result<(Bytes, Charge), Response<Full<Bytes>>> {
+    let mut charge = Charge::new(daemon.bodies.clone(), daemon.metrics.clone());
+    let read = async {
+        let mut body = Limited::new(body, MAX_REQUEST_BODY);
+        let mut bytes = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| {
+                refusal(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("request body over {MAX_REQUEST_BODY} bytes"),
+                )
+            })?;
+            let Ok(data) = frame.into_data() else { continue };
+            if !charge.cover((bytes.len() + data.len()).saturating_sub(FREE_BODY)) {
+                let mut busy = refusal(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!(
+                        "mintd is holding {} MiB of request bodies for other connections: retry in a second",
+                        BODY_BUDGET >> 20
+                    ),
+                );
+                busy.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from(1));
+                return Err(busy);
+            }
+            bytes.extend_from_slice(&data);
+        }
+        Ok(bytes.freeze())
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, read).await {
+        Ok(Ok(bytes)) => Ok((bytes, charge)),
+        Ok(Err(response)) => Err(response),
         Err(_) => Err(refusal(
             StatusCode::REQUEST_TIMEOUT,
             "request body not received in time",
