@@ -26,6 +26,7 @@ impl Budget {
     }
 
     /// Bytes held now.
+    #[cfg(test)]
     pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Acquire)
     }
