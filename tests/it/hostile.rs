@@ -636,21 +636,27 @@ fn bounded_get(world: &World, within: Duration) -> Option<(u16, Duration)> {
     rx.recv_timeout(within).ok().flatten()
 }
 
-/// `n` connections to mintd's socket, each sending 100 pipelined /metrics requests (about 500 KB of
-/// answers) and reading nothing; those mintd refuses at once are left out.
-fn connections_that_never_read(socket: &std::path::Path, n: usize) -> Vec<std::os::unix::net::UnixStream> {
-    let pipelined = format!("GET {} HTTP/1.1\r\nHost: mintd\r\n\r\n", mint_api::route::METRICS).repeat(100);
-    let mut held = Vec::with_capacity(n);
+/// `n` connections to mintd's socket, each writing `sent` without blocking and reading nothing; those
+/// mintd refuses at once are left out.
+fn connections_sending(socket: &std::path::Path, n: usize, sent: &[u8]) -> Vec<std::os::unix::net::UnixStream> {
+    let mut open = Vec::with_capacity(n);
     for _ in 0..n {
         use std::io::Write;
         let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else {
             continue;
         };
         stream.set_nonblocking(true).expect("nonblocking");
-        let _ = stream.write(pipelined.as_bytes());
-        held.push(stream);
+        let _ = stream.write(sent);
+        open.push(stream);
     }
-    held
+    open
+}
+
+/// `n` connections to mintd's socket, each sending 100 pipelined /metrics requests (about 500 KB of
+/// answers) and reading nothing.
+fn connections_that_never_read(socket: &std::path::Path, n: usize) -> Vec<std::os::unix::net::UnixStream> {
+    let pipelined = format!("GET {} HTTP/1.1\r\nHost: mintd\r\n\r\n", mint_api::route::METRICS).repeat(100);
+    connections_sending(socket, n, pipelined.as_bytes())
 }
 
 /// Issue 17 item 2: connections that pipeline requests and never read their answers were held forever;
@@ -719,26 +725,16 @@ fn a_thousand_connections_that_never_read_cannot_starve_a_get() {
 }
 
 /// `n` connections to mintd's socket, each announcing a 64 KiB credential request and sending all of it but
-/// its last byte, then nothing; those mintd refuses at once are left out.
+/// its last byte, then nothing.
 fn connections_trickling_bodies(socket: &std::path::Path, n: usize) -> Vec<std::os::unix::net::UnixStream> {
     let len = mint_api::MAX_REQUEST_BODY;
-    let head = format!(
+    let mut request = format!(
         "POST {} HTTP/1.1\r\nHost: mintd\r\nContent-Length: {len}\r\n\r\n",
         mint_api::route::CREDENTIAL_GET
-    );
-    let body = vec![b'x'; len - 1];
-    let mut held = Vec::with_capacity(n);
-    for _ in 0..n {
-        use std::io::Write;
-        let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else {
-            continue;
-        };
-        stream.set_nonblocking(true).expect("nonblocking");
-        let _ = stream.write(head.as_bytes());
-        let _ = stream.write(&body);
-        held.push(stream);
-    }
-    held
+    )
+    .into_bytes();
+    request.resize(request.len() + len - 1, b'x');
+    connections_sending(socket, n, &request)
 }
 
 /// Request bodies on the socket were held whole per connection until their 5 s deadline: 768 connections
