@@ -515,7 +515,10 @@ fn mint_clone_of_a_1_gib_blob_keeps_peak_rss_flat() {
     let file = ours.join("big.bin");
     assert_eq!(std::fs::metadata(&file).expect("the work-tree file").len(), 1 << 30);
     assert_eq!(sha256_file(&file), sha256_file(&theirs.join("big.bin")));
-    let mode = std::fs::metadata(&file).expect("the work-tree file").permissions().mode();
+    let mode = std::fs::metadata(&file)
+        .expect("the work-tree file")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o111, 0o111, "executable, as git checks it out: {mode:o}");
     for args in [
         &["rev-parse", "HEAD"][..],
