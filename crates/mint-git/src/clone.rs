@@ -109,13 +109,15 @@ fn clone_with_threshold(
     let (mut checkout, _) = prepare
         .fetch_then_checkout(gix::progress::Discard, &interrupt)
         .map_err(failed)?;
-    let (repo, outcome) = if received.big.is_empty() {
+    // With no commit to check out (only tags), gix's checkout has nothing to do, and nothing is streamed.
+    let stream = !received.big.is_empty() && checkout.repo().head_id().is_ok();
+    let (repo, outcome) = if stream {
+        let outcome = checkout_streaming(checkout.repo(), &received.big, &interrupt).map_err(failed)?;
+        (checkout.persist(), outcome)
+    } else {
         checkout
             .main_worktree(gix::progress::Discard, &interrupt)
             .map_err(failed)?
-    } else {
-        let outcome = checkout_streaming(checkout.repo(), &received.big, &interrupt).map_err(failed)?;
-        (checkout.persist(), outcome)
     };
     let head = repo.head().map_err(failed)?;
     Ok(Cloned {
@@ -337,6 +339,8 @@ pub fn smudge_lfs(
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::pack::tests::{git, repository};
     use super::*;
 
@@ -382,7 +386,6 @@ mod tests {
             .output()
             .expect("diff");
         assert!(diff.status.success(), "{}", String::from_utf8_lossy(&diff.stdout));
-        use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(ours.join("run.sh"))
             .expect("stat")
             .permissions()

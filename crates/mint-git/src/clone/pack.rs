@@ -176,13 +176,114 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
     }
 }
 
+/// Hands every byte read or consumed to the pack's hash and the current entry's crc32.
+struct Checksummed<'a, R> {
+    inner: R,
+    pack: &'a mut gix::hash::Hasher,
+    entry: crc32fast::Hasher,
+    entry_bytes: u64,
+}
+
+impl<R: BufRead> Read for Checksummed<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pack.update(&buf[..n]);
+        self.entry.update(&buf[..n]);
+        self.entry_bytes += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Checksummed<'_, R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        let buf = self
+            .inner
+            .fill_buf()
+            .expect("the bytes just filled are returned again without reading");
+        let buf = &buf[..amt];
+        self.pack.update(buf);
+        self.entry.update(buf);
+        self.entry_bytes += buf.len() as u64;
+        self.inner.consume(amt);
+    }
+}
+
+/// Parse a pack stream's entries as `gix_pack::data::input::BytesToEntriesIter` does (header, offset,
+/// sizes, crc32, and the checksum verified against the trailer), but holding none of an entry's bytes:
+/// the compressed stream is inflated into a small buffer and dropped as it is read, where gix's
+/// iterator also keeps the entry's compressed bytes, as many as an incompressible blob has.
+pub(crate) fn read_entries(
+    pack: &mut impl BufRead,
+    object_hash: gix::hash::Kind,
+) -> io::Result<(Vec<input::Entry>, gix_pack::data::Version)> {
+    let mut pack_hash = gix::hash::hasher(object_hash);
+    let mut header = [0; gix_pack::data::header::SIZE];
+    pack.read_exact(&mut header)?;
+    pack_hash.update(&header);
+    let (version, count) =
+        gix_pack::data::header::decode(&header).map_err(|e| other("the received pack's header", e))?;
+    let mut entries = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 20));
+    let mut measure = gix::zlib::stream::inflate::Measure::default();
+    let mut offset = header.len() as u64;
+    for _ in 0..count {
+        let mut read = Checksummed {
+            inner: &mut *pack,
+            pack: &mut pack_hash,
+            entry: crc32fast::Hasher::new(),
+            entry_bytes: 0,
+        };
+        let entry = gix_pack::data::Entry::from_read(&mut read, offset, object_hash.len_in_bytes())?;
+        let header_size = read.entry_bytes;
+        let (decompressed_size, compressed_size) = measure.read(&mut read)?;
+        if decompressed_size != entry.decompressed_size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the pack entry at offset {offset} inflates to {decompressed_size} bytes, not {}",
+                    entry.decompressed_size
+                ),
+            ));
+        }
+        debug_assert_eq!(read.entry_bytes, header_size + compressed_size);
+        entries.push(input::Entry {
+            header: entry.header,
+            header_size: u16::try_from(header_size).expect("a pack entry header is at most 30 bytes"),
+            pack_offset: offset,
+            compressed: None,
+            compressed_size,
+            crc32: Some(read.entry.finalize()),
+            decompressed_size,
+            trailer: None,
+        });
+        offset += read.entry_bytes;
+    }
+    let mut trailer = gix::ObjectId::null(object_hash);
+    pack.read_exact(trailer.as_mut_slice())?;
+    let actual = pack_hash
+        .try_finalize()
+        .map_err(|e| other("hashing the received pack", e))?;
+    if actual != trailer {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the received pack's checksum is {actual}, its trailer says {trailer}"),
+        ));
+    }
+    if let Some(last) = entries.last_mut() {
+        last.trailer = Some(trailer);
+    }
+    Ok((entries, version))
+}
+
 fn other(context: &str, e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("{context}: {e:#}"))
 }
 
-/// Stream `pack` into a temporary file in `pack_dir` while parsing its entries (their data inflated into
-/// a small buffer and dropped, their crc32 kept) and verifying its checksum; then index it and move both
-/// files into place as `pack-<checksum>.{pack,idx}`.
+/// Stream `pack` into a temporary file in `pack_dir` while parsing its entries ([`read_entries`]); then
+/// index it and move both files into place as `pack-<checksum>.{pack,idx}`.
 pub(crate) fn write_pack(
     pack: &mut dyn BufRead,
     pack_dir: &Path,
@@ -193,25 +294,14 @@ pub(crate) fn write_pack(
     let file = tempfile::Builder::new().prefix("tmp_pack_").tempfile_in(pack_dir)?;
     let mut copy = io::BufWriter::with_capacity(CHUNK, file);
     let (entries, version) = {
-        let tee = BufReader::with_capacity(
+        let mut tee = BufReader::with_capacity(
             CHUNK,
             Tee {
                 inner: pack,
                 copy: &mut copy,
             },
         );
-        let iter = input::BytesToEntriesIter::new_from_header(
-            tee,
-            input::Mode::Verify,
-            input::EntryDataMode::Crc32,
-            object_hash,
-        )
-        .map_err(|e| other("the received pack's header", e))?;
-        let version = iter.version();
-        let entries = iter
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| other("the received pack", e))?;
-        (entries, version)
+        read_entries(&mut tee, object_hash)?
     };
     let mut file = copy.into_inner().map_err(io::IntoInnerError::into_error)?;
     file.as_file().sync_all()?;
@@ -335,11 +425,11 @@ fn write_index_streaming(
             hasher.update(chunk);
             Ok(())
         })?;
-        let hashed = hasher.try_finalize().map_err(|e| other("hashing a pack entry", e))?;
+        let object = hasher.try_finalize().map_err(|e| other("hashing a pack entry", e))?;
         if kind == gix::objs::Kind::Blob && entry.decompressed_size > threshold {
-            big.push((hashed, data_offset, entry.decompressed_size));
+            big.push((object, data_offset, entry.decompressed_size));
         }
-        *id = Some(hashed);
+        *id = Some(object);
     }
 
     let data = gix_pack::data::File::at(pack, object_hash).map_err(|e| other("opening the received pack", e))?;
@@ -405,7 +495,7 @@ fn write_index_streaming(
             (id, e.crc32.expect("EntryDataMode::Crc32 computes it"), e.pack_offset)
         })
         .collect();
-    sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    sorted.sort_unstable_by_key(|(id, ..)| *id);
     write_index_v2(&sorted, checksum, out)?;
     Ok(big)
 }
@@ -483,7 +573,11 @@ pub(super) mod tests {
     /// A repository with two commits of a file that changes a little (a delta), a bigger blob and a tag.
     pub(in crate::clone) fn repository(dir: &Path) {
         git(dir, &["init", "-q", "-b", "main"]);
-        let lines: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+        let lines = (0..2000).fold(String::new(), |mut lines, i| {
+            use std::fmt::Write as _;
+            writeln!(lines, "line {i}").expect("a String takes it");
+            lines
+        });
         std::fs::write(dir.join("text.txt"), &lines).expect("write");
         std::fs::create_dir(dir.join("bin")).expect("dir");
         std::fs::write(dir.join("bin/big.bin"), vec![7u8; 100_000]).expect("write");
@@ -506,6 +600,17 @@ pub(super) mod tests {
             .output()
             .expect("git pack-objects");
         assert!(pack.status.success());
+        let gix_entries: Vec<input::Entry> = input::BytesToEntriesIter::new_from_header(
+            pack.stdout.as_slice(),
+            input::Mode::Verify,
+            input::EntryDataMode::Crc32,
+            gix::hash::Kind::Sha1,
+        )
+        .expect("a pack")
+        .collect::<Result<_, _>>()
+        .expect("entries");
+        let (entries, _) = read_entries(&mut pack.stdout.as_slice(), gix::hash::Kind::Sha1).expect("entries");
+        assert_eq!(entries, gix_entries, "read as gix reads them");
         let out = tmp.path().join("out");
         std::fs::create_dir(&out).expect("dir");
         let received = write_pack(
@@ -546,6 +651,44 @@ pub(super) mod tests {
             gix_pack::index::File::at(pack_path.with_extension("idx"), gix::hash::Kind::Sha1).expect("gix reads it");
         assert_eq!(index.num_objects() as usize, count_objects(&pack.stdout));
         (tmp, received)
+    }
+
+    #[test]
+    fn a_pack_whose_checksum_is_not_its_trailer_is_refused() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        repository(tmp.path());
+        let mut pack = git(tmp.path(), &["pack-objects", "--revs", "--all", "--stdout"]);
+        let last = pack.len() - 1;
+        pack[last] ^= 1;
+        let err = read_entries(&mut pack.as_slice(), gix::hash::Kind::Sha1).expect_err("refused");
+        assert!(err.to_string().contains("checksum"), "{err}");
+        pack[last] ^= 1;
+        pack.truncate(last);
+        read_entries(&mut pack.as_slice(), gix::hash::Kind::Sha1).expect_err("a short trailer is refused");
+    }
+
+    #[test]
+    fn offsets_past_2_gib_go_to_the_table_of_64_bit_offsets() {
+        let id = |byte: u8| ObjectId::from_bytes_or_panic(&[byte; 20]);
+        let entries = [(id(1), 7, 12), (id(2), 8, 3 << 31), (id(3), 9, 5 << 32)];
+        let tmp = tempfile::tempdir().expect("tmp");
+        let path = tmp.path().join("pack-x.idx");
+        let mut out = Vec::new();
+        write_index_v2(&entries, id(9), &mut out).expect("written");
+        std::fs::write(&path, &out).expect("write");
+        let index = gix_pack::index::File::at(&path, gix::hash::Kind::Sha1).expect("gix reads it");
+        for (i, (id, crc32, offset)) in entries.iter().enumerate() {
+            let i = u32::try_from(i).expect("small");
+            assert_eq!(index.oid_at_index(i), id.as_ref());
+            assert_eq!(index.crc32_at_index(i), Some(*crc32));
+            assert_eq!(index.pack_offset_at_index(i), *offset);
+        }
+        assert_eq!(
+            index
+                .verify_checksum(&mut gix::progress::Discard, &AtomicBool::new(false))
+                .ok(),
+            Some(index.index_checksum())
+        );
     }
 
     fn count_objects(pack: &[u8]) -> usize {
