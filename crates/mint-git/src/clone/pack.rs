@@ -29,23 +29,23 @@ pub(super) type AuthenticateFn<'a> = dyn FnMut(gix::credentials::helper::Action)
 
 /// A blob bigger than the threshold, stored whole (not as a delta) in the received pack.
 #[derive(Debug, Clone)]
-pub(crate) struct BigBlob {
-    pub(crate) pack: PathBuf,
+pub(super) struct BigBlob {
+    pub(super) pack: PathBuf,
     /// Where its zlib stream starts, just behind the entry's header.
-    pub(crate) data_offset: u64,
-    pub(crate) size: u64,
+    pub(super) data_offset: u64,
+    pub(super) size: u64,
 }
 
 /// What [`fetch`] wrote into the repository.
 #[derive(Debug, Default)]
-pub(crate) struct Received {
+pub(super) struct Received {
     /// Blobs to stream at checkout; empty when the pack held no object above the threshold.
-    pub(crate) big: HashMap<ObjectId, BigBlob>,
+    pub(super) big: HashMap<ObjectId, BigBlob>,
 }
 
 /// Fetch every branch, tag and `HEAD` of `remote` into `repo` (new and empty), writing the pack and its
 /// index but no ref. `authenticate` answers the handshake's 401, as gix's connection would.
-pub(crate) fn fetch(
+pub(super) fn fetch(
     repo: &gix::Repository,
     url: &gix::Url,
     configure: &mut dyn FnMut(&mut BoxedTransport) -> gix::Result<()>,
@@ -216,7 +216,7 @@ impl<R: BufRead> BufRead for Checksummed<'_, R> {
 /// sizes, crc32, and the checksum verified against the trailer), but holding none of an entry's bytes:
 /// the compressed stream is inflated into a small buffer and dropped as it is read, where gix's
 /// iterator also keeps the entry's compressed bytes, as many as an incompressible blob has.
-pub(crate) fn read_entries(
+fn read_entries(
     pack: &mut impl BufRead,
     object_hash: gix::hash::Kind,
 ) -> io::Result<(Vec<input::Entry>, gix_pack::data::Version)> {
@@ -284,7 +284,7 @@ fn other(context: &str, e: impl std::fmt::Display) -> io::Error {
 
 /// Stream `pack` into a temporary file in `pack_dir` while parsing its entries ([`read_entries`]); then
 /// index it and move both files into place as `pack-<checksum>.{pack,idx}`.
-pub(crate) fn write_pack(
+fn write_pack(
     pack: &mut dyn BufRead,
     pack_dir: &Path,
     object_hash: gix::hash::Kind,
@@ -367,7 +367,7 @@ fn entry_slice(range: gix_pack::data::EntryRange, data: &gix_pack::data::File) -
 
 /// Inflate the zlib stream at `data_offset` of `pack` in chunks, handing each to `sink`; fails unless it
 /// yields exactly `size` bytes.
-pub(crate) fn inflate_chunks(
+pub(super) fn inflate_chunks(
     pack: &Path,
     data_offset: u64,
     size: u64,
