@@ -2,6 +2,7 @@
 //! the helper, `mint publish` uploading what its commits point at, `mint clone` smudging, all against
 //! fakehub's batch API and storage route.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -460,10 +461,75 @@ fn mint_clone_of_a_1_gib_lfs_object_keeps_peak_rss_flat() {
     );
     let big = world.dir.path().join("big/big.bin");
     assert_eq!(std::fs::metadata(&big).expect("the work-tree file").len(), 1 << 30);
-    let sum = Command::new("sha256sum").arg(&big).output().expect("sha256sum");
-    assert_eq!(
-        &String::from_utf8_lossy(&sum.stdout)[..64],
-        oid,
-        "the work tree holds the object"
+    assert_eq!(sha256_file(&big), oid, "the work tree holds the object");
+}
+
+fn sha256_file(path: &Path) -> String {
+    let sum = Command::new("sha256sum").arg(path).output().expect("sha256sum");
+    assert!(sum.status.success(), "sha256sum {}", path.display());
+    String::from_utf8_lossy(&sum.stdout)[..64].to_owned()
+}
+
+/// A 1 GiB blob (zeros: about 1 MiB in the pack) is hashed as it is inflated when the received pack is
+/// indexed, and streamed into its work-tree file at checkout: neither holds the object in memory, as
+/// `git clone` does not (`core.bigFileThreshold`).
+#[test]
+fn mint_clone_of_a_1_gib_blob_keeps_peak_rss_flat() {
+    const BOUND_KIB: u64 = 64 << 10;
+    let world = World::start();
+    let seed = world.dir.path().join("seed");
+    world.git_ok(
+        None,
+        &["clone", "-q", &world.repo_url(REPO), seed.to_str().expect("utf8")],
     );
+    std::fs::create_dir_all(seed.join("src")).expect("dir");
+    std::fs::write(seed.join("README.md"), "A repository with one big file\n").expect("write");
+    std::fs::write(seed.join("src/lib.rs"), "pub fn f() {}\n").expect("write");
+    git(&world, &seed, &["add", "-A"]);
+    git(&world, &seed, &["commit", "-q", "-m", "small files"]);
+    git(&world, &seed, &["push", "-q", "origin", "HEAD:main"]);
+    let (ok, stderr, small_kib) = mint_peak_rss(&world, world.dir.path(), &["clone", "small"]);
+    assert!(ok, "{stderr}");
+
+    // Sparse: git reads zeros without the disk holding them. Executable, so that the mode is checked too.
+    let big = std::fs::File::create(seed.join("big.bin")).expect("create");
+    big.set_len(1 << 30).expect("a sparse 1 GiB file");
+    drop(big);
+    git(&world, &seed, &["update-index", "--add", "--chmod=+x", "big.bin"]);
+    git(&world, &seed, &["commit", "-q", "-m", "a 1 GiB blob"]);
+    git(&world, &seed, &["push", "-q", "origin", "HEAD:main"]);
+    let (ok, stderr, big_kib) = mint_peak_rss(&world, world.dir.path(), &["clone", "big"]);
+    assert!(ok, "{stderr}");
+    eprintln!("mint clone peak RSS: {small_kib} KiB without the blob, {big_kib} KiB with a 1 GiB blob");
+    assert!(
+        big_kib < BOUND_KIB && big_kib < small_kib + (16 << 10),
+        "peak RSS {big_kib} KiB with a 1 GiB blob (without: {small_kib} KiB), over {BOUND_KIB} KiB or not flat"
+    );
+
+    let ours = world.dir.path().join("big");
+    let theirs = world.dir.path().join("theirs");
+    world.git_ok(
+        None,
+        &["clone", "-q", &world.repo_url(REPO), theirs.to_str().expect("utf8")],
+    );
+    let file = ours.join("big.bin");
+    assert_eq!(std::fs::metadata(&file).expect("the work-tree file").len(), 1 << 30);
+    assert_eq!(sha256_file(&file), sha256_file(&theirs.join("big.bin")));
+    let mode = std::fs::metadata(&file)
+        .expect("the work-tree file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o111, 0o111, "executable, as git checks it out: {mode:o}");
+    for args in [
+        &["rev-parse", "HEAD"][..],
+        &["symbolic-ref", "HEAD"],
+        &["ls-files", "--stage"],
+        &["for-each-ref", "--format=%(refname) %(objectname)"],
+        &["config", "--local", "--get", "remote.origin.url"],
+    ] {
+        assert_eq!(git(&world, &ours, args), git(&world, &theirs, args), "git {args:?}");
+    }
+    assert_same_work_tree(&ours, &theirs);
+    assert_eq!(git(&world, &ours, &["status", "--porcelain"]), "");
+    git(&world, &ours, &["fsck", "--strict"]);
 }

@@ -1,6 +1,7 @@
 //! mint's git side, driven by gix (gitoxide): `mint clone` and `mint publish` need no `git` program.
 //!
-//! - [`clone`]: clone over smart HTTP with credentials handed in by the caller, isolated from ambient config.
+//! - [`clone`]: clone over smart HTTP with credentials handed in by the caller, isolated from ambient config;
+//!   memory stays flat however big a blob is (blobs above 512 MiB are hashed and checked out in chunks).
 //! - [`stage`]: stage every change of a work tree exactly as `git add -A` would, and write the tree.
 //! - [`branch`]: create or continue the agent's branch and commit to it.
 //! - [`push`]: a send-pack client (gix has no push yet): receive-pack handshake, fast-forward check, a pack
