@@ -44,9 +44,14 @@ pub(crate) fn run(rig: &Rig, rounds: usize, report: &mut Report) -> anyhow::Resu
         std::fs::remove_dir_all(&ours)?;
         std::fs::remove_dir_all(&theirs)?;
     }
-    small.report(report, 1)?;
-    big.report(report, 1)?;
-    clone.report(report, 1)?;
+    for (scenario, what) in [
+        (&mut small, "agent flow: mint publish ÷ git, small repository"),
+        (&mut big, "agent flow: mint publish ÷ git, 10,000 files"),
+        (&mut clone, "agent flow: mint clone ÷ git clone, 10,000 files"),
+    ] {
+        let ratios = scenario.report(report, 1)?;
+        report.goal(what, ratios[0], 1.0, "x");
+    }
     Ok(())
 }
 
@@ -165,7 +170,13 @@ pub(crate) fn run_lfs(rig: &Rig, rounds: usize, report: &mut Report) -> anyhow::
             )
         })?;
     }
-    scenario.report(report, 1)?;
+    let ratios = scenario.report(report, 1)?;
+    report.goal(
+        "Git LFS: mint publish ÷ git push with git-lfs, ten 50 MB files",
+        ratios[0],
+        1.0,
+        "x",
+    );
     Ok(())
 }
 

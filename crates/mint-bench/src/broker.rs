@@ -271,6 +271,7 @@ fn warm_fills(
         / crate::median(&mut fill.samples[1].clone()).as_secs_f64();
     fill.report(report, 2)?;
     report.line(format!("  broker ÷ key mode: {broker_to_key:.2} (target ≤ 1.0)"));
+    report.goal("broker mode: warm fill ÷ key mode", broker_to_key, 1.0, "x");
     report.line(format!(
         "  tokens minted during the {} warm mint fills: {reached} (target: 0)",
         n * 2

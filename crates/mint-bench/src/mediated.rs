@@ -28,6 +28,7 @@ pub(crate) fn run(rig: &Rig, rounds: usize, report: &mut Report) -> anyhow::Resu
     std::fs::create_dir_all(&dir)?;
     let mut peaks = Vec::new();
     let mut scenarios = Vec::new();
+    let mut repos = Vec::new();
     // MINT_BENCH_MEDIATED_REPOS=many (or bulk) runs one of the two, for quicker runs while working on one.
     let only = std::env::var("MINT_BENCH_MEDIATED_REPOS").ok();
     for repo in [BULK, MANY] {
@@ -38,15 +39,34 @@ pub(crate) fn run(rig: &Rig, rounds: usize, report: &mut Report) -> anyhow::Resu
             continue;
         }
         let (scenario, peak) = one_repository(rig, &dir.join(repo), repo, rounds)?;
+        repos.push(repo);
         scenarios.push(scenario);
         peaks.push((repo, peak));
     }
-    for (clone, push) in &mut scenarios {
-        clone.report(report, 0)?;
-        push.report(report, 0)?;
+    for (repo, (clone, push)) in repos.iter().zip(&mut scenarios) {
+        let ratios = clone.report(report, 0)?;
+        report.goal(
+            format!("mediated mode: git clone proxied ÷ direct, {repo}"),
+            ratios[1],
+            1.05,
+            "x",
+        );
+        let ratios = push.report(report, 0)?;
+        report.goal(
+            format!("mediated mode: git push proxied ÷ direct, {repo}"),
+            ratios[1],
+            1.05,
+            "x",
+        );
     }
     report.line("\nmintd in mediated mode (target: proxied ÷ direct ≤ 1.05, peak RSS ≤ 32 MiB)");
     for (repo, (proxy, direct, cpu, busy)) in peaks {
+        report.goal(
+            format!("mediated mode: proxying mintd's peak RSS, {repo}"),
+            kib_to_mib(proxy),
+            32.0,
+            "MiB",
+        );
         report.line(format!(
             "  {repo:<12} peak RSS (VmHWM): proxying mintd {:>6.1} MiB, helper-mode mintd {:>6.1} MiB; the proxy's CPU {:>7.1} ms over {:>7.1} ms of proxied git",
             kib_to_mib(proxy),
