@@ -9,6 +9,12 @@ use crate::{REASON_HEADER, Status, route};
 
 /// mintd's answers are small; a larger one means something else is on the socket.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+/// The waits before each new try of a request mintd shed (closed unanswered): 0.3 s in all.
+const SHED_WAITS: [Duration; 3] = [
+    Duration::from_millis(20),
+    Duration::from_millis(60),
+    Duration::from_millis(200),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -79,8 +85,32 @@ impl Client {
         &self.socket
     }
 
-    /// Send one request and read the whole answer.
+    /// Send one request and read the whole answer. A request that changes nothing (a `GET`, a credential
+    /// request) is sent again, after a short wait, when mintd closed the connection without answering: it
+    /// does so when its connection slots are all taken (a flood from another process of the sandbox), and
+    /// a moment later one is free.
     pub fn request(&self, method: &str, path: &str, body: &[u8]) -> Result<Response, ClientError> {
+        let idempotent = method == "GET"
+            || [route::CREDENTIAL_GET, route::CREDENTIAL_STORE, route::CREDENTIAL_ERASE].contains(&path);
+        let mut waits = SHED_WAITS.iter();
+        loop {
+            match self.request_once(method, path, body) {
+                Err(ClientError::Io { source, .. })
+                    if idempotent
+                        && matches!(
+                            source.kind(),
+                            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                        )
+                        && let Some(wait) = waits.next() =>
+                {
+                    std::thread::sleep(*wait);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn request_once(&self, method: &str, path: &str, body: &[u8]) -> Result<Response, ClientError> {
         let io = |source| ClientError::Io {
             socket: self.socket.clone(),
             source,
@@ -309,6 +339,61 @@ mod tests {
             assert_eq!(&response.body[..], body, "{name}");
             let _ = done.send(());
         }
+    }
+
+    /// A server that closes its first `shed` connections unanswered, with the request unread (the kernel
+    /// resets them), as mintd does past its reserve, then answers 200; how many connections it took.
+    fn shedding(name: &str, shed: usize) -> (PathBuf, std::thread::JoinHandle<usize>) {
+        let dir = std::env::temp_dir().join(format!("mint-api-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let socket = dir.join("mintd.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let server = std::thread::spawn(move || {
+            let mut taken = 0;
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while std::time::Instant::now() < deadline {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                taken += 1;
+                if taken > shed {
+                    conn.set_nonblocking(false).expect("blocking");
+                    let _ = conn.read(&mut [0; 1024]);
+                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                    break;
+                }
+                // Let the request arrive, then close with it unread.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = std::fs::remove_dir_all(dir);
+            taken
+        });
+        (socket, server)
+    }
+
+    #[test]
+    fn a_credential_request_mintd_shed_is_sent_again_and_a_pull_request_is_not() {
+        let (socket, server) = shedding("shed-get", 2);
+        let response = Client::new(&socket)
+            .request("POST", route::CREDENTIAL_GET, b"protocol=https\n")
+            .expect("answered on the third connection");
+        assert_eq!(&response.body[..], b"ok");
+        assert_eq!(server.join().expect("server"), 3);
+
+        let (socket, server) = shedding("shed-pulls", 1);
+        let error = Client::new(&socket)
+            .request("POST", route::PULLS, b"{}")
+            .expect_err("a pull request is not sent twice");
+        assert!(matches!(error, ClientError::Io { .. }), "{error}");
+        drop(UnixStream::connect(&socket));
+        assert_eq!(
+            server.join().expect("server"),
+            2,
+            "one pull request, then the test's own connection"
+        );
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub(crate) const LIMITS: crate::http::Limits = crate::http::Limits {
     write_stall: Duration::from_secs(10),
     max_connections: 256,
     per_peer: 128,
-    reserve: 256,
+    reserve: 512,
     reserve_deadline: Duration::from_secs(10),
     // Requests here are a few hundred bytes.
     max_buf_size: 16 * 1024,
