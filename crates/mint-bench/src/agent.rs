@@ -146,29 +146,26 @@ pub(crate) fn run_lfs(rig: &Rig, rounds: usize, report: &mut Report) -> anyhow::
                 )?;
             }
         }
-        let branch = format!("adagent/bench-lfs-mint-{round}");
-        scenario.time(0, || {
-            exec(
-                rig.mint(&ours)
-                    .env("PATH", crate::path_with(&rig.bin_dir))
-                    .args(["publish", "--branch", &branch, "-m", "weights", "--title", "weights"]),
-            )
-        })?;
-        let branch = format!("adagent/bench-lfs-git-{round}");
-        scenario.time(1, || {
-            exec(rig.git_in(&theirs).args(["switch", "-q", "-c", &branch]))?;
-            exec(rig.git_in(&theirs).args(["add", "-A"]))?;
-            exec(rig.git_in(&theirs).args(["commit", "-q", "-m", "weights"]))?;
-            exec(rig.git_in(&theirs).args(["push", "-q", "origin", "HEAD"]))
-        })?;
-        let branch = format!("adagent/bench-lfs-sequential-{round}");
-        scenario.time(2, || {
-            exec(
-                rig.mint(&sequential)
-                    .env("PATH", crate::path_with(&rig.bin_dir))
-                    .args(["publish", "--branch", &branch, "-m", "weights", "--title", "weights"]),
-            )
-        })?;
+        // Each round starts with another series, as the fill scenario does: none always runs first.
+        for k in 0..3 {
+            let series = (round + k) % 3;
+            let (tool, work) = [("mint", &ours), ("git", &theirs), ("sequential", &sequential)][series];
+            let branch = format!("adagent/bench-lfs-{tool}-{round}");
+            scenario.time(series, || {
+                if tool == "git" {
+                    exec(rig.git_in(work).args(["switch", "-q", "-c", &branch]))?;
+                    exec(rig.git_in(work).args(["add", "-A"]))?;
+                    exec(rig.git_in(work).args(["commit", "-q", "-m", "weights"]))?;
+                    exec(rig.git_in(work).args(["push", "-q", "origin", "HEAD"]))
+                } else {
+                    exec(
+                        rig.mint(work)
+                            .env("PATH", crate::path_with(&rig.bin_dir))
+                            .args(["publish", "--branch", &branch, "-m", "weights", "--title", "weights"]),
+                    )
+                }
+            })?;
+        }
     }
     let ratios = scenario.report(report, 1)?;
     report.goal(
