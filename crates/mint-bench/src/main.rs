@@ -596,6 +596,9 @@ fn spawn_mintd_with(
         .arg("--socket")
         .arg(socket)
         .args(["--github-url", url, "--api-url", url])
+        // The agent scenarios open a pull request each round, and fakehub's budget is no one else's: the
+        // bucket that spares a customer's shared installation budget would hold them after 10.
+        .args(["--pull-request-burst", "1000"])
         .args(extra)
         .stdin(Stdio::null())
         .spawn()?;

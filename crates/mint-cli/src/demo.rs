@@ -105,6 +105,7 @@ impl Demo {
             socket_group: None,
             git_proxy: None,
             branch_prefix: "adagent/".into(),
+            pull_request_burst: mint_daemon::pulls::BURST,
             log_format: mint_daemon::config::LogFormat::Text,
         }
         .load()

@@ -102,6 +102,11 @@ pub struct Args {
     /// Branches the agent may push through the proxy, and open pull requests from.
     #[arg(long, env = "MINT_BRANCH_PREFIX", value_name = "PREFIX", default_value = "adagent/")]
     pub branch_prefix: String,
+    /// Pull requests `POST /v1/pulls` may open at once before its bucket holds them to one per 30 s: the
+    /// installation's GitHub budget is shared by every sandbox of the customer.
+    #[arg(long, env = "MINT_PULL_REQUEST_BURST", value_name = "N", default_value_t = crate::pulls::BURST,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub pull_request_burst: u32,
     /// Log format on stderr (levels are filtered by the `RUST_LOG` variable; default info).
     #[arg(long, env = "MINT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -131,6 +136,8 @@ pub struct Config {
     pub allowed_uids: Vec<u32>,
     pub git_proxy: Option<std::net::SocketAddr>,
     pub branch_prefix: String,
+    /// See [`Args::pull_request_burst`].
+    pub pull_request_burst: u32,
 }
 
 /// Where tokens come from.
@@ -242,6 +249,7 @@ impl Args {
             allowed_uids,
             git_proxy: self.git_proxy,
             branch_prefix: self.branch_prefix,
+            pull_request_burst: self.pull_request_burst,
         })
     }
 }

@@ -211,7 +211,7 @@ impl Daemon {
             upstream,
             git_proxy: config.git_proxy,
             git_proxy_bound: std::sync::OnceLock::new(),
-            pulls: pulls::PullGate::default(),
+            pulls: pulls::PullGate::new(config.pull_request_burst),
             bodies: Arc::new(budget::Budget::new(server::BODY_BUDGET, |m| &m.socket_bodies)),
         }))
     }

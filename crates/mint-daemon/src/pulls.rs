@@ -42,6 +42,8 @@ const REMEMBER_AT_MOST: usize = 256;
 
 /// The memory and the bucket in front of GitHub's pull-request API. One per daemon.
 pub(crate) struct PullGate {
+    /// Calls that may reach GitHub at once before the bucket refills ([`BURST`] unless configured).
+    burst: u32,
     state: Mutex<GateState>,
     /// Held while a call is at GitHub: calls for one branch queue and find the first one's answer.
     at_github: tokio::sync::Mutex<()>,
@@ -68,7 +70,14 @@ pub(crate) enum Held {
 
 impl Default for PullGate {
     fn default() -> Self {
+        Self::new(BURST)
+    }
+}
+
+impl PullGate {
+    pub(crate) fn new(burst: u32) -> Self {
         Self {
+            burst: burst.max(1),
             state: Mutex::new(GateState {
                 opened: HashMap::new(),
                 next_free: Instant::now(),
@@ -77,9 +86,7 @@ impl Default for PullGate {
             at_github: tokio::sync::Mutex::new(()),
         }
     }
-}
 
-impl PullGate {
     fn state(&self) -> MutexGuard<'_, GateState> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -124,7 +131,10 @@ impl PullGate {
             state.github_not_before = None;
         }
         let after = state.next_free.max(now) + REFILL_EVERY;
-        match after.saturating_duration_since(now).checked_sub(REFILL_EVERY * BURST) {
+        match after
+            .saturating_duration_since(now)
+            .checked_sub(REFILL_EVERY * self.burst)
+        {
             Some(over) if !over.is_zero() => Err(Held::Bucket(over)),
             _ => {
                 state.next_free = after;
@@ -152,7 +162,8 @@ fn held(daemon: &Daemon, held: &Held) -> Response<Full<Bytes>> {
                 StatusCode::TOO_MANY_REQUESTS,
                 *wait,
                 format!(
-                    "too many pull requests: mintd lets {BURST} reach GitHub at once, then one per {} s, to spare the installation's shared GitHub budget; try again in {} s",
+                    "too many pull requests: mintd lets {} reach GitHub at once, then one per {} s, to spare the installation's shared GitHub budget; try again in {} s",
+                    daemon.pulls.burst,
                     REFILL_EVERY.as_secs(),
                     whole_seconds(*wait)
                 ),
@@ -361,6 +372,17 @@ mod tests {
             head: head.into(),
             base: "main".into(),
             created: true,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_configured_burst_is_the_one_let_through() {
+        for burst in [1, 3, 1000] {
+            let gate = PullGate::new(burst);
+            for _ in 0..burst {
+                gate.admit().expect("within the burst");
+            }
+            assert_eq!(gate.admit(), Err(Held::Bucket(REFILL_EVERY)), "burst {burst}");
         }
     }
 
