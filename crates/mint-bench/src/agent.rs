@@ -166,6 +166,14 @@ pub(crate) fn run_lfs(rig: &Rig, rounds: usize, report: &mut Report) -> anyhow::
                 }
             })?;
         }
+        // The work is in memory (/dev/shm): once timed, each round's files and git-lfs's local copies of them
+        // go, or five rounds would fill it (the next round stages their deletion, for both tools alike).
+        for work in [&ours, &theirs, &sequential] {
+            for i in 0..10 {
+                std::fs::remove_file(work.join(format!("r{round}-{i}.bin")))?;
+            }
+            std::fs::remove_dir_all(work.join(".git/lfs/objects"))?;
+        }
     }
     let ratios = scenario.report(report, 1)?;
     report.goal(
