@@ -440,6 +440,22 @@ impl Scenario {
         Ok(())
     }
 
+    /// The median over rounds of `row` ÷ `anchor` in the same round: for whole git commands, whose rounds
+    /// differ more among themselves (a repository that grows each round, the machine's load) than the two
+    /// series within one. Call before [`Self::report`], which sorts the samples.
+    fn paired_ratio(&self, row: usize, anchor: usize) -> f64 {
+        let mut ratios: Vec<f64> = self.samples[row]
+            .iter()
+            .zip(&self.samples[anchor])
+            .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        ratios
+            .get(ratios.len().saturating_sub(1) / 2)
+            .copied()
+            .unwrap_or(f64::NAN)
+    }
+
     /// Medians, p95 and each row's median ÷ the `anchor` row's; the samples go to samples.csv. Returns the
     /// ratios, row by row.
     fn report(&mut self, report: &mut Report, anchor: usize) -> anyhow::Result<Vec<f64>> {

@@ -43,21 +43,21 @@ pub(crate) fn run(rig: &Rig, rounds: usize, report: &mut Report) -> anyhow::Resu
         scenarios.push(scenario);
         peaks.push((repo, peak));
     }
+    // Each round's push adds to the repository the next round clones: rounds are compared within themselves.
     for (repo, (clone, push)) in repos.iter().zip(&mut scenarios) {
-        let ratios = clone.report(report, 0)?;
-        report.goal(
-            format!("mediated mode: git clone proxied ÷ direct, {repo}"),
-            ratios[1],
-            1.05,
-            "x",
-        );
-        let ratios = push.report(report, 0)?;
-        report.goal(
-            format!("mediated mode: git push proxied ÷ direct, {repo}"),
-            ratios[1],
-            1.05,
-            "x",
-        );
+        for (scenario, what) in [(clone, "clone"), (push, "push")] {
+            let paired = scenario.paired_ratio(1, 0);
+            scenario.report(report, 0)?;
+            report.line(format!(
+                "  proxied ÷ direct, median of the rounds' own ratios: {paired:.2}x"
+            ));
+            report.goal(
+                format!("mediated mode: git {what} proxied ÷ direct, {repo} (per round)"),
+                paired,
+                1.05,
+                "x",
+            );
+        }
     }
     report.line("\nmintd in mediated mode (target: proxied ÷ direct ≤ 1.05, peak RSS ≤ 32 MiB)");
     for (repo, (proxy, direct, cpu, busy)) in peaks {
