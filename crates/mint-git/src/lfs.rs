@@ -580,6 +580,16 @@ fn hex(bytes: &[u8]) -> String {
 /// reqwest's error and its causes: "error sending request: connection refused".
 fn describe(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
+    // reqwest names the URL, and an action's href may be a presigned storage URL whose query is the
+    // credential (GitHub's are): the message keeps its scheme, host and path only.
+    if let Some(url) = error.url() {
+        let mut shown = url.clone();
+        shown.set_query(None);
+        shown.set_fragment(None);
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+        text = text.replace(url.as_str(), shown.as_str());
+    }
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
         let more = cause.to_string();
@@ -660,6 +670,21 @@ mod tests {
 
         let counted = for_each_concurrently(&items, 3, |&i| Ok(i % 2 == 0)).unwrap();
         assert_eq!(counted, 50, "the items something was done for");
+    }
+
+    #[test]
+    fn an_error_never_shows_a_presigned_urls_query() {
+        crate::ensure_tls_provider();
+        // Nothing listens on port 1 of the loopback: the request fails to connect.
+        let href = "http://user:pw@127.0.0.1:1/alambic/media/obj?X-Amz-Credential=KEYID&X-Amz-Signature=SECRET";
+        let error = reqwest::blocking::Client::new()
+            .get(href)
+            .send()
+            .expect_err("nothing listens there");
+        assert!(error.to_string().contains("SECRET"), "reqwest names the URL: {error}");
+        let text = describe(&error);
+        assert!(!text.contains("SECRET") && !text.contains("KEYID") && !text.contains("pw"), "{text}");
+        assert!(text.contains("127.0.0.1:1/alambic/media/obj"), "{text}");
     }
 
     #[test]
