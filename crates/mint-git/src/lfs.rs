@@ -683,7 +683,10 @@ mod tests {
             .expect_err("nothing listens there");
         assert!(error.to_string().contains("SECRET"), "reqwest names the URL: {error}");
         let text = describe(&error);
-        assert!(!text.contains("SECRET") && !text.contains("KEYID") && !text.contains("pw"), "{text}");
+        assert!(
+            !text.contains("SECRET") && !text.contains("KEYID") && !text.contains("pw"),
+            "{text}"
+        );
         assert!(text.contains("127.0.0.1:1/alambic/media/obj"), "{text}");
     }
 
