@@ -383,7 +383,9 @@ impl FakeHub {
     }
 }
 
-/// The object's bytes, streamed; the request counts as in flight until the last byte is sent.
+/// The object's bytes, streamed; the request counts as in flight until its last byte is handed to the
+/// connection. It stops counting just before, so that a client that starts its next transfer on reading the
+/// last byte is never counted twice (the pump's next read, which finds the end, can come later).
 async fn download(path: &std::path::Path, flight: InFlight) -> Response<Body> {
     let Ok(mut file) = tokio::fs::File::open(path).await else {
         return lfs_error(StatusCode::NOT_FOUND, "Object does not exist");
@@ -391,12 +393,17 @@ async fn download(path: &std::path::Path, flight: InFlight) -> Response<Body> {
     let len = file.metadata().await.map_or(0, |m| m.len());
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
-        let _flight = flight;
+        let mut flight = Some(flight);
+        let mut sent = 0u64;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             match file.read(&mut buf).await {
                 Ok(0) => break,
                 Ok(n) => {
+                    sent += n as u64;
+                    if sent >= len {
+                        flight.take();
+                    }
                     if tx.send(Ok(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
                         break;
                     }
