@@ -296,6 +296,7 @@ async fn open_card(rig: &Rig, browser: &Client, product: &str, login: &str) {
     reason = "the product's documented flow, step after step, as a person does it"
 )]
 fn connect_change_manage_disconnect_in_a_browser() {
+    let _heavy = crate::support::one_heavy_test_at_a_time();
     let mut rig = Rig::start();
     runtime().block_on(async {
         let product = rig.product("Acme web", &["octocat"]);

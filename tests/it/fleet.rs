@@ -23,6 +23,7 @@ fn fleet_world() -> World {
 
 #[test]
 fn two_replicas_behind_haproxy_serve_200_sandboxes_and_a_kill_9_mid_burst_fails_no_request() {
+    let _heavy = crate::support::one_heavy_test_at_a_time();
     let mut world = fleet_world();
     std::fs::remove_file(&world.key_file).expect("no key beside the sandboxes");
     let pg = Postgres::start();

@@ -958,6 +958,7 @@ impl Attackers<'_> {
 /// descriptors, while a legitimate sandbox clones, pushes and fetches through the proxy and asks the socket.
 #[test]
 fn every_attack_at_once_for_a_minute_fails_no_legitimate_command() {
+    let _heavy = crate::support::one_heavy_test_at_a_time();
     let soak = soak_duration();
     let mut world = World::start_with(Options {
         start_mintd: false,

@@ -437,6 +437,7 @@ fn commit_lfs_pointer(world: &World, seed: &Path, path: &str, len: u64, seed_bit
 /// the clone's peak RSS does not grow with the object.
 #[test]
 fn mint_clone_of_a_1_gib_lfs_object_keeps_peak_rss_flat() {
+    let _heavy = crate::support::one_heavy_test_at_a_time();
     let world = World::start();
     let seed = world.dir.path().join("seed");
     world.git_ok(
@@ -481,6 +482,7 @@ fn sha256_file(path: &Path) -> String {
 /// `git clone` does not (`core.bigFileThreshold`).
 #[test]
 fn mint_clone_of_a_1_gib_blob_keeps_peak_rss_flat() {
+    let _heavy = crate::support::one_heavy_test_at_a_time();
     let world = World::start();
     let seed = world.dir.path().join("seed");
     world.git_ok(

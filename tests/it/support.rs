@@ -5,7 +5,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use fakehub::{AppKeyPair, Config, FakeHub, InstallationConfig, RunningFakeHub};
@@ -17,6 +17,16 @@ pub(crate) const REPO: &str = "hello-world";
 pub(crate) const OTHER_REPO: &str = "other-repo";
 pub(crate) const APP_ID: u64 = 7;
 pub(crate) const INSTALLATION_ID: u64 = 42;
+
+/// Held by the tests that keep both cores busy for tens of seconds (the 1 GiB clones) and by those that
+/// time a service against its deadlines (the fleet's burst, the soak, the browser): the harness runs two
+/// tests at once on two cores, and one of each together starved the other (53 of 200 sandbox requests
+/// waited past their 10 s turn at mint-server in one run of the whole suite). It orders them; it asserts
+/// nothing.
+pub(crate) fn one_heavy_test_at_a_time() -> MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    HEAVY.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// One App key for the whole test binary: RSA key generation is the slow part of setting up.
 pub(crate) fn app_key() -> &'static AppKeyPair {
