@@ -411,7 +411,19 @@ fn connect_change_manage_disconnect_in_a_browser() {
         );
         click(&browser, "#install_target_selected").await;
         click(&browser, "#repository-api").await;
+        let before = rig.world.hub.deliveries().len();
         click(&browser, "#save").await;
+        // The click returns before the form is submitted: a `goto` at once could land first and then be
+        // replaced by the submission's redirect back to this page. Once GitHub has sent the webhook the
+        // submission is under way, and a new navigation supersedes it.
+        let saved = Instant::now();
+        while !rig.world.hub.deliveries()[before..]
+            .iter()
+            .any(|d| d.event == "installation_repositories")
+        {
+            assert!(saved.elapsed() < Duration::from_secs(10), "the save sent no webhook");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         browser
             .goto(&format!("{}/products/{product}/integrations", rig.public))
             .await
