@@ -438,12 +438,7 @@ fn commit_lfs_pointer(world: &World, seed: &Path, path: &str, len: u64, seed_bit
 #[test]
 fn mint_clone_of_a_1_gib_lfs_object_keeps_peak_rss_flat() {
     let _heavy = crate::support::one_heavy_test_at_a_time();
-    let world = World::start();
-    let seed = world.dir.path().join("seed");
-    world.git_ok(
-        None,
-        &["clone", "-q", &world.repo_url(REPO), seed.to_str().expect("utf8")],
-    );
+    let (world, seed) = world_with_a_clone_to_seed();
 
     // The same clone with a 1 MiB object, for scale.
     commit_lfs_pointer(&world, &seed, "small.bin", 1 << 20, 31);
@@ -459,6 +454,17 @@ fn mint_clone_of_a_1_gib_lfs_object_keeps_peak_rss_flat() {
     let big = world.dir.path().join("big/big.bin");
     assert_eq!(std::fs::metadata(&big).expect("the work-tree file").len(), 1 << 30);
     assert_eq!(sha256_file(&big), oid, "the work tree holds the object");
+}
+
+/// A world and a git clone of its repository at `seed`, to commit the big object from.
+fn world_with_a_clone_to_seed() -> (World, std::path::PathBuf) {
+    let world = World::start();
+    let seed = world.dir.path().join("seed");
+    world.git_ok(
+        None,
+        &["clone", "-q", &world.repo_url(REPO), seed.to_str().expect("utf8")],
+    );
+    (world, seed)
 }
 
 /// A clone's peak RSS with a big object is flat: under 64 MiB, and no more than 16 MiB over the same clone
@@ -483,12 +489,7 @@ fn sha256_file(path: &Path) -> String {
 #[test]
 fn mint_clone_of_a_1_gib_blob_keeps_peak_rss_flat() {
     let _heavy = crate::support::one_heavy_test_at_a_time();
-    let world = World::start();
-    let seed = world.dir.path().join("seed");
-    world.git_ok(
-        None,
-        &["clone", "-q", &world.repo_url(REPO), seed.to_str().expect("utf8")],
-    );
+    let (world, seed) = world_with_a_clone_to_seed();
     std::fs::create_dir_all(seed.join("src")).expect("dir");
     std::fs::write(seed.join("README.md"), "A repository with one big file\n").expect("write");
     std::fs::write(seed.join("src/lib.rs"), "pub fn f() {}\n").expect("write");
