@@ -155,7 +155,7 @@ pub(crate) fn publish(socket: &Path, args: &PublishArgs) -> anyhow::Result<ExitC
             args.branch
         )
     })?;
-    if let Err(e) = mint_git::push::record_pushed(&repo, &args.branch, tip) {
+    if let Err(e) = mint_git::push::record_pushed(&repo, &args.branch, tip, &author(&repo)) {
         // The push itself succeeded: say so, and go on to the pull request.
         progress(&format!("warning: could not update origin/{}: {e}", args.branch));
     }

@@ -442,18 +442,37 @@ type Entries = Box<dyn Iterator<Item = gix::Result<Vec<output::Entry>>>>;
 
 /// After a push, what `git push` does locally: `refs/remotes/origin/BRANCH` now names the pushed commit, so
 /// `git status` and `git log origin/BRANCH` agree with the remote. Only when the work tree has an `origin`.
-pub fn record_pushed(repo: &gix::Repository, branch: &str, pushed: ObjectId) -> Result<(), PushError> {
+/// The reflog entry is signed by `who`, the identity the commit was made with: git falls back to one when
+/// none is configured, and so must this, or a sandbox without `user.name` never sees its push recorded.
+pub fn record_pushed(
+    repo: &gix::Repository,
+    branch: &str,
+    pushed: ObjectId,
+    who: &crate::branch::Identity,
+) -> Result<(), PushError> {
+    use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
+
     if repo.find_remote("origin").is_err() {
         return Ok(());
     }
-    repo.reference(
-        format!("refs/remotes/origin/{branch}"),
-        pushed,
-        gix::refs::transaction::PreviousValue::Any,
-        "update by push",
-    )
-    .map(|_| ())
-    .map_err(local)
+    let name = format!("refs/remotes/origin/{branch}");
+    let edit = RefEdit {
+        change: Change::Update {
+            log: LogChange {
+                mode: RefLog::AndReference,
+                force_create_reflog: false,
+                message: "update by push".into(),
+            },
+            expected: PreviousValue::Any,
+            new: gix::refs::Target::Object(pushed),
+        },
+        name: name.try_into().map_err(local)?,
+        deref: false,
+    };
+    let mut time = gix::date::parse::TimeBuf::default();
+    repo.edit_references_as([edit], Some(who.signature(&mut time)))
+        .map(|_| ())
+        .map_err(local)
 }
 
 /// The pack's entries, generated lazily: everything reachable from `new` that none of `hidden` (the remote's
@@ -786,5 +805,39 @@ mod tests {
             packetline::blocking_io::encode::data_to_write(&vec![b'x'; 65_517], &mut Vec::new()).is_err(),
             "a line over the limit is never written"
         );
+    }
+
+    /// Regression: with no `user.name` anywhere, the push went through but `origin/BRANCH` stayed behind
+    /// ("Could not update reflog"), as gix signs a reflog entry with the configured committer only.
+    #[test]
+    fn the_remote_tracking_branch_moves_without_a_configured_identity() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("HOME", tmp.path())
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .current_dir(tmp.path())
+                .args(["-c", "user.name=seed", "-c", "user.email=seed@example.invalid"])
+                .args(args)
+                .output()
+                .expect("git");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
+        };
+        git(&["init", "-q", "-b", "main"]);
+        git(&["commit", "-q", "--allow-empty", "-m", "first"]);
+        git(&["remote", "add", "origin", "https://github.com/octo-org/hello-world.git"]);
+        let tip: ObjectId = git(&["rev-parse", "HEAD"]).parse().expect("id");
+        let repo = gix::open_opts(tmp.path(), gix::open::Options::isolated()).expect("open");
+        let who = crate::branch::Identity {
+            name: "mint agent".into(),
+            email: "agent@example.invalid".into(),
+        };
+        record_pushed(&repo, "adagent/x", tip, &who).expect("recorded");
+        assert_eq!(git(&["rev-parse", "origin/adagent/x"]), tip.to_string());
+        let log = git(&["reflog", "show", "--format=%gn <%ge>|%gs", "origin/adagent/x"]);
+        assert_eq!(log, "mint agent <agent@example.invalid>|update by push");
     }
 }
