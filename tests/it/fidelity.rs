@@ -126,6 +126,20 @@ fn core_autocrlf_applies_without_attributes() {
     publish_matches_git(&world, &dir, "adagent/autocrlf");
 }
 
+/// `mint` with git (and git-lfs, which filter drivers need) on PATH.
+fn mint_with_git(world: &World, dir: &Path, args: &[&str]) {
+    let output = Command::new(env!("CARGO_BIN_EXE_mint"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &world.home)
+        .env("MINT_SOCKET", &world.socket)
+        .output()
+        .expect("mint runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
 #[test]
 fn an_lfs_tracked_binary_is_staged_as_its_pointer_through_the_real_git_lfs_filter() {
     let world = World::start();
@@ -145,16 +159,7 @@ fn an_lfs_tracked_binary_is_staged_as_its_pointer_through_the_real_git_lfs_filte
     write(&dir, "model.bin", &big);
     let expected = oracle_tree(&world, &dir);
     // The filter driver (git-lfs) needs git itself; mint does not.
-    let output = Command::new(env!("CARGO_BIN_EXE_mint"))
-        .args(publish_args("adagent/lfs"))
-        .current_dir(&dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", &world.home)
-        .env("MINT_SOCKET", &world.socket)
-        .output()
-        .expect("mint runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    mint_with_git(&world, &dir, &publish_args("adagent/lfs"));
     let pushed = server_git(&world, &["rev-parse", "refs/heads/adagent/lfs^{tree}"]);
     assert_eq!(pushed, expected);
     let pointer = server_git(&world, &["cat-file", "-p", "refs/heads/adagent/lfs:model.bin"]);
@@ -162,6 +167,58 @@ fn an_lfs_tracked_binary_is_staged_as_its_pointer_through_the_real_git_lfs_filte
         pointer.starts_with("version https://git-lfs.github.com/spec/v1"),
         "{pointer}"
     );
+    server_git(&world, &["fsck", "--strict"]);
+}
+
+/// mint speaks git's long-running filter protocol to git-lfs itself, in 65,516-byte packets: files on each
+/// side of a packet's size, an empty one, a tracked LFS file modified, and an LFS path that `text` also converts (left to gix's pipeline) are all staged as `git add -A` stages them.
+#[test]
+fn lfs_files_around_the_filter_protocols_packet_size_are_staged_as_git_add_does() {
+    let world = World::start();
+    git(&world, world.dir.path(), &["lfs", "install", "--skip-repo"]);
+    seed(
+        &world,
+        &[
+            (
+                ".gitattributes",
+                b"*.bin filter=lfs diff=lfs merge=lfs -text\n*.txt filter=lfs diff=lfs merge=lfs text eol=crlf\n",
+            ),
+            ("tracked.bin", b"the first version\n"),
+        ],
+        |_| {},
+    );
+    let dir = mint_clone(&world, "work");
+    let bytes = |len: usize, seed: u8| -> Vec<u8> {
+        (0..len)
+            .map(|i| u8::try_from((i * 7 + usize::from(seed)) % 251).expect("below 251"))
+            .collect()
+    };
+    for (name, len, seed) in [
+        ("empty.bin", 0, 0),
+        ("one.bin", 1, 1),
+        ("packet.bin", 65_516, 2),
+        ("packet-and-one.bin", 65_517, 3),
+        ("three-packets.bin", 3 * 65_516, 4),
+        ("tracked.bin", 200_001, 5),
+    ] {
+        write(&dir, name, &bytes(len, seed));
+    }
+    write(&dir, "notes.txt", b"one\ntwo\n");
+    let expected = oracle_tree(&world, &dir);
+    mint_with_git(&world, &dir, &publish_args("adagent/lfs-sizes"));
+    let pushed = server_git(&world, &["rev-parse", "refs/heads/adagent/lfs-sizes^{tree}"]);
+    assert_eq!(
+        pushed,
+        expected,
+        "mint's tree differs from git's:\nmint: {}\ngit:  {}",
+        server_git(&world, &["ls-tree", "-r", &pushed]),
+        server_git(&world, &["ls-tree", "-r", &expected]),
+    );
+    let pointer = server_git(
+        &world,
+        &["cat-file", "-p", "refs/heads/adagent/lfs-sizes:three-packets.bin"],
+    );
+    assert!(pointer.ends_with("size 196548"), "{pointer}");
     server_git(&world, &["fsck", "--strict"]);
 }
 

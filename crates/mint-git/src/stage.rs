@@ -20,6 +20,8 @@ use bstr::{BStr, BString, ByteSlice};
 use gix::ObjectId;
 use gix::index::entry::{Flags, Mode, Stat};
 
+mod process_filter;
+
 /// What staging found.
 #[derive(Debug)]
 pub struct Staged {
@@ -81,9 +83,11 @@ pub fn stage_all(repo: &gix::Repository) -> Result<Staged, StageError> {
 
     let settings = Settings::read(repo);
     let (mut filters, original_index) = repo.filter_pipeline(None).map_err(git)?;
+    let mut processes = process_filter::ProcessFilters::new(repo, &original_index).map_err(git)?;
     let mut writer = BlobWriter {
         repo,
         filters: &mut filters,
+        processes: processes.as_mut(),
         index: &original_index,
     };
     restage_tracked(&mut index, &workdir, &settings, &mut writer)?;
@@ -408,6 +412,8 @@ fn submodule_head(path: &Path) -> Result<Submodule, StageError> {
 struct BlobWriter<'a, 'repo> {
     repo: &'repo gix::Repository,
     filters: &'a mut gix::filter::Pipeline<'repo>,
+    /// Long-running filter drivers (Git LFS) for the paths that need nothing else: see [`process_filter`].
+    processes: Option<&'a mut process_filter::ProcessFilters<'repo>>,
     /// The index as it was before staging: `text=auto` looks there for whether a file had CRLF.
     index: &'a gix::index::State,
 }
@@ -430,7 +436,19 @@ impl BlobWriter<'_, '_> {
             };
             return Ok(self.repo.write_blob(&target).map_err(git)?.detach());
         }
-        let file = std::fs::File::open(path).map_err(read_error)?;
+        let mut file = std::fs::File::open(path).map_err(read_error)?;
+        if let Some(processes) = self.processes.as_deref_mut()
+            && let Some(driver) = processes.driver_for(rela, seen.mode).map_err(git)?
+        {
+            let cleaned = processes
+                .clean(&driver, rela, &mut file)
+                .map_err(|message| StageError::Filter {
+                    path: rela.to_str_lossy().into_owned(),
+                    filter: "clean",
+                    message,
+                })?;
+            return Ok(self.repo.write_blob(&cleaned).map_err(git)?.detach());
+        }
         let outcome = self
             .filters
             .convert_to_git(file, &to_path(rela)?, self.index)
