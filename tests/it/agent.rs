@@ -153,7 +153,11 @@ fn mint_clone_checks_out_what_git_clone_does() {
         &["rev-parse", "HEAD"][..],
         &["symbolic-ref", "HEAD"],
         &["ls-files", "--stage"],
-        &["for-each-ref", "--format=%(refname) %(objectname)", "refs/remotes"],
+        &[
+            "for-each-ref",
+            "--format=%(refname) %(objectname) %(*objectname) %(symref)",
+        ],
+        &["config", "--local", "--get-regexp", r"^(remote|branch)\."],
     ] {
         assert_eq!(git(&world, &ours, args), git(&world, &theirs, args), "git {args:?}");
     }
@@ -168,6 +172,50 @@ fn mint_clone_checks_out_what_git_clone_does() {
     let token = &world.hub.tokens()[0].token;
     let (files, found) = World::files_containing(&[&ours], token);
     assert!(files > 5 && found.is_empty(), "token in {found:?}");
+}
+
+/// One connection, as `git clone` makes: a handshake, `ls-refs` and the pack, and no second handshake to
+/// write the refs. A refused token (mintd's, revoked) is answered once with a fresh one, in that connection.
+#[test]
+fn mint_clone_makes_one_connection_and_retries_a_refused_token_once() {
+    let world = World::start();
+    seed(&world);
+    let git_requests = |from: usize| -> Vec<String> {
+        let repo = format!("/{OWNER}/{REPO}.git/");
+        world.hub.requests()[from..]
+            .iter()
+            .filter_map(|r| {
+                let service = r.path.strip_prefix(&repo)?;
+                Some(format!("{} {service} {}", r.method, r.status))
+            })
+            .collect()
+    };
+    let before = world.hub.requests().len();
+    mint_clone(&world, "first");
+    assert_eq!(
+        git_requests(before),
+        [
+            "GET info/refs 200",
+            "POST git-upload-pack 200",
+            "POST git-upload-pack 200"
+        ],
+        "the handshake, ls-refs, the pack"
+    );
+
+    world.hub.revoke_all_tokens();
+    let before = world.hub.requests().len();
+    mint_clone(&world, "second");
+    assert_eq!(
+        git_requests(before),
+        [
+            "GET info/refs 401",
+            "GET info/refs 200",
+            "POST git-upload-pack 200",
+            "POST git-upload-pack 200"
+        ]
+    );
+    assert_eq!(world.hub.tokens().len(), 2, "one re-mint");
+    assert_same_work_tree(&world.dir.path().join("first"), &world.dir.path().join("second"));
 }
 
 #[test]

@@ -3,8 +3,8 @@
 //! chunks, as `git index-pack` does above `core.bigFileThreshold`.
 //!
 //! gix's indexer inflates every object whole to hash it, and gix's fetch has no hook to index the pack
-//! another way: this module receives the pack itself and leaves the refs, `HEAD` and the config to gix's
-//! clone, whose own fetch then finds every object present and receives no pack.
+//! another way: this module receives the pack itself and hands back the refs the remote listed, from which
+//! the clone writes the refs, `HEAD` and the config with no second connection.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
@@ -44,7 +44,8 @@ pub(super) struct Received {
 }
 
 /// Fetch every branch, tag and `HEAD` of `remote` into `repo` (new and empty), writing the pack and its
-/// index but no ref. `authenticate` answers the handshake's 401, as gix's connection would.
+/// index but no ref; returns what the remote listed (`ls-refs`), each branch and tag mapped to its local
+/// name as `git clone` maps it. `authenticate` answers the handshake's 401, as gix's connection would.
 pub(super) fn fetch(
     repo: &gix::Repository,
     url: &gix::Url,
@@ -52,7 +53,7 @@ pub(super) fn fetch(
     authenticate: &mut AuthenticateFn<'_>,
     threshold: u64,
     should_interrupt: &AtomicBool,
-) -> gix::Result<Received> {
+) -> gix::Result<(RefMap, Received)> {
     let remote = repo.remote_at(url.clone())?;
     let mut connection = remote.connect(gix::remote::Direction::Fetch)?;
     let transport = connection.transport_mut();
@@ -77,7 +78,7 @@ pub(super) fn fetch(
             .map(|s| s.to_owned())
             .map_err(gix::Error::from_error)
     };
-    // What gix's clone fetches: the branches, `HEAD` and all tags.
+    // What `git clone` fetches: the branches (to their remote-tracking names), `HEAD` and all tags.
     let context = gix::protocol::fetch::refmap::init::Context {
         fetch_refspecs: vec![spec("+refs/heads/*:refs/remotes/origin/*")?],
         extra_refspecs: vec![spec("HEAD")?, spec("+refs/tags/*:refs/tags/*")?],
@@ -117,7 +118,7 @@ pub(super) fn fetch(
     ) {
         gix::protocol::indicate_end_of_interaction(&mut *transport, false).ok();
     }
-    Ok(received)
+    Ok((ref_map, received))
 }
 
 /// The negotiation of a clone: nothing is local, so every advertised tip is wanted and nothing is had.
@@ -549,9 +550,9 @@ fn write_index_v2(sorted: &[(ObjectId, u32, u64)], pack_checksum: ObjectId, out:
 pub(super) mod tests {
     use super::*;
 
-    /// The real git, isolated from the machine's config, in `dir`.
-    pub(in crate::clone) fn git(dir: &Path, args: &[&str]) -> Vec<u8> {
-        let output = std::process::Command::new("git")
+    /// The real git, isolated from the machine's config, in `dir`: whatever its exit status.
+    pub(in crate::clone) fn git_output(dir: &Path, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("git")
             .args(args)
             .current_dir(dir)
             .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -561,7 +562,12 @@ pub(super) mod tests {
             .env("GIT_COMMITTER_NAME", "A")
             .env("GIT_COMMITTER_EMAIL", "a@example.com")
             .output()
-            .expect("git runs");
+            .expect("git runs")
+    }
+
+    /// The real git, isolated from the machine's config, in `dir`; it must succeed.
+    pub(in crate::clone) fn git(dir: &Path, args: &[&str]) -> Vec<u8> {
+        let output = git_output(dir, args);
         assert!(
             output.status.success(),
             "git {args:?}: {}",
