@@ -4,7 +4,6 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
 use fakehub::InjectedFailure;
 
@@ -60,13 +59,18 @@ fn oracle_tree(world: &World, dir: &Path) -> String {
 fn publish_matches_git(world: &World, dir: &Path, branch: &str) -> String {
     let expected = oracle_tree(world, dir);
     mint_ok(world, dir, &publish_args(branch));
+    pushed_tree_is(world, branch, &expected)
+}
+
+/// The tree pushed to `branch`, checked against the oracle's and for a sound server repository.
+fn pushed_tree_is(world: &World, branch: &str, expected: &str) -> String {
     let pushed = server_git(world, &["rev-parse", &format!("refs/heads/{branch}^{{tree}}")]);
     assert_eq!(
         pushed,
         expected,
         "mint's tree differs from git's:\nmint: {}\ngit:  {}",
         server_git(world, &["ls-tree", "-r", &pushed]),
-        server_git(world, &["ls-tree", "-r", &expected]),
+        server_git(world, &["ls-tree", "-r", expected]),
     );
     server_git(world, &["fsck", "--strict"]);
     pushed
@@ -126,17 +130,9 @@ fn core_autocrlf_applies_without_attributes() {
     publish_matches_git(&world, &dir, "adagent/autocrlf");
 }
 
-/// `mint` with git (and git-lfs, which filter drivers need) on PATH.
+/// `mint` with git and git-lfs on PATH (filter drivers need git), which must succeed.
 fn mint_with_git(world: &World, dir: &Path, args: &[&str]) {
-    let output = Command::new(env!("CARGO_BIN_EXE_mint"))
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", &world.home)
-        .env("MINT_SOCKET", &world.socket)
-        .output()
-        .expect("mint runs");
+    let output = crate::lfs::mint_with_lfs(world, dir, args);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
 
@@ -160,18 +156,17 @@ fn an_lfs_tracked_binary_is_staged_as_its_pointer_through_the_real_git_lfs_filte
     let expected = oracle_tree(&world, &dir);
     // The filter driver (git-lfs) needs git itself; mint does not.
     mint_with_git(&world, &dir, &publish_args("adagent/lfs"));
-    let pushed = server_git(&world, &["rev-parse", "refs/heads/adagent/lfs^{tree}"]);
-    assert_eq!(pushed, expected);
+    pushed_tree_is(&world, "adagent/lfs", &expected);
     let pointer = server_git(&world, &["cat-file", "-p", "refs/heads/adagent/lfs:model.bin"]);
     assert!(
         pointer.starts_with("version https://git-lfs.github.com/spec/v1"),
         "{pointer}"
     );
-    server_git(&world, &["fsck", "--strict"]);
 }
 
 /// mint speaks git's long-running filter protocol to git-lfs itself, in 65,516-byte packets: files on each
-/// side of a packet's size, an empty one, a tracked LFS file modified, and an LFS path that `text` also converts (left to gix's pipeline) are all staged as `git add -A` stages them.
+/// side of a packet's size, an empty one, a tracked LFS file modified, and an LFS path that `text` also
+/// converts (left to gix's pipeline) are all staged as `git add -A` stages them.
 #[test]
 fn lfs_files_around_the_filter_protocols_packet_size_are_staged_as_git_add_does() {
     let world = World::start();
@@ -206,20 +201,12 @@ fn lfs_files_around_the_filter_protocols_packet_size_are_staged_as_git_add_does(
     write(&dir, "notes.txt", b"one\ntwo\n");
     let expected = oracle_tree(&world, &dir);
     mint_with_git(&world, &dir, &publish_args("adagent/lfs-sizes"));
-    let pushed = server_git(&world, &["rev-parse", "refs/heads/adagent/lfs-sizes^{tree}"]);
-    assert_eq!(
-        pushed,
-        expected,
-        "mint's tree differs from git's:\nmint: {}\ngit:  {}",
-        server_git(&world, &["ls-tree", "-r", &pushed]),
-        server_git(&world, &["ls-tree", "-r", &expected]),
-    );
+    pushed_tree_is(&world, "adagent/lfs-sizes", &expected);
     let pointer = server_git(
         &world,
         &["cat-file", "-p", "refs/heads/adagent/lfs-sizes:three-packets.bin"],
     );
     assert!(pointer.ends_with("size 196548"), "{pointer}");
-    server_git(&world, &["fsck", "--strict"]);
 }
 
 #[test]

@@ -56,7 +56,7 @@ fn git_clone_with_lfs(world: &World, name: &str) -> PathBuf {
 }
 
 /// `mint` with git and git-lfs on PATH: the clean filter is git-lfs's, which needs git itself.
-fn mint_with_lfs(world: &World, dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn mint_with_lfs(world: &World, dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mint"))
         .args(args)
         .current_dir(dir)
