@@ -139,6 +139,26 @@ pub(crate) fn assert_same_work_tree(ours: &Path, theirs: &Path) {
     assert!(diff.status.success(), "{}", String::from_utf8_lossy(&diff.stdout));
 }
 
+/// What `mint clone` says of a repository whose default branch has no commit but which holds a tag: the
+/// branch, and that nothing was checked out (it used to call such a repository empty).
+#[test]
+fn mint_clone_of_a_repository_with_only_a_tag_says_its_branch_has_no_commit() {
+    let world = World::start();
+    server_git(&world, &["tag", "v1", "main"]);
+    server_git(&world, &["update-ref", "-d", "refs/heads/main"]);
+    let output = mint(&world, world.dir.path(), &["clone", "fresh"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("its default branch main has no commit yet, so nothing was checked out"),
+        "{stderr}"
+    );
+    assert_eq!(
+        git(&world, &world.dir.path().join("fresh"), &["symbolic-ref", "HEAD"]),
+        "refs/heads/main"
+    );
+}
+
 #[test]
 fn mint_clone_checks_out_what_git_clone_does() {
     let world = World::start();

@@ -57,10 +57,20 @@ pub(crate) fn clone(socket: &Path, dir: Option<PathBuf>, lfs: bool) -> anyhow::R
             head.to_hex_with_len(7),
             cloned.files
         ),
-        _ => eprintln!(
-            "Cloned {} into {}: the repository is empty",
+        // The remote's HEAD is detached: so is the clone's, as after `git clone`.
+        (None, Some(head)) => eprintln!(
+            "Cloned {} into {}: HEAD detached at {} (the remote's HEAD names no branch), {} files",
             remote.status.repository,
-            dir.display()
+            dir.display(),
+            head.to_hex_with_len(7),
+            cloned.files
+        ),
+        // An empty repository, or one with tags but no commit on its default branch.
+        (branch, None) => eprintln!(
+            "Cloned {} into {}: its default branch{} has no commit yet, so nothing was checked out",
+            remote.status.repository,
+            dir.display(),
+            branch.as_deref().map(|b| format!(" {b}")).unwrap_or_default()
         ),
     }
     Ok(ExitCode::SUCCESS)
