@@ -12,12 +12,14 @@
 //! gix's pipeline would hand the driver's output through unchanged too; every other path goes to gix.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 
 use bstr::{BStr, ByteSlice};
 use gix::attrs::StateRef;
+use gix::protocol::transport::packetline::{self, PacketLineRef, blocking_io::StreamingPeekableIter};
 
 /// The largest pkt-line: four hex digits of length, then at most 65,516 bytes (git's `LARGE_PACKET_MAX`).
 const MAX_PACKET: usize = 65_520;
@@ -99,13 +101,15 @@ impl<'repo> ProcessFilters<'repo> {
 
     /// Clean `content` (the file at `rela`) through `driver`'s process, started on first use.
     pub(super) fn clean(&mut self, driver: &str, rela: &BStr, content: &mut dyn Read) -> Result<Vec<u8>, String> {
-        if !self.running.contains_key(driver) {
-            let command = &self.commands[driver];
-            let process = FilterProcess::start(command, &self.context, &self.workdir)
-                .map_err(|e| format!("starting `{command}` (filter.{driver}.process) failed: {e}"))?;
-            self.running.insert(driver.to_owned(), process);
-        }
-        let process = self.running.get_mut(driver).expect("just started");
+        let process = match self.running.entry(driver.to_owned()) {
+            Entry::Occupied(running) => running.into_mut(),
+            Entry::Vacant(slot) => {
+                let command = &self.commands[driver];
+                let process = FilterProcess::start(command, &self.context, &self.workdir)
+                    .map_err(|e| format!("starting `{command}` (filter.{driver}.process) failed: {e}"))?;
+                slot.insert(process)
+            }
+        };
         let cleaned = process.clean(rela, content);
         if cleaned.is_err() {
             // Its state is unknown after a failure: the next path gets a new process.
@@ -119,8 +123,9 @@ impl<'repo> ProcessFilters<'repo> {
 struct FilterProcess {
     child: Child,
     stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-    /// One packet: its header, then what is read from the file.
+    /// The filter's answers, read through gix-packetline up to each flush.
+    stdout: StreamingPeekableIter<BufReader<ChildStdout>>,
+    /// One content packet: its header, then what is read from the file.
     packet: Vec<u8>,
 }
 
@@ -146,7 +151,11 @@ impl FilterProcess {
         let mut process = Self {
             child,
             stdin: Some(stdin),
-            stdout: BufReader::with_capacity(MAX_PACKET, stdout),
+            stdout: StreamingPeekableIter::new(
+                BufReader::with_capacity(MAX_PACKET, stdout),
+                &[PacketLineRef::Flush],
+                false,
+            ),
             packet: Vec::with_capacity(MAX_PACKET),
         };
         process.handshake()?;
@@ -181,9 +190,8 @@ impl FilterProcess {
             return Err(format!("the filter answered {}", describe(&status)));
         }
         let mut cleaned = Vec::new();
-        while let Some(data) = self.read_packet().map_err(io)? {
-            cleaned.extend_from_slice(data);
-        }
+        self.read_until_flush(&mut |data| cleaned.extend_from_slice(data))
+            .map_err(io)?;
         // A second status list may change its mind after the content ("status=error"); an empty one keeps it.
         let after = self.read_lines().map_err(io)?;
         if after.iter().any(|l| l.starts_with("status=") && l != "status=success") {
@@ -216,7 +224,7 @@ impl FilterProcess {
                 break;
             }
         }
-        stdin.write_all(b"0000")?;
+        packetline::blocking_io::encode::flush_to_write(&mut *stdin)?;
         stdin.flush()
     }
 
@@ -224,10 +232,9 @@ impl FilterProcess {
     fn send_lines(&mut self, lines: &[&str]) -> io::Result<()> {
         let mut out = Vec::new();
         for line in lines {
-            out.extend_from_slice(&length(line.len() + HEADER));
-            out.extend_from_slice(line.as_bytes());
+            packetline::blocking_io::encode::data_to_write(line.as_bytes(), &mut out)?;
         }
-        out.extend_from_slice(b"0000");
+        packetline::blocking_io::encode::flush_to_write(&mut out)?;
         let stdin = self.stdin.as_mut().expect("open until drop");
         stdin.write_all(&out)?;
         stdin.flush()
@@ -236,30 +243,23 @@ impl FilterProcess {
     /// Text lines up to a flush, without their newlines.
     fn read_lines(&mut self) -> io::Result<Vec<String>> {
         let mut lines = Vec::new();
-        while let Some(data) = self.read_packet()? {
+        self.read_until_flush(&mut |data| {
             lines.push(String::from_utf8_lossy(data.strip_suffix(b"\n").unwrap_or(data)).into_owned());
-        }
+        })?;
         Ok(lines)
     }
 
-    /// The next packet's payload, or `None` at a flush.
-    fn read_packet(&mut self) -> io::Result<Option<&[u8]>> {
-        let mut header = [0u8; HEADER];
-        self.stdout.read_exact(&mut header)?;
-        let len = std::str::from_utf8(&header)
-            .ok()
-            .and_then(|h| usize::from_str_radix(h, 16).ok())
-            .ok_or_else(|| io::Error::other(format!("not a pkt-line length: {:?}", header.as_bstr())))?;
-        match len {
-            0 => return Ok(None),
-            1..=HEADER => return Err(io::Error::other(format!("unexpected pkt-line {len:04x}"))),
-            _ if len > MAX_PACKET => return Err(io::Error::other(format!("a pkt-line of {len} bytes"))),
-            _ => {}
+    /// Hand each packet's payload to `each` until a flush; the end of the output before one is an error.
+    fn read_until_flush(&mut self, each: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        while let Some(line) = self.stdout.read_line() {
+            match line?.map_err(io::Error::other)? {
+                PacketLineRef::Data(data) => each(data),
+                other => return Err(io::Error::other(format!("unexpected pkt-line {other:?}"))),
+            }
         }
-        self.packet.clear();
-        self.packet.resize(len - HEADER, 0);
-        self.stdout.read_exact(&mut self.packet)?;
-        Ok(Some(&self.packet))
+        // Stopped at the flush: the next read goes on past it.
+        self.stdout.reset();
+        Ok(())
     }
 }
 
