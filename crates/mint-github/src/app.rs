@@ -123,6 +123,17 @@ impl App {
         true
     }
 
+    /// The current key's RS256 signature of `message` (see [`crate::Signer::sign_rs256`]).
+    pub fn sign_rs256(&self, message: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, GithubError> {
+        self.key.sign_rs256(message).map_err(|e| GithubError::Jwt(e.to_string()))
+    }
+
+    /// Bumped each time the App's key is replaced (a rotation), so what was derived from the key (the
+    /// token-sealing key) is derived anew. The same key keeps the same generation.
+    pub fn key_generation(&self) -> u64 {
+        0
+    }
+
     pub fn id(&self) -> &AppId {
         &self.id
     }
@@ -361,6 +372,10 @@ mod tests {
         fn app_jwt(&self, _app: &AppId, _now: SystemTime) -> Result<crate::Jwt, crate::SignError> {
             let n = self.0.fetch_add(1, Ordering::SeqCst);
             Ok(crate::Jwt::new(format!("jwt-{n}")))
+        }
+
+        fn sign_rs256(&self, message: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, crate::SignError> {
+            Ok(zeroize::Zeroizing::new(message.to_vec()))
         }
     }
 

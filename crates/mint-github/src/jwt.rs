@@ -136,6 +136,23 @@ mod tests {
     }
 
     #[test]
+    fn raw_signatures_are_deterministic_rs256_and_verify() {
+        use rsa::pkcs1v15::VerifyingKey;
+        use rsa::signature::Verifier as _;
+        let (private, public) = keypair();
+        let key = AppKey::from_pem(private.to_pkcs1_pem(LineEnding::LF).expect("pem").as_bytes()).expect("key");
+        let first = crate::Signer::sign_rs256(&key, b"mint token seal").expect("signs");
+        let again = crate::Signer::sign_rs256(&key, b"mint token seal").expect("signs");
+        assert_eq!(*first, *again, "PKCS#1 v1.5 signatures are deterministic");
+        assert_eq!(first.len(), 256, "a 2048-bit key signs 256 bytes");
+        let signature = rsa::pkcs1v15::Signature::try_from(first.as_slice()).expect("a signature");
+        VerifyingKey::<sha2::Sha256>::new(public)
+            .verify(b"mint token seal", &signature)
+            .expect("verifies as RS256 under the public key");
+        assert_ne!(*first, *crate::Signer::sign_rs256(&key, b"another label").expect("signs"));
+    }
+
+    #[test]
     fn bad_keys_are_refused_with_a_way_out() {
         for bad in [
             &b""[..],

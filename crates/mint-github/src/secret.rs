@@ -37,6 +37,20 @@ impl AppKey {
         Ok(key)
     }
 
+    /// The raw RS256 signature of `message` (jsonwebtoken hands it over base64url-encoded).
+    pub(crate) fn sign_bytes(&self, message: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, jsonwebtoken::errors::Error> {
+        use base64::Engine as _;
+        let encoded = zeroize::Zeroizing::new(jsonwebtoken::crypto::sign(
+            message,
+            &self.key,
+            jsonwebtoken::Algorithm::RS256,
+        )?);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(encoded.as_bytes())
+            .map(zeroize::Zeroizing::new)
+            .map_err(|e| jsonwebtoken::errors::ErrorKind::Base64(e).into())
+    }
+
     pub(crate) fn sign(&self, claims: &crate::jwt::Claims) -> Result<Jwt, jsonwebtoken::errors::Error> {
         let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
         jsonwebtoken::encode(&header, claims, &self.key).map(|s| Jwt(SecretString::from(s)))

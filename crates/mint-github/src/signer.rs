@@ -11,6 +11,12 @@ use crate::{AppId, AppKey, Jwt};
 /// signer that calls out to a remote service should cache its JWT for most of its ten-minute life.
 pub trait Signer: Send + Sync + std::fmt::Debug {
     fn app_jwt(&self, app: &AppId, now: SystemTime) -> Result<Jwt, SignError>;
+
+    /// The RS256 signature (RSASSA-PKCS1-v1_5 with SHA-256) of `message`, raw bytes. PKCS#1 v1.5 is
+    /// deterministic: the same key signs the same message to the same bytes, which only the key's holder can
+    /// produce. mint-server derives its token-sealing key from one such signature over a fixed label, so the
+    /// key works wherever the App key signs (a PEM here, an HSM elsewhere) without ever being stored.
+    fn sign_rs256(&self, message: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, SignError>;
 }
 
 /// Why no JWT could be signed; never carries key material.
@@ -21,5 +27,9 @@ pub struct SignError(pub String);
 impl Signer for AppKey {
     fn app_jwt(&self, app: &AppId, now: SystemTime) -> Result<Jwt, SignError> {
         self.jwt(app, now).map_err(|e| SignError(e.to_string()))
+    }
+
+    fn sign_rs256(&self, message: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, SignError> {
+        self.sign_bytes(message).map_err(|e| SignError(e.to_string()))
     }
 }
