@@ -444,6 +444,20 @@ impl FakeHub {
         }
     }
 
+    /// The next `n` revocations (`DELETE /installation/token` with a live token) are answered with
+    /// `failure`, and the token stays live: GitHub's bad minute, seen by whoever revokes.
+    pub fn fail_next_revocations(&self, n: usize, failure: &InjectedFailure) {
+        let mut state = self.state();
+        for _ in 0..n {
+            state.revoke_failures.push_back(failure.clone());
+        }
+    }
+
+    /// Every revocation takes this long before it is answered and takes effect.
+    pub fn set_revoke_latency(&self, latency: Duration) {
+        self.state().revoke_latency = latency;
+    }
+
     /// The next `n` pack uploads (`POST …/git-receive-pack`, after the handshake succeeded) are answered
     /// with `failure` at once, the body unread: a token that died mid-push (401), a proxy's size limit
     /// (413).
@@ -538,8 +552,10 @@ impl FakeHub {
     }
 
     pub fn revoke_all_tokens(&self) {
-        for token in &mut self.state().tokens {
+        let now = self.now();
+        for token in self.state().tokens.iter_mut().filter(|t| !t.revoked) {
             token.revoked = true;
+            token.revoked_at = Some(now);
         }
     }
 

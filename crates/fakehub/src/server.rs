@@ -151,7 +151,7 @@ impl FakeHub {
                 Ok(id) => self.mint(id, auth, req).await,
                 Err(_) => not_found(),
             },
-            (&Method::DELETE, ["installation", "token"]) => self.revoke(&auth),
+            (&Method::DELETE, ["installation", "token"]) => self.revoke(&auth).await,
             (&Method::GET, ["app", "installations", id]) => match (id.parse::<u64>(), &auth) {
                 (Ok(id), Auth::Jwt(Ok(()))) => self.installation(id).map_or_else(not_found, |i| {
                     json_response(StatusCode::OK, &installation_json(self, &i))
@@ -466,6 +466,7 @@ impl FakeHub {
             permissions: granted.clone(),
             expires_at,
             revoked: false,
+            revoked_at: None,
         });
         drop(state);
         let repository_objects: Vec<Value> = selected
@@ -484,12 +485,22 @@ impl FakeHub {
 }
 
 impl FakeHub {
-    fn revoke(&self, auth: &Auth) -> Response<Body> {
+    async fn revoke(&self, auth: &Auth) -> Response<Body> {
         let Auth::Token(Some(token)) = auth else {
             return error(StatusCode::UNAUTHORIZED, "Bad credentials");
         };
-        if let Some(t) = self.state().tokens.iter_mut().find(|t| t.id == token.id) {
+        let latency = self.state().revoke_latency;
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let injected = self.state().revoke_failures.pop_front();
+        if let Some(failure) = injected {
+            return injected_response(&failure);
+        }
+        let now = self.now();
+        if let Some(t) = self.state().tokens.iter_mut().find(|t| t.id == token.id && !t.revoked) {
             t.revoked = true;
+            t.revoked_at = Some(now);
         }
         empty(StatusCode::NO_CONTENT)
     }
@@ -843,7 +854,7 @@ impl FakeHub {
                 let tokens: Vec<Value> = self
                     .tokens()
                     .iter()
-                    .map(|t| json!({"id": t.id, "token": t.token, "installation_id": t.installation_id, "repositories": t.repositories, "permissions": t.permissions, "expires_at": humantime::format_rfc3339_seconds(t.expires_at).to_string(), "revoked": t.revoked}))
+                    .map(|t| json!({"id": t.id, "token": t.token, "installation_id": t.installation_id, "repositories": t.repositories, "permissions": t.permissions, "expires_at": humantime::format_rfc3339_seconds(t.expires_at).to_string(), "revoked": t.revoked, "revoked_at_ms": t.revoked_at.and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_millis())}))
                     .collect();
                 json_response(StatusCode::OK, &json!(tokens))
             }
@@ -894,6 +905,13 @@ impl FakeHub {
                     empty(StatusCode::NO_CONTENT)
                 }
                 None => error(StatusCode::BAD_REQUEST, "expected {\"seconds\": N}"),
+            },
+            "revoke-latency" => match unsigned("ms") {
+                Some(ms) => {
+                    self.set_revoke_latency(Duration::from_millis(ms));
+                    empty(StatusCode::NO_CONTENT)
+                }
+                None => error(StatusCode::BAD_REQUEST, "expected {\"ms\": N}"),
             },
             "mint-latency" => match unsigned("ms") {
                 Some(ms) => {

@@ -16,6 +16,8 @@ pub struct IssuedToken {
     pub permissions: BTreeMap<String, String>,
     pub expires_at: SystemTime,
     pub revoked: bool,
+    /// When `DELETE /installation/token` revoked it (fakehub's clock), for measuring how soon tokens die.
+    pub revoked_at: Option<SystemTime>,
 }
 
 /// One `POST /app/installations/{id}/access_tokens`, as asked and as answered.
@@ -195,6 +197,10 @@ pub(crate) struct State {
     /// Mints refused for going over `max_concurrent_mints`.
     pub(crate) mints_over_limit: usize,
     pub(crate) failures: VecDeque<InjectedFailure>,
+    /// Answers for the next revocations (`DELETE /installation/token`); the token stays live.
+    pub(crate) revoke_failures: VecDeque<InjectedFailure>,
+    /// How long a revocation takes before it is answered (and takes effect).
+    pub(crate) revoke_latency: Duration,
     /// Answers for the next pack uploads (`POST …/git-receive-pack`), sent before the body is read.
     pub(crate) push_failures: VecDeque<InjectedFailure>,
     /// Answers for the next LFS object uploads to the storage route.
@@ -240,6 +246,8 @@ impl State {
             mints_in_flight: 0,
             mints_over_limit: 0,
             failures: VecDeque::new(),
+            revoke_failures: VecDeque::new(),
+            revoke_latency: Duration::ZERO,
             push_failures: VecDeque::new(),
             lfs_failures: VecDeque::new(),
             lfs_object_failures: HashMap::new(),

@@ -3,6 +3,7 @@
 //! The client is deliberately plain `std` + `httparse`: the credential helper runs once per git network
 //! command, so it must start and finish in about a millisecond, with no async runtime to build.
 
+pub mod broker;
 mod client;
 pub mod policy;
 

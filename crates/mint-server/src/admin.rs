@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::{Admin, ApiError, Id, Input, json};
+use crate::db::Whose;
 use crate::model::{Connection, SandboxRow, now, rfc3339};
 use crate::secrets::{SandboxCredential, new_id};
 use crate::state::AppState;
@@ -91,12 +92,16 @@ pub async fn put_connection(
     }
     let verified = state.github.verify(input.installation_id, &repository).await?;
     let connection = Connection::active(&verified, now());
-    state.store.put_connection(&id, &connection).await?;
+    let queued = state.store.put_connection(&id, &connection).await?;
+    if queued > 0 {
+        crate::revoker::settle(&state, Whose::Product(&id)).await;
+    }
     tracing::info!(
         product = %*id,
         installation = verified.installation_id,
         repository_id = verified.repository_id,
-        "connection set"
+        queued,
+        "connection set; tokens for anything else are revoked"
     );
     Ok(json(
         StatusCode::OK,
@@ -117,16 +122,17 @@ pub async fn get_connection(_admin: Admin, State(state): State<Arc<AppState>>, i
     ))
 }
 
-/// `DELETE /api/v1/products/{id}/connection`: Disconnect. Only our row changes: the App stays installed
-/// (other products may share the installation) and no code is touched. The product's sandboxes get 409 on
-/// their next mint; tokens already handed out live until they expire or the sandbox is torn down.
+/// `DELETE /api/v1/products/{id}/connection`: Disconnect. The App stays installed (other products may share
+/// the installation) and no code is touched; every live token of the product's sandboxes is revoked at
+/// GitHub, and their mintds hear why at once.
 pub async fn disconnect(_admin: Admin, State(state): State<Arc<AppState>>, id: Id) -> Result<Response, ApiError> {
     if state.store.product(&id).await?.is_none() {
         return Err(ApiError::no_product(&id));
     }
     let connection = Connection::not_connected("GitHub was disconnected: connect it again to run coding tasks", now());
-    state.store.put_connection(&id, &connection).await?;
-    tracing::info!(product = %*id, "disconnected");
+    let queued = state.store.put_connection(&id, &connection).await?;
+    let pending = crate::revoker::settle(&state, Whose::Product(&id)).await;
+    tracing::info!(product = %*id, queued, pending, "disconnected; its sandboxes' tokens are revoked");
     Ok(json(
         StatusCode::OK,
         &serde_json::to_value(connection.view(&id)).expect("serialises"),
@@ -182,47 +188,22 @@ pub async fn create_sandbox(
     ))
 }
 
-/// `DELETE /api/v1/sandboxes/{id}` → 204: the credential stops working at once, then every live token
-/// minted for the sandbox is revoked at GitHub.
+/// `DELETE /api/v1/sandboxes/{id}` → 204: the credential stops working at once and, in the same
+/// transaction, every live token minted for the sandbox is queued for revocation, which any replica carries
+/// out. The answer waits a moment for GitHub's word (usually all revoked by then); what is left is retried
+/// until it succeeds or the token expires.
 pub async fn teardown(_admin: Admin, State(state): State<Arc<AppState>>, id: Id) -> Result<Response, ApiError> {
-    let now = now();
-    if state.store.revoke_sandbox(&id, now).await?.is_none() {
+    if state.store.revoke_sandbox(&id, now()).await?.is_none() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "sandbox_not_found",
             format!("no sandbox {}: it was never created here", *id),
         ));
     }
-    let (revoked, unheld) = revoke_minted(&state, &id, now).await?;
-    if unheld > 0 {
-        tracing::warn!(
-            sandbox = %*id,
-            unheld,
-            "tokens minted before a restart or by another replica cannot be revoked from here; they expire within the hour"
-        );
+    let pending = crate::revoker::settle(&state, Whose::Sandbox(&id)).await;
+    if pending > 0 {
+        tracing::warn!(sandbox = %*id, pending, "torn down; some tokens are not revoked yet, and revocation goes on");
     }
-    tracing::info!(sandbox = %*id, revoked, "sandbox torn down");
+    tracing::info!(sandbox = %*id, "sandbox torn down");
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-/// Revoke every live token recorded for the sandbox that this process holds; mark all of them revoked.
-/// Returns (revoked at GitHub, not held here).
-pub async fn revoke_minted(state: &AppState, sandbox_id: &str, now: i64) -> Result<(usize, usize), ApiError> {
-    let (mut revoked, mut unheld) = (0, 0);
-    for (hash, expires) in state.store.live_tokens(sandbox_id, now).await? {
-        match state.live.take(&hash) {
-            Some(token) => match state.github.revoke(&token).await {
-                Ok(()) => revoked += 1,
-                Err(e) => {
-                    // Keep it for the next teardown attempt; the credential is already dead either way.
-                    tracing::warn!(error = %e, sandbox = sandbox_id, "could not revoke a token; tear down again or it expires on its own");
-                    state.live.insert(hash, token, expires, now);
-                    continue;
-                }
-            },
-            None => unheld += 1,
-        }
-        state.store.mark_token_revoked(&hash, now).await?;
-    }
-    Ok((revoked, unheld))
 }

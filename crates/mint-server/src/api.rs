@@ -35,7 +35,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/products/{id}/sandboxes", post(crate::admin::create_sandbox))
         .route("/api/v1/sandboxes/{id}", delete(crate::admin::teardown))
-        .route("/api/v1/token", post(crate::broker::token))
+        .route(mint_api::broker::TOKEN_PATH, post(crate::broker::token))
+        .route(mint_api::broker::SANDBOX_PATH, get(crate::broker::sandbox))
         .route("/api/v1/reconcile", post(crate::webhook::reconcile_now))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -276,43 +277,12 @@ impl FromRequestParts<Arc<AppState>> for Admin {
     }
 }
 
-/// A sandbox that presented a live credential. The same 401, with the same work done, for a credential
-/// that is unknown, expired or revoked.
-#[derive(Debug)]
-pub struct Sandbox {
-    pub id: String,
-    pub product_id: String,
-    /// The product's connection as it was read with the credential (one query).
-    pub connection: Option<crate::model::Connection>,
-}
-
 pub fn sandbox_refused() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
         "the sandbox credential is unknown, expired or revoked: ask the orchestrator for a new sandbox",
     )
-}
-
-impl FromRequestParts<Arc<AppState>> for Sandbox {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
-        let presented = bearer(parts).unwrap_or_default();
-        // Looked up by hash: an index probe on a SHA-256 reveals nothing about the credential's bytes.
-        let hash = crate::secrets::sha256_hex(presented.as_bytes());
-        if !crate::secrets::plausible_credential(presented) {
-            return Err(sandbox_refused());
-        }
-        match state.store.sandbox_with_connection(&hash).await? {
-            Some((sandbox, connection)) if sandbox.usable(crate::model::now()) => Ok(Sandbox {
-                id: sandbox.id,
-                product_id: sandbox.product_id,
-                connection,
-            }),
-            _ => Err(sandbox_refused()),
-        }
-    }
 }
 
 /// The `{id}` in a route.

@@ -1,39 +1,247 @@
-//! `POST /api/v1/token`: a sandbox's mintd asks for a token, authenticated by the sandbox credential. The
-//! token is minted for the product's connection as it is at that moment, scoped to its one repository by
-//! id with the least permissions, checked to grant no more, and recorded by hash for teardown.
+//! The broker's routes, authenticated by the sandbox credential.
+//!
+//! `POST /api/v1/token`: the sandbox's live token for its product's current connection, or a new one.
+//! One live token per sandbox and repository: a token with more life left than mintd refreshes at is handed
+//! out again (after a restart of mintd, or to a sandbox that lost its cache); otherwise one mint at a time
+//! per sandbox across the fleet, within a per-sandbox budget. The mint and its record are one task that no
+//! caller can cancel, and the record is checked against the sandbox's right to the repository in the same
+//! transaction, so every token GitHub issued is recorded, sealed, and revocable by any replica.
+//!
+//! `GET /api/v1/sandbox`: where the sandbox's access stands, as a long poll, so mintd hears of Disconnect,
+//! Change repository and teardown at once.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::State;
-use axum::response::Response;
-use http::StatusCode;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use mint_api::broker::{MAX_WAIT_SECONDS, SandboxState, TokenRequest};
+use mint_github::InstallationToken;
+use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::{ApiError, Input, Nothing, Sandbox, github_failure, json, sandbox_refused};
-use crate::db::MintRecord;
-use crate::fleet::Refused;
+use crate::api::{ApiError, Input, github_failure, json, sandbox_refused};
+use crate::db::{NewToken, Reusable, SANDBOX_EXPIRED, SANDBOX_TORN_DOWN};
+use crate::fleet::{MAX_QUEUE_WAIT, Refused};
 use crate::github::connection_outcome;
-use crate::model::{Connection, now};
+use crate::model::{Connection, SandboxRow, now, now_ms};
 use crate::secrets::sha256_hex;
 use crate::state::AppState;
 
+/// The window of the per-sandbox mint budget.
+const BUDGET_WINDOW: Duration = Duration::from_secs(60);
+/// A replica minting for a sandbox holds its lease this long at most (the mint's own deadline is shorter).
+const MINT_LEASE: Duration = Duration::from_secs(30);
+/// How often a request waiting on another replica's mint for the same sandbox looks for its token.
+const LEASE_POLL: Duration = Duration::from_millis(50);
+
+/// The target a connection mints for: (installation, repository id, repository name).
+type Target = (u64, u64, String);
+
 pub async fn token(
     State(state): State<Arc<AppState>>,
-    sandbox: Sandbox,
-    Input(Nothing {}): Input<Nothing>,
+    headers: HeaderMap,
+    Input(request): Input<TokenRequest>,
 ) -> Result<Response, ApiError> {
-    let connection = sandbox.connection.clone().unwrap_or_else(|| {
-        Connection::not_connected("GitHub is not connected: connect it on the Integrations page", now())
-    });
-    let Some((installation_id, repository_id, name)) = connection.target() else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            connection.status.as_str(),
-            connection.reason.clone(),
-        ));
+    let hash = credential_hash(&headers).ok_or_else(sandbox_refused)?;
+    let now = now();
+    let window_start = now - i64::try_from(BUDGET_WINDOW.as_secs()).expect("a minute");
+    let view = state
+        .store
+        .broker_view(&hash, now, window_start)
+        .await?
+        .filter(|v| v.sandbox.usable(now))
+        .ok_or_else(sandbox_refused)?;
+    let Some((installation_id, repository_id, name)) = view.connection.target() else {
+        return Err(not_active(&view.connection));
     };
-    let minted = mint_in_turn(&state, &sandbox, (installation_id, repository_id), name).await?;
+    let target: Target = (installation_id, repository_id, name.to_owned());
+    let replaces = request.replaces.as_deref();
+    if let Some(answer) = reuse(&state, &view.sandbox.id, &target, replaces, view.reusable) {
+        return Ok(answer);
+    }
+    budget(&state, view.recent_mints, view.oldest_recent_mint, now)?;
+    // Its own task: a caller that goes away (mintd timed out, the connection dropped) cancels nothing, and
+    // the token GitHub issues is recorded whatever happens to this request.
+    let task = tokio::spawn(mint_for(state.clone(), view.sandbox, target, request.replaces.clone()));
+    task.await.map_err(|e| {
+        tracing::error!(error = %e, "the mint task failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "mint-server's mint task failed; the operator finds the cause in the server's log",
+        )
+    })?
+}
+
+/// The credential's SHA-256, if the request carries a well-formed one (malformed ones are refused before the
+/// database, with the same answer as unknown ones).
+fn credential_hash(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, credential) = value.split_once(' ')?;
+    let credential = credential.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && crate::secrets::plausible_credential(credential))
+        .then(|| sha256_hex(credential.as_bytes()))
+}
+
+fn not_active(connection: &Connection) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        connection.status.as_str(),
+        connection.reason.clone(),
+    )
+}
+
+/// The per-sandbox budget: at most `--sandbox-mints-per-minute` new tokens a minute, so a leaked credential
+/// cannot spend the installation's rate limit. Tokens handed out again do not count.
+fn budget(state: &AppState, recent: i64, oldest: Option<i64>, now: i64) -> Result<(), ApiError> {
+    if recent < i64::from(state.mints_per_minute) {
+        return Ok(());
+    }
+    let window = i64::try_from(BUDGET_WINDOW.as_secs()).expect("a minute");
+    let wait = oldest.map_or(window, |oldest| oldest + window - now).clamp(1, window);
+    Err(ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "mint_budget_exhausted",
+        format!(
+            "this sandbox was minted {recent} tokens in the last minute, its budget (--sandbox-mints-per-minute {}): retry in {wait} s",
+            state.mints_per_minute
+        ),
+    )
+    .retry_after(Duration::from_secs(u64::try_from(wait).unwrap_or(1))))
+}
+
+/// The live token, answered again, unless it is the one the sandbox reported failing or it does not open
+/// here (then a new one is minted).
+fn reuse(
+    state: &AppState,
+    sandbox_id: &str,
+    (installation_id, repository_id, name): &Target,
+    replaces: Option<&str>,
+    found: Option<Reusable>,
+) -> Option<Response> {
+    let found = found.filter(|r| replaces != Some(r.token_sha256.as_str()))?;
+    let token = match state
+        .sealer
+        .open(state.github.app(), sandbox_id, &found.token_sha256, &found.sealed)
+    {
+        Ok(token) => token,
+        Err(e) => {
+            tracing::warn!(error = %e, sandbox = sandbox_id, "a live token cannot be handed out again; minting another");
+            return None;
+        }
+    };
+    tracing::debug!(sandbox = sandbox_id, "handed out the sandbox's live token again");
+    Some(token_answer(
+        &token,
+        UNIX_EPOCH + Duration::from_secs(u64::try_from(found.expires_at).unwrap_or_default()),
+        name,
+        (*repository_id, *installation_id),
+        state.github.permissions(),
+        None,
+    ))
+}
+
+/// The 200 answer mintd decodes (crates/mint-daemon/src/broker.rs).
+fn token_answer(
+    token: &InstallationToken,
+    expires_at: SystemTime,
+    repository: &str,
+    (repository_id, installation_id): (u64, u64),
+    permissions: &mint_github::Permissions,
+    github_date: Option<SystemTime>,
+) -> Response {
+    let mut response = json(
+        StatusCode::OK,
+        &json!({
+            "token": token.expose(),
+            "expires_at": humantime::format_rfc3339_seconds(expires_at).to_string(),
+            "repository": repository,
+            "repository_id": repository_id,
+            "installation_id": installation_id,
+            "permissions": permissions,
+        }),
+    );
+    // GitHub's clock for a fresh token, ours for one handed out again: mintd computes the token's life as
+    // `expires_at` less this.
+    let date = github_date.unwrap_or_else(SystemTime::now);
+    if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(date)) {
+        response.headers_mut().insert(header::DATE, value);
+    }
+    response
+}
+
+/// One request's mint, on its own task: wait for this sandbox's other requests (here, then at other
+/// replicas), hand out what they minted if it will do, else mint, seal, record and check.
+async fn mint_for(
+    state: Arc<AppState>,
+    sandbox: SandboxRow,
+    target: Target,
+    replaces: Option<String>,
+) -> Result<Response, ApiError> {
+    let _here = state.mint_locks.lock(&sandbox.id).await;
+    let (installation_id, repository_id, _) = &target;
+    let again = |state: &Arc<AppState>| {
+        let (state, sandbox_id) = (state.clone(), sandbox.id.clone());
+        let target = target.clone();
+        let replaces = replaces.clone();
+        async move {
+            let found = state
+                .store
+                .reusable_token(&sandbox_id, (target.0, target.1), now())
+                .await?;
+            Ok::<_, ApiError>(reuse(&state, &sandbox_id, &target, replaces.as_deref(), found))
+        }
+    };
+    if let Some(answer) = again(&state).await? {
+        return Ok(answer);
+    }
+    let waited = tokio::time::Instant::now();
+    let lease = loop {
+        let now_ms = now_ms();
+        let until = now_ms + i64::try_from(MINT_LEASE.as_millis()).expect("seconds");
+        if state.store.take_mint_lease(&sandbox.id, now_ms, until).await? {
+            break until;
+        }
+        // Another replica is minting for this sandbox: its token will do.
+        tokio::time::sleep(LEASE_POLL).await;
+        if let Some(answer) = again(&state).await? {
+            return Ok(answer);
+        }
+        if waited.elapsed() >= MAX_QUEUE_WAIT {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "mint_queue_full",
+                "another request of this sandbox has been minting for 10 s: retry shortly",
+            )
+            .retry_after(Duration::from_secs(1)));
+        }
+    };
+    let now = now();
+    let window_start = now - i64::try_from(BUDGET_WINDOW.as_secs()).expect("a minute");
+    let result = match state.store.recent_mints(&sandbox.id, window_start).await {
+        Ok((recent, oldest)) => match budget(&state, recent, oldest, now) {
+            Ok(()) => mint_and_record(&state, &sandbox, (*installation_id, *repository_id, &target.2)).await,
+            Err(refused) => Err(refused),
+        },
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = state.store.release_mint_lease(&sandbox.id, lease).await {
+        tracing::warn!(error = %e, sandbox = %sandbox.id, "could not give the mint lease back; it runs out by itself");
+    }
+    result
+}
+
+/// Mint for the connection's target, seal and record the token, and hand it out only if the sandbox still
+/// has the right to it once recorded.
+async fn mint_and_record(
+    state: &AppState,
+    sandbox: &SandboxRow,
+    (installation_id, repository_id, name): (u64, u64, &str),
+) -> Result<Response, ApiError> {
+    let minted = mint_in_turn(state, sandbox, (installation_id, repository_id), name).await?;
     let current_name = minted
         .repositories
         .as_deref()
@@ -49,61 +257,70 @@ pub async fn token(
     let minted_at = now();
     let expires_at = minted
         .expires_at
-        .duration_since(std::time::UNIX_EPOCH)
+        .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     let token_sha256 = sha256_hex(minted.token.expose().as_bytes());
-    state
-        .live
-        .insert(token_sha256.clone(), minted.token.clone(), expires_at, minted_at);
-    let record = MintRecord {
+    let sealed = match state
+        .sealer
+        .seal(state.github.app(), &sandbox.id, &token_sha256, &minted.token)
+    {
+        Ok(sealed) => sealed,
+        Err(e) => {
+            // Not sealed means not revocable by another replica: never hand it out.
+            tracing::error!(error = %e, sandbox = %sandbox.id, "could not seal a new token; revoking it");
+            state.github.revoke_quietly(&minted.token).await;
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "seal_unavailable",
+                "mint-server could not seal the new token for safe keeping, so it revoked it: retry shortly (the operator finds the cause in the server's log)",
+            )
+            .retry_after(Duration::from_secs(5)));
+        }
+    };
+    let record = NewToken {
         token_sha256: &token_sha256,
         sandbox_id: &sandbox.id,
         installation_id,
         repository_id,
         minted_at,
         expires_at,
+        sealed: &sealed,
     };
-    if let Err(e) = state.store.record_mint(&record).await {
-        // Unrecorded means unrevocable by teardown: never hand it out.
-        state.live.take(&token_sha256);
-        state.github.revoke_quietly(&minted.token).await;
-        return Err(e.into());
-    }
-    // A teardown that ran while we minted may have missed this token: look again, now that it is recorded.
-    let still_live = state.store.sandbox(&sandbox.id).await?.is_some_and(|s| s.usable(now()));
-    if !still_live {
-        if let Some(token) = state.live.take(&token_sha256) {
-            state.github.revoke_quietly(&token).await;
+    match state.store.record_mint(&record, now_ms()).await {
+        Err(e) => {
+            // Unrecorded means unrevocable: never hand it out.
+            state.github.revoke_quietly(&minted.token).await;
+            Err(e.into())
         }
-        state.store.mark_token_revoked(&token_sha256, now()).await?;
-        return Err(sandbox_refused());
-    }
-    tracing::info!(sandbox = %sandbox.id, installation = installation_id, repository_id, "minted for sandbox");
-    let mut response = json(
-        StatusCode::OK,
-        &json!({
-            "token": minted.token.expose(),
-            "expires_at": humantime::format_rfc3339_seconds(minted.expires_at).to_string(),
-            "repository": current_name,
-            "repository_id": repository_id,
-            "installation_id": installation_id,
-            "permissions": minted.permissions,
-        }),
-    );
-    if let Some(date) = minted.server_date {
-        // GitHub's clock, so mintd computes the token's life as GitHub sees it.
-        if let Ok(value) = http::HeaderValue::from_str(&httpdate::fmt_http_date(date)) {
-            response.headers_mut().insert(http::header::DATE, value);
+        Ok(Some(reason)) => {
+            // The sandbox's right to the repository ended while GitHub minted: the token is queued for
+            // revocation already, and the caller hears why.
+            tracing::info!(sandbox = %sandbox.id, %reason, "a token minted while access ended is being revoked");
+            if reason == SANDBOX_TORN_DOWN || reason == SANDBOX_EXPIRED {
+                Err(sandbox_refused())
+            } else {
+                Err(ApiError::new(StatusCode::CONFLICT, "access_ended", reason))
+            }
+        }
+        Ok(None) => {
+            tracing::info!(sandbox = %sandbox.id, installation = installation_id, repository_id, "minted for sandbox");
+            Ok(token_answer(
+                &minted.token,
+                minted.expires_at,
+                &current_name,
+                (repository_id, installation_id),
+                &minted.permissions,
+                minted.server_date,
+            ))
         }
     }
-    Ok(response)
 }
 
 /// Mint once the installation's turn comes (the fleet-wide bound), and say what a failure means: GitHub's
 /// pause is recorded for every replica, and a connection GitHub no longer serves is marked so.
 async fn mint_in_turn(
     state: &AppState,
-    sandbox: &Sandbox,
+    sandbox: &SandboxRow,
     (installation_id, repository_id): (u64, u64),
     name: &str,
 ) -> Result<mint_github::MintedToken, ApiError> {
@@ -170,5 +387,132 @@ fn not_now(refused: Refused, installation_id: u64) -> ApiError {
         )
         .retry_after(Duration::from_secs(1)),
         Refused::Store(e) => e.into(),
+    }
+}
+
+/// Per-sandbox locks on this replica: requests of one sandbox mint one at a time, and the later ones hand
+/// out what the first minted. Entries go once nobody holds or waits for them.
+#[derive(Debug, Default)]
+pub struct MintLocks {
+    locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl MintLocks {
+    async fn lock(&self, sandbox_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(lock) = locks.get(sandbox_id).and_then(Weak::upgrade) {
+                lock
+            } else {
+                if locks.len() >= 1024 {
+                    locks.retain(|_, lock| lock.strong_count() > 0);
+                }
+                let lock = Arc::new(tokio::sync::Mutex::new(()));
+                locks.insert(sandbox_id.to_owned(), Arc::downgrade(&lock));
+                lock
+            }
+        };
+        lock.lock_owned().await
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WaitQuery {
+    /// Seconds to wait for a change when `If-None-Match` names the current state.
+    #[serde(default)]
+    wait: Option<u64>,
+}
+
+/// `GET /api/v1/sandbox`: where the sandbox's access stands, answered at once when it differs from the
+/// state the caller names in `If-None-Match`, else when it changes or `wait` seconds pass (304).
+pub async fn sandbox(State(state): State<Arc<AppState>>, headers: HeaderMap, Query(q): Query<WaitQuery>) -> Response {
+    match watch(&state, &headers, q.wait.unwrap_or(0)).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn watch(state: &AppState, headers: &HeaderMap, wait: u64) -> Result<Response, ApiError> {
+    let hash = credential_hash(headers).ok_or_else(sandbox_refused)?;
+    let known = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait.min(MAX_WAIT_SECONDS));
+    let mut changes = None;
+    loop {
+        let (sandbox, connection) = state
+            .store
+            .sandbox_with_connection(&hash)
+            .await?
+            .ok_or_else(sandbox_refused)?;
+        // Watch before deciding, so a change between this read and the wait is not missed.
+        let changes = changes.get_or_insert_with(|| state.store.events().watch_product(&sandbox.product_id));
+        let current = sandbox_state(&sandbox, connection.as_ref(), now());
+        let etag = current.etag();
+        if known.as_deref() != Some(etag.as_str()) {
+            let mut response = json(StatusCode::OK, &serde_json::to_value(&current).expect("serialises"));
+            insert_etag(&mut response, &etag);
+            return Ok(response);
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            let mut response = StatusCode::NOT_MODIFIED.into_response();
+            insert_etag(&mut response, &etag);
+            return Ok(response);
+        }
+        // The credential's own expiry changes the state too, with no event.
+        let expiry = u64::try_from(sandbox.expires_at - crate::model::now()).unwrap_or(0);
+        let until = deadline.min(now + Duration::from_secs(expiry.max(1)));
+        tokio::select! {
+            () = changes.changed() => {}
+            () = tokio::time::sleep_until(until) => {}
+        }
+    }
+}
+
+fn insert_etag(response: &mut Response, etag: &str) {
+    if let Ok(value) = HeaderValue::from_str(etag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// The sandbox's state as mintd sees it.
+pub fn sandbox_state(sandbox: &SandboxRow, connection: Option<&Connection>, now: i64) -> SandboxState {
+    let stopped = |code: &str, message: &str| SandboxState {
+        sandbox_id: sandbox.id.clone(),
+        active: false,
+        code: code.to_owned(),
+        message: message.to_owned(),
+        repository: None,
+        repository_id: None,
+        installation_id: None,
+    };
+    if sandbox.revoked_at.is_some() {
+        return stopped("sandbox_torn_down", SANDBOX_TORN_DOWN);
+    }
+    if now >= sandbox.expires_at {
+        return stopped("sandbox_expired", SANDBOX_EXPIRED);
+    }
+    let Some(connection) = connection else {
+        return stopped(
+            "not_connected",
+            "GitHub is not connected: connect it on the Integrations page",
+        );
+    };
+    match connection.target() {
+        Some((installation_id, repository_id, name)) => SandboxState {
+            sandbox_id: sandbox.id.clone(),
+            active: true,
+            code: connection.status.as_str().to_owned(),
+            message: connection.reason.clone(),
+            repository: Some(name.to_owned()),
+            repository_id: Some(repository_id),
+            installation_id: Some(installation_id),
+        },
+        None => stopped(connection.status.as_str(), &connection.reason),
     }
 }

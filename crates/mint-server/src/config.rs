@@ -33,6 +33,8 @@ pub mod env {
     pub const WEBHOOK_SECRET_FILE: &str = "MINT_SERVER_WEBHOOK_SECRET_FILE";
     pub const RECONCILE_INTERVAL: &str = "MINT_SERVER_RECONCILE_INTERVAL";
     pub const MINTS_PER_INSTALLATION: &str = "MINT_SERVER_MINTS_PER_INSTALLATION";
+    pub const SANDBOX_MINTS_PER_MINUTE: &str = "MINT_SERVER_SANDBOX_MINTS_PER_MINUTE";
+    pub const TOKEN_SEAL_KEY_FILE: &str = "MINT_SERVER_TOKEN_SEAL_KEY_FILE";
 }
 
 /// mint-server: the control plane. The only holder of the GitHub App's private key; keeps each product's
@@ -117,6 +119,16 @@ pub struct Args {
     #[arg(long, env = env::MINTS_PER_INSTALLATION, value_name = "N", default_value_t = 32,
           value_parser = clap::value_parser!(u16).range(1..=100))]
     pub mints_per_installation: u16,
+    /// New tokens one sandbox may be minted per minute; a sandbox asking again while its token has life
+    /// left gets that token back, which does not count. More answer 429 with Retry-After.
+    #[arg(long, env = env::SANDBOX_MINTS_PER_MINUTE, value_name = "N", default_value_t = 6,
+          value_parser = clap::value_parser!(u32).range(1..=600))]
+    pub sandbox_mints_per_minute: u32,
+    /// File (mode 0600) with the secret that seals tokens in the database, so any replica can revoke them:
+    /// one line of at least 32 bytes (`openssl rand -base64 32`), then older secrets still needed to open
+    /// what they sealed. Every replica needs the same file. Default: derived from the App key.
+    #[arg(long, env = env::TOKEN_SEAL_KEY_FILE, value_name = "FILE")]
+    pub token_seal_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -139,6 +151,8 @@ pub struct Config {
     pub web: Option<crate::web::Web>,
     pub reconcile_interval: Duration,
     pub mints_per_installation: usize,
+    pub mints_per_minute: u32,
+    pub sealer: crate::seal::Sealer,
 }
 
 /// A setting that cannot work, named with its flag and environment variable.
@@ -196,19 +210,7 @@ impl Args {
                 format!("{}: {e}", self.private_key.display()),
             )
         })?;
-        let admin = read_private_file(&self.admin_token_file, false, "admin-token-file", env::ADMIN_TOKEN_FILE)?;
-        let admin = std::str::from_utf8(&admin).map(str::trim).unwrap_or_default();
-        if admin.len() < MIN_ADMIN_TOKEN_LEN || admin.bytes().any(|b| !b.is_ascii_graphic()) {
-            return Err(invalid(
-                "admin-token-file",
-                env::ADMIN_TOKEN_FILE,
-                format!(
-                    "{} must hold one token of at least {MIN_ADMIN_TOKEN_LEN} visible ASCII characters: make one with `openssl rand -base64 32`",
-                    self.admin_token_file.display()
-                ),
-            ));
-        }
-        let admin = AdminToken::new(admin);
+        let admin = self.admin_token()?;
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
             _ => None,
@@ -246,6 +248,11 @@ impl Args {
         }
         let web = self.web(&app_id, &github_url, &api_url)?;
         Ok(Config {
+            sealer: match &self.token_seal_key_file {
+                Some(path) => seal_secrets(path)?,
+                None => crate::seal::Sealer::from_app_key(),
+            },
+            mints_per_minute: self.sandbox_mints_per_minute,
             web,
             reconcile_interval: self.reconcile_interval.into(),
             mints_per_installation: usize::from(self.mints_per_installation),
@@ -262,6 +269,23 @@ impl Args {
 }
 
 impl Args {
+    /// `--admin-token-file`: one token of at least [`MIN_ADMIN_TOKEN_LEN`] visible ASCII characters.
+    fn admin_token(&self) -> Result<AdminToken, ConfigError> {
+        let admin = read_private_file(&self.admin_token_file, false, "admin-token-file", env::ADMIN_TOKEN_FILE)?;
+        let admin = std::str::from_utf8(&admin).map(str::trim).unwrap_or_default();
+        if admin.len() < MIN_ADMIN_TOKEN_LEN || admin.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err(invalid(
+                "admin-token-file",
+                env::ADMIN_TOKEN_FILE,
+                format!(
+                    "{} must hold one token of at least {MIN_ADMIN_TOKEN_LEN} visible ASCII characters: make one with `openssl rand -base64 32`",
+                    self.admin_token_file.display()
+                ),
+            ));
+        }
+        Ok(AdminToken::new(admin))
+    }
+
     /// The connect-flow settings: all five, or none (then the Integrations page answers that it is not
     /// configured, and the orchestrator API works as before).
     fn web(&self, app_id: &AppId, github_url: &str, api_url: &str) -> Result<Option<crate::web::Web>, ConfigError> {
@@ -378,6 +402,31 @@ fn webhook_secrets(hook_path: &Path) -> Result<Vec<zeroize::Zeroizing<Vec<u8>>>,
         ));
     }
     Ok(webhook_secrets)
+}
+
+/// `--token-seal-key-file`: the current secret on the first line, older ones after it.
+fn seal_secrets(path: &Path) -> Result<crate::seal::Sealer, ConfigError> {
+    let flag = "token-seal-key-file";
+    let raw = read_private_file(path, false, flag, env::TOKEN_SEAL_KEY_FILE)?;
+    let secrets: Vec<zeroize::Zeroizing<Vec<u8>>> = std::str::from_utf8(&raw)
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| zeroize::Zeroizing::new(l.as_bytes().to_vec()))
+        .collect();
+    if secrets.is_empty() || secrets.iter().any(|s| s.len() < crate::seal::MIN_SEAL_SECRET_LEN) {
+        return Err(invalid(
+            flag,
+            env::TOKEN_SEAL_KEY_FILE,
+            format!(
+                "{} must hold one secret of at least {} bytes per line (the current one first): make one with `openssl rand -base64 32`",
+                path.display(),
+                crate::seal::MIN_SEAL_SECRET_LEN
+            ),
+        ));
+    }
+    Ok(crate::seal::Sealer::from_secrets(&secrets))
 }
 
 /// Read a secret file that only its owner may read (unless `allow_readable`); the bytes are wiped on drop.

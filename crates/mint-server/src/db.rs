@@ -12,7 +12,13 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{AnyPool, Row};
 
-use crate::model::{Connection, ConnectionStatus, Product, SandboxRow};
+use crate::events::Events;
+use crate::model::{Connection, ConnectionStatus, Product, SandboxRow, now_ms};
+
+mod tokens;
+
+pub use tokens::{BrokerView, Claimed, NewToken, Outcome, Reusable, SANDBOX_EXPIRED, SANDBOX_TORN_DOWN, Whose};
+use tokens::{Ending, notify, queue_revocations};
 
 /// The schema's history, oldest first. Each file is applied once, in a transaction, and recorded with its
 /// checksum in `_sqlx_migrations`; a changed file is refused at start rather than silently diverging.
@@ -20,6 +26,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "connect", include_str!("../migrations/0002_connect.sql")),
     (3, "fleet", include_str!("../migrations/0003_fleet.sql")),
+    (4, "revocation", include_str!("../migrations/0004_revocation.sql")),
 ];
 
 /// Which database is behind the URL.
@@ -106,6 +113,8 @@ pub struct Store {
     /// SQLite has one writer at a time; writers that collide sleep in SQLite's busy handler (up to 100 ms a
     /// try). Queueing them here instead keeps a burst of mints from stalling on each other.
     sqlite_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Who hears of a change this store made (and, relayed, of other replicas' changes).
+    events: std::sync::Arc<Events>,
 }
 
 #[derive(Debug)]
@@ -187,6 +196,7 @@ impl Store {
             backend,
             url: std::sync::Arc::new(connect_url.into()),
             sqlite_writer: std::sync::Arc::default(),
+            events: std::sync::Arc::default(),
         })
     }
 
@@ -200,6 +210,22 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    pub fn events(&self) -> &std::sync::Arc<Events> {
+        &self.events
+    }
+
+    /// Relay other replicas' notifications into [`Store::events`] until the process ends (PostgreSQL; on
+    /// SQLite there is no other replica, and this returns at once).
+    pub async fn listen(&self) {
+        if self.backend == Backend::Postgres {
+            crate::events::listen(
+                secrecy::SecretString::from(secrecy::ExposeSecret::expose_secret(&*self.url).to_owned()),
+                self.events.clone(),
+            )
+            .await;
+        }
     }
 
     /// Is the database answering, with every migration this binary knows applied?
@@ -278,13 +304,35 @@ impl Store {
         row.map(|r| connection_from(&r)).transpose()
     }
 
-    /// Replace the product's connection (connect, change repository, disconnect).
-    pub async fn put_connection(&self, product_id: &str, connection: &Connection) -> Result<(), StoreError> {
+    /// Replace the product's connection (connect, change repository, disconnect). In the same transaction,
+    /// every live token of the product's sandboxes that the new connection does not cover is queued for
+    /// revocation: Disconnect ends all of them, Change repository the old repository's. Returns how many.
+    pub async fn put_connection(&self, product_id: &str, connection: &Connection) -> Result<u64, StoreError> {
         let _writing = self.writing().await;
         let mut tx = self.pool.begin().await?;
         upsert_connection(&mut tx, product_id, connection).await?;
+        let (keep, reason) = match connection.target() {
+            Some((installation, repository, name)) => (
+                Some((installation, repository)),
+                format!("the product's GitHub connection moved to {name}"),
+            ),
+            None => (None, connection.reason.clone()),
+        };
+        let ending = Ending::ProductExcept { product_id, keep };
+        let queued = queue_revocations(&mut tx, self.backend, ending, &reason, now_ms()).await?;
+        notify(&mut tx, self.backend, &crate::events::product_payload(product_id)).await?;
         tx.commit().await?;
-        Ok(())
+        self.changed(product_id, queued);
+        Ok(queued)
+    }
+
+    /// After a commit: wake this replica's watchers of the product, and its revoker if tokens were queued
+    /// (other replicas hear of it from the database).
+    fn changed(&self, product_id: &str, queued: u64) {
+        self.events.product_changed(product_id);
+        if queued > 0 {
+            self.events.revocations_queued();
+        }
     }
 
     /// Record what GitHub said about a connection while minting for it — but only if the connection is
@@ -298,6 +346,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         let _writing = self.writing().await;
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE connections SET status = $1, reason = $2, updated_at = $3 \
              WHERE product_id = $4 AND installation_id = $5 AND repository_id = $6",
@@ -308,9 +357,27 @@ impl Store {
         .bind(product_id)
         .bind(int(installation_id))
         .bind(int(repository_id))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        // A connection GitHub no longer serves (uninstalled, suspended, repository removed) ends its tokens
+        // too: GitHub already refuses an uninstalled installation's, and a suspended one's must not come
+        // back when it is unsuspended.
+        let queued = if status == ConnectionStatus::Active {
+            0
+        } else {
+            let ending = Ending::ProductTarget {
+                product_id,
+                target: (installation_id, repository_id),
+            };
+            queue_revocations(&mut tx, self.backend, ending, reason, now_ms()).await?
+        };
+        notify(&mut tx, self.backend, &crate::events::product_payload(product_id)).await?;
+        tx.commit().await?;
+        self.changed(product_id, queued);
+        Ok(true)
     }
 
     /// GitHub reported the repository under another name (renamed or transferred): keep the display name true.
@@ -384,59 +451,35 @@ impl Store {
         row.map(|r| sandbox_from(&r)).transpose()
     }
 
-    /// Stop the sandbox's credential. `None` when there is no such sandbox; revoking twice is not an error.
-    pub async fn revoke_sandbox(&self, id: &str, now: i64) -> Result<Option<()>, StoreError> {
-        {
-            let _writing = self.writing().await;
-            sqlx::query("UPDATE sandboxes SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                .bind(now)
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
-        }
-        Ok(self.sandbox(id).await?.map(|_| ()))
-    }
-
-    pub async fn record_mint(&self, minted: &MintRecord<'_>) -> Result<(), StoreError> {
+    /// Stop the sandbox's credential and, in the same transaction, queue every live token minted for it for
+    /// revocation. `None` when there is no such sandbox; tearing down twice is not an error.
+    pub async fn revoke_sandbox(&self, id: &str, now: i64) -> Result<Option<SandboxRow>, StoreError> {
         let _writing = self.writing().await;
-        sqlx::query(
-            "INSERT INTO minted_tokens (token_sha256, sandbox_id, installation_id, repository_id, minted_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(minted.token_sha256)
-        .bind(minted.sandbox_id)
-        .bind(int(minted.installation_id))
-        .bind(int(minted.repository_id))
-        .bind(minted.minted_at)
-        .bind(minted.expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Tokens minted for the sandbox that are neither revoked nor expired.
-    pub async fn live_tokens(&self, sandbox_id: &str, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT token_sha256, expires_at FROM minted_tokens \
-             WHERE sandbox_id = $1 AND revoked_at IS NULL AND expires_at > $2 ORDER BY minted_at",
-        )
-        .bind(sandbox_id)
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("token_sha256")?, r.try_get("expires_at")?)))
-            .collect()
-    }
-
-    pub async fn mark_token_revoked(&self, token_sha256: &str, now: i64) -> Result<(), StoreError> {
-        let _writing = self.writing().await;
-        sqlx::query("UPDATE minted_tokens SET revoked_at = $1 WHERE token_sha256 = $2 AND revoked_at IS NULL")
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE sandboxes SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(now)
-            .bind(token_sha256)
-            .execute(&self.pool)
+            .bind(id)
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        let Some(row) =
+            sqlx::query("SELECT id, product_id, created_at, expires_at, revoked_at FROM sandboxes WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let sandbox = sandbox_from(&row)?;
+        let queued = queue_revocations(&mut tx, self.backend, Ending::Sandbox(id), SANDBOX_TORN_DOWN, now_ms()).await?;
+        notify(
+            &mut tx,
+            self.backend,
+            &crate::events::product_payload(&sandbox.product_id),
+        )
+        .await?;
+        tx.commit().await?;
+        self.changed(&sandbox.product_id, queued);
+        Ok(Some(sandbox))
     }
 }
 
@@ -817,17 +860,6 @@ impl Store {
         use sqlx::Connection as _;
         Ok(sqlx::AnyConnection::connect(self.url.expose_secret()).await?)
     }
-}
-
-/// One minted token, as recorded (never the token itself).
-#[derive(Debug)]
-pub struct MintRecord<'a> {
-    pub token_sha256: &'a str,
-    pub sandbox_id: &'a str,
-    pub installation_id: u64,
-    pub repository_id: u64,
-    pub minted_at: i64,
-    pub expires_at: i64,
 }
 
 async fn upsert_connection(

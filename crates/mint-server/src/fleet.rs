@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::db::{Backend, Store, StoreError};
+use crate::model::now_ms;
 
 /// The advisory lock's key: "mintswep" in ASCII, so it is recognisable in `pg_locks`.
 pub const SWEEP_LOCK_KEY: i64 = 0x6d69_6e74_7377_6570;
@@ -414,10 +415,4 @@ impl Drop for MintPermit {
             });
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

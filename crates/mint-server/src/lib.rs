@@ -7,9 +7,12 @@ pub mod api;
 pub mod broker;
 pub mod config;
 pub mod db;
+pub mod events;
 pub mod fleet;
 pub mod github;
 pub mod model;
+pub mod revoker;
+pub mod seal;
 pub mod secrets;
 pub mod state;
 mod tls;
@@ -45,7 +48,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         store: store.clone(),
         github: github::GitHub::new(app),
         admin: config.admin,
-        live: state::LiveTokens::default(),
+        sealer: config.sealer,
+        mint_locks: broker::MintLocks::default(),
+        mints_per_minute: config.mints_per_minute,
         gate: Arc::new(fleet::MintGate::new(
             config.mints_per_installation,
             fleet::MAX_QUEUE_WAIT,
@@ -53,8 +58,18 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         sandbox_ttl: config.sandbox_ttl,
         web: config.web,
     });
+    // The seal key is derived (an HSM signs) before anything binds: a key that cannot seal fails the start.
+    state
+        .sealer
+        .prepare(state.github.app())
+        .map_err(|e| anyhow::anyhow!("--private-key (or {}): {e}", config::env::PRIVATE_KEY))?;
     let reconciler = (state.web.is_some() && !config.reconcile_interval.is_zero())
         .then(|| tokio::spawn(webhook::reconcile_loop(state.clone(), config.reconcile_interval)));
+    let listener_task = {
+        let store = store.clone();
+        tokio::spawn(async move { store.listen().await })
+    };
+    let revoker = tokio::spawn(revoker::run(state.clone()));
     tracing::info!(
         address = %listener.local_addr()?,
         tls = config.tls.is_some(),
@@ -66,6 +81,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     if let Some(reconciler) = reconciler {
         reconciler.abort();
     }
+    // What is still queued is in the database: another replica, or this one restarted, carries on.
+    revoker.abort();
+    listener_task.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())

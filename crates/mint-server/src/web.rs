@@ -938,11 +938,15 @@ async fn bind_choice(
             )
         })?;
     let connection = Connection::active(&verified, now());
-    state
+    let queued = state
         .store
         .put_connection(product, &connection)
         .await
         .map_err(|e| internal(web, "save the connection", &e))?;
+    if queued > 0 {
+        // Change repository: the old repository's tokens die now.
+        crate::revoker::settle(state, crate::db::Whose::Product(product)).await;
+    }
     state
         .store
         .clear_choices(session, product)
@@ -982,7 +986,9 @@ async fn disconnect(
     if let Err(e) = state.store.put_connection(&id, &connection).await {
         return internal(web, "disconnect", &e).into_response();
     }
-    tracing::info!(product = %id, %login, "disconnected from the Integrations page");
+    // The sandboxes' tokens die now, at GitHub, whichever replica minted them.
+    let pending = crate::revoker::settle(&state, crate::db::Whose::Product(&id)).await;
+    tracing::info!(product = %id, %login, pending, "disconnected from the Integrations page");
     redirect(&format!("/products/{id}/integrations?flash=disconnected"))
 }
 

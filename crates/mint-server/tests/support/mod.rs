@@ -377,6 +377,19 @@ impl World {
         self.request("POST", "/api/v1/token", Some(credential), None).await
     }
 
+    /// A token request that reports `failing` as failing (what mintd sends after git's 401): the broker
+    /// does not hand it out again.
+    pub async fn token_replacing(&self, credential: &str, failing: &str) -> Answer {
+        let body = serde_json::json!({"replaces": mint_server::secrets::sha256_hex(failing.as_bytes())});
+        self.request(
+            "POST",
+            "/api/v1/token",
+            Some(credential),
+            Some(body.to_string().into_bytes()),
+        )
+        .await
+    }
+
     /// Every byte the database holds, as text: the SQLite files (with the WAL), or `pg_dump`.
     pub fn dump(&self) -> String {
         match &self.db {

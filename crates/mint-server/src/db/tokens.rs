@@ -1,0 +1,540 @@
+//! Minted tokens: each one recorded (by hash, with its sealed copy) in the transaction that checks the
+//! sandbox may still have it; the revocation queue any replica works; and the broker's one-query view.
+
+use sqlx::Row;
+
+use super::{Backend, Store, StoreError, int};
+use crate::events;
+use crate::model::{Connection, SandboxRow};
+
+/// One token GitHub just issued, as recorded: its hash and its sealed copy, never the token.
+#[derive(Debug)]
+pub struct NewToken<'a> {
+    pub token_sha256: &'a str,
+    pub sandbox_id: &'a str,
+    pub installation_id: u64,
+    pub repository_id: u64,
+    /// Unix seconds.
+    pub minted_at: i64,
+    pub expires_at: i64,
+    pub sealed: &'a crate::seal::Sealed,
+}
+
+/// A live token the broker may hand out again instead of minting.
+#[derive(Debug, Clone)]
+pub struct Reusable {
+    pub token_sha256: String,
+    pub sealed: crate::seal::Sealed,
+    pub minted_at: i64,
+    pub expires_at: i64,
+}
+
+/// What `POST /api/v1/token` needs, read in one query: the sandbox, its product's connection, the best
+/// live token for that connection, and how many tokens the sandbox was minted in the budget's window.
+#[derive(Debug)]
+pub struct BrokerView {
+    pub sandbox: SandboxRow,
+    pub connection: Connection,
+    pub reusable: Option<Reusable>,
+    pub recent_mints: i64,
+    /// The oldest mint in the window (unix seconds), when there is one.
+    pub oldest_recent_mint: Option<i64>,
+}
+
+/// A revocation a replica took on: the lease is its until it reports the outcome.
+#[derive(Debug)]
+pub struct Claimed {
+    pub token_sha256: String,
+    pub sandbox_id: String,
+    pub sealed: crate::seal::Sealed,
+    pub expires_at: i64,
+    pub attempts: i64,
+    /// When the event asked for it (unix ms).
+    pub requested_at: i64,
+}
+
+/// A sandbox, or every sandbox of a product.
+#[derive(Debug, Clone, Copy)]
+pub enum Whose<'a> {
+    Sandbox(&'a str),
+    Product(&'a str),
+}
+
+/// What came of one revocation attempt.
+#[derive(Debug)]
+pub enum Outcome<'a> {
+    /// GitHub agreed: revoked now, or already dead (401). The sealed copy goes.
+    Dead,
+    /// It failed (5xx, timeout, rate limit): try again from `next_at` (unix ms).
+    Retry { next_at: i64, error: &'a str },
+    /// It can no longer be revoked (expired meanwhile, or its sealed copy does not open): the sealed copy
+    /// goes, and the token is not called revoked.
+    GiveUp { why: &'a str },
+    /// This replica cannot open it (another seal key): leave it to a replica that can, from `next_at`.
+    NotMine { next_at: i64 },
+}
+
+/// Which live tokens an event ends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ending<'a> {
+    /// Every one of the sandbox's.
+    Sandbox(&'a str),
+    /// Every one of the product's sandboxes' that `keep` (installation, repository) does not cover.
+    ProductExcept {
+        product_id: &'a str,
+        keep: Option<(u64, u64)>,
+    },
+    /// The product's sandboxes' tokens for this installation and repository.
+    ProductTarget { product_id: &'a str, target: (u64, u64) },
+}
+
+/// The condition of a token waiting in the revocation queue (kept in step with the queue's partial index).
+const QUEUED: &str = "revoke_requested_at IS NOT NULL AND revoked_at IS NULL AND sealed IS NOT NULL";
+
+fn sealed_from(text: Option<String>, key_id: Option<String>) -> Option<crate::seal::Sealed> {
+    Some(crate::seal::Sealed {
+        text: text?,
+        key_id: key_id?,
+    })
+}
+
+/// Queue the live tokens `ending` names for revocation, in the caller's transaction, and tell every
+/// replica's revoker (on PostgreSQL the notification is delivered when the transaction commits). Returns how
+/// many were queued.
+pub(crate) async fn queue_revocations(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    ending: Ending<'_>,
+    reason: &str,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    let scope = match ending {
+        Ending::Sandbox(_) => "sandbox_id = $4",
+        Ending::ProductExcept { .. } => {
+            "sandbox_id IN (SELECT id FROM sandboxes WHERE product_id = $4) AND NOT (installation_id = $5 AND repository_id = $6)"
+        }
+        Ending::ProductTarget { .. } => {
+            "sandbox_id IN (SELECT id FROM sandboxes WHERE product_id = $4) AND installation_id = $5 AND repository_id = $6"
+        }
+    };
+    let sql = format!(
+        "UPDATE minted_tokens SET revoke_requested_at = $1, revoke_reason = $2, revoke_next_at = $1 \
+         WHERE revoke_requested_at IS NULL AND sealed IS NOT NULL AND expires_at > $3 AND {scope}"
+    );
+    let query = sqlx::query(&sql).bind(now_ms).bind(reason).bind(now_ms / 1000);
+    let query = match ending {
+        Ending::Sandbox(id) => query.bind(id),
+        Ending::ProductExcept { product_id, keep } => {
+            let (installation, repository) = keep.map_or((-1, -1), |(i, r)| (int(i), int(r)));
+            query.bind(product_id).bind(installation).bind(repository)
+        }
+        Ending::ProductTarget { product_id, target } => query.bind(product_id).bind(int(target.0)).bind(int(target.1)),
+    };
+    let queued = query.execute(&mut **tx).await?.rows_affected();
+    if queued > 0 {
+        notify(tx, backend, events::REVOCATIONS).await?;
+    }
+    Ok(queued)
+}
+
+/// Tell the other replicas (PostgreSQL: delivered at commit; nothing to do on SQLite's one process).
+pub(crate) async fn notify(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    payload: &str,
+) -> Result<(), StoreError> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(events::CHANNEL)
+            .bind(payload)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Why a sandbox may not have a token for (installation, repository) now, or `None` when it may.
+fn ended_by(
+    sandbox: &SandboxRow,
+    connection: &Connection,
+    (installation_id, repository_id): (u64, u64),
+    now: i64,
+) -> Option<String> {
+    if sandbox.revoked_at.is_some() {
+        return Some(SANDBOX_TORN_DOWN.to_owned());
+    }
+    if now >= sandbox.expires_at {
+        return Some(SANDBOX_EXPIRED.to_owned());
+    }
+    match connection.target() {
+        None => Some(connection.reason.clone()),
+        Some((i, r, name)) if (i, r) != (installation_id, repository_id) => {
+            Some(format!("the product's GitHub connection moved to {name}"))
+        }
+        Some(_) => None,
+    }
+}
+
+/// Why a torn-down sandbox's tokens die, in the words its git sees.
+pub const SANDBOX_TORN_DOWN: &str =
+    "this sandbox was torn down, and its GitHub access with it: ask the orchestrator for a new sandbox";
+pub const SANDBOX_EXPIRED: &str =
+    "this sandbox's credential expired, and its GitHub access with it: ask the orchestrator for a new sandbox";
+
+impl Store {
+    /// Record a token GitHub just issued, and in the same transaction check that the sandbox may still
+    /// have it. An event that committed meanwhile (teardown, Disconnect, Change repository) either is seen
+    /// here, or sees this row: on PostgreSQL the check locks the sandbox and connection rows (`FOR SHARE`),
+    /// which those events update first; SQLite has one writer. `Some(reason)` means the token is already
+    /// queued for revocation and must not be handed out.
+    pub async fn record_mint(&self, token: &NewToken<'_>, now_ms: i64) -> Result<Option<String>, StoreError> {
+        let _writing = self.writing().await;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO minted_tokens (token_sha256, sandbox_id, installation_id, repository_id, minted_at, \
+             expires_at, sealed, seal_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(token.token_sha256)
+        .bind(token.sandbox_id)
+        .bind(int(token.installation_id))
+        .bind(int(token.repository_id))
+        .bind(token.minted_at)
+        .bind(token.expires_at)
+        .bind(&token.sealed.text)
+        .bind(&token.sealed.key_id)
+        .execute(&mut *tx)
+        .await?;
+        let lock = match self.backend {
+            Backend::Postgres => " FOR SHARE OF s, c",
+            Backend::Sqlite => "",
+        };
+        let row = sqlx::query(&format!(
+            "SELECT s.id, s.product_id, s.created_at, s.expires_at, s.revoked_at, {CONNECTION_COLUMNS} \
+             FROM sandboxes s JOIN connections c ON c.product_id = s.product_id WHERE s.id = $1{lock}"
+        ))
+        .bind(token.sandbox_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let sandbox = super::sandbox_from(&row)?;
+        let connection = super::connection_from(&row)?;
+        let ended = ended_by(
+            &sandbox,
+            &connection,
+            (token.installation_id, token.repository_id),
+            now_ms / 1000,
+        );
+        if let Some(reason) = &ended {
+            sqlx::query(
+                "UPDATE minted_tokens SET revoke_requested_at = $1, revoke_reason = $2, revoke_next_at = $1 \
+                 WHERE token_sha256 = $3",
+            )
+            .bind(now_ms)
+            .bind(reason)
+            .bind(token.token_sha256)
+            .execute(&mut *tx)
+            .await?;
+            notify(&mut tx, self.backend, events::REVOCATIONS).await?;
+        }
+        tx.commit().await?;
+        if ended.is_some() {
+            self.events.revocations_queued();
+        }
+        Ok(ended)
+    }
+
+    /// The broker's view of the sandbox holding the credential with this hash, in one query; `min_left`
+    /// is how long a token must still live to be handed out again (seconds), `window_start` the budget's.
+    pub async fn broker_view(
+        &self,
+        credential_sha256: &str,
+        now: i64,
+        window_start: i64,
+    ) -> Result<Option<BrokerView>, StoreError> {
+        // The best live token for the connection's current target, still usable for longer than the
+        // margin mintd refreshes at (half its life, at most ten minutes), so a refresh is never answered
+        // with the token it is replacing.
+        let reuse = |column: &str| {
+            format!(
+                "(SELECT t.{column} FROM minted_tokens t WHERE t.sandbox_id = s.id \
+                   AND t.installation_id = c.installation_id AND t.repository_id = c.repository_id \
+                   AND t.revoke_requested_at IS NULL AND t.sealed IS NOT NULL \
+                   AND t.expires_at - $2 > CASE WHEN (t.expires_at - t.minted_at) / 2 < 600 \
+                       THEN (t.expires_at - t.minted_at) / 2 ELSE 600 END \
+                 ORDER BY t.expires_at DESC, t.token_sha256 LIMIT 1) AS reuse_{column}"
+            )
+        };
+        let sql = format!(
+            "SELECT s.id, s.product_id, s.created_at, s.expires_at, s.revoked_at, {CONNECTION_COLUMNS}, \
+               {}, {}, {}, {}, {}, \
+               (SELECT COUNT(*) FROM minted_tokens t WHERE t.sandbox_id = s.id AND t.minted_at > $3) AS recent_mints, \
+               (SELECT MIN(t.minted_at) FROM minted_tokens t WHERE t.sandbox_id = s.id AND t.minted_at > $3) AS oldest_recent \
+             FROM sandboxes s JOIN connections c ON c.product_id = s.product_id \
+             WHERE s.credential_sha256 = $1",
+            reuse("token_sha256"),
+            reuse("sealed"),
+            reuse("seal_key"),
+            reuse("minted_at"),
+            reuse("expires_at"),
+        );
+        let Some(row) = sqlx::query(&sql)
+            .bind(credential_sha256)
+            .bind(now)
+            .bind(window_start)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let reusable = match (
+            row.try_get::<Option<String>, _>("reuse_token_sha256")?,
+            sealed_from(row.try_get("reuse_sealed")?, row.try_get("reuse_seal_key")?),
+            row.try_get::<Option<i64>, _>("reuse_minted_at")?,
+            row.try_get::<Option<i64>, _>("reuse_expires_at")?,
+        ) {
+            (Some(token_sha256), Some(sealed), Some(minted_at), Some(expires_at)) => Some(Reusable {
+                token_sha256,
+                sealed,
+                minted_at,
+                expires_at,
+            }),
+            _ => None,
+        };
+        Ok(Some(BrokerView {
+            sandbox: super::sandbox_from(&row)?,
+            connection: super::connection_from(&row)?,
+            reusable,
+            recent_mints: row.try_get("recent_mints")?,
+            oldest_recent_mint: row.try_get("oldest_recent")?,
+        }))
+    }
+
+    /// The best live token of the sandbox for (installation, repository), by the same rule as
+    /// [`Store::broker_view`]: what a request that waited for another one's mint hands out.
+    pub async fn reusable_token(
+        &self,
+        sandbox_id: &str,
+        (installation_id, repository_id): (u64, u64),
+        now: i64,
+    ) -> Result<Option<Reusable>, StoreError> {
+        let row = sqlx::query(
+            "SELECT token_sha256, sealed, seal_key, minted_at, expires_at FROM minted_tokens \
+             WHERE sandbox_id = $1 AND installation_id = $2 AND repository_id = $3 \
+               AND revoke_requested_at IS NULL AND sealed IS NOT NULL \
+               AND expires_at - $4 > CASE WHEN (expires_at - minted_at) / 2 < 600 \
+                   THEN (expires_at - minted_at) / 2 ELSE 600 END \
+             ORDER BY expires_at DESC, token_sha256 LIMIT 1",
+        )
+        .bind(sandbox_id)
+        .bind(int(installation_id))
+        .bind(int(repository_id))
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(
+            sealed_from(row.try_get("sealed")?, row.try_get("seal_key")?).map(|sealed| Reusable {
+                token_sha256: row.try_get("token_sha256").unwrap_or_default(),
+                sealed,
+                minted_at: row.try_get("minted_at").unwrap_or_default(),
+                expires_at: row.try_get("expires_at").unwrap_or_default(),
+            }),
+        )
+    }
+
+    /// Tokens minted for the sandbox since `window_start` (unix seconds), and the oldest one's time.
+    pub async fn recent_mints(&self, sandbox_id: &str, window_start: i64) -> Result<(i64, Option<i64>), StoreError> {
+        let row =
+            sqlx::query("SELECT COUNT(*), MIN(minted_at) FROM minted_tokens WHERE sandbox_id = $1 AND minted_at > $2")
+                .bind(sandbox_id)
+                .bind(window_start)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
+    /// Take the sandbox's mint lease until `until` (unix ms) if nobody holds it: one mint at a time per
+    /// sandbox across the fleet. A replica that dies holding it frees it when the lease runs out.
+    pub async fn take_mint_lease(&self, sandbox_id: &str, now_ms: i64, until: i64) -> Result<bool, StoreError> {
+        let _writing = self.writing().await;
+        let taken = sqlx::query("UPDATE sandboxes SET mint_lease = $1 WHERE id = $2 AND mint_lease < $3")
+            .bind(until)
+            .bind(sandbox_id)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(taken.rows_affected() == 1)
+    }
+
+    pub async fn release_mint_lease(&self, sandbox_id: &str, until: i64) -> Result<(), StoreError> {
+        let _writing = self.writing().await;
+        sqlx::query("UPDATE sandboxes SET mint_lease = 0 WHERE id = $1 AND mint_lease = $2")
+            .bind(sandbox_id)
+            .bind(until)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Take up to `limit` queued revocations that are due and not held by another replica, until
+    /// `lease_until` (unix ms). `SKIP LOCKED` on PostgreSQL: replicas working the queue at once never wait
+    /// on each other's rows, and never take the same one.
+    pub async fn claim_revocations(
+        &self,
+        now_ms: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let _writing = self.writing().await;
+        let skip_locked = match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let rows = sqlx::query(&format!(
+            "UPDATE minted_tokens SET revoke_lease = $1, revoke_attempts = revoke_attempts + 1 \
+             WHERE token_sha256 IN (SELECT token_sha256 FROM minted_tokens \
+               WHERE {QUEUED} AND revoke_next_at <= $2 AND revoke_lease < $2 \
+               ORDER BY revoke_next_at LIMIT $3{skip_locked}) \
+             RETURNING token_sha256, sandbox_id, sealed, seal_key, expires_at, revoke_attempts, revoke_requested_at"
+        ))
+        .bind(lease_until)
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for r in &rows {
+            // A row whose sealed copy went meanwhile (expired by another replica's sweep) is not work.
+            let Some(sealed) = sealed_from(r.try_get("sealed")?, r.try_get("seal_key")?) else {
+                continue;
+            };
+            claimed.push(Claimed {
+                token_sha256: r.try_get("token_sha256")?,
+                sandbox_id: r.try_get("sandbox_id")?,
+                sealed,
+                expires_at: r.try_get("expires_at")?,
+                attempts: r.try_get("revoke_attempts")?,
+                requested_at: r.try_get::<Option<i64>, _>("revoke_requested_at")?.unwrap_or(now_ms),
+            });
+        }
+        Ok(claimed)
+    }
+
+    /// Record what came of a claimed revocation.
+    pub async fn finish_revocation(
+        &self,
+        token_sha256: &str,
+        outcome: &Outcome<'_>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let _writing = self.writing().await;
+        let query = match outcome {
+            Outcome::Dead => sqlx::query(
+                "UPDATE minted_tokens SET revoked_at = $1, sealed = NULL, seal_key = NULL, revoke_lease = 0, \
+                 revoke_error = NULL WHERE token_sha256 = $2",
+            )
+            .bind(now_ms / 1000),
+            Outcome::Retry { next_at, error } => {
+                sqlx::query(
+                    "UPDATE minted_tokens SET revoke_lease = 0, revoke_next_at = $1, revoke_error = $2 WHERE token_sha256 = $3",
+                )
+                .bind(*next_at)
+                .bind(*error)
+            }
+            Outcome::GiveUp { why } => sqlx::query(
+                "UPDATE minted_tokens SET sealed = NULL, seal_key = NULL, revoke_lease = 0, revoke_error = $1 \
+                 WHERE token_sha256 = $2",
+            )
+            .bind(*why),
+            Outcome::NotMine { next_at } => {
+                sqlx::query("UPDATE minted_tokens SET revoke_lease = 0, revoke_next_at = $1 WHERE token_sha256 = $2")
+                    .bind(*next_at)
+            }
+        };
+        query.bind(token_sha256).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// When the next queued revocation is due (unix ms), if any is queued.
+    pub async fn next_revocation_due(&self) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT MIN(CASE WHEN revoke_lease > revoke_next_at THEN revoke_lease ELSE revoke_next_at END) \
+             FROM minted_tokens WHERE {QUEUED}"
+        ))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?)
+    }
+
+    /// Revocations still waiting for GitHub's word among the tokens of `whose`.
+    pub async fn pending_revocations(&self, whose: Whose<'_>) -> Result<i64, StoreError> {
+        let (scope, id) = match whose {
+            Whose::Sandbox(id) => ("sandbox_id = $1", id),
+            Whose::Product(id) => ("sandbox_id IN (SELECT id FROM sandboxes WHERE product_id = $1)", id),
+        };
+        let row = sqlx::query(&format!(
+            "SELECT COUNT(*) FROM minted_tokens WHERE {QUEUED} AND {scope}"
+        ))
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Housekeeping every replica runs: the sealed copies of expired tokens go (nothing left to revoke), and
+    /// the live tokens of sandboxes whose credential expired are queued. Returns (forgotten, queued).
+    pub async fn sweep_tokens(&self, now_ms: i64) -> Result<(u64, u64), StoreError> {
+        let now = now_ms / 1000;
+        let _writing = self.writing().await;
+        let mut tx = self.pool.begin().await?;
+        let forgotten = sqlx::query(
+            "UPDATE minted_tokens SET sealed = NULL, seal_key = NULL, revoke_lease = 0 \
+             WHERE sealed IS NOT NULL AND expires_at <= $1",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let queued = sqlx::query(
+            "UPDATE minted_tokens SET revoke_requested_at = $1, revoke_reason = $2, revoke_next_at = $1 \
+             WHERE revoke_requested_at IS NULL AND sealed IS NOT NULL AND expires_at > $3 \
+             AND sandbox_id IN (SELECT id FROM sandboxes WHERE expires_at <= $3 AND revoked_at IS NULL)",
+        )
+        .bind(now_ms)
+        .bind(SANDBOX_EXPIRED)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if queued > 0 {
+            notify(&mut tx, self.backend, events::REVOCATIONS).await?;
+        }
+        tx.commit().await?;
+        Ok((forgotten, queued))
+    }
+
+    /// Every token recorded for the sandbox: (hash, revoked at GitHub, sealed copy kept), for tests and
+    /// operators. Never the token.
+    pub async fn recorded_tokens(&self, sandbox_id: &str) -> Result<Vec<(String, bool, bool)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT token_sha256, revoked_at, sealed FROM minted_tokens WHERE sandbox_id = $1 ORDER BY minted_at, token_sha256",
+        )
+        .bind(sandbox_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("token_sha256")?,
+                    r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+                    r.try_get::<Option<String>, _>("sealed")?.is_some(),
+                ))
+            })
+            .collect()
+    }
+}
+
+/// The connection's columns, for a query joining `connections c`.
+pub(crate) const CONNECTION_COLUMNS: &str = "c.status, c.reason, c.installation_id, c.repository_id, c.repository, \
+     c.account_login, c.account_type, c.installation_url, c.updated_at";
