@@ -143,6 +143,16 @@ impl Server {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
+    /// Stop (SIGKILL) and start again on the same database and port.
+    pub(crate) fn restart(&mut self) {
+        self.kill_9();
+        let port = self.url.rsplit_once(':').map(|(_, p)| p.to_owned()).expect("a port");
+        if !self.extra.iter().any(|a| a == "--listen") {
+            self.extra.extend(["--listen".to_owned(), format!("127.0.0.1:{port}")]);
+        }
+        self.spawn();
+    }
+
     pub(crate) fn kill_9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -389,7 +399,7 @@ fn disconnect_and_teardown_reach_git_with_the_reason_and_the_way_out() {
     let output = world.git(None, &["ls-remote", &world.repo_url(REPO)]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        !output.status.success() && stderr.contains("unknown, expired or revoked"),
+        !output.status.success() && stderr.contains("this sandbox was torn down"),
         "a torn-down sandbox's credential is refused, and git says so:\n{stderr}"
     );
 }

@@ -17,5 +17,6 @@ mod lfs;
 mod mediated;
 mod policy;
 mod pulls;
+mod revocation;
 mod security;
 mod support;

@@ -205,6 +205,12 @@ impl World {
         let mut command = self.mintd_command(INSTALLATION_ID);
         command.args(["--git-proxy", "127.0.0.1:0"]).env("RUST_LOG", log_level);
         self.spawn_limited(command, limits);
+        self.use_git_proxy()
+    }
+
+    /// Point git (through the world's HOME) at the running mintd's git proxy, with no credential helper at
+    /// all; returns the proxy's URL.
+    pub(crate) fn use_git_proxy(&self) -> String {
         let status = mint_api::Client::new(&self.socket).status().expect("status");
         let proxy = format!("http://{}/", status.git_proxy.expect("mediated mode reports its proxy"));
         std::fs::write(

@@ -18,6 +18,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use mint_api::broker::{SANDBOX_PATH, SandboxState, TOKEN_PATH, TokenRequest};
 use mint_credential::{RepoName, Server};
 use mint_github::{GitHubClient, GithubError, InstallationToken, MintedToken, Permissions};
 use secrecy::{ExposeSecret, SecretString};
@@ -27,8 +28,6 @@ use crate::cache::{MintError, Minted, Minter};
 use crate::metrics::Metrics;
 use crate::retry::{self, Retryable};
 
-/// Where on the broker tokens are asked for.
-pub const TOKEN_PATH: &str = "/api/v1/token";
 /// One request to the broker, connection and answer included; retries stay within the retry deadline.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// The broker's answers are well under a KiB; anything far larger is refused rather than buffered.
@@ -519,32 +518,76 @@ impl BrokerClient {
         &self.url
     }
 
-    /// One `POST /api/v1/token`, decoded and checked.
-    pub async fn request_token(&self) -> Result<BrokerToken, TokenFailure> {
-        let (status, headers, body) = self.exchange().await?;
+    /// One `POST /api/v1/token`, decoded and checked. `replaces` names (by SHA-256) a token git reported
+    /// failing, which the broker then does not hand out again.
+    pub async fn request_token(&self, replaces: Option<String>) -> Result<BrokerToken, TokenFailure> {
+        let body = serde_json::to_vec(&TokenRequest { replaces }).expect("a token request serialises");
+        let request = self
+            .request(Method::POST, TOKEN_PATH)
+            .header(header::CONTENT_TYPE, "application/json");
+        let (status, headers, body) = self.exchange(request, body, self.timeout).await?;
         if status != StatusCode::OK {
             return Err(decode_error(&self.url, status, &headers, &body).into());
         }
         decode_answer(&body, server_date(&headers))
     }
 
-    async fn exchange(&self) -> Result<(StatusCode, HeaderMap, Bytes), BrokerError> {
-        let endpoint = format!("{}{TOKEN_PATH}", self.url);
+    /// One long poll of `GET /api/v1/sandbox`: the sandbox's state and its `ETag` once it differs from
+    /// `known`, or `None` when `wait` passed with no change.
+    pub async fn watch(
+        &self,
+        known: Option<&str>,
+        wait: Duration,
+    ) -> Result<Option<(SandboxState, String)>, BrokerError> {
+        let path = format!("{SANDBOX_PATH}?wait={}", wait.as_secs());
+        let mut request = self.request(Method::GET, &path);
+        if let Some(etag) = known.and_then(|k| HeaderValue::from_str(k).ok()) {
+            request = request.header(header::IF_NONE_MATCH, etag);
+        }
+        let (status, headers, body) = self.exchange(request, Vec::new(), wait + self.timeout).await?;
+        match status {
+            StatusCode::NOT_MODIFIED => Ok(None),
+            StatusCode::OK => {
+                let state: SandboxState = serde_json::from_slice(&body).map_err(|e| BrokerError::Status {
+                    url: self.url.clone(),
+                    status: status.as_u16(),
+                    code: String::new(),
+                    message: format!("the sandbox's state was not understood: {e}"),
+                })?;
+                let etag = headers
+                    .get(header::ETAG)
+                    .and_then(|v| v.to_str().ok())
+                    .map_or_else(|| state.etag(), str::to_owned);
+                Ok(Some((state, etag)))
+            }
+            _ => Err(decode_error(&self.url, status, &headers, &body)),
+        }
+    }
+
+    fn request(&self, method: Method, path: &str) -> http::request::Builder {
+        let mut auth = HeaderValue::from_str(self.credential.bearer().expose_secret())
+            .expect("the credential was checked to be visible ASCII");
+        auth.set_sensitive(true);
+        Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.url))
+            .header(header::AUTHORIZATION, auth)
+            .header(header::ACCEPT, "application/json")
+            .header(header::USER_AGENT, USER_AGENT)
+    }
+
+    async fn exchange(
+        &self,
+        request: http::request::Builder,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), BrokerError> {
         let unreachable = |cause: String| BrokerError::Unreachable {
             url: self.url.clone(),
             cause,
         };
-        let mut auth = HeaderValue::from_str(self.credential.bearer().expose_secret())
-            .expect("the credential was checked to be visible ASCII");
-        auth.set_sensitive(true);
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(&endpoint)
-            .header(header::AUTHORIZATION, auth)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::ACCEPT, "application/json")
-            .header(header::USER_AGENT, USER_AGENT)
-            .body(Full::new(Bytes::from_static(b"{}")))
+        let request = request
+            .body(Full::new(Bytes::from(body)))
             .map_err(|e| unreachable(e.to_string()))?;
         let exchange = async {
             let response = self
@@ -561,11 +604,11 @@ impl BrokerClient {
                 .to_bytes();
             Ok((parts.status, parts.headers, body))
         };
-        tokio::time::timeout(self.timeout, exchange)
+        tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| BrokerError::Timeout {
                 url: self.url.clone(),
-                timeout: self.timeout,
+                timeout,
             })?
     }
 }
@@ -591,21 +634,24 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Mints through the broker; revokes with the token itself on GitHub's API, which needs no key.
 pub struct BrokerMinter {
-    broker: BrokerClient,
+    broker: Arc<BrokerClient>,
     github: GitHubClient,
     server: Server,
     retry: retry::RetryPolicy,
     metrics: Arc<Metrics>,
+    /// The SHA-256 of the token git last reported failing, for the next request.
+    failing: std::sync::Mutex<Option<String>>,
 }
 
 impl BrokerMinter {
-    pub fn new(broker: BrokerClient, github: GitHubClient, server: Server, metrics: Arc<Metrics>) -> Self {
+    pub fn new(broker: Arc<BrokerClient>, github: GitHubClient, server: Server, metrics: Arc<Metrics>) -> Self {
         Self {
             broker,
             github,
             server,
             retry: retry::RetryPolicy::default(),
             metrics,
+            failing: std::sync::Mutex::default(),
         }
     }
 
@@ -613,9 +659,19 @@ impl BrokerMinter {
         self.broker.url()
     }
 
+    /// The broker's client, for the sandbox's state watch.
+    pub fn client(&self) -> Arc<BrokerClient> {
+        self.broker.clone()
+    }
+
     /// One request; a token mintd refuses is revoked before the error is returned.
     async fn attempt(&self) -> Result<BrokerToken, BrokerError> {
-        match self.broker.request_token().await {
+        let replaces = self
+            .failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match self.broker.request_token(replaces).await {
             Ok(token) => Ok(token),
             Err(TokenFailure { error, token }) => {
                 if let Some(token) = token {
@@ -656,6 +712,12 @@ impl Minter for BrokerMinter {
 
     async fn revoke(&self, token: &InstallationToken) -> Result<(), GithubError> {
         self.github.revoke(token).await
+    }
+
+    fn reported_failing(&self, token: &InstallationToken) {
+        use sha2::Digest as _;
+        let hash = hex::encode(sha2::Sha256::digest(token.expose().as_bytes()));
+        *self.failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(hash);
     }
 }
 

@@ -47,6 +47,9 @@ pub trait Minter: Send + Sync + 'static {
     fn fixed_scope(&self) -> Option<Scope> {
         None
     }
+    /// git (or GitHub, through the proxy) reported this token failing and it is no longer served: a broker
+    /// is told with the next mint, so it mints instead of handing the same token out again.
+    fn reported_failing(&self, _token: &InstallationToken) {}
 }
 
 /// A new token and where it goes. `Debug` redacts the token (`MintedToken` does).
@@ -260,6 +263,9 @@ struct State {
     /// another, and none of them owns it (see [`TokenCache::join_or_start`]).
     in_flight: Option<InFlight>,
     last_error: Option<Arc<MintFailure>>,
+    /// The broker said this sandbox's access ended (Disconnect, teardown, an uninstalled App): every
+    /// request hears why, at once, until the broker says it is active again.
+    held: Option<Arc<MintFailure>>,
     mints: u64,
     /// Every token minted and not yet expired, for revocation at shutdown.
     live: Vec<Arc<Cached>>,
@@ -332,6 +338,10 @@ impl<M> Inner<M> {
                     // Revoked by `revoke_all`, which waits for this attempt; never served.
                     return Err(shutting_down(now));
                 }
+                if let Some(held) = &state.held {
+                    // Access ended while this was minted: kept for revocation at shutdown, never served.
+                    return Err(held.clone());
+                }
                 if let Some(before) = state.scope.as_ref().filter(|s| s.target != cached.target) {
                     tracing::warn!(
                         from = %before.target.repo(),
@@ -391,7 +401,11 @@ impl<M: Minter> TokenCache<M> {
     }
 
     fn fresh(&self, now: Instant) -> Option<Arc<Cached>> {
-        self.state().current.as_ref().filter(|c| c.servable(now)).cloned()
+        let state = self.state();
+        if state.held.is_some() {
+            return None;
+        }
+        state.current.as_ref().filter(|c| c.servable(now)).cloned()
     }
 
     /// A token with enough life left for a request that passed the policy. Once warm, this never waits.
@@ -485,6 +499,9 @@ impl<M: Minter> TokenCache<M> {
         if state.closed {
             return Joined::Ready(Err(shutting_down(now)));
         }
+        if let Some(held) = &state.held {
+            return Joined::Ready(Err(held.clone()));
+        }
         // A sender gone without an answer (its task panicked) is no attempt to join.
         if let Some(in_flight) = state.in_flight.as_ref().filter(|f| f.has_changed().is_ok()) {
             return Joined::Wait(in_flight.clone());
@@ -541,13 +558,76 @@ impl<M: Minter> TokenCache<M> {
             );
             return false;
         }
-        state.current = None;
+        let dropped = state.current.take();
         state.last_erase = Some(now);
         drop(state);
+        if let Some(dropped) = dropped {
+            self.inner.minter.reported_failing(&dropped.token);
+        }
         self.inner.metrics.erases.fetch_add(1, Ordering::Relaxed);
         tracing::info!("the served token was reported failing; the next request mints a new one");
         self.inner.changed.send_modify(|g| *g += 1);
         true
+    }
+
+    /// The broker says the sandbox's access ended: stop serving at once, and answer every request with
+    /// `message` until [`TokenCache::resume`]. The token in hand is dropped (the broker revokes it).
+    pub fn hold(&self, message: &str) {
+        let mut state = self.state();
+        if state.held.as_ref().is_some_and(|h| h.message == message) {
+            return;
+        }
+        tracing::warn!(reason = %message, "the broker ended this sandbox's GitHub access; refusing every request until it is back");
+        state.held = Some(Arc::new(MintFailure {
+            message: message.to_owned(),
+            reason: "access_ended",
+            transient: false,
+            quiet_until: Instant::now(),
+            not_before: None,
+        }));
+        state.current = None;
+        drop(state);
+        self.inner.changed.send_modify(|g| *g += 1);
+    }
+
+    /// The broker says the sandbox's access is active for `scope`: serve again (a reconnect needs no restart),
+    /// and follow the repository at once if it moved (the token for the old one is dropped; the broker
+    /// revokes it).
+    pub fn resume(&self, scope: Scope) {
+        let mut state = self.state();
+        let held = state.held.take().is_some();
+        if held {
+            tracing::info!(repository = %scope.target.repo(), "the broker restored this sandbox's GitHub access");
+            // A refusal remembered from before (a 409 answered while disconnected) no longer stands.
+            state.last_error = None;
+        }
+        let moved = state
+            .scope
+            .as_ref()
+            .is_none_or(|s| s.target != scope.target || s.installation_id != scope.installation_id);
+        if moved && state.scope.is_some() {
+            tracing::info!(repository = %scope.target.repo(), "the broker moved this sandbox to another repository");
+        }
+        if state
+            .current
+            .as_ref()
+            .is_some_and(|c| c.target != scope.target || c.installation_id != scope.installation_id)
+        {
+            state.current = None;
+            state.last_error = None;
+        }
+        if moved {
+            state.scope = Some(scope);
+        }
+        drop(state);
+        if held || moved {
+            self.inner.changed.send_modify(|g| *g += 1);
+        }
+    }
+
+    /// Why every request is refused now, when the broker ended the sandbox's access.
+    pub fn held(&self) -> Option<Arc<MintFailure>> {
+        self.state().held.clone()
     }
 
     /// Keep the token fresh: mint its successor once it is within the refresh margin. Runs until dropped
@@ -645,6 +725,10 @@ impl<M: Minter> TokenCache<M> {
         revoked
     }
 
+    pub fn minter(&self) -> &M {
+        &self.inner.minter
+    }
+
     /// The token being served now, if any, without minting.
     pub fn current(&self) -> Option<Arc<Cached>> {
         self.state().current.clone()
@@ -654,7 +738,11 @@ impl<M: Minter> TokenCache<M> {
         let state = self.state();
         CacheStats {
             mints: state.mints,
-            last_error: state.last_error.as_ref().map(|e| e.message.clone()),
+            last_error: state
+                .held
+                .as_ref()
+                .or(state.last_error.as_ref())
+                .map(|e| e.message.clone()),
         }
     }
 }
@@ -775,6 +863,73 @@ mod tests {
 
     fn get_for(repo: &str) -> Request {
         Request::decode(format!("protocol=https\nhost=github.com\npath={repo}.git\n").as_bytes()).expect("decodes")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_refusal_answers_every_request_at_once_and_a_resume_serves_again_with_no_restart() {
+        let minter = Arc::new(Counting::new(HOUR, Duration::from_millis(100)));
+        let cache = TokenCache::new(minter.clone(), Arc::default());
+        assert!(cache.get(&me(), &approved()).await.is_ok());
+        cache.hold("GitHub was disconnected by octocat: connect it again to run coding tasks");
+        let started = Instant::now();
+        for _ in 0..3 {
+            match cache.get(&me(), &approved()).await {
+                Err(GetError::Failed(failure)) => {
+                    assert!(
+                        failure.message.contains("disconnected by octocat"),
+                        "{}",
+                        failure.message
+                    );
+                }
+                other => panic!("served while held: {other:?}"),
+            }
+        }
+        assert_eq!(started.elapsed(), Duration::ZERO, "the refusal never waits on a mint");
+        assert_eq!(minter.mints.load(Ordering::SeqCst), 1, "nothing was minted while held");
+        assert!(cache.current().is_none(), "the token in hand was dropped");
+        assert!(cache.stats().last_error.is_some_and(|e| e.contains("disconnected")));
+
+        cache.resume(Scope {
+            target: Arc::new(target_for("o/r")),
+            installation_id: 42,
+        });
+        assert_eq!(
+            cache
+                .get(&me(), &approved())
+                .await
+                .expect("served again")
+                .token
+                .expose(),
+            "ghs_test_2"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resume_for_another_repository_drops_the_old_token_and_follows_at_once() {
+        let minter = Arc::new(Counting::new(HOUR, Duration::ZERO));
+        let cache = TokenCache::new(minter.clone(), Arc::default());
+        assert!(cache.get(&me(), &approved()).await.is_ok());
+        cache.resume(Scope {
+            target: Arc::new(target_for("o/s")),
+            installation_id: 42,
+        });
+        assert_eq!(
+            cache.target().expect("known").repo().to_string(),
+            "o/s",
+            "followed before any mint"
+        );
+        assert!(cache.current().is_none(), "the old repository's token is not served");
+        // The same scope again changes nothing.
+        *minter.repo.lock().expect("lock") = "o/s";
+        let served = cache
+            .get(&me(), &approved_for(&target_for("o/s")))
+            .await
+            .expect("served");
+        cache.resume(Scope {
+            target: Arc::new(target_for("o/s")),
+            installation_id: 42,
+        });
+        assert!(cache.current().is_some_and(|c| Arc::ptr_eq(&c, &served)));
     }
 
     #[tokio::test(start_paused = true)]

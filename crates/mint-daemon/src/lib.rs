@@ -16,6 +16,7 @@ pub mod push_policy;
 pub mod retry;
 pub mod server;
 pub mod socket;
+pub mod watch;
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -183,8 +184,10 @@ impl Daemon {
                 (DaemonMinter::App(Box::new(minter)), source)
             }
             Mode::Broker(broker) => {
-                let client_for_broker = broker::BrokerClient::new(&broker.url, broker.credential)
-                    .map_err(|e| anyhow::anyhow!("--broker (or {}): {e}", mint_api::env::BROKER))?;
+                let client_for_broker = Arc::new(
+                    broker::BrokerClient::new(&broker.url, broker.credential)
+                        .map_err(|e| anyhow::anyhow!("--broker (or {}): {e}", mint_api::env::BROKER))?,
+                );
                 let minter = broker::BrokerMinter::new(
                     client_for_broker,
                     client.clone(),
@@ -261,6 +264,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let daemon = daemon.clone();
         async move { daemon.cache.refresh_loop().await }
     });
+    // Broker mode: the sandbox's state, followed as it changes (Disconnect, Change repository, teardown).
+    let watcher = match daemon.cache.minter() {
+        DaemonMinter::Broker(minter) => Some(tokio::spawn(watch::watch_loop(daemon.clone(), minter.client()))),
+        DaemonMinter::App(_) => None,
+    };
     // One shutdown signal, heard by the socket server and the git proxy alike.
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let proxy = match proxy_listener {
@@ -291,6 +299,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             let _ = stop.send(true);
             served.await;
         }
+    }
+    if let Some(watcher) = watcher {
+        watcher.abort();
     }
     if let Some(proxy) = proxy {
         let _ = proxy.await;

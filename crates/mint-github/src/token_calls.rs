@@ -21,7 +21,8 @@ impl GitHubClient {
             )
             .await?;
         match response.status {
-            StatusCode::NO_CONTENT | StatusCode::UNAUTHORIZED => Ok(()),
+            // 401 (or 404): the token was dead already, which is what revoking it asks for.
+            StatusCode::NO_CONTENT | StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND => Ok(()),
             _ => Err(generic_error(op, &response)),
         }
     }

@@ -188,17 +188,60 @@ pub async fn create_sandbox(
     ))
 }
 
+/// `GET /api/v1/sandboxes/{id}`: the sandbox and every token minted for it, with each one's state
+/// (`live`, `revoking`, `revoked`, `expired`) and, while GitHub has not agreed to a revocation, the attempts
+/// and the last error. Never a token: tokens are named by the first 12 hex digits of their SHA-256.
+pub async fn get_sandbox(_admin: Admin, State(state): State<Arc<AppState>>, id: Id) -> Result<Response, ApiError> {
+    let sandbox = state.store.sandbox(&id).await?.ok_or_else(|| no_sandbox(&id))?;
+    let now = now();
+    let tokens: Vec<serde_json::Value> = state
+        .store
+        .sandbox_tokens(&id)
+        .await?
+        .iter()
+        .map(|t| {
+            json!({
+                "token_sha256": t.token_sha256.get(..12).unwrap_or_default(),
+                "state": t.state(now),
+                "installation_id": t.installation_id,
+                "repository_id": t.repository_id,
+                "minted_at": rfc3339(t.minted_at),
+                "expires_at": rfc3339(t.expires_at),
+                "revoked_at": t.revoked_at.map(rfc3339),
+                "revoke_reason": t.revoke_reason,
+                "revoke_attempts": t.revoke_attempts,
+                "revoke_error": t.revoke_error,
+            })
+        })
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "sandbox_id": sandbox.id,
+            "product_id": sandbox.product_id,
+            "created_at": rfc3339(sandbox.created_at),
+            "expires_at": rfc3339(sandbox.expires_at),
+            "torn_down_at": sandbox.revoked_at.map(rfc3339),
+            "tokens": tokens,
+        }),
+    ))
+}
+
+fn no_sandbox(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "sandbox_not_found",
+        format!("no sandbox {id}: it was never created here"),
+    )
+}
+
 /// `DELETE /api/v1/sandboxes/{id}` → 204: the credential stops working at once and, in the same
 /// transaction, every live token minted for the sandbox is queued for revocation, which any replica carries
 /// out. The answer waits a moment for GitHub's word (usually all revoked by then); what is left is retried
 /// until it succeeds or the token expires.
 pub async fn teardown(_admin: Admin, State(state): State<Arc<AppState>>, id: Id) -> Result<Response, ApiError> {
     if state.store.revoke_sandbox(&id, now()).await?.is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "sandbox_not_found",
-            format!("no sandbox {}: it was never created here", *id),
-        ));
+        return Err(no_sandbox(&id));
     }
     let pending = crate::revoker::settle(&state, Whose::Sandbox(&id)).await;
     if pending > 0 {

@@ -34,7 +34,10 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .delete(crate::admin::disconnect),
         )
         .route("/api/v1/products/{id}/sandboxes", post(crate::admin::create_sandbox))
-        .route("/api/v1/sandboxes/{id}", delete(crate::admin::teardown))
+        .route(
+            "/api/v1/sandboxes/{id}",
+            delete(crate::admin::teardown).get(crate::admin::get_sandbox),
+        )
         .route(mint_api::broker::TOKEN_PATH, post(crate::broker::token))
         .route(mint_api::broker::SANDBOX_PATH, get(crate::broker::sandbox))
         .route("/api/v1/reconcile", post(crate::webhook::reconcile_now))

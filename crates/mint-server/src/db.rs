@@ -17,7 +17,9 @@ use crate::model::{Connection, ConnectionStatus, Product, SandboxRow, now_ms};
 
 mod tokens;
 
-pub use tokens::{BrokerView, Claimed, NewToken, Outcome, Reusable, SANDBOX_EXPIRED, SANDBOX_TORN_DOWN, Whose};
+pub use tokens::{
+    BrokerView, Claimed, NewToken, Outcome, Reusable, SANDBOX_EXPIRED, SANDBOX_TORN_DOWN, TokenRecord, Whose,
+};
 use tokens::{Ending, notify, queue_revocations};
 
 /// The schema's history, oldest first. Each file is applied once, in a transaction, and recorded with its
@@ -924,7 +926,7 @@ fn int(id: u64) -> i64 {
     i64::try_from(id).unwrap_or(i64::MAX)
 }
 
-fn uint(id: i64) -> u64 {
+pub(crate) fn uint(id: i64) -> u64 {
     u64::try_from(id).unwrap_or_default()
 }
 

@@ -95,6 +95,10 @@ async fn connect_mint_change_repository_teardown(mut w: World) {
     assert_eq!(second.body["repository"], "octo-org/other-repo");
     let second_token = second.body["token"].as_str().expect("token").to_owned();
     assert_eq!(issued(&w, &second_token).repositories, ["other-repo"]);
+    assert!(
+        issued(&w, &first_token).revoked,
+        "Change repository revoked the old repository's token at once"
+    );
 
     // Teardown revokes both, the old repository's token included, and the credential dies at once.
     let torn = w.admin("DELETE", &format!("/api/v1/sandboxes/{sandbox}"), None).await;
@@ -109,6 +113,19 @@ async fn connect_mint_change_repository_teardown(mut w: World) {
     assert_eq!(after.headers["www-authenticate"], "Bearer");
     let again = w.admin("DELETE", &format!("/api/v1/sandboxes/{sandbox}"), None).await;
     assert_eq!(again.status, 204, "tearing down twice is harmless");
+
+    let record = w.admin("GET", &format!("/api/v1/sandboxes/{sandbox}"), None).await;
+    assert_eq!(
+        record.body["tokens"]
+            .as_array()
+            .expect("tokens")
+            .iter()
+            .map(|t| t["state"].as_str().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        ["revoked", "revoked"],
+        "{:?}",
+        record.body
+    );
 
     // Nothing secret is at rest: not the tokens, not the credential, not the admin token, not the key.
     w.stop_server().await;

@@ -458,6 +458,14 @@ async fn stub_answer(stub: &Mutex<Stub>, req: Request<hyper::body::Incoming>) ->
         stub.git.push((parts.uri.to_string(), token.to_owned()));
         return respond(200, &[], "# service=git-upload-pack\n".into());
     }
+    if parts.uri.path() == mint_api::broker::SANDBOX_PATH {
+        // An older broker, without the state watch.
+        return respond(
+            404,
+            &[],
+            r#"{"status": "not_found", "message": "no such route"}"#.into(),
+        );
+    }
     assert_eq!((&parts.method, parts.uri.path()), (&Method::POST, TOKEN_PATH));
     stub.requests += 1;
     let well_formed = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) == Some("application/json")
@@ -489,7 +497,7 @@ async fn stub_answer(stub: &Mutex<Stub>, req: Request<hyper::body::Incoming>) ->
 fn minter(url: &str) -> BrokerMinter {
     let credential = SandboxCredential::new(CREDENTIAL.as_bytes()).expect("valid");
     BrokerMinter::new(
-        BrokerClient::new(url, credential).expect("client"),
+        Arc::new(BrokerClient::new(url, credential).expect("client")),
         GitHubClient::new(url).expect("client"),
         Server::new("https://github.com").expect("valid"),
         Arc::default(),

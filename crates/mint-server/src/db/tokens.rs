@@ -514,24 +514,66 @@ impl Store {
         Ok((forgotten, queued))
     }
 
-    /// Every token recorded for the sandbox: (hash, revoked at GitHub, sealed copy kept), for tests and
-    /// operators. Never the token.
-    pub async fn recorded_tokens(&self, sandbox_id: &str) -> Result<Vec<(String, bool, bool)>, StoreError> {
+    /// Every token recorded for the sandbox, newest first, as operators see them: never the token.
+    pub async fn sandbox_tokens(&self, sandbox_id: &str) -> Result<Vec<TokenRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT token_sha256, revoked_at, sealed FROM minted_tokens WHERE sandbox_id = $1 ORDER BY minted_at, token_sha256",
+            "SELECT token_sha256, installation_id, repository_id, minted_at, expires_at, revoked_at, \
+             CAST(CASE WHEN sealed IS NULL THEN 0 ELSE 1 END AS BIGINT) AS held, revoke_reason, revoke_requested_at, revoke_attempts, revoke_error \
+             FROM minted_tokens WHERE sandbox_id = $1 ORDER BY minted_at DESC, token_sha256",
         )
         .bind(sandbox_id)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| {
-                Ok((
-                    r.try_get("token_sha256")?,
-                    r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
-                    r.try_get::<Option<String>, _>("sealed")?.is_some(),
-                ))
+                Ok(TokenRecord {
+                    token_sha256: r.try_get("token_sha256")?,
+                    installation_id: super::uint(r.try_get("installation_id")?),
+                    repository_id: super::uint(r.try_get("repository_id")?),
+                    minted_at: r.try_get("minted_at")?,
+                    expires_at: r.try_get("expires_at")?,
+                    revoked_at: r.try_get("revoked_at")?,
+                    sealed: r.try_get::<i64, _>("held")? != 0,
+                    revoke_reason: r.try_get("revoke_reason")?,
+                    revoke_requested_at: r.try_get("revoke_requested_at")?,
+                    revoke_attempts: r.try_get("revoke_attempts")?,
+                    revoke_error: r.try_get("revoke_error")?,
+                })
             })
             .collect()
+    }
+}
+
+/// A recorded token as operators see it.
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub token_sha256: String,
+    pub installation_id: u64,
+    pub repository_id: u64,
+    pub minted_at: i64,
+    pub expires_at: i64,
+    /// When GitHub agreed it is dead (unix seconds).
+    pub revoked_at: Option<i64>,
+    /// A sealed copy is kept (it may still need revoking).
+    pub sealed: bool,
+    pub revoke_reason: Option<String>,
+    pub revoke_requested_at: Option<i64>,
+    pub revoke_attempts: i64,
+    pub revoke_error: Option<String>,
+}
+
+impl TokenRecord {
+    /// `live`, `revoking` (queued, GitHub has not agreed yet), `revoked` (GitHub agreed) or `expired`.
+    pub fn state(&self, now: i64) -> &'static str {
+        if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.expires_at <= now || !self.sealed {
+            "expired"
+        } else if self.revoke_requested_at.is_some() {
+            "revoking"
+        } else {
+            "live"
+        }
     }
 }
 
