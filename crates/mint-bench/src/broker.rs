@@ -28,7 +28,7 @@ pub(crate) mod postgres;
 const SANDBOXES: usize = 1_000;
 /// How long fakehub takes to mint: the least any broker answer can take.
 const MINT_LATENCY: Duration = Duration::from_millis(300);
-const ADMIN_TOKEN: &str = "mint-bench-admin-token-0123456789abcdefghij";
+pub(crate) const ADMIN_TOKEN: &str = "mint-bench-admin-token-0123456789abcdefghij";
 const TOKEN_ROUTE: &str = "/api/v1/token";
 
 pub(crate) fn run(rig: &Rig, n: usize, report: &mut Report) -> anyhow::Result<()> {

@@ -8,6 +8,7 @@ mod broker;
 mod fleet;
 mod load;
 mod mediated;
+mod revocation;
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -31,10 +32,18 @@ fn main() -> anyhow::Result<()> {
     }
     let rig = Rig::start()?;
     let mut report = Report::new(rig.out_dir.clone());
-    if std::env::var("MINT_BENCH_ONLY").is_ok_and(|v| v == "fleet") {
-        fleet::run(&rig, &mut report)?;
-        drop(rig);
-        return report.finish();
+    match std::env::var("MINT_BENCH_ONLY").as_deref() {
+        Ok("fleet") => {
+            fleet::run(&rig, &mut report)?;
+            drop(rig);
+            return report.finish();
+        }
+        Ok("revocation") => {
+            revocation::run(&rig, &mut report)?;
+            drop(rig);
+            return report.finish();
+        }
+        _ => {}
     }
     let git_version = Command::new("git").arg("--version").output()?;
     report.line(format!(
@@ -114,6 +123,7 @@ fn main() -> anyhow::Result<()> {
     if !std::env::var("MINT_BENCH_BROKER").is_ok_and(|v| v == "0") {
         broker::run(&rig, n, &mut report)?;
         fleet::run(&rig, &mut report)?;
+        revocation::run(&rig, &mut report)?;
     }
     drop(rig);
     report.finish()
