@@ -3,6 +3,7 @@
 mod app;
 mod client;
 mod error;
+mod fingerprint;
 mod installation;
 mod jwt;
 mod secret;
@@ -14,6 +15,7 @@ mod user;
 pub use app::{App, PullOutcome, ScopeError, check_scope, decode_minted};
 pub use client::{ClientError, GitHubClient, https_connector};
 pub use error::{GithubError, Operation, RATE_LIMIT_DEFAULT_WAIT};
+pub use fingerprint::KeyFingerprint;
 pub use installation::{Account, Installation, check_scope_by_id};
 pub use jwt::{AppId, AppIdError, Claims, JWT_BACKDATE, JWT_LIFETIME};
 pub use secret::{AppKey, InstallationToken, Jwt, KeyError};
