@@ -34,6 +34,7 @@ mod keys;
 mod oauth;
 mod pages;
 mod server;
+pub mod softhsm;
 mod state;
 mod user_api;
 mod webhooks;
