@@ -129,6 +129,7 @@ mod tests {
 
         for pem in [pkcs1.as_bytes(), pkcs8.as_bytes()] {
             let key = AppKey::from_pem(pem).expect("key loads");
+            assert_eq!(format!("{key:?}"), "AppKey(<redacted>)");
             let jwt = key.jwt(&app, now).expect("signs");
             let header = jsonwebtoken::decode_header(jwt.expose()).expect("header");
             assert_eq!(header.alg, Algorithm::RS256);
