@@ -1,6 +1,6 @@
 //! Time per App JWT signature: the old code (jsonwebtoken over the `rsa` crate), ring (what signs now), and
-//! a PKCS#11 token (SoftHSM2, through cryptoki). Run with `cargo bench -p mint-github --bench sign`; results
-//! in docs/performance.md. The SoftHSM2 part re-runs this program with `SOFTHSM2_CONF` naming a token made in
+//! a PKCS#11 token (`SoftHSM2`, through cryptoki). Run with `cargo bench -p mint-github --bench sign`; results
+//! in docs/performance.md. The `SoftHSM2` part re-runs this program with `SOFTHSM2_CONF` naming a token made in
 //! a temp dir (the module reads it once, at initialisation).
 
 use std::time::{Duration, Instant, SystemTime};
