@@ -30,6 +30,10 @@ pub(crate) struct Server {
     pub(crate) url: String,
     /// More flags; with `--listen` among them, the server listens there instead of on a free port.
     extra: Vec<String>,
+    /// The App key's flags (`--private-key` …) and variables in the server's environment, if not the
+    /// default PEM file.
+    key: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 /// A secret file only its owner can read.
@@ -49,6 +53,18 @@ impl Server {
     }
 
     pub(crate) fn start_with(world: &World, database: Option<String>, extra: Vec<String>) -> Self {
+        Self::start_with_key(world, database, extra, Vec::new(), Vec::new())
+    }
+
+    /// A server whose App key is given by `key` (e.g. a `pkcs11:` URI and `--pkcs11-pin-file`), with `env`
+    /// in its environment (e.g. `SOFTHSM2_CONF`).
+    pub(crate) fn start_with_key(
+        world: &World,
+        database: Option<String>,
+        extra: Vec<String>,
+        key: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("mint-server-it-")
             .tempdir()
@@ -67,6 +83,8 @@ impl Server {
             hub_url: world.url(),
             url: String::new(),
             extra,
+            key,
+            env,
         };
         server.spawn();
         server
@@ -97,11 +115,18 @@ impl Server {
             with_port
         };
         let log = std::fs::File::create(self.dir.path().join("server.log")).expect("log");
+        let key = if self.key.is_empty() {
+            vec![
+                "--private-key".to_owned(),
+                self.dir.path().join("app.pem").display().to_string(),
+            ]
+        } else {
+            self.key.clone()
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_mint-server"))
             .arg("--app-id")
             .arg(APP_ID.to_string())
-            .arg("--private-key")
-            .arg(self.dir.path().join("app.pem"))
+            .args(&key)
             .arg("--admin-token-file")
             .arg(self.dir.path().join("admin-token"))
             .arg("--database")
@@ -113,6 +138,7 @@ impl Server {
             .arg(&self.hub_url)
             .env_clear()
             .env("RUST_LOG", "debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

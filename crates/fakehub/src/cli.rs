@@ -18,7 +18,9 @@ use crate::{AppKeyPair, Config, FakeHub, InstallationConfig};
 /// installation-requests; POST revoke-all, expire-all, fail-next {n,status,headers,message},
 /// token-lifetime {seconds}, mint-latency {ms}, date-skew {seconds},
 /// uninstall|suspend|unsuspend {`installation_id`}, webhook {url,secret}, redeliver {delivery},
-/// install {`account`,`repository_selection`,`repositories`}).
+/// install {`account`,`repository_selection`,`repositories`}). The App's keys, as on its settings page:
+/// GET app-keys (id, fingerprint), POST app-keys {pem} (public or private PEM; answers {id}),
+/// DELETE app-keys/ID (JWTs it signed fail at once).
 ///
 /// Unless --no-demo-users: users octocat (owner of octo-org and restricted-org), mona (member of
 /// octo-org without push) and hubot (member of restricted-org, where only owners may install);

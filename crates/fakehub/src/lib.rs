@@ -34,6 +34,7 @@ mod keys;
 mod oauth;
 mod pages;
 mod server;
+pub mod softhsm;
 mod state;
 mod user_api;
 mod webhooks;
@@ -311,7 +312,9 @@ pub struct FakeHub {
 
 struct Inner {
     config: Config,
-    decoding_key: jsonwebtoken::DecodingKey,
+    /// The App's public keys: GitHub lets an App have several at once (for rotation); JWTs signed by any of
+    /// them are accepted, and a deleted one stops working at once.
+    app_keys: Mutex<Vec<keys::AppPublicKey>>,
     state: Mutex<state::State>,
     /// Webhook deliveries, sent in order by one task that starts with the server.
     deliveries: tokio::sync::mpsc::UnboundedSender<webhooks::Job>,
@@ -322,8 +325,7 @@ struct Inner {
 
 impl FakeHub {
     pub fn new(config: Config) -> anyhow::Result<Self> {
-        let decoding_key = jsonwebtoken::DecodingKey::from_rsa_pem(config.app_public_key_pem.as_bytes())
-            .map_err(|e| anyhow::anyhow!("the App public key is not an RSA PEM: {e}"))?;
+        let first_key = keys::AppPublicKey::new(1, &config.app_public_key_pem)?;
         std::fs::create_dir_all(&config.git_root)?;
         let mut state = state::State::new(config.token_lifetime);
         for installation in &config.installations {
@@ -341,7 +343,7 @@ impl FakeHub {
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
-                decoding_key,
+                app_keys: Mutex::new(vec![first_key]),
                 state: Mutex::new(state),
                 deliveries,
                 delivery_queue: Mutex::new(Some(queue)),
@@ -383,6 +385,41 @@ impl FakeHub {
     fn state(&self) -> MutexGuard<'_, state::State> {
         self.inner
             .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Add a public key to the App, as "Generate a private key" on the App's settings page does; JWTs it
+    /// signs are accepted from now on. Its id, for [`FakeHub::delete_app_key`].
+    pub fn add_app_key(&self, public_or_private_pem: &str) -> anyhow::Result<u64> {
+        let mut keys = self.app_keys();
+        let id = keys.iter().map(|k| k.id).max().unwrap_or(0) + 1;
+        keys.push(keys::AppPublicKey::new(id, public_or_private_pem)?);
+        Ok(id)
+    }
+
+    /// Delete one of the App's keys: JWTs it signed fail from the next request on. `false` if there is no
+    /// such key. (GitHub refuses to delete an App's last key; so does this.)
+    pub fn delete_app_key(&self, id: u64) -> Result<bool, &'static str> {
+        let mut keys = self.app_keys();
+        let Some(at) = keys.iter().position(|k| k.id == id) else {
+            return Ok(false);
+        };
+        if keys.len() == 1 {
+            return Err("an App must keep at least one private key: generate a new one before deleting this one");
+        }
+        keys.remove(at);
+        Ok(true)
+    }
+
+    /// The App's keys: id and fingerprint (`SHA256:…`, as GitHub's settings page shows them).
+    pub fn app_key_fingerprints(&self) -> Vec<(u64, String)> {
+        self.app_keys().iter().map(|k| (k.id, k.fingerprint.clone())).collect()
+    }
+
+    fn app_keys(&self) -> MutexGuard<'_, Vec<keys::AppPublicKey>> {
+        self.inner
+            .app_keys
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }

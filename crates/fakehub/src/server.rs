@@ -313,8 +313,11 @@ impl FakeHub {
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.set_required_spec_claims::<&str>(&[]);
-        let claims = jsonwebtoken::decode::<Claims>(jwt, &self.inner.decoding_key, &validation)
-            .map_err(|_| UNDECODABLE.to_owned())?
+        let claims = self
+            .app_keys()
+            .iter()
+            .find_map(|key| jsonwebtoken::decode::<Claims>(jwt, &key.decoding, &validation).ok())
+            .ok_or_else(|| UNDECODABLE.to_owned())?
             .claims;
         let now = unix(self.now());
         let iat = claims.iat.filter(|iat| *iat <= now + 60).ok_or_else(|| {
@@ -817,6 +820,7 @@ impl FakeHub {
                     None => error(StatusCode::BAD_REQUEST, "expected {\"delivery\": \"<guid>\"}"),
                 }
             }
+            (_, ["app-keys", ..]) => self.app_key_knob(method, rest, &body),
             (&Method::POST, ["install"]) => match serde_json::from_slice::<InstallKnob>(&body) {
                 Ok(i) => {
                     let selection = if i.repository_selection.as_deref() == Some("selected") {
@@ -836,6 +840,31 @@ impl FakeHub {
                 ),
             },
             (&Method::POST, [knob]) => self.knob(knob, &body),
+            _ => not_found(),
+        }
+    }
+
+    /// `POST /_fakehub/app-keys {"pem"}` adds a key, `DELETE /_fakehub/app-keys/ID` deletes one.
+    fn app_key_knob(&self, method: &Method, rest: &[&str], body: &[u8]) -> Response<Body> {
+        match (method, rest) {
+            (&Method::POST, ["app-keys"]) => {
+                let pem = serde_json::from_slice::<Value>(body)
+                    .ok()
+                    .and_then(|v| v.get("pem")?.as_str().map(ToOwned::to_owned));
+                match pem.map(|pem| self.add_app_key(&pem)) {
+                    Some(Ok(id)) => json_response(StatusCode::CREATED, &json!({"id": id})),
+                    Some(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, &format!("{e:#}")),
+                    None => error(
+                        StatusCode::BAD_REQUEST,
+                        "expected {\"pem\": \"<public or private key PEM>\"}",
+                    ),
+                }
+            }
+            (&Method::DELETE, ["app-keys", id]) => match id.parse().map(|id| self.delete_app_key(id)) {
+                Ok(Ok(true)) => empty(StatusCode::NO_CONTENT),
+                Ok(Ok(false)) | Err(_) => not_found(),
+                Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+            },
             _ => not_found(),
         }
     }
@@ -881,6 +910,14 @@ impl FakeHub {
                     .map(|i| json!({"id": i.id, "account": i.account, "repository_selection": i.repository_selection.as_str(), "repositories": i.repositories, "permissions": i.permissions, "dynamic": i.dynamic, "suspended": i.suspended, "deleted": i.deleted}))
                     .collect();
                 json_response(StatusCode::OK, &json!(installations))
+            }
+            "app-keys" => {
+                let keys: Vec<Value> = self
+                    .app_key_fingerprints()
+                    .into_iter()
+                    .map(|(id, fingerprint)| json!({"id": id, "fingerprint": fingerprint}))
+                    .collect();
+                json_response(StatusCode::OK, &json!(keys))
             }
             "installation-requests" => {
                 let requests: Vec<Value> = self

@@ -391,3 +391,56 @@ async fn git_over_smart_http_needs_a_live_scoped_token_and_write_to_push() {
     assert_eq!(response.status(), 401);
     assert_eq!(response.headers()["www-authenticate"], "Basic realm=\"GitHub\"");
 }
+
+/// GitHub lets an App have several private keys at once, so one can be rotated with no downtime, and a
+/// deleted key stops working at once.
+#[tokio::test]
+async fn an_app_has_several_keys_and_a_deleted_one_stops_working_at_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let hub = hub(dir.path()).await;
+    let second = AppKeyPair::generate().expect("keygen");
+    let signed_by = |pem: &str| {
+        jwt_with(
+            &json!({"iat": now() - 60, "exp": now() + 540, "iss": APP_ID.to_string()}),
+            jsonwebtoken::Algorithm::RS256,
+            pem,
+        )
+    };
+    let (first_jwt, second_jwt) = (app_jwt(), signed_by(&second.private_key_pem()));
+    assert_eq!(mint(&hub, &second_jwt, None).await.0, 401, "not yet the App's key");
+
+    let (status, _, added) = call(
+        &hub,
+        "POST",
+        "/_fakehub/app-keys",
+        None,
+        Some(json!({"pem": second.public_key_pem()})),
+    )
+    .await;
+    assert_eq!(status, 201, "{added}");
+    let second_id = added["id"].as_u64().expect("id");
+    assert_eq!(mint(&hub, &first_jwt, None).await.0, 201, "the first key still works");
+    assert_eq!(mint(&hub, &second_jwt, None).await.0, 201, "and so does the second");
+    let (_, _, listed) = call(&hub, "GET", "/_fakehub/app-keys", None, None).await;
+    let fingerprints: Vec<&str> = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|k| k["fingerprint"].as_str().expect("fingerprint"))
+        .collect();
+    assert_eq!(fingerprints.len(), 2);
+    assert!(
+        fingerprints.iter().all(|f| f.starts_with("SHA256:") && f.len() == 51),
+        "{fingerprints:?}"
+    );
+
+    assert_eq!(call(&hub, "DELETE", "/_fakehub/app-keys/1", None, None).await.0, 204);
+    assert_eq!(
+        mint(&hub, &first_jwt, None).await.0,
+        401,
+        "a JWT of the deleted key fails at once, though it has not expired"
+    );
+    assert_eq!(mint(&hub, &second_jwt, None).await.0, 201);
+    let (status, _, refused) = call(&hub, "DELETE", &format!("/_fakehub/app-keys/{second_id}"), None, None).await;
+    assert_eq!(status, 422, "an App keeps at least one key: {refused}");
+}

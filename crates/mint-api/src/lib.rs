@@ -21,6 +21,7 @@ pub mod env {
     pub const SOCKET: &str = "MINT_SOCKET";
     pub const APP_ID: &str = "MINT_APP_ID";
     pub const PRIVATE_KEY_FILE: &str = "MINT_PRIVATE_KEY_FILE";
+    pub const PKCS11_PIN_FILE: &str = "MINT_PKCS11_PIN_FILE";
     pub const INSTALLATION_ID: &str = "MINT_INSTALLATION_ID";
     pub const REPO: &str = "MINT_REPO";
     pub const GITHUB_URL: &str = "MINT_GITHUB_URL";

@@ -53,7 +53,11 @@ pub(crate) fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
         products.push(product);
     }
     if owner_of.len() != PRODUCTS * SANDBOXES_PER_PRODUCT {
-        bail!("expected {} live tokens, got {}", PRODUCTS * SANDBOXES_PER_PRODUCT, owner_of.len());
+        bail!(
+            "expected {} live tokens, got {}",
+            PRODUCTS * SANDBOXES_PER_PRODUCT,
+            owner_of.len()
+        );
     }
 
     rig.hub.set_revoke_latency(REVOKE_LATENCY);
@@ -64,31 +68,7 @@ pub(crate) fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     // Every product disconnected at once, half through each replica; each call's start on the wall clock.
     let started: Vec<SystemTime> = client.block_on(disconnect_all(&servers, &products))?;
-    let wall = Instant::now();
-    let mut deaths: Vec<Duration> = Vec::with_capacity(owner_of.len());
-    loop {
-        let issued = rig.hub.tokens();
-        let dead: Vec<(String, SystemTime)> = issued
-            .iter()
-            .filter(|t| owner_of.contains_key(&t.token))
-            .filter_map(|t| t.revoked_at.map(|at| (t.token.clone(), at)))
-            .collect();
-        if dead.len() == owner_of.len() {
-            for (token, at) in dead {
-                let asked = started[owner_of[&token]];
-                deaths.push(at.duration_since(asked).unwrap_or_default());
-            }
-            break;
-        }
-        if wall.elapsed() > Duration::from_secs(60) {
-            bail!(
-                "{} of {} tokens were still alive at fakehub a minute after Disconnect",
-                owner_of.len() - dead.len(),
-                owner_of.len()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut deaths = wait_for_deaths(rig, &owner_of, &started)?;
     rig.hub.set_revoke_latency(Duration::ZERO);
     let calls = revocation_calls(rig) - calls_before;
     let cpu: Vec<Duration> = servers
@@ -124,10 +104,46 @@ pub(crate) fn run(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
         ms(cpu[0]),
         ms(cpu[1])
     ));
-    report.goal("revocation: Disconnect → every token dead at GitHub, p99", ms(p99), ms(GOAL), "ms");
+    report.goal(
+        "revocation: Disconnect → every token dead at GitHub, p99",
+        ms(p99),
+        ms(GOAL),
+        "ms",
+    );
     report.goal("revocation: GitHub calls per revoked token", calls_per_token, 1.0, "x");
     drop(pg);
     Ok(())
+}
+
+/// Wait until every token is dead at fakehub; each one's time from its product's Disconnect call.
+fn wait_for_deaths(
+    rig: &Rig,
+    owner_of: &HashMap<String, usize>,
+    started: &[SystemTime],
+) -> anyhow::Result<Vec<Duration>> {
+    let wall = Instant::now();
+    loop {
+        let issued = rig.hub.tokens();
+        let dead: Vec<(String, SystemTime)> = issued
+            .iter()
+            .filter(|t| owner_of.contains_key(&t.token))
+            .filter_map(|t| t.revoked_at.map(|at| (t.token.clone(), at)))
+            .collect();
+        if dead.len() == owner_of.len() {
+            return Ok(dead
+                .into_iter()
+                .map(|(token, at)| at.duration_since(started[owner_of[&token]]).unwrap_or_default())
+                .collect());
+        }
+        if wall.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "{} of {} tokens were still alive at fakehub a minute after Disconnect",
+                owner_of.len() - dead.len(),
+                owner_of.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// One `POST /api/v1/token` per credential, alternating replicas, 50 at a time; the tokens.

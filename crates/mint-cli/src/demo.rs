@@ -90,6 +90,7 @@ impl Demo {
         let config = mint_daemon::Args {
             app_id: Some(APP_ID.to_string()),
             private_key: Some(key_file),
+            pkcs11_pin_file: None,
             installation_id: Some(INSTALLATION_ID),
             repo: Some(format!("{OWNER}/{REPO}")),
             broker: None,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use mint_api::env;
 use mint_credential::{RepoName, Server, Target};
-use mint_github::{AppId, AppKey, Permissions};
+use mint_github::{AppId, KeySource, KeySourceError, LoadedKey, Permissions};
 
 use crate::broker::{self, SandboxCredential};
 
@@ -41,10 +41,14 @@ pub struct Args {
     /// The GitHub App's numeric App ID or its Client ID (required unless --broker).
     #[arg(long, env = env::APP_ID, value_name = "ID")]
     pub app_id: Option<String>,
-    /// PEM file with the App's private key (as downloaded from GitHub: PKCS#1, or PKCS#8) (required unless
-    /// --broker).
-    #[arg(long, env = env::PRIVATE_KEY_FILE, value_name = "PEM_FILE")]
+    /// PEM file with the App's private key (as downloaded from GitHub: PKCS#1, or PKCS#8), or the key in an
+    /// HSM as a PKCS#11 URI, e.g. pkcs11:token=mint;object=github-app?module-path=/usr/lib/softhsm/libsofthsm2.so
+    /// (required unless --broker). Reloaded on SIGHUP and when the file changes.
+    #[arg(long, env = env::PRIVATE_KEY_FILE, value_name = "PEM_FILE|PKCS11_URI")]
     pub private_key: Option<PathBuf>,
+    /// File holding the PKCS#11 token's user PIN (mode 0600), with a pkcs11: URI in --private-key.
+    #[arg(long, env = env::PKCS11_PIN_FILE, value_name = "FILE")]
+    pub pkcs11_pin_file: Option<PathBuf>,
     /// The installation of the App on the account that owns the repository (required unless --broker).
     #[arg(long, env = env::INSTALLATION_ID, value_name = "ID")]
     pub installation_id: Option<u64>,
@@ -152,7 +156,9 @@ pub enum Mode {
 #[derive(Debug)]
 pub struct KeyMode {
     pub app_id: AppId,
-    pub key: AppKey,
+    /// The key as loaded at start, and where it came from (reloaded from there while mintd runs).
+    pub key: LoadedKey,
+    pub key_source: KeySource,
     pub installation_id: u64,
     pub target: Target,
     pub permissions: Permissions,
@@ -292,10 +298,11 @@ impl Args {
             .map_err(|e| invalid("repo", env::REPO, e))?;
         let permissions = Permissions::parse_list(self.permissions.as_deref().unwrap_or(DEFAULT_PERMISSIONS))
             .map_err(|e| invalid("permissions", env::PERMISSIONS, e))?;
-        let key = load_key(private_key, self.allow_readable_key)?;
+        let (key_source, key) = load_key(private_key, self.pkcs11_pin_file.as_deref(), self.allow_readable_key)?;
         Ok(Mode::Key(KeyMode {
             app_id,
             key,
+            key_source,
             installation_id,
             target: server.target(repo),
             permissions,
@@ -307,6 +314,7 @@ impl Args {
         let conflicting: Vec<&str> = [
             ("--app-id", self.app_id.is_some()),
             ("--private-key", self.private_key.is_some()),
+            ("--pkcs11-pin-file", self.pkcs11_pin_file.is_some()),
             ("--installation-id", self.installation_id.is_some()),
             ("--repo", self.repo.is_some()),
             ("--permissions", self.permissions.is_some()),
@@ -364,13 +372,23 @@ fn default_api_url(server: &Server, github_url: &str) -> String {
     }
 }
 
-fn load_key(path: &std::path::Path, allow_readable: bool) -> Result<AppKey, ConfigError> {
-    let bad = |reason: String| invalid("private-key", env::PRIVATE_KEY_FILE, reason);
-    check_private(path, allow_readable, "--allow-readable-key").map_err(bad)?;
-    // The PEM is wiped once parsed; the parsed key lives in AppKey.
-    let pem =
-        zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?);
-    AppKey::from_pem(&pem).map_err(|e| bad(format!("{}: {e}", path.display())))
+/// `--private-key` and `--pkcs11-pin-file`: the key loaded and checked with a probe signature.
+fn load_key(
+    private_key: &std::path::Path,
+    pin_file: Option<&std::path::Path>,
+    allow_readable: bool,
+) -> Result<(KeySource, LoadedKey), ConfigError> {
+    let bad = |e: KeySourceError| match e {
+        KeySourceError::NoPinFile
+        | KeySourceError::PinFileWithoutUri
+        | KeySourceError::Pkcs11(mint_github::Pkcs11Error::PinFile { .. }) => {
+            invalid("pkcs11-pin-file", env::PKCS11_PIN_FILE, e)
+        }
+        e => invalid("private-key", env::PRIVATE_KEY_FILE, e),
+    };
+    let source = KeySource::new(private_key, pin_file, allow_readable).map_err(bad)?;
+    let key = source.load().map_err(bad)?;
+    Ok((source, key))
 }
 
 /// The same rule as the key: a secret file group or others can open is refused, unless told otherwise.

@@ -60,6 +60,8 @@ pub struct Daemon {
     pub(crate) pulls: pulls::PullGate,
     /// What the socket's request bodies hold, past each one's first few KiB: [`server::BODY_BUDGET`].
     pub(crate) bodies: Arc<budget::Budget>,
+    /// In key mode, what reloads the App key on SIGHUP and when its file changes; taken and run by [`run`].
+    key_reloader: std::sync::Mutex<Option<mint_github::KeyReloader>>,
 }
 
 /// Where the daemon's tokens come from, as status reports it.
@@ -167,14 +169,17 @@ impl Daemon {
             None => None,
         };
         let metrics = Arc::new(metrics::Metrics::default());
+        let mut key_reloader = None;
         let (minter, source) = match config.mode {
             Mode::Key(key) => {
                 let source = Source::App {
                     app_id: key.app_id.to_string(),
                     permissions: key.permissions.to_string(),
                 };
+                let app = App::with_signer(key.app_id, key.key.signer, client.clone());
+                key_reloader = Some(mint_github::KeyReloader::new(key.key_source, app.keys(), key.key.stamp));
                 let minter = AppMinter {
-                    app: App::new(key.app_id, key.key, client.clone()),
+                    app,
                     installation_id: key.installation_id,
                     target: Arc::new(key.target),
                     permissions: key.permissions,
@@ -216,6 +221,7 @@ impl Daemon {
             git_proxy_bound: std::sync::OnceLock::new(),
             pulls: pulls::PullGate::new(config.pull_request_burst),
             bodies: Arc::new(budget::Budget::new(server::BODY_BUDGET, |m| &m.socket_bodies)),
+            key_reloader: std::sync::Mutex::new(key_reloader),
         }))
     }
 }
@@ -237,6 +243,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     if let Some(tcp) = &proxy_listener {
         let _ = daemon.git_proxy_bound.set(tcp.local_addr()?);
     }
+    // SIGHUP reloads the key from here on (it is watched before the socket says "ready").
+    let key_reloader = daemon
+        .key_reloader
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+        .map(|reloader| tokio::spawn(reloader.run()));
     let (listener, socket_file) = socket::bind(&socket_path, mode, group)?;
     match &daemon.source {
         Source::App { permissions, .. } => {
@@ -305,6 +318,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     if let Some(proxy) = proxy {
         let _ = proxy.await;
+    }
+    if let Some(reloader) = key_reloader {
+        reloader.abort();
     }
     // Stop advertising before the slow part, so a restarted daemon can take over the path at once.
     socket_file.remove();

@@ -34,13 +34,90 @@ pub enum PullOutcome {
 #[derive(Debug)]
 pub struct App {
     pub(crate) id: AppId,
-    pub(crate) key: Box<dyn crate::Signer>,
+    pub(crate) keys: AppKeys,
     pub(crate) client: GitHubClient,
     /// Seconds to add to this machine's clock to get GitHub's, learnt from a 401's `Date` header.
     clock_offset: AtomicI64,
-    /// The last JWT signed, with GitHub's time when it was: RS256 signing is most of a mint's CPU, and one
-    /// JWT serves every request for minutes.
-    cached_jwt: std::sync::Mutex<Option<(std::sync::Arc<crate::Jwt>, SystemTime)>>,
+}
+
+/// The App's signing key, replaceable while the App serves (a rotation), and the JWT it last signed. A
+/// cheap handle: clones share the key, so a reloader can hold one while the App is owned elsewhere.
+#[derive(Clone, Debug)]
+pub struct AppKeys(std::sync::Arc<std::sync::Mutex<CurrentKey>>);
+
+#[derive(Debug)]
+struct CurrentKey {
+    signer: std::sync::Arc<dyn crate::Signer>,
+    fingerprint: Option<crate::KeyFingerprint>,
+    generation: u64,
+    /// The last JWT signed, with GitHub's time when it was: RS256 signing is most of a mint's CPU (and an
+    /// HSM's round trip), and one JWT serves every request for minutes.
+    cached_jwt: Option<(std::sync::Arc<crate::Jwt>, SystemTime)>,
+}
+
+/// What [`AppKeys::replace`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyChange {
+    /// The new signer holds the key already in use (same fingerprint): it signs from now on, the generation
+    /// and the cached JWT stay.
+    Same,
+    /// A different key signs from now on; the cached JWT was dropped and the generation bumped.
+    Replaced {
+        old: Option<crate::KeyFingerprint>,
+        new: Option<crate::KeyFingerprint>,
+        generation: u64,
+    },
+}
+
+impl AppKeys {
+    fn new(signer: Box<dyn crate::Signer>) -> Self {
+        let fingerprint = signer.fingerprint();
+        Self(std::sync::Arc::new(std::sync::Mutex::new(CurrentKey {
+            signer: signer.into(),
+            fingerprint,
+            generation: 0,
+            cached_jwt: None,
+        })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CurrentKey> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sign with `signer` from now on. The swap waits for a JWT being signed with the old key, so no JWT of
+    /// the old key is cached after this returns: once a new key is logged, the old one can be deleted on
+    /// GitHub.
+    pub fn replace(&self, signer: Box<dyn crate::Signer>) -> KeyChange {
+        let fingerprint = signer.fingerprint();
+        let mut current = self.lock();
+        current.signer = signer.into();
+        if fingerprint.is_some() && fingerprint == current.fingerprint {
+            return KeyChange::Same;
+        }
+        let old = std::mem::replace(&mut current.fingerprint, fingerprint.clone());
+        current.generation += 1;
+        current.cached_jwt = None;
+        KeyChange::Replaced {
+            old,
+            new: fingerprint,
+            generation: current.generation,
+        }
+    }
+
+    /// The fingerprint of the key that signs now (`SHA256:…`, as GitHub shows it), if the signer tells.
+    pub fn fingerprint(&self) -> Option<crate::KeyFingerprint> {
+        self.lock().fingerprint.clone()
+    }
+
+    /// Bumped each time a different key is installed.
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    fn signer(&self) -> (u64, std::sync::Arc<dyn crate::Signer>) {
+        let current = self.lock();
+        (current.generation, current.signer.clone())
+    }
 }
 
 /// A JWT is reused for this long after signing (it is valid for nine minutes, backdated one).
@@ -59,32 +136,35 @@ impl App {
     pub fn with_signer(id: AppId, signer: Box<dyn crate::Signer>, client: GitHubClient) -> Self {
         Self {
             id,
-            key: signer,
+            keys: AppKeys::new(signer),
             client,
             clock_offset: AtomicI64::new(0),
-            cached_jwt: std::sync::Mutex::new(None),
         }
     }
 
+    /// The App's key, to replace it while the App serves (see [`AppKeys::replace`]).
+    pub fn keys(&self) -> AppKeys {
+        self.keys.clone()
+    }
+
     /// An App JWT with at least four minutes of life, signed with GitHub's clock as far as we know it.
-    /// Signed once per [`JWT_REUSE`] at most; a clock correction signs anew.
+    /// Signed once per [`JWT_REUSE`] at most; a clock correction or a new key signs anew. Signing happens
+    /// under the key's lock, so concurrent requests wait for one signature instead of each making one.
     pub(crate) fn jwt(&self) -> Result<std::sync::Arc<crate::Jwt>, GithubError> {
         let now = self.github_now();
-        let mut cached = self
-            .cached_jwt
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((jwt, signed)) = cached.as_ref()
+        let mut current = self.keys.lock();
+        if let Some((jwt, signed)) = current.cached_jwt.as_ref()
             && now.duration_since(*signed).is_ok_and(|age| age < JWT_REUSE)
         {
             return Ok(jwt.clone());
         }
         let jwt = std::sync::Arc::new(
-            self.key
+            current
+                .signer
                 .app_jwt(&self.id, now)
                 .map_err(|e| GithubError::Jwt(e.to_string()))?,
         );
-        *cached = Some((jwt.clone(), now));
+        current.cached_jwt = Some((jwt.clone(), now));
         Ok(jwt)
     }
 
@@ -116,24 +196,37 @@ impl App {
         );
         self.clock_offset.store(offset, Ordering::Relaxed);
         // The cached JWT was signed with the wrong clock.
-        *self
-            .cached_jwt
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        self.keys.lock().cached_jwt = None;
         true
     }
 
     /// The current key's RS256 signature of `message` (see [`crate::Signer::sign_rs256`]).
     pub fn sign_rs256(&self, message: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, GithubError> {
-        self.key
-            .sign_rs256(message)
-            .map_err(|e| GithubError::Jwt(e.to_string()))
+        self.sign_rs256_with_generation(message).map(|(_, signature)| signature)
     }
 
-    /// Bumped each time the App's key is replaced (a rotation), so what was derived from the key (the
-    /// token-sealing key) is derived anew. The same key keeps the same generation.
+    /// [`App::sign_rs256`] and the [`App::key_generation`] of the key that made the signature, read
+    /// together so a rotation between the two cannot pair one key's signature with another's generation.
+    pub fn sign_rs256_with_generation(
+        &self,
+        message: &[u8],
+    ) -> Result<(u64, zeroize::Zeroizing<Vec<u8>>), GithubError> {
+        let (generation, signer) = self.keys.signer();
+        let signature = signer
+            .sign_rs256(message)
+            .map_err(|e| GithubError::Jwt(e.to_string()))?;
+        Ok((generation, signature))
+    }
+
+    /// Bumped each time the App's key is replaced by a different one (a rotation), so what was derived from
+    /// the key (the token-sealing key) is derived anew. The same key keeps the same generation.
     pub fn key_generation(&self) -> u64 {
-        0
+        self.keys.generation()
+    }
+
+    /// The fingerprint of the key that signs now, as GitHub shows it on the App's settings page.
+    pub fn key_fingerprint(&self) -> Option<crate::KeyFingerprint> {
+        self.keys.fingerprint()
     }
 
     pub fn id(&self) -> &AppId {
@@ -397,6 +490,52 @@ mod tests {
             "jwt-1",
             "a corrected clock signs anew"
         );
+    }
+
+    /// A signer standing for one key: its fingerprint is `name`, its JWTs say which key signed them.
+    #[derive(Debug)]
+    struct NamedSigner(&'static str);
+
+    impl crate::Signer for NamedSigner {
+        fn app_jwt(&self, _app: &AppId, _now: SystemTime) -> Result<crate::Jwt, crate::SignError> {
+            Ok(crate::Jwt::new(format!("jwt-of-{}", self.0)))
+        }
+
+        fn sign_rs256(&self, message: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, crate::SignError> {
+            Ok(zeroize::Zeroizing::new([self.0.as_bytes(), message].concat()))
+        }
+
+        fn fingerprint(&self) -> Option<crate::KeyFingerprint> {
+            Some(crate::KeyFingerprint::of_rsa(self.0.as_bytes(), &[1, 0, 1]))
+        }
+    }
+
+    #[test]
+    fn a_new_key_signs_at_once_and_bumps_the_generation_the_same_key_does_not() {
+        let client = GitHubClient::new("http://127.0.0.1:9").expect("client");
+        let app = App::with_signer("7".parse().expect("id"), Box::new(NamedSigner("a")), client);
+        let keys = app.keys();
+        assert_eq!(app.jwt().expect("signed").expose(), "jwt-of-a");
+        assert_eq!(app.key_generation(), 0);
+        assert_eq!(keys.replace(Box::new(NamedSigner("a"))), KeyChange::Same);
+        assert_eq!(app.key_generation(), 0, "the same key reloaded");
+        let change = keys.replace(Box::new(NamedSigner("b")));
+        assert!(
+            matches!(&change, KeyChange::Replaced { old: Some(old), new: Some(new), generation: 1 }
+                if *old == crate::Signer::fingerprint(&NamedSigner("a")).expect("fp") && *new == crate::Signer::fingerprint(&NamedSigner("b")).expect("fp")),
+            "{change:?}"
+        );
+        assert_eq!(
+            app.jwt().expect("signed").expose(),
+            "jwt-of-b",
+            "the cached JWT of the old key is not served after the swap"
+        );
+        assert_eq!(app.key_generation(), 1);
+        assert_eq!(app.key_fingerprint(), crate::Signer::fingerprint(&NamedSigner("b")));
+        let (generation, signature) = app.sign_rs256_with_generation(b"x").expect("signs");
+        assert_eq!((generation, &signature[..]), (1, &b"bx"[..]));
+        keys.replace(Box::new(NamedSigner("a")));
+        assert_eq!(app.key_generation(), 2, "going back to an earlier key is a change too");
     }
 
     fn minted(perms: &[(&str, Level)], selection: &str, repos: &[&str]) -> MintedToken {

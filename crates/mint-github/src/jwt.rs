@@ -77,10 +77,28 @@ impl Claims {
     }
 }
 
+/// The JOSE header of every App JWT, as jsonwebtoken wrote it before (so the JWTs are byte for byte the same).
+const HEADER: &str = r#"{"typ":"JWT","alg":"RS256"}"#;
+
+/// A compact JWS over `claims`: base64url(header) `.` base64url(claims) `.` base64url(RS256 signature).
+pub(crate) fn sign_claims<S: crate::Signer + ?Sized>(signer: &S, claims: &Claims) -> Result<Jwt, crate::SignError> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let payload = serde_json::to_vec(claims).map_err(|e| crate::SignError(format!("encoding the claims: {e}")))?;
+    let mut compact = String::with_capacity(600);
+    b64.encode_string(HEADER, &mut compact);
+    compact.push('.');
+    b64.encode_string(&payload, &mut compact);
+    let signature = signer.sign_rs256(compact.as_bytes())?;
+    compact.push('.');
+    b64.encode_string(&*signature, &mut compact);
+    Ok(Jwt::new(compact))
+}
+
 impl AppKey {
     /// Sign an App JWT for `app` as of `now`.
-    pub fn jwt(&self, app: &AppId, now: SystemTime) -> Result<Jwt, jsonwebtoken::errors::Error> {
-        self.sign(&Claims::new(app, now))
+    pub fn jwt(&self, app: &AppId, now: SystemTime) -> Result<Jwt, crate::SignError> {
+        sign_claims(self, &Claims::new(app, now))
     }
 }
 
@@ -111,6 +129,7 @@ mod tests {
 
         for pem in [pkcs1.as_bytes(), pkcs8.as_bytes()] {
             let key = AppKey::from_pem(pem).expect("key loads");
+            assert_eq!(format!("{key:?}"), "AppKey(<redacted>)");
             let jwt = key.jwt(&app, now).expect("signs");
             let header = jsonwebtoken::decode_header(jwt.expose()).expect("header");
             assert_eq!(header.alg, Algorithm::RS256);
@@ -125,6 +144,16 @@ mod tests {
             assert_eq!(claims.exp, 1_800_000_000 + 540);
             assert_eq!(claims.exp - claims.iat, 600, "GitHub's maximum");
             assert_eq!(claims.iss, "12345");
+
+            // The old code (jsonwebtoken over the `rsa` crate) signed the same bytes: PKCS#1 v1.5 is
+            // deterministic, so ring's constant-time signature must equal it exactly.
+            let old = jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(Algorithm::RS256),
+                &Claims::new(&app, now),
+                &jsonwebtoken::EncodingKey::from_rsa_pem(pem).expect("old key"),
+            )
+            .expect("old code signs");
+            assert_eq!(jwt.expose(), old, "byte-identical to the old code's JWT");
         }
 
         let (other, _) = keypair();

@@ -3,15 +3,20 @@
 
 use std::fmt;
 
-use jsonwebtoken::EncodingKey;
 use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
 
-/// The GitHub App's RSA private key, parsed once.
+use crate::KeyFingerprint;
+
+/// The GitHub App's RSA private key, parsed once, signing with ring's constant-time RSA (blinded, no
+/// secret-dependent branches or memory accesses; the `rsa` crate's Marvin side channel does not apply).
 ///
-/// `jsonwebtoken` keeps the key's DER in its `EncodingKey`, which it does not wipe on drop; the key lives
-/// for the whole process anyway, and the process is made non-dumpable, so no copy outlives it on disk.
+/// The PEM and its DER are wiped once parsed. ring keeps the key's numbers in its `RsaKeyPair`, which it
+/// does not wipe on drop; the key lives for the process (or until a rotation replaces it), and the process is
+/// made non-dumpable, so no copy reaches disk. An HSM ([`crate::Pkcs11Signer`]) keeps it out of the process.
 pub struct AppKey {
-    key: EncodingKey,
+    key: ring::signature::RsaKeyPair,
+    fingerprint: KeyFingerprint,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,38 +30,44 @@ pub enum KeyError {
 }
 
 impl AppKey {
-    /// Parse a PKCS#1 (`BEGIN RSA PRIVATE KEY`, what GitHub hands out) or PKCS#8 (`BEGIN PRIVATE KEY`) PEM.
+    /// Parse a PKCS#1 (`BEGIN RSA PRIVATE KEY`, what GitHub hands out) or PKCS#8 (`BEGIN PRIVATE KEY`) PEM,
+    /// then sign a probe so that a key which cannot sign is refused now rather than at the first `git fetch`.
     pub fn from_pem(pem: &[u8]) -> Result<Self, KeyError> {
-        let key = EncodingKey::from_rsa_pem(pem).map_err(|e| KeyError::NotRsaPem { reason: e.to_string() })?;
-        let key = Self { key };
-        // A key that parses can still fail to sign (e.g. PKCS#8 wrapping something else): find out now,
-        // at start-up, rather than at the first `git fetch`.
+        let not_pem = |reason: &str| KeyError::NotRsaPem {
+            reason: reason.to_owned(),
+        };
+        let (label, der) = pem_block(pem).map_err(not_pem)?;
+        let key = match label {
+            PemLabel::Pkcs1 => ring::signature::RsaKeyPair::from_der(&der),
+            PemLabel::Pkcs8 => ring::signature::RsaKeyPair::from_pkcs8(&der),
+        }
+        .map_err(|e| KeyError::NotRsaPem {
+            reason: format!("{label} rejected: {e}"),
+        })?;
+        let fingerprint = KeyFingerprint::of_rsa_public_key_der(key.public().as_ref());
+        let key = Self { key, fingerprint };
         let probe = crate::jwt::Claims::new(&crate::AppId::probe(), std::time::SystemTime::now());
-        key.sign(&probe)
-            .map_err(|e| KeyError::Unusable { reason: e.to_string() })?;
+        crate::jwt::sign_claims(&key, &probe).map_err(|e| KeyError::Unusable { reason: e.to_string() })?;
         Ok(key)
     }
 
-    /// The raw RS256 signature of `message` (jsonwebtoken hands it over base64url-encoded).
-    pub(crate) fn sign_bytes(
-        &self,
-        message: &[u8],
-    ) -> Result<zeroize::Zeroizing<Vec<u8>>, jsonwebtoken::errors::Error> {
-        use base64::Engine as _;
-        let encoded = zeroize::Zeroizing::new(jsonwebtoken::crypto::sign(
-            message,
-            &self.key,
-            jsonwebtoken::Algorithm::RS256,
-        )?);
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(encoded.as_bytes())
-            .map(zeroize::Zeroizing::new)
-            .map_err(|e| jsonwebtoken::errors::ErrorKind::Base64(e).into())
+    /// The key's fingerprint as GitHub shows it on the App's settings page.
+    pub fn fingerprint(&self) -> &KeyFingerprint {
+        &self.fingerprint
     }
 
-    pub(crate) fn sign(&self, claims: &crate::jwt::Claims) -> Result<Jwt, jsonwebtoken::errors::Error> {
-        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-        jsonwebtoken::encode(&header, claims, &self.key).map(|s| Jwt(SecretString::from(s)))
+    /// The raw RS256 (RSASSA-PKCS1-v1_5, SHA-256) signature of `message`.
+    pub(crate) fn sign_bytes(&self, message: &[u8]) -> Result<Zeroizing<Vec<u8>>, crate::SignError> {
+        let mut signature = Zeroizing::new(vec![0; self.key.public().modulus_len()]);
+        self.key
+            .sign(
+                &ring::signature::RSA_PKCS1_SHA256,
+                &ring::rand::SystemRandom::new(),
+                message,
+                &mut signature,
+            )
+            .map_err(|_| crate::SignError("ring could not sign with the App key".into()))?;
+        Ok(signature)
     }
 }
 
@@ -64,6 +75,61 @@ impl fmt::Debug for AppKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("AppKey(<redacted>)")
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PemLabel {
+    Pkcs1,
+    Pkcs8,
+}
+
+impl fmt::Display for PemLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PemLabel::Pkcs1 => "the PKCS#1 key (BEGIN RSA PRIVATE KEY) was",
+            PemLabel::Pkcs8 => "the PKCS#8 key (BEGIN PRIVATE KEY) was",
+        })
+    }
+}
+
+/// The first private-key block of a PEM file, decoded into memory that is wiped on drop. Errors say what
+/// was found, never the file's content.
+fn pem_block(pem: &[u8]) -> Result<(PemLabel, Zeroizing<Vec<u8>>), &'static str> {
+    use base64::Engine as _;
+    let text = std::str::from_utf8(pem).map_err(|_| "the file is not text")?;
+    let mut lines = text.lines().map(str::trim);
+    let label = loop {
+        match lines.next() {
+            None => return Err("no \"-----BEGIN … PRIVATE KEY-----\" line"),
+            Some("-----BEGIN RSA PRIVATE KEY-----") => break PemLabel::Pkcs1,
+            Some("-----BEGIN PRIVATE KEY-----") => break PemLabel::Pkcs8,
+            Some(line) if line.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY") => {
+                return Err("the key is encrypted with a passphrase (decrypt it with `openssl pkey`)");
+            }
+            Some(line) if line.starts_with("-----BEGIN ") && line.contains("PRIVATE KEY") => {
+                return Err("the key is not an RSA key");
+            }
+            Some(_) => {}
+        }
+    };
+    let end = match label {
+        PemLabel::Pkcs1 => "-----END RSA PRIVATE KEY-----",
+        PemLabel::Pkcs8 => "-----END PRIVATE KEY-----",
+    };
+    let mut body = Zeroizing::new(String::with_capacity(pem.len()));
+    loop {
+        match lines.next() {
+            None => return Err("the key's \"-----END\" line is missing"),
+            Some(line) if line == end => break,
+            Some(line) if line.contains(':') => return Err("the key is encrypted with a passphrase"),
+            Some(line) => body.push_str(line),
+        }
+    }
+    let mut der = Zeroizing::new(Vec::with_capacity(body.len() / 4 * 3 + 3));
+    base64::engine::general_purpose::STANDARD
+        .decode_vec(body.as_bytes(), &mut der)
+        .map_err(|_| "the key's base64 is damaged")?;
+    Ok((label, der))
 }
 
 /// A signed App JWT (valid for about ten minutes; authenticates as the App itself).

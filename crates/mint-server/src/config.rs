@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
-use mint_github::{AppId, AppKey};
+use mint_github::{AppId, KeySource, KeySourceError, LoadedKey};
 
 use crate::secrets::{AdminToken, MIN_ADMIN_TOKEN_LEN};
 
@@ -16,6 +16,7 @@ pub mod env {
     pub const APP_ID: &str = "MINT_SERVER_APP_ID";
     pub const PRIVATE_KEY: &str = "MINT_SERVER_PRIVATE_KEY";
     pub const ALLOW_READABLE_KEY: &str = "MINT_SERVER_ALLOW_READABLE_KEY";
+    pub const PKCS11_PIN_FILE: &str = "MINT_SERVER_PKCS11_PIN_FILE";
     pub const DATABASE: &str = "MINT_SERVER_DATABASE";
     pub const LISTEN: &str = "MINT_SERVER_LISTEN";
     pub const BEHIND_TLS_PROXY: &str = "MINT_SERVER_BEHIND_TLS_PROXY";
@@ -58,9 +59,14 @@ pub struct Args {
     /// The GitHub App's numeric App ID or its Client ID.
     #[arg(long, env = env::APP_ID, value_name = "ID")]
     pub app_id: String,
-    /// PEM file with the App's private key (mode 0600).
-    #[arg(long, env = env::PRIVATE_KEY, value_name = "PEM_FILE")]
+    /// PEM file with the App's private key (mode 0600), or the key in an HSM as a PKCS#11 URI, e.g.
+    /// pkcs11:token=mint;object=github-app?module-path=/usr/lib/softhsm/libsofthsm2.so. Reloaded on SIGHUP
+    /// and when the file changes.
+    #[arg(long, env = env::PRIVATE_KEY, value_name = "PEM_FILE|PKCS11_URI")]
     pub private_key: PathBuf,
+    /// File holding the PKCS#11 token's user PIN (mode 0600), with a pkcs11: URI in --private-key.
+    #[arg(long, env = env::PKCS11_PIN_FILE, value_name = "FILE")]
+    pub pkcs11_pin_file: Option<PathBuf>,
     /// Accept a private key file that group or others can read (e.g. a Kubernetes Secret mounted 0644).
     #[arg(long, env = env::ALLOW_READABLE_KEY)]
     pub allow_readable_key: bool,
@@ -141,7 +147,9 @@ pub enum LogFormat {
 #[derive(Debug)]
 pub struct Config {
     pub app_id: AppId,
-    pub key: AppKey,
+    /// The key as loaded at start, and where it came from (reloaded from there while the server runs).
+    pub key: LoadedKey,
+    pub key_source: KeySource,
     pub database: String,
     pub listen: SocketAddr,
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
@@ -197,19 +205,7 @@ impl Args {
             },
             |u| u.trim_end_matches('/').to_owned(),
         );
-        let pem = read_private_file(
-            &self.private_key,
-            self.allow_readable_key,
-            "private-key",
-            env::PRIVATE_KEY,
-        )?;
-        let key = AppKey::from_pem(&pem).map_err(|e| {
-            invalid(
-                "private-key",
-                env::PRIVATE_KEY,
-                format!("{}: {e}", self.private_key.display()),
-            )
-        })?;
+        let (key_source, key) = self.key()?;
         let admin = self.admin_token()?;
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
@@ -258,6 +254,7 @@ impl Args {
             mints_per_installation: usize::from(self.mints_per_installation),
             app_id,
             key,
+            key_source,
             database: self.database,
             listen: self.listen,
             tls,
@@ -284,6 +281,26 @@ impl Args {
             ));
         }
         Ok(AdminToken::new(admin))
+    }
+
+    /// `--private-key` and `--pkcs11-pin-file`: the key loaded and checked with a probe signature.
+    fn key(&self) -> Result<(KeySource, LoadedKey), ConfigError> {
+        let key_error = |e: KeySourceError| match e {
+            KeySourceError::NoPinFile
+            | KeySourceError::PinFileWithoutUri
+            | KeySourceError::Pkcs11(mint_github::Pkcs11Error::PinFile { .. }) => {
+                invalid("pkcs11-pin-file", env::PKCS11_PIN_FILE, e)
+            }
+            e => invalid("private-key", env::PRIVATE_KEY, e),
+        };
+        let source = KeySource::new(
+            &self.private_key,
+            self.pkcs11_pin_file.as_deref(),
+            self.allow_readable_key,
+        )
+        .map_err(key_error)?;
+        let key = source.load().map_err(key_error)?;
+        Ok((source, key))
     }
 
     /// The connect-flow settings: all five, or none (then the Integrations page answers that it is not

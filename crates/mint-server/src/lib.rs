@@ -42,7 +42,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let client = GitHubClient::new(&config.api_url)
         .map_err(|e| anyhow::anyhow!("--api-url (or {}): {e}", config::env::API_URL))?;
-    let app = App::new(config.app_id, config.key, client);
+    let app = App::with_signer(config.app_id, config.key.signer, client);
+    // SIGHUP, or a change of the key file, installs a new App key in `app` (a rotation with no restart).
+    let key_reloader = mint_github::KeyReloader::new(config.key_source, app.keys(), config.key.stamp);
+    let key_reloader = tokio::spawn(key_reloader.run());
     let store = db::Store::open(&config.database).await?;
     let state = Arc::new(state::AppState {
         store: store.clone(),
@@ -84,6 +87,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     // What is still queued is in the database: another replica, or this one restarted, carries on.
     revoker.abort();
     listener_task.abort();
+    key_reloader.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())

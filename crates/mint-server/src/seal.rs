@@ -142,8 +142,10 @@ impl Sealer {
         if self.keyring().generation == Some(generation) {
             return Ok(());
         }
-        let signature = app
-            .sign_rs256(APP_KEY_LABEL)
+        // The signature and the generation of the key that made it, read together: a rotation in between
+        // cannot pair them wrongly.
+        let (generation, signature) = app
+            .sign_rs256_with_generation(APP_KEY_LABEL)
             .map_err(|e| SealError::Derive(e.to_string()))?;
         let derived = SealKey::derive(&signature);
         let mut ring = self.ring.write().unwrap_or_else(std::sync::PoisonError::into_inner);
