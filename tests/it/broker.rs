@@ -536,6 +536,57 @@ fn mint_server_refuses_bad_settings_with_exit_64_naming_them() {
         assert!(stderr.contains(names), "{extra:?}: {stderr}");
         assert!(!stderr.contains(ADMIN_TOKEN));
     }
+
+    // The Integrations page's settings: a public URL that browsers would reach over plain http, and a
+    // webhook secret short enough to guess.
+    let secret = |name: &str, contents: &str| {
+        let path = dir.path().join(name);
+        write_private(&path, contents);
+        path.display().to_string()
+    };
+    let client_secret = secret("client-secret", "a-client-secret");
+    let short = secret("short-webhook-secret", "webhook-secret-for-tests");
+    let long = secret("webhook-secret", &"0123456789abcdef".repeat(4));
+    let web = |public: &str, hook: &str| -> Vec<String> {
+        [
+            "--public-url",
+            public,
+            "--app-slug",
+            "mint",
+            "--client-id",
+            "Iv1.x",
+            "--client-secret-file",
+            &client_secret,
+            "--webhook-secret-file",
+            hook,
+            "--behind-tls-proxy",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+    };
+    for (args, names, says) in [
+        (
+            web("http://mint.example.com", &long),
+            "--public-url (or MINT_SERVER_PUBLIC_URL)",
+            "plain http",
+        ),
+        (
+            web("https://mint.example.com", &short),
+            "--webhook-secret-file (or MINT_SERVER_WEBHOOK_SECRET_FILE)",
+            "openssl rand -hex 32",
+        ),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = run(&args, &admin);
+        assert_eq!(output.status.code(), Some(64), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(names) && stderr.contains(says), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("webhook-secret-for-tests"),
+            "the secret itself is never printed"
+        );
+    }
 }
 
 /// `curl` over https, trusting `ca`: (status, JSON body).

@@ -14,7 +14,7 @@ use crate::support::{Options, World};
 
 const CLIENT_ID: &str = "Iv1.browsertestclient";
 const CLIENT_SECRET: &str = "browser-test-client-secret";
-const WEBHOOK_SECRET: &str = "browser-test-webhook-secret";
+const WEBHOOK_SECRET: &str = "browser-test-webhook-secret-0123456789abcdef";
 
 /// chromedriver on a free port; killed on drop.
 struct Driver {
@@ -679,7 +679,8 @@ fn forged_replayed_and_cross_site_requests_bind_nothing() {
         );
         assert_eq!(status, 400);
         assert!(body.contains("already used"), "{body}");
-        // No state at all, or no session: never binds.
+        // No state at all, or no session: never binds, and asks GitHub nothing.
+        let github_calls = rig.world.hub.requests().len();
         let (status, location, _) = raw(
             &rig.public,
             "GET",
@@ -687,10 +688,15 @@ fn forged_replayed_and_cross_site_requests_bind_nothing() {
             Some(&cookie),
             None,
         );
-        assert_eq!((status, location.as_str()), (303, "/?flash=updated"));
+        assert_eq!((status, location.as_str()), (303, "/"));
+        assert_eq!(
+            rig.world.hub.requests().len(),
+            github_calls,
+            "an unverified Setup URL reaches no GitHub API"
+        );
         let (status, _, body) = raw(&rig.public, "GET", "/github/oauth/callback?code=x&state=y", None, None);
         assert_eq!(status, 400);
-        assert!(body.contains("no mint session"), "{body}");
+        assert!(body.contains("did not bring back mint's cookie"), "{body}");
         not_connected(&rig, &product);
 
         // A member who can see the installation but cannot push gets nothing to choose, and a forged choice
@@ -757,7 +763,7 @@ fn forged_replayed_and_cross_site_requests_bind_nothing() {
     });
 }
 
-pub(crate) const SESSION: &str = "mint_session";
+pub(crate) const SESSION: &str = "__Host-mint_session";
 
 /// The README's `mint demo --serve`, as a person uses it: open the one URL, sign in, Connect GitHub,
 /// install on the demo org, pick a repository; the demo's sandbox publishes, and the card links to the PR.

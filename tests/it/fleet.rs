@@ -91,7 +91,7 @@ fn sweeping(dir: &std::path::Path) -> Vec<String> {
     let (client_secret, webhook_secret) = (dir.join("client-secret"), dir.join("webhook-secret"));
     if !client_secret.exists() {
         write_private(&client_secret, "fleet-client-secret");
-        write_private(&webhook_secret, "fleet-webhook-secret");
+        write_private(&webhook_secret, "fleet-webhook-secret-0123456789abcdefghijkl");
     }
     [
         "--public-url",

@@ -603,6 +603,18 @@ impl FakeHub {
         }
     }
 
+    /// Leave the installation out of `GET /app/installations` (it still exists, and `GET
+    /// /app/installations/{id}` finds it): what a client paging the list sees when an installation moves
+    /// between pages while it reads them.
+    pub fn skip_in_installation_list(&self, installation_id: u64, skipped: bool) {
+        let mut state = self.state();
+        if skipped {
+            state.skipped_in_list.insert(installation_id);
+        } else {
+            state.skipped_in_list.remove(&installation_id);
+        }
+    }
+
     /// Shift fakehub's clock (its `Date` header and its JWT checks) by `seconds`.
     pub fn set_date_skew(&self, seconds: i64) {
         self.state().date_skew = seconds;

@@ -217,6 +217,9 @@ pub(crate) struct State {
     pub(crate) lfs_locks: Vec<LfsLock>,
     pub(crate) date_skew: i64,
     pub(crate) uninstalled: HashSet<u64>,
+    /// Installations `GET /app/installations` leaves out though they exist (a page that shifted under a
+    /// paging client).
+    pub(crate) skipped_in_list: HashSet<u64>,
     pub(crate) suspended: HashMap<u64, Suspension>,
     pub(crate) pulls: Vec<PullRecord>,
     pub(crate) installations: Vec<Installation>,
@@ -258,6 +261,7 @@ impl State {
             lfs_locks: Vec::new(),
             date_skew: 0,
             uninstalled: HashSet::new(),
+            skipped_in_list: HashSet::new(),
             suspended: HashMap::new(),
             pulls: Vec::new(),
             installations: Vec::new(),

@@ -197,6 +197,7 @@ impl FakeHub {
                 .installations
                 .iter()
                 .filter(|i| !state.uninstalled.contains(&i.config.id))
+                .filter(|i| !state.skipped_in_list.contains(&i.config.id))
                 .map(|i| i.config.clone())
                 .collect()
         };

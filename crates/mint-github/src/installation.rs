@@ -30,6 +30,14 @@ pub struct Account {
     pub kind: String,
 }
 
+/// A pending request to install the App on `account`, made by `requester`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct InstallationRequest {
+    pub id: u64,
+    pub account: Account,
+    pub requester: crate::User,
+}
+
 /// Body of `POST /app/installations/{id}/access_tokens` naming the repository by id.
 #[derive(Serialize)]
 struct TokenRequestById<'a> {
@@ -102,6 +110,30 @@ impl App {
             }
         }
         Ok(all)
+    }
+
+    /// `GET /app/installation-requests` with the App JWT (first page, newest requests): who asked which
+    /// account's owners to install the App, as GitHub records it.
+    pub async fn installation_requests(&self) -> Result<Vec<InstallationRequest>, GithubError> {
+        let op = Operation::ListInstallationRequests;
+        let jwt = self.jwt()?;
+        let response = self
+            .client
+            .send(
+                &op,
+                Method::GET,
+                "/app/installation-requests?per_page=100",
+                crate::secret::bearer(jwt.expose()).expose_secret(),
+                None,
+            )
+            .await?;
+        if response.status != StatusCode::OK {
+            return Err(generic_error(op, &response));
+        }
+        serde_json::from_slice(&response.body).map_err(|e| GithubError::BadResponse {
+            op,
+            reason: e.to_string(),
+        })
     }
 
     /// Mint a token limited to the repository with this numeric id and to `permissions`, and verify the

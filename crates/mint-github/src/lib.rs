@@ -18,7 +18,7 @@ pub use app::{App, AppKeys, KeyChange, PullOutcome, ScopeError, check_scope, dec
 pub use client::{ClientError, GitHubClient, https_connector};
 pub use error::{GithubError, Operation, RATE_LIMIT_DEFAULT_WAIT};
 pub use fingerprint::KeyFingerprint;
-pub use installation::{Account, Installation, check_scope_by_id};
+pub use installation::{Account, Installation, InstallationRequest, check_scope_by_id};
 pub use jwt::{AppId, AppIdError, Claims, JWT_BACKDATE, JWT_LIFETIME};
 pub use key_source::{KEY_POLL_INTERVAL, KeyReloader, KeySource, KeySourceError, KeyStamp, LoadedKey};
 pub use pkcs11::{Pkcs11Error, Pkcs11Signer, Pkcs11Uri, read_pin_file};

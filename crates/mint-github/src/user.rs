@@ -105,14 +105,20 @@ impl GitHubClient {
         app: &OAuthApp,
         code: &str,
         redirect_uri: &str,
+        code_verifier: Option<&str>,
     ) -> Result<UserToken, GithubError> {
         let op = Operation::OAuthExchange;
-        let form = form_encode(&[
+        let mut fields = vec![
             ("client_id", app.client_id.as_str()),
             ("client_secret", app.client_secret.expose_secret()),
             ("code", code),
             ("redirect_uri", redirect_uri),
-        ]);
+        ];
+        // PKCE (RFC 7636): the verifier whose S256 challenge the authorize request carried.
+        if let Some(verifier) = code_verifier {
+            fields.push(("code_verifier", verifier));
+        }
+        let form = form_encode(&fields);
         let response = self
             .send_with(
                 &op,

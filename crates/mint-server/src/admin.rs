@@ -90,7 +90,16 @@ pub async fn put_connection(
     if state.store.product(&id).await?.is_none() {
         return Err(ApiError::no_product(&id));
     }
-    let verified = state.github.verify(input.installation_id, &repository).await?;
+    let permit = state
+        .turn(input.installation_id, &id)
+        .await
+        .map_err(|refused| crate::broker::not_now(refused, input.installation_id))?;
+    let verified = state.github.verify(input.installation_id, &repository).await;
+    drop(permit);
+    if let Err(crate::github::ConnectError::GitHub(e)) = &verified {
+        state.noticed(input.installation_id, e).await;
+    }
+    let verified = verified?;
     let connection = Connection::active(&verified, now());
     let queued = state.store.put_connection(&id, &connection).await?;
     if queued > 0 {

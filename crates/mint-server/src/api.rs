@@ -10,10 +10,8 @@ use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
-use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -94,6 +92,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub retry_after: Option<Duration>,
+    /// The request's body was not read to its end: the connection cannot carry another request.
+    pub close: bool,
 }
 
 impl ApiError {
@@ -103,7 +103,14 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            close: false,
         }
+    }
+
+    #[must_use]
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -138,7 +145,7 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_str(&seconds).expect("digits are a valid header"),
             );
         }
-        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+        if self.close || self.status == StatusCode::PAYLOAD_TOO_LARGE {
             // The rest of the body was never read: the connection cannot carry another request.
             response
                 .headers_mut()
@@ -218,38 +225,50 @@ pub fn github_failure(e: &mint_github::GithubError) -> ApiError {
 #[derive(Debug)]
 pub struct Input<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Input<T> {
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for Input<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
-        let too_large = || {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("request bodies are limited to {MAX_BODY} bytes"),
-            )
-        };
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > MAX_BODY as u64) {
-            return Err(too_large());
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        if declared_length(req.headers()).is_some_and(|n| n > MAX_BODY as u64) {
+            return Err(body_error(&crate::body::BodyError::TooLarge { limit: MAX_BODY }));
         }
-        let bytes: Bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-            Err(e) => return Err(ApiError::bad_request(format!("reading the request body failed: {e}"))),
-        };
-        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        let held = crate::body::read(req.into_body(), MAX_BODY, MAX_BODY, &state.bodies, |_| {})
+            .await
+            .map_err(|e| body_error(&e))?
+            .expect("kept whole: retain equals the limit");
+        let text: &[u8] = if held.bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
-            &bytes
+            &held.bytes
         };
         serde_json::from_slice(text)
             .map(Input)
             .map_err(|e| ApiError::bad_request(format!("the body is not the JSON this route takes: {e}")))
+    }
+}
+
+/// The body's length as the client declared it, if it did.
+pub fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// A body that could not be read, as the client sees it.
+pub fn body_error(e: &crate::body::BodyError) -> ApiError {
+    use crate::body::BodyError as B;
+    match e {
+        B::TooLarge { limit } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request bodies are limited to {limit} bytes"),
+        ),
+        B::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
+            .retry_after(Duration::from_secs(1))
+            .closing(),
+        B::TimedOut => ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", e.to_string()).closing(),
+        B::Broken(_) => ApiError::bad_request(e.to_string()).closing(),
     }
 }
 

@@ -325,8 +325,7 @@ async fn mint_in_turn(
     name: &str,
 ) -> Result<mint_github::MintedToken, ApiError> {
     let permit = state
-        .gate
-        .enter(&state.store, installation_id, &sandbox.product_id)
+        .turn(installation_id, &sandbox.product_id)
         .await
         .map_err(|refused| not_now(refused, installation_id))?;
     let minted = state.github.mint(installation_id, repository_id, name).await;
@@ -335,10 +334,7 @@ async fn mint_in_turn(
         Ok(minted) => Ok(minted),
         Err(e) => {
             tracing::warn!(error = %e, sandbox = %sandbox.id, installation = installation_id, "mint failed");
-            if let Some(wait) = e.hold_off() {
-                let reason = format!("GitHub rate-limited minting for installation {installation_id}");
-                state.gate.pause(&state.store, installation_id, wait, &reason).await;
-            }
+            state.noticed(installation_id, &e).await;
             Err(match connection_outcome(&e, name) {
                 Some((status, reason)) => {
                     state
@@ -364,7 +360,7 @@ async fn mint_in_turn(
 
 /// A mint that was not started: GitHub's pause (seen by any replica), a queue that did not move, or the
 /// database. Each is a 503 with `Retry-After`, which mintd waits out within its deadline.
-fn not_now(refused: Refused, installation_id: u64) -> ApiError {
+pub fn not_now(refused: Refused, installation_id: u64) -> ApiError {
     match refused {
         Refused::Paused { until } => {
             let wait = u64::try_from(until - now()).unwrap_or(1).max(1);

@@ -36,6 +36,7 @@ pub mod env {
     pub const MINTS_PER_INSTALLATION: &str = "MINT_SERVER_MINTS_PER_INSTALLATION";
     pub const SANDBOX_MINTS_PER_MINUTE: &str = "MINT_SERVER_SANDBOX_MINTS_PER_MINUTE";
     pub const TOKEN_SEAL_KEY_FILE: &str = "MINT_SERVER_TOKEN_SEAL_KEY_FILE";
+    pub const MAX_CONNECTIONS: &str = "MINT_SERVER_MAX_CONNECTIONS";
 }
 
 /// mint-server: the control plane. The only holder of the GitHub App's private key; keeps each product's
@@ -135,6 +136,11 @@ pub struct Args {
     /// what they sealed. Every replica needs the same file. Default: derived from the App key.
     #[arg(long, env = env::TOKEN_SEAL_KEY_FILE, value_name = "FILE")]
     pub token_seal_key_file: Option<PathBuf>,
+    /// Connections held at once (each sandbox's mintd keeps one open to watch its state); more wait in the
+    /// kernel's backlog until one ends. About 20 KiB each (docs/security.md).
+    #[arg(long, env = env::MAX_CONNECTIONS, value_name = "N", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
+    pub max_connections: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -161,6 +167,7 @@ pub struct Config {
     pub mints_per_installation: usize,
     pub mints_per_minute: u32,
     pub sealer: crate::seal::Sealer,
+    pub max_connections: usize,
 }
 
 /// A setting that cannot work, named with its flag and environment variable.
@@ -244,6 +251,7 @@ impl Args {
         }
         let web = self.web(&app_id, &github_url, &api_url)?;
         Ok(Config {
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
             sealer: match &self.token_seal_key_file {
                 Some(path) => seal_secrets(path)?,
                 None => crate::seal::Sealer::from_app_key(),
@@ -329,13 +337,7 @@ impl Args {
             .ok_or_else(|| missing("public-url", env::PUBLIC_URL))?
             .trim_end_matches('/')
             .to_owned();
-        if !(public_url.starts_with("https://") || public_url.starts_with("http://")) {
-            return Err(invalid(
-                "public-url",
-                env::PUBLIC_URL,
-                format!("{public_url:?} is not an http(s) URL"),
-            ));
-        }
+        let parsed = public_url_checked(&public_url)?;
         let app_slug = self
             .app_slug
             .clone()
@@ -383,7 +385,10 @@ impl Args {
             mint_github::GitHubClient::new(url).map_err(|e| invalid(flag, env, e))
         };
         Ok(Some(crate::web::Web {
+            public: parsed,
             public_url,
+            trust_forwarded_for: self.behind_tls_proxy,
+            logins: crate::limit::PerAddress::new(crate::web::LOGIN_BURST, crate::web::LOGIN_EVERY),
             github_url: github_url.to_owned(),
             app_slug,
             app_id: numeric_app_id,
@@ -397,6 +402,31 @@ impl Args {
         }))
     }
 }
+
+/// `--public-url`: https, or http to this machine only (browsers refuse a `Secure` cookie over plain http
+/// elsewhere, and the session would cross the network in clear).
+fn public_url_checked(public_url: &str) -> Result<url::Url, ConfigError> {
+    let parsed = url::Url::parse(public_url).ok().filter(url::Url::has_host);
+    match parsed {
+        Some(url) if url.scheme() == "https" => Ok(url),
+        Some(url) if url.scheme() == "http" && mint_service::is_loopback(&url) => Ok(url),
+        Some(url) if url.scheme() == "http" => Err(invalid(
+            "public-url",
+            env::PUBLIC_URL,
+            format!(
+                "{public_url:?} is plain http to a host that is not loopback: browsers would send the session cookie in clear and refuse it as Secure; use the https:// address people reach (a TLS-terminating proxy in front is fine)"
+            ),
+        )),
+        _ => Err(invalid(
+            "public-url",
+            env::PUBLIC_URL,
+            format!("{public_url:?} is not an http(s) URL, e.g. https://mint.example.com"),
+        )),
+    }
+}
+
+/// A webhook secret shorter than this is refused (32 bytes of `openssl rand -hex 32` is 128 bits and more).
+pub const MIN_WEBHOOK_SECRET_LEN: usize = 32;
 
 /// One secret per line: the current one, then at most the next one during a rotation.
 fn webhook_secrets(hook_path: &Path) -> Result<Vec<zeroize::Zeroizing<Vec<u8>>>, ConfigError> {
@@ -414,6 +444,16 @@ fn webhook_secrets(hook_path: &Path) -> Result<Vec<zeroize::Zeroizing<Vec<u8>>>,
             env::WEBHOOK_SECRET_FILE,
             format!(
                 "{} must hold the webhook secret on one line, and at most the next one on a second",
+                hook_path.display()
+            ),
+        ));
+    }
+    if webhook_secrets.iter().any(|s| s.len() < MIN_WEBHOOK_SECRET_LEN) {
+        return Err(invalid(
+            "webhook-secret-file",
+            env::WEBHOOK_SECRET_FILE,
+            format!(
+                "{}: a webhook secret must be at least {MIN_WEBHOOK_SECRET_LEN} bytes, or anyone who guesses it can forge GitHub's deliveries: make one with `openssl rand -hex 32` and set the same on the App's settings page",
                 hook_path.display()
             ),
         ));

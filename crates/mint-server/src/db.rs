@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "connect", include_str!("../migrations/0002_connect.sql")),
     (3, "fleet", include_str!("../migrations/0003_fleet.sql")),
     (4, "revocation", include_str!("../migrations/0004_revocation.sql")),
+    (5, "internet", include_str!("../migrations/0005_internet.sql")),
 ];
 
 /// Which database is behind the URL.
@@ -489,6 +490,7 @@ impl Store {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebSession {
     pub login: Option<String>,
+    pub user_id: Option<u64>,
     pub csrf: String,
     pub expires_at: i64,
 }
@@ -515,32 +517,38 @@ pub struct Choice {
 }
 
 impl Store {
+    /// A signed-in browser session (created at sign-in only: an anonymous browser has no row).
     pub async fn create_session(
         &self,
         id_sha256: &str,
-        csrf: &str,
+        user: &SessionUser<'_>,
         now: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
         let _writing = self.writing().await;
-        sqlx::query("INSERT INTO web_sessions (id_sha256, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(id_sha256)
-            .bind(csrf)
-            .bind(now)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO web_sessions (id_sha256, login, user_id, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id_sha256)
+        .bind(user.login)
+        .bind(int(user.user_id))
+        .bind(user.csrf)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     pub async fn session(&self, id_sha256: &str) -> Result<Option<WebSession>, StoreError> {
-        let row = sqlx::query("SELECT login, csrf, expires_at FROM web_sessions WHERE id_sha256 = $1")
+        let row = sqlx::query("SELECT login, user_id, csrf, expires_at FROM web_sessions WHERE id_sha256 = $1")
             .bind(id_sha256)
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| {
             Ok(WebSession {
                 login: r.try_get("login")?,
+                user_id: r.try_get::<Option<i64>, _>("user_id")?.map(uint),
                 csrf: r.try_get("csrf")?,
                 expires_at: r.try_get("expires_at")?,
             })
@@ -548,14 +556,28 @@ impl Store {
         .transpose()
     }
 
-    pub async fn sign_in(&self, id_sha256: &str, login: &str) -> Result<(), StoreError> {
-        let _writing = self.writing().await;
-        sqlx::query("UPDATE web_sessions SET login = $1 WHERE id_sha256 = $2")
-            .bind(login)
-            .bind(id_sha256)
-            .execute(&self.pool)
+    /// Is the GitHub user `login` (id `user_id`) a member of the product? A member row already bound to an
+    /// id matches that id only; a row not bound yet matches its login and is bound to this id now, so a
+    /// login renamed and taken by someone else later does not inherit the membership.
+    pub async fn is_member(&self, product_id: &str, login: &str, user_id: u64) -> Result<bool, StoreError> {
+        let bound = sqlx::query("SELECT 1 FROM product_members WHERE product_id = $1 AND user_id = $2")
+            .bind(product_id)
+            .bind(int(user_id))
+            .fetch_optional(&self.pool)
             .await?;
-        Ok(())
+        if bound.is_some() {
+            return Ok(true);
+        }
+        let _writing = self.writing().await;
+        let claimed = sqlx::query(
+            "UPDATE product_members SET user_id = $1 WHERE product_id = $2 AND login = $3 AND user_id IS NULL",
+        )
+        .bind(int(user_id))
+        .bind(product_id)
+        .bind(login.to_ascii_lowercase())
+        .execute(&self.pool)
+        .await?;
+        Ok(claimed.rows_affected() > 0)
     }
 
     pub async fn delete_session(&self, id_sha256: &str) -> Result<(), StoreError> {
@@ -687,13 +709,22 @@ impl Store {
         Ok(())
     }
 
-    /// Remember a webhook delivery; `false` when it was seen before (a redelivery, or another replica's).
-    pub async fn first_delivery(&self, delivery_id: &str, event: &str, now: i64) -> Result<bool, StoreError> {
+    /// Remember a webhook delivery; `false` when its id or its signed body was seen before (a redelivery,
+    /// another replica's copy, or a body replayed under a new delivery id).
+    pub async fn first_delivery(
+        &self,
+        delivery_id: &str,
+        body_sha256: &str,
+        event: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         let _writing = self.writing().await;
         let done = sqlx::query(
-            "INSERT INTO webhook_deliveries (delivery_id, event, received_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            "INSERT INTO webhook_deliveries (delivery_id, body_sha256, event, received_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
         )
         .bind(delivery_id)
+        .bind(body_sha256)
         .bind(event)
         .bind(now)
         .execute(&self.pool)
@@ -734,13 +765,14 @@ impl Store {
             .collect()
     }
 
-    /// Products `login` is a member of.
-    pub async fn products_of(&self, login: &str) -> Result<Vec<(String, String)>, StoreError> {
+    /// Products the GitHub user is a member of (by id, or by login where no id is bound yet).
+    pub async fn products_of(&self, login: &str, user_id: u64) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query(
             "SELECT p.id, p.name FROM products p JOIN product_members m ON m.product_id = p.id \
-             WHERE m.login = $1 ORDER BY p.name, p.id",
+             WHERE m.user_id = $2 OR (m.user_id IS NULL AND m.login = $1) ORDER BY p.name, p.id",
         )
         .bind(login.to_ascii_lowercase())
+        .bind(int(user_id))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -748,18 +780,81 @@ impl Store {
             .collect()
     }
 
-    /// Products waiting for an org owner's approval that `login` is a member of.
-    pub async fn pending_products_of(&self, login: &str) -> Result<Vec<String>, StoreError> {
+    /// Products waiting for an owner of `account` to approve the App's installation there.
+    pub async fn pending_products_for(&self, account: &str) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(
-            "SELECT c.product_id FROM connections c JOIN product_members m ON m.product_id = c.product_id \
-             WHERE m.login = $1 AND c.status = $2",
+            "SELECT product_id FROM connections WHERE status = $1 AND LOWER(account_login) = $2 ORDER BY product_id",
         )
-        .bind(login.to_ascii_lowercase())
         .bind(ConnectionStatus::PendingApproval.as_str())
+        .bind(account.to_ascii_lowercase())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
+
+    /// Delete what has expired: browser sessions, OAuth states (older than `flow_ttl` s), verified choices,
+    /// webhook deliveries older than `delivery_ttl` s (the replay window), GitHub's past pauses, and the
+    /// records of tokens that expired more than `token_ttl` s ago. Returns how many rows went.
+    pub async fn sweep_expired(
+        &self,
+        now: i64,
+        flow_ttl: i64,
+        delivery_ttl: i64,
+        token_ttl: i64,
+    ) -> Result<u64, StoreError> {
+        let _writing = self.writing().await;
+        let mut gone = 0;
+        for (sql, at) in [
+            ("DELETE FROM web_sessions WHERE expires_at <= $1", now),
+            ("DELETE FROM oauth_states WHERE created_at <= $1", now - flow_ttl),
+            ("DELETE FROM verified_choices WHERE expires_at <= $1", now),
+            (
+                "DELETE FROM webhook_deliveries WHERE received_at <= $1",
+                now - delivery_ttl,
+            ),
+            ("DELETE FROM installation_pauses WHERE until_at <= $1", now),
+            (
+                "DELETE FROM minted_tokens WHERE expires_at <= $1 AND sealed IS NULL",
+                now - token_ttl,
+            ),
+        ] {
+            gone += sqlx::query(sql).bind(at).execute(&self.pool).await?.rows_affected();
+        }
+        Ok(gone)
+    }
+}
+
+impl Store {
+    /// Rows per table, for operators (and the tests that bound them).
+    pub async fn row_counts(&self) -> Result<Vec<(&'static str, i64)>, StoreError> {
+        let mut counts = Vec::new();
+        for table in [
+            "products",
+            "product_members",
+            "connections",
+            "sandboxes",
+            "minted_tokens",
+            "web_sessions",
+            "oauth_states",
+            "verified_choices",
+            "webhook_deliveries",
+            "installation_pauses",
+        ] {
+            let row = sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
+                .fetch_one(&self.pool)
+                .await?;
+            counts.push((table, row.try_get(0)?));
+        }
+        Ok(counts)
+    }
+}
+
+/// Who signs in: their GitHub login and id, and the new session's CSRF token.
+#[derive(Debug)]
+pub struct SessionUser<'a> {
+    pub login: &'a str,
+    pub user_id: u64,
+    pub csrf: &'a str,
 }
 
 /// What replicas share for minting: GitHub's pauses, the fleet-wide slots, the sweep's connection.

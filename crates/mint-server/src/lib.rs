@@ -4,12 +4,14 @@
 
 pub mod admin;
 pub mod api;
+pub mod body;
 pub mod broker;
 pub mod config;
 pub mod db;
 pub mod events;
 pub mod fleet;
 pub mod github;
+pub mod limit;
 pub mod model;
 pub mod revoker;
 pub mod seal;
@@ -33,8 +35,12 @@ pub use config::{Args, Config, ConfigError};
 
 /// Exit code for a configuration that cannot work (`EX_USAGE`).
 pub const EXIT_CONFIG: u8 = 64;
-/// A client gets this long to send its request headers, and a TLS client to finish its handshake.
+/// A client gets this long to send its request headers (or, on a kept-alive connection, its next
+/// request's), and a TLS client to finish its handshake.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// hyper's read buffer per connection (its default is about 400 KiB): a request head larger than this
+/// is refused (431), so a thousand connections sending huge heads hold 16 MiB, not 400.
+const MAX_BUF_SIZE: usize = 16 * 1024;
 /// After shutdown is asked for, requests in flight get this long to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -60,6 +66,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         )),
         sandbox_ttl: config.sandbox_ttl,
         web: config.web,
+        bodies: body::Budget::default(),
+        pulls: state::PullsCache::default(),
     });
     // The seal key is derived (an HSM signs) before anything binds: a key that cannot seal fails the start.
     state
@@ -73,6 +81,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         tokio::spawn(async move { store.listen().await })
     };
     let revoker = tokio::spawn(revoker::run(state.clone()));
+    let expiry = tokio::spawn(expire_loop(store.clone()));
     tracing::info!(
         address = %listener.local_addr()?,
         tls = config.tls.is_some(),
@@ -80,12 +89,20 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         github_api = %config.api_url,
         "mint-server ready"
     );
-    serve(listener, config.tls, api::router(state), shutdown).await;
+    serve(
+        listener,
+        config.tls,
+        api::router(state),
+        config.max_connections,
+        shutdown,
+    )
+    .await;
     if let Some(reconciler) = reconciler {
         reconciler.abort();
     }
     // What is still queued is in the database: another replica, or this one restarted, carries on.
     revoker.abort();
+    expiry.abort();
     listener_task.abort();
     key_reloader.abort();
     store.close().await;
@@ -93,23 +110,67 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     Ok(())
 }
 
+/// How often expired rows are deleted, and how long the records of expired tokens are kept.
+const EXPIRE_EVERY: Duration = Duration::from_secs(60);
+const TOKEN_RECORDS_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Delete what has expired (sessions, OAuth states, verified choices, old webhook deliveries, past pauses,
+/// long-expired token records), every minute on every replica: nothing anonymous traffic writes outlives its
+/// use.
+async fn expire_loop(store: db::Store) {
+    let seconds = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    let mut tick = tokio::time::interval(EXPIRE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let swept = store
+            .sweep_expired(
+                model::now(),
+                seconds(web::FLOW_TTL),
+                seconds(webhook::DEDUPE_WINDOW),
+                seconds(TOKEN_RECORDS_KEPT),
+            )
+            .await;
+        match swept {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, "expired rows deleted"),
+            Err(e) => tracing::warn!(error = %e, "could not delete expired rows; trying again in a minute"),
+        }
+    }
+}
+
 /// Accept connections (TLS when configured) and serve the router on each until `shutdown`; then drain.
+/// At most `max_connections` are held at once: past that, a new connection waits in the kernel's backlog
+/// until one ends (an idle one ends after [`HEADER_TIMEOUT`]).
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     app: axum::Router,
+    max_connections: usize,
     shutdown: impl Future<Output = ()>,
 ) {
+    use tower::ServiceExt as _;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_BUF_SIZE);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let service = TowerToHyperService::new(app.clone());
+                Ok((stream, peer)) => {
+                    // Handlers that limit per client address read it from here.
+                    let service = TowerToHyperService::new(app.clone().map_request(move |mut request: http::Request<hyper::body::Incoming>| {
+                        request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                        request
+                    }));
                     let http = http.clone();
                     let watcher = graceful.watcher();
                     let acceptor = acceptor.clone();
@@ -127,6 +188,7 @@ pub async fn serve(
                         if let Err(e) = served {
                             tracing::debug!(error = %e, "connection ended with an error");
                         }
+                        drop(slot);
                     });
                 }
                 Err(e) => {

@@ -40,6 +40,8 @@ pub enum SealError {
 struct SealKey {
     id: String,
     key: LessSafeKey,
+    /// For values the server derives from a public input and must not be forgeable (PKCE verifiers).
+    mac: ring::hmac::Key,
 }
 
 impl SealKey {
@@ -52,9 +54,13 @@ impl SealKey {
         prk.expand(&[b"key id"], IdLen)
             .and_then(|okm| okm.fill(&mut id))
             .expect("8 bytes is within HKDF-SHA256's output limit");
+        let mac = prk
+            .expand(&[b"hmac"], ring::hmac::HMAC_SHA256)
+            .expect("an HMAC-SHA256 key is within HKDF-SHA256's output limit");
         Self {
             id: crate::secrets::hex(&id),
             key: LessSafeKey::new(UnboundKey::from(key)),
+            mac: ring::hmac::Key::from(mac),
         }
     }
 }
@@ -225,6 +231,22 @@ impl Sealer {
             return Err(SealError::Corrupt);
         }
         InstallationToken::new(text.to_owned()).ok_or(SealError::Corrupt)
+    }
+}
+
+impl Sealer {
+    /// The PKCE verifier (RFC 7636) for the OAuth `state` token: derived, so nothing is stored, and only a
+    /// holder of the seal key can compute it, so a code intercepted with its state cannot be redeemed.
+    pub fn pkce_verifier(&self, app: &App, state: &str) -> Result<String, SealError> {
+        self.prepare(app)?;
+        let ring = self.keyring();
+        let key = ring
+            .keys
+            .first()
+            .ok_or_else(|| SealError::Derive("no seal key is configured".into()))?;
+        let tag = ring::hmac::sign(&key.mac, &[b"pkce\0", state.as_bytes()].concat());
+        // 43 characters of base64url: RFC 7636's minimum length, 256 bits.
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref()))
     }
 }
 

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use askama::Template;
-use axum::Form;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
@@ -32,8 +31,13 @@ use crate::state::AppState;
 /// A browser session lasts this long from sign-in.
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// An OAuth `state`, and what a user was verified to be able to bind, live this long.
-const FLOW_TTL: Duration = Duration::from_secs(10 * 60);
-pub const SESSION_COOKIE: &str = "mint_session";
+pub const FLOW_TTL: Duration = Duration::from_secs(10 * 60);
+/// The browser's cookie: a signed-in session's id, or (before sign-in) a random value that OAuth states are
+/// bound to, with no row anywhere. `__Host-`: only this exact origin can set it, over a secure channel.
+pub const SESSION_COOKIE: &str = "__Host-mint_session";
+/// Sign-ins one client address may start: a burst, then one per interval.
+pub const LOGIN_BURST: u32 = 10;
+pub const LOGIN_EVERY: Duration = Duration::from_secs(6);
 /// The card lists open pull requests from these branches: what the product's coding tasks opened.
 const AGENT_BRANCH_PREFIX: &str = "adagent/";
 
@@ -42,6 +46,12 @@ const AGENT_BRANCH_PREFIX: &str = "adagent/";
 pub struct Web {
     /// Where browsers reach mint-server, without a trailing slash.
     pub public_url: String,
+    /// The same, parsed: the origin every redirect must stay on.
+    pub public: url::Url,
+    /// `--behind-tls-proxy`: the client's address is the last `X-Forwarded-For` entry, not the peer's.
+    pub trust_forwarded_for: bool,
+    /// `/login` per client address.
+    pub logins: crate::limit::PerAddress,
     /// GitHub's web host (the OAuth and install pages).
     pub github_url: String,
     pub app_slug: String,
@@ -67,22 +77,28 @@ impl std::fmt::Debug for Web {
 }
 
 impl Web {
-    fn secure(&self) -> bool {
-        self.public_url.starts_with("https://")
-    }
-
     fn callback_url(&self) -> String {
         format!("{}/github/oauth/callback", self.public_url)
     }
 
-    fn authorize_url(&self, state: &str) -> String {
+    /// GitHub's authorize page for this `state`, with the PKCE challenge of its `verifier`.
+    fn authorize_url(&self, state: &str, verifier: &str) -> String {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier));
         format!(
-            "{}/login/oauth/authorize?client_id={}&redirect_uri={}&state={}",
+            "{}/login/oauth/authorize?client_id={}&redirect_uri={}&state={}&code_challenge={challenge}&code_challenge_method=S256",
             self.github_url,
             percent_encode(&self.oauth.client_id),
             percent_encode(&self.callback_url()),
             percent_encode(state)
         )
+    }
+
+    /// Where to go after sign-in: `next` if it stays on this site, else the home page.
+    fn next_path(&self, next: Option<&str>) -> String {
+        next.and_then(|n| mint_service::redirect::same_origin_path(&self.public, n))
+            .unwrap_or_else(|| "/".to_owned())
     }
 
     fn install_url(&self, state: &str) -> String {
@@ -221,14 +237,62 @@ fn web_of(state: &AppState) -> Result<&Web, Response> {
     })
 }
 
+// ---- forms -----------------------------------------------------------------------------------------------
+
+/// The pages' forms carry a CSRF token and a choice or two: a few hundred bytes.
+const FORM_LIMIT: usize = 8 * 1024;
+
+/// A form POST (`application/x-www-form-urlencoded`), at most [`FORM_LIMIT`] bytes, read within the server's
+/// body budget.
+pub struct WebForm<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<Arc<AppState>> for WebForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &Arc<AppState>) -> Result<Self, Response> {
+        let web = web_of(state)?;
+        let refused = |e: &crate::body::BodyError| {
+            let mut response = crate::api::body_error(e).into_response();
+            *response.body_mut() = axum::body::Body::from(format!("{e}\n"));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            response
+        };
+        if crate::api::declared_length(req.headers()).is_some_and(|n| n > FORM_LIMIT as u64) {
+            return Err(refused(&crate::body::BodyError::TooLarge { limit: FORM_LIMIT }));
+        }
+        let held = crate::body::read(req.into_body(), FORM_LIMIT, FORM_LIMIT, &state.bodies, |_| {})
+            .await
+            .map_err(|e| refused(&e))?
+            .expect("kept whole: retain equals the limit");
+        serde_urlencoded::from_bytes(&held.bytes).map(WebForm).map_err(|e| {
+            WebError::new(
+                web,
+                StatusCode::BAD_REQUEST,
+                "Request refused",
+                format!("The form was not understood ({e}), so nothing was changed: reload the page and try again."),
+            )
+            .into_response()
+        })
+    }
+}
+
 // ---- sessions --------------------------------------------------------------------------------------------
 
-/// The browser's session, if it sent a cookie naming a live one.
+/// The browser, as its cookie shows it: signed in (a live session row) or not.
 #[derive(Debug, Clone)]
 pub struct Browser {
+    /// SHA-256 of the cookie's value, signed in or not: what OAuth states are bound to.
+    pub binding: Option<String>,
+    /// A signed-in session's row (the same hash as `binding`).
     pub session_sha256: Option<String>,
     pub login: Option<String>,
+    pub user_id: Option<u64>,
     pub csrf: String,
+    /// The client's address (the last `X-Forwarded-For` entry behind a TLS proxy), for rate limits.
+    pub address: Option<std::net::IpAddr>,
 }
 
 fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
@@ -239,7 +303,28 @@ fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find_map(|(k, v)| (k == name).then_some(v))
+        .find_map(|(k, v)| (k == name && !v.is_empty() && v.len() <= 128).then_some(v))
+}
+
+/// The client's address: the connection's peer, or behind a TLS proxy the address the proxy appended last
+/// to `X-Forwarded-For` (what came before it is the client's own claim).
+fn client_address(parts: &Parts, web: &Web) -> Option<std::net::IpAddr> {
+    if web.trust_forwarded_for
+        && let Some(last) = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
+            .and_then(|a| a.trim().parse().ok())
+    {
+        return Some(last);
+    }
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 impl FromRequestParts<Arc<AppState>> for Browser {
@@ -247,28 +332,35 @@ impl FromRequestParts<Arc<AppState>> for Browser {
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Response> {
         let web = web_of(state)?;
-        let Some(id) = cookie(parts, SESSION_COOKIE) else {
-            return Ok(Self::anonymous());
+        let address = client_address(parts, web);
+        let Some(value) = cookie(parts, SESSION_COOKIE) else {
+            return Ok(Self::anonymous(None, address));
         };
-        let hash = sha256_hex(id.as_bytes());
+        let hash = sha256_hex(value.as_bytes());
         match state.store.session(&hash).await {
-            Ok(Some(session)) if session.expires_at > now() => Ok(Self {
+            Ok(Some(session)) if session.expires_at > now() && session.user_id.is_some() => Ok(Self {
+                binding: Some(hash.clone()),
                 session_sha256: Some(hash),
                 login: session.login,
+                user_id: session.user_id,
                 csrf: session.csrf,
+                address,
             }),
-            Ok(_) => Ok(Self::anonymous()),
+            Ok(_) => Ok(Self::anonymous(Some(hash), address)),
             Err(e) => Err(internal(web, "read your session", &e).into_response()),
         }
     }
 }
 
 impl Browser {
-    fn anonymous() -> Self {
+    fn anonymous(binding: Option<String>, address: Option<std::net::IpAddr>) -> Self {
         Self {
+            binding,
             session_sha256: None,
             login: None,
+            user_id: None,
             csrf: String::new(),
+            address,
         }
     }
 
@@ -279,38 +371,67 @@ impl Browser {
     }
 }
 
-/// A fresh session (its cookie and hash); the session id exists only in the cookie.
-async fn new_session(state: &AppState, web: &Web) -> Result<(String, String), WebError> {
+/// `Set-Cookie` for the browser's cookie: `__Host-` (Secure, `Path=/`, no `Domain`), never readable by
+/// scripts, not sent on cross-site POSTs.
+fn session_cookie(value: &str, max_age: Duration) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={}",
+        max_age.as_secs()
+    ))
+    .ok()
+}
+
+/// Sign the browser in as `user`: a new session id, always (whatever cookie it had, an attacker may have
+/// planted it), the old session deleted. Returns the cookie to set and the new session's hash.
+async fn start_session(
+    state: &AppState,
+    web: &Web,
+    browser: &Browser,
+    user: &mint_github::User,
+) -> Result<(HeaderValue, String), WebError> {
     let id = random_token();
     let hash = sha256_hex(id.as_bytes());
     let now = now();
     let ttl = i64::try_from(SESSION_TTL.as_secs()).expect("hours");
+    let login = user.login.to_ascii_lowercase();
+    let csrf = random_token();
+    let signed_in = crate::db::SessionUser {
+        login: &login,
+        user_id: user.id,
+        csrf: &csrf,
+    };
     state
         .store
-        .create_session(&hash, &random_token(), now, now + ttl)
+        .create_session(&hash, &signed_in, now, now + ttl)
         .await
         .map_err(|e| internal(web, "start a session", &e))?;
-    let cookie = format!(
-        "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={ttl}{}",
-        if web.secure() { "; Secure" } else { "" }
-    );
+    if let Some(old) = &browser.session_sha256
+        && let Err(e) = state.store.delete_session(old).await
+    {
+        tracing::warn!(error = %e, "could not delete the session replaced at sign-in; it expires on its own");
+    }
+    let cookie = session_cookie(&id, SESSION_TTL).ok_or_else(|| internal(web, "start a session", &"cookie"))?;
     Ok((cookie, hash))
 }
 
-/// A single-use OAuth state for this session.
-async fn new_state(state: &AppState, web: &Web, flow: OAuthState) -> Result<String, WebError> {
+/// A single-use OAuth state bound to this browser's cookie, and the PKCE verifier that goes with it.
+async fn new_state(state: &AppState, web: &Web, flow: OAuthState) -> Result<(String, String), WebError> {
     let token = random_token();
+    let verifier = state
+        .sealer
+        .pkce_verifier(state.github.app(), &token)
+        .map_err(|e| internal(web, "start the GitHub sign-in", &e))?;
     state
         .store
         .put_oauth_state(&sha256_hex(token.as_bytes()), &flow)
         .await
         .map_err(|e| internal(web, "start the GitHub sign-in", &e))?;
-    Ok(token)
+    Ok((token, verifier))
 }
 
-fn flow(session: &str, purpose: &str, product: Option<&str>, hint: Option<u64>, next: Option<&str>) -> OAuthState {
+fn flow(binding: &str, purpose: &str, product: Option<&str>, hint: Option<u64>, next: Option<&str>) -> OAuthState {
     OAuthState {
-        session_sha256: session.to_owned(),
+        session_sha256: binding.to_owned(),
         purpose: purpose.to_owned(),
         product_id: product.map(str::to_owned),
         installation_hint: hint,
@@ -319,19 +440,12 @@ fn flow(session: &str, purpose: &str, product: Option<&str>, hint: Option<u64>, 
     }
 }
 
-/// Only local paths are followed after sign-in (never `//host` or a URL).
-fn local_path(next: Option<&str>) -> &str {
-    match next {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') && p.len() < 512 => p,
-        _ => "/",
-    }
-}
-
 fn sign_in_redirect(path: &str) -> Response {
     redirect(&format!("/login?next={}", percent_encode(path)))
 }
 
-/// The signed-in member of a product, or the response that says why not.
+/// The signed-in member of a product, or the response that says why not. Members are matched by GitHub's
+/// user id (a login can be renamed and reused).
 async fn member(
     state: &AppState,
     web: &Web,
@@ -339,19 +453,27 @@ async fn member(
     product: &str,
     here: &str,
 ) -> Result<(String, String), Response> {
-    let Some(login) = &browser.login else {
+    let (Some(login), Some(user_id)) = (&browser.login, browser.user_id) else {
         return Err(sign_in_redirect(here));
     };
-    match state.store.product(product).await {
-        Ok(Some(p)) if p.members.iter().any(|m| m.eq_ignore_ascii_case(login)) => Ok((login.clone(), p.name)),
+    let not_member = || {
         // The same answer whether the product exists or not: its existence is not a non-member's business.
-        Ok(_) => Err(WebError::new(
+        WebError::new(
             web,
             StatusCode::FORBIDDEN,
             "Not a member",
             format!("{login} is not a member of this product: ask one of its members or the platform's operator to add your GitHub login"),
         )
-        .into_response()),
+        .into_response()
+    };
+    let product_row = match state.store.product(product).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return Err(not_member()),
+        Err(e) => return Err(internal(web, "read the product", &e).into_response()),
+    };
+    match state.store.is_member(product, login, user_id).await {
+        Ok(true) => Ok((login.clone(), product_row.name)),
+        Ok(false) => Err(not_member()),
         Err(e) => Err(internal(web, "read the product", &e).into_response()),
     }
 }
@@ -392,10 +514,10 @@ async fn home(State(state): State<Arc<AppState>>, browser: Browser) -> Response 
         Ok(web) => web,
         Err(r) => return r,
     };
-    let Some(login) = browser.login.as_deref() else {
+    let (Some(login), Some(user_id)) = (browser.login.as_deref(), browser.user_id) else {
         return sign_in_redirect("/");
     };
-    let products = match state.store.products_of(login).await {
+    let products = match state.store.products_of(login, user_id).await {
         Ok(p) => p,
         Err(e) => return internal(web, "list your products", &e).into_response(),
     };
@@ -437,26 +559,45 @@ struct LoginQuery {
     next: Option<String>,
 }
 
-/// Sign in with GitHub: a session (new if need be) and a single-use state, then GitHub's authorize page.
+/// Sign in with GitHub: a single-use state bound to this browser's cookie (set now if it has none: a
+/// random value with no row anywhere, so anonymous requests create no session), then GitHub's authorize
+/// page. Limited per client address, since each one writes a state.
 async fn login(State(state): State<Arc<AppState>>, browser: Browser, Query(q): Query<LoginQuery>) -> Response {
     let web = match web_of(&state) {
         Ok(web) => web,
         Err(r) => return r,
     };
-    let next = local_path(q.next.as_deref()).to_owned();
-    let (set_cookie, session) = match browser.session_sha256 {
-        Some(hash) => (None, hash),
-        None => match new_session(&state, web).await {
-            Ok((cookie, hash)) => (Some(cookie), hash),
-            Err(e) => return e.into_response(),
-        },
+    if let Some(address) = browser.address
+        && let Err(wait) = web.logins.take(address)
+    {
+        let mut refused = WebError::new(
+            web,
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many sign-ins",
+            format!(
+                "Too many sign-ins were started from your address: try again in {} seconds.",
+                wait.as_secs().max(1)
+            ),
+        )
+        .into_response();
+        if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+            refused.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return refused;
+    }
+    let next = web.next_path(q.next.as_deref());
+    let (set_cookie, binding) = if let Some(hash) = browser.binding {
+        (None, hash)
+    } else {
+        let value = random_token();
+        (session_cookie(&value, FLOW_TTL), sha256_hex(value.as_bytes()))
     };
-    let token = match new_state(&state, web, flow(&session, "signin", None, None, Some(&next))).await {
+    let (token, verifier) = match new_state(&state, web, flow(&binding, "signin", None, None, Some(&next))).await {
         Ok(t) => t,
         Err(e) => return e.into_response(),
     };
-    let mut response = redirect(&web.authorize_url(&token));
-    if let Some(cookie) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+    let mut response = redirect(&web.authorize_url(&token, &verifier));
+    if let Some(cookie) = set_cookie {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     response
@@ -467,7 +608,7 @@ struct CsrfForm {
     csrf: String,
 }
 
-async fn logout(State(state): State<Arc<AppState>>, browser: Browser, Form(form): Form<CsrfForm>) -> Response {
+async fn logout(State(state): State<Arc<AppState>>, browser: Browser, WebForm(form): WebForm<CsrfForm>) -> Response {
     let web = match web_of(&state) {
         Ok(web) => web,
         Err(r) => return r,
@@ -481,8 +622,7 @@ async fn logout(State(state): State<Arc<AppState>>, browser: Browser, Form(form)
         return internal(web, "end your session", &e).into_response();
     }
     let mut response = redirect("/");
-    let expired = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
-    if let Ok(v) = HeaderValue::from_str(&expired) {
+    if let Some(v) = session_cookie("", Duration::ZERO) {
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
     response
@@ -575,14 +715,7 @@ async fn integrations(
     let connected = connection.installation_id.is_some();
     let flash = flash_text(q.flash.as_deref());
     let pulls = match connection.target() {
-        Some((installation, repository, name)) => {
-            let read = state
-                .github
-                .agent_pulls(installation, repository, name, AGENT_BRANCH_PREFIX);
-            tokio::time::timeout(Duration::from_secs(5), read)
-                .await
-                .unwrap_or_default()
-        }
+        Some((installation, repository, name)) => agent_pulls(&state, &id, (installation, repository, name)).await,
         None => Vec::new(),
     };
     render(
@@ -622,12 +755,36 @@ async fn integrations(
     )
 }
 
+/// The connection's agent pull requests for the card: a listing a few seconds old serves every page view,
+/// and a fresh one is read in the installation's turn, like every call with the App's key.
+async fn agent_pulls(
+    state: &AppState,
+    product: &str,
+    (installation, repository, name): (u64, u64, &str),
+) -> Vec<mint_github::PullRequest> {
+    if let Some(pulls) = state.pulls.get((installation, repository)) {
+        return pulls;
+    }
+    let Ok(permit) = state.turn(installation, product).await else {
+        return Vec::new();
+    };
+    let read = state
+        .github
+        .agent_pulls(installation, repository, name, AGENT_BRANCH_PREFIX);
+    let pulls = tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .unwrap_or_default();
+    drop(permit);
+    state.pulls.put((installation, repository), pulls.clone());
+    pulls
+}
+
 /// "Connect GitHub", "Reconnect" and "Change repository": sign in with GitHub for this product, then choose.
 async fn connect(
     State(state): State<Arc<AppState>>,
     browser: Browser,
     Path(id): Path<String>,
-    Form(form): Form<CsrfForm>,
+    WebForm(form): WebForm<CsrfForm>,
 ) -> Response {
     start_flow(&state, &browser, &id, &form.csrf, "connect").await
 }
@@ -637,7 +794,7 @@ async fn install(
     State(state): State<Arc<AppState>>,
     browser: Browser,
     Path(id): Path<String>,
-    Form(form): Form<CsrfForm>,
+    WebForm(form): WebForm<CsrfForm>,
 ) -> Response {
     start_flow(&state, &browser, &id, &form.csrf, "install").await
 }
@@ -663,8 +820,8 @@ async fn start_flow(state: &AppState, browser: &Browser, product: &str, csrf: &s
     }
     let session = browser.session_sha256.as_deref().expect("a member has a session");
     match new_state(state, web, flow(session, purpose, Some(product), None, None)).await {
-        Ok(token) if purpose == "install" => redirect(&web.install_url(&token)),
-        Ok(token) => redirect(&web.authorize_url(&token)),
+        Ok((token, _)) if purpose == "install" => redirect(&web.install_url(&token)),
+        Ok((token, verifier)) => redirect(&web.authorize_url(&token, &verifier)),
         Err(e) => e.into_response(),
     }
 }
@@ -696,14 +853,14 @@ async fn oauth_callback(
 
 async fn callback(state: &AppState, web: &Web, browser: &Browser, q: CallbackQuery) -> Result<Response, WebError> {
     let refused = |message: &str| WebError::new(web, StatusCode::BAD_REQUEST, "Sign-in refused", message);
-    let Some(session) = browser.session_sha256.as_deref() else {
+    let Some(binding) = browser.binding.as_deref() else {
         return Err(refused(
-            "this browser has no mint session (cookies blocked, or the link was opened elsewhere), so nothing was signed in or bound: start again from the Integrations page",
+            "This browser did not bring back mint's cookie (cookies blocked, or the link was opened elsewhere), so nothing was signed in or bound: start again from the Integrations page.",
         ));
     };
     let Some(token) = q.state.as_deref() else {
         return Err(refused(
-            "GitHub's answer carries no state, so it cannot be trusted and nothing was bound: start again",
+            "GitHub's answer carries no state, so it cannot be trusted and nothing was bound: start again.",
         ));
     };
     let found = state
@@ -712,28 +869,33 @@ async fn callback(state: &AppState, web: &Web, browser: &Browser, q: CallbackQue
         .await
         .map_err(|e| internal(web, "check the sign-in", &e))?;
     let max_age = i64::try_from(FLOW_TTL.as_secs()).expect("minutes");
-    let Some(flow) = found.filter(|f| f.session_sha256 == session && now() - f.created_at < max_age) else {
+    let Some(flow) = found.filter(|f| f.session_sha256 == binding && now() - f.created_at < max_age) else {
         return Err(refused(
-            "this sign-in link was already used, has expired, or was started in another browser, so nothing was bound: start again",
+            "This sign-in link was already used, has expired, or was started in another browser, so nothing was bound: start again.",
         ));
     };
     if let Some(error) = q.error {
         return Err(refused(&format!(
-            "GitHub did not authorize mint ({error}: {}): nothing was bound",
+            "GitHub did not authorize mint ({error}: {}): nothing was bound.",
             q.error_description.unwrap_or_default()
         )));
     }
     let code = q
         .code
-        .ok_or_else(|| refused("GitHub's answer carries no code: start again"))?;
+        .ok_or_else(|| refused("GitHub's answer carries no code: start again."))?;
+    // PKCE: only the server that started this flow can finish it, even with the code in hand.
+    let verifier = state
+        .sealer
+        .pkce_verifier(state.github.app(), token)
+        .map_err(|e| internal(web, "check the sign-in", &e))?;
     let user_token = web
         .web_client
-        .exchange_code(&web.oauth, &code, &web.callback_url())
+        .exchange_code(&web.oauth, &code, &web.callback_url(), Some(&verifier))
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "OAuth code exchange failed");
             refused(
-                "GitHub did not accept the sign-in code (used, expired, or mint's client secret is wrong): start again",
+                "GitHub did not accept the sign-in code (used, expired, or mint's client secret is wrong): start again.",
             )
         })?;
     let user = web
@@ -741,37 +903,34 @@ async fn callback(state: &AppState, web: &Web, browser: &Browser, q: CallbackQue
         .user(&user_token)
         .await
         .map_err(|e| internal(web, "ask GitHub who you are", &e))?;
-    if browser
-        .login
-        .as_deref()
-        .is_some_and(|l| !l.eq_ignore_ascii_case(&user.login))
-    {
+    if browser.user_id.is_some_and(|id| id != user.id) {
         return Err(refused(&format!(
-            "you are signed in to mint as {} but GitHub authorized {}: sign out first",
+            "You are signed in to mint as {} but GitHub authorized {}: sign out first.",
             browser.login.as_deref().unwrap_or_default(),
             user.login
         )));
     }
-    state
-        .store
-        .sign_in(session, &user.login.to_ascii_lowercase())
-        .await
-        .map_err(|e| internal(web, "sign you in", &e))?;
+    let (cookie, session) = start_session(state, web, browser, &user).await?;
     tracing::info!(login = %user.login, purpose = %flow.purpose, "signed in with GitHub");
-    match (flow.purpose.as_str(), flow.product_id.as_deref()) {
+    let mut response = match (flow.purpose.as_str(), flow.product_id.as_deref()) {
         ("connect", Some(product)) => {
             let browser = Browser {
+                binding: Some(session.clone()),
+                session_sha256: Some(session.clone()),
                 login: Some(user.login.to_ascii_lowercase()),
+                user_id: Some(user.id),
                 ..browser.clone()
             };
             let here = format!("/products/{product}/integrations");
-            if let Err(r) = member(state, web, &browser, product, &here).await {
-                return Ok(r);
+            match member(state, web, &browser, product, &here).await {
+                Ok(_) => offer_choices(state, web, &session, product, &user_token, flow.installation_hint).await?,
+                Err(r) => r,
             }
-            offer_choices(state, web, session, product, &user_token, flow.installation_hint).await
         }
-        _ => Ok(redirect(local_path(flow.next_path.as_deref()))),
-    }
+        _ => redirect(&web.next_path(flow.next_path.as_deref())),
+    };
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    Ok(response)
 }
 
 /// Ask GitHub, as the user, which installations of this App they reach and where they can push; keep that
@@ -817,7 +976,7 @@ async fn offer_choices(
     let ours = installations.iter().any(|i| i.app_id == web.app_id);
     if !ours {
         // Nothing installed yet: straight to GitHub's install page.
-        let token = new_state(state, web, flow(session, "install", Some(product), None, None)).await?;
+        let (token, _) = new_state(state, web, flow(session, "install", Some(product), None, None)).await?;
         return Ok(redirect(&web.install_url(&token)));
     }
     if let Some(hint) = hint {
@@ -883,7 +1042,7 @@ async fn bind(
     State(state): State<Arc<AppState>>,
     browser: Browser,
     Path(id): Path<String>,
-    Form(form): Form<BindForm>,
+    WebForm(form): WebForm<BindForm>,
 ) -> Response {
     let web = match web_of(&state) {
         Ok(web) => web,
@@ -925,18 +1084,34 @@ async fn bind_choice(
     product: &str,
     choice: Choice,
 ) -> Result<Response, WebError> {
+    let permit = state.turn(choice.installation_id, product).await.map_err(|refused| {
+        let wait = crate::broker::not_now(refused, choice.installation_id);
+        WebError::new(
+            web,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not connected yet",
+            format!(
+                "GitHub asked mint to slow down, so nothing was bound yet: try again shortly ({}).",
+                wait.message
+            ),
+        )
+    })?;
     let verified = state
         .github
         .verify_by_id(choice.installation_id, choice.repository_id, &choice.repository)
-        .await
-        .map_err(|e| {
-            WebError::new(
-                web,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Not connected",
-                format!("GitHub refused the connection, so nothing was bound: {e}"),
-            )
-        })?;
+        .await;
+    drop(permit);
+    if let Err(crate::github::ConnectError::GitHub(e)) = &verified {
+        state.noticed(choice.installation_id, e).await;
+    }
+    let verified = verified.map_err(|e| {
+        WebError::new(
+            web,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Not connected",
+            format!("GitHub refused the connection, so nothing was bound: {e}"),
+        )
+    })?;
     let connection = Connection::active(&verified, now());
     let queued = state
         .store
@@ -966,7 +1141,7 @@ async fn disconnect(
     State(state): State<Arc<AppState>>,
     browser: Browser,
     Path(id): Path<String>,
-    Form(form): Form<CsrfForm>,
+    WebForm(form): WebForm<CsrfForm>,
 ) -> Response {
     let web = match web_of(&state) {
         Ok(web) => web,
@@ -999,39 +1174,32 @@ struct SetupQuery {
     state: Option<String>,
 }
 
-/// The App's Setup URL. GitHub says its `installation_id` can be spoofed: it only ever becomes a hint for
-/// the verified flow. `update` and a visit without our state never bind; they refresh what we know.
+/// The App's Setup URL. GitHub says its `installation_id` can be spoofed, and anyone can send this: without
+/// our state, bound to this browser, a visit changes nothing and asks GitHub nothing (webhooks report what
+/// changed on GitHub). With it, the id only becomes a hint for the verified flow.
 async fn setup(State(state): State<Arc<AppState>>, browser: Browser, Query(q): Query<SetupQuery>) -> Response {
     let web = match web_of(&state) {
         Ok(web) => web,
         Err(r) => return r,
     };
     let hint = q.installation_id.as_deref().and_then(|s| s.parse::<u64>().ok());
-    let refresh_hint = || {
-        if let Some(id) = hint {
-            let state = state.clone();
-            tokio::spawn(async move { crate::webhook::refresh_installation(&state, id).await });
-        }
-    };
-    let (Some(token), Some(session)) = (q.state.as_deref(), browser.session_sha256.as_deref()) else {
-        refresh_hint();
-        return redirect("/?flash=updated");
+    let (Some(token), Some(binding)) = (q.state.as_deref(), browser.binding.as_deref()) else {
+        return redirect("/");
     };
     let found = match state.store.take_oauth_state(&sha256_hex(token.as_bytes())).await {
         Ok(t) => t,
         Err(e) => return internal(web, "check the installation", &e).into_response(),
     };
     let max_age = i64::try_from(FLOW_TTL.as_secs()).expect("minutes");
-    let Some((product, _)) = found
-        .filter(|f| f.session_sha256 == session && f.purpose == "install" && now() - f.created_at < max_age)
-        .and_then(|f| f.product_id.map(|p| (p, f.created_at)))
+    let Some(product) = found
+        .filter(|f| f.session_sha256 == binding && f.purpose == "install" && now() - f.created_at < max_age)
+        .and_then(|f| f.product_id)
     else {
-        refresh_hint();
         return WebError::new(
             web,
             StatusCode::BAD_REQUEST,
             "Not connected",
-            "this installation link was already used, has expired, or was started in another browser, so nothing was bound: start again from the Integrations page",
+            "This installation link was already used, has expired, or was started in another browser, so nothing was bound: start again from the Integrations page.",
         )
         .into_response();
     };
@@ -1046,15 +1214,20 @@ async fn setup(State(state): State<Arc<AppState>>, browser: Browser, Query(q): Q
     {
         return r;
     }
+    let session = browser.session_sha256.as_deref().expect("a member has a session");
     match q.setup_action.as_deref() {
         Some("install") => match new_state(&state, web, flow(session, "connect", Some(&product), hint, None)).await {
-            Ok(token) => redirect(&web.authorize_url(&token)),
+            Ok((token, verifier)) => redirect(&web.authorize_url(&token, &verifier)),
             Err(e) => e.into_response(),
         },
         Some("request") => {
+            // Which account's owners were asked, as GitHub records it (never as the browser says): the
+            // approval webhook is matched against it.
+            let account = requested_account(&state, browser.user_id).await;
             let pending = Connection {
                 status: ConnectionStatus::PendingApproval,
                 reason: "The installation was requested: it waits for an owner of the organization to approve it on GitHub. The card becomes connectable once they do.".to_owned(),
+                account_login: account,
                 ..Connection::not_connected("", now())
             };
             // A working connection is not given up for a request that may never be approved.
@@ -1066,8 +1239,27 @@ async fn setup(State(state): State<Arc<AppState>>, browser: Browser, Query(q): Q
             redirect(&format!("/products/{product}/integrations?flash=requested"))
         }
         _ => {
-            refresh_hint();
+            if let Some(id) = hint {
+                let state = state.clone();
+                tokio::spawn(async move { crate::webhook::refresh_installation(&state, id).await });
+            }
             redirect(&format!("/products/{product}/integrations?flash=updated"))
+        }
+    }
+}
+
+/// The account of the newest pending request to install the App that this user made, as GitHub lists it.
+async fn requested_account(state: &AppState, user_id: Option<u64>) -> Option<String> {
+    let user_id = user_id?;
+    match state.github.app().installation_requests().await {
+        Ok(requests) => requests
+            .into_iter()
+            .filter(|r| r.requester.id == user_id)
+            .max_by_key(|r| r.id)
+            .map(|r| r.account.login),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the App's installation requests");
+            None
         }
     }
 }

@@ -1,10 +1,13 @@
 //! `POST /github/webhook` and the reconcile sweep: the card stays true without anyone clicking.
 //!
-//! A delivery is verified (`X-Hub-Signature-256`, HMAC-SHA256 of the raw body, constant time, against the
-//! current and the next secret) before a byte of it is parsed, deduplicated on `X-GitHub-Delivery` in the
-//! database (so a redelivery, or the same delivery at two replicas, is processed once), answered at once,
-//! and processed after the answer. Processing never trusts the event's order or content for state: it
-//! re-reads the installation from GitHub.
+//! A delivery is verified as it arrives: `X-Hub-Signature-256` (HMAC-SHA256 of the raw body, constant time,
+//! against the current and the next secret) is computed over every byte while at most [`RETAIN`] are kept,
+//! charged to the server's body budget; nothing is parsed before the signature matches. It is deduplicated
+//! on `X-GitHub-Delivery` and on the SHA-256 of the signed body (the delivery id is not signed: a body
+//! replayed under a new id is a duplicate), answered at once, and processed after the answer. Processing
+//! never trusts the event's content or order: it re-reads the installation from GitHub, and an installation
+//! request's approval is matched against the account GitHub reports, never the payload's `requester`.
+//! A signed delivery too large to keep is not parsed at all: it makes the reconcile sweep run now.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,45 +17,61 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use serde_json::{Value, json};
-use sha2::Sha256;
+use sha2::{Digest as _, Sha256};
 
 use crate::api::{ApiError, json as json_response};
+use crate::body::BodyError;
 use crate::model::{Connection, ConnectionStatus, now};
 use crate::state::AppState;
 
 /// GitHub caps webhook payloads at 25 MB; anything larger is not from GitHub.
 pub const MAX_WEBHOOK_BODY: usize = 25 * 1024 * 1024;
+/// A delivery's bytes kept to be parsed. The events mint takes are a few KiB (an installation with many
+/// repositories lists them, ~150 bytes each); a signed delivery larger than this triggers the reconcile
+/// sweep instead of being parsed.
+pub const RETAIN: usize = 512 * 1024;
+/// How long deliveries are remembered for deduplication: a replay inside this window is a duplicate.
+pub const DEDUPE_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
 
 pub async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let Some(web) = state.web.as_ref() else {
         return ApiError::new(StatusCode::NOT_FOUND, "not_configured", "webhooks are not configured: start mint-server with --webhook-secret-file and the other connect-flow flags").into_response();
     };
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("webhook bodies are limited to {MAX_WEBHOOK_BODY} bytes, GitHub's own cap"),
-        )
-        .into_response()
-    };
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_WEBHOOK_BODY as u64) {
-        return too_large();
+    if crate::api::declared_length(&headers).is_some_and(|n| n > MAX_WEBHOOK_BODY as u64) {
+        return body_refused(&BodyError::TooLarge {
+            limit: MAX_WEBHOOK_BODY,
+        });
     }
-    let body = match Limited::new(body, MAX_WEBHOOK_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
-        Err(e) => return ApiError::bad_request(format!("reading the body failed: {e}")).into_response(),
+    let signature = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("sha256="))
+        .and_then(decode_hex);
+    let mut macs: Vec<Hmac<Sha256>> = web
+        .webhook_secrets
+        .iter()
+        .map(|secret| Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length"))
+        .collect();
+    let mut digest = Sha256::new();
+    let read = crate::body::read(body, MAX_WEBHOOK_BODY, RETAIN, &state.bodies, |chunk| {
+        for mac in &mut macs {
+            mac.update(chunk);
+        }
+        digest.update(chunk);
+    })
+    .await;
+    let kept = match read {
+        Ok(kept) => kept,
+        Err(e) => return body_refused(&e),
     };
-    let signature = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
-    if !signature_ok(&web.webhook_secrets, signature, &body) {
+    let signed = signature.is_some_and(|sig| {
+        macs.into_iter()
+            .fold(false, |matched, mac| mac.verify_slice(&sig).is_ok() | matched)
+    });
+    if !signed {
         tracing::warn!(
-            present = signature.is_some(),
+            present = headers.contains_key("x-hub-signature-256"),
             "refused a webhook with a bad or missing signature"
         );
         return ApiError::new(
@@ -70,25 +89,53 @@ pub async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, bod
             .to_owned()
     };
     let (delivery, event) = (header("x-github-delivery"), header("x-github-event"));
-    if delivery.is_empty() || delivery.len() > 100 || event.is_empty() {
+    if delivery.is_empty() || delivery.len() > 100 || event.is_empty() || event.len() > 100 {
         return ApiError::bad_request("X-GitHub-Delivery and X-GitHub-Event are required").into_response();
     }
-    let payload: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return ApiError::bad_request(format!("the payload is not JSON: {e}")).into_response(),
+    let body_sha256 = crate::secrets::hex(&digest.finalize());
+    let payload: Option<Value> = match &kept {
+        Some(kept) => match serde_json::from_slice(&kept.bytes) {
+            Ok(v) => Some(v),
+            Err(e) => return ApiError::bad_request(format!("the payload is not JSON: {e}")).into_response(),
+        },
+        None => None,
     };
-    match state.store.first_delivery(&delivery, &event, now()).await {
+    drop(kept);
+    match state.store.first_delivery(&delivery, &body_sha256, &event, now()).await {
         Ok(true) => {}
         Ok(false) => {
-            tracing::info!(%delivery, %event, "webhook delivery seen before; not processed again");
+            tracing::info!(%delivery, %event, "webhook delivery (or its signed body) seen before; not processed again");
             return json_response(StatusCode::OK, &json!({"status": "duplicate"}));
         }
         Err(e) => return ApiError::from(e).into_response(),
     }
-    tracing::info!(%delivery, %event, action = %payload["action"].as_str().unwrap_or_default(), "webhook accepted");
     let state = state.clone();
-    tokio::spawn(async move { process(&state, &event, &payload).await });
+    if let Some(payload) = payload {
+        tracing::info!(%delivery, %event, action = %payload["action"].as_str().unwrap_or_default(), "webhook accepted");
+        tokio::spawn(async move { process(&state, &event, &payload).await });
+    } else {
+        tracing::warn!(%delivery, %event, "a signed webhook too large to parse: reconciling with GitHub instead");
+        tokio::spawn(async move {
+            if let Err(e) = reconcile(&state).await {
+                tracing::warn!(error = %e, "reconcile after a large webhook failed; the next sweep retries");
+            }
+        });
+    }
     json_response(StatusCode::ACCEPTED, &json!({"status": "accepted"}))
+}
+
+/// A body that was not read, as an answer (the connection is closed after it: the rest was never read).
+fn body_refused(e: &BodyError) -> Response {
+    match e {
+        BodyError::TooLarge { .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("webhook bodies are limited to {MAX_WEBHOOK_BODY} bytes, GitHub's own cap"),
+        ),
+        other => crate::api::body_error(other),
+    }
+    .closing()
+    .into_response()
 }
 
 /// Does `sha256=<hex>` match the body under any of the secrets? Every secret is tried, in constant time each.
@@ -120,16 +167,7 @@ async fn process(state: &AppState, event: &str, payload: &Value) {
     };
     match (event, action) {
         ("installation", "created") => {
-            if let Some(requester) = payload["requester"]["login"].as_str() {
-                approve_requests(
-                    state,
-                    requester,
-                    payload["installation"]["account"]["login"]
-                        .as_str()
-                        .unwrap_or("the organization"),
-                )
-                .await;
-            }
+            approve_requests(state, installation).await;
             refresh_installation(state, installation).await;
         }
         ("installation" | "installation_repositories" | "installation_target", _) => {
@@ -139,10 +177,19 @@ async fn process(state: &AppState, event: &str, payload: &Value) {
     }
 }
 
-/// An org owner approved a requested installation: the requester's products that were waiting become
-/// connectable (binding still goes through the verified flow).
-async fn approve_requests(state: &AppState, requester: &str, account: &str) {
-    let products = match state.store.pending_products_of(requester).await {
+/// An installation was created: if its account (as GitHub reports it, not the payload) is one that
+/// products were waiting on, those products become connectable (binding still goes through the verified
+/// flow).
+async fn approve_requests(state: &AppState, installation_id: u64) {
+    let installation = match state.github.app().installation(installation_id).await {
+        Ok(installation) => installation,
+        Err(e) => {
+            tracing::warn!(error = %e, installation = installation_id, "could not read a new installation from GitHub");
+            return;
+        }
+    };
+    let account = installation.account.login;
+    let products = match state.store.pending_products_for(&account).await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "could not read pending products");
@@ -184,7 +231,18 @@ async fn refresh_connection(state: &AppState, product: &str, connection: &Connec
     ) else {
         return;
     };
-    let Some((status, reason)) = state.github.refresh(installation, repository_id, name).await else {
+    // Through the installation's turn, like every call with the App's key.
+    let Ok(permit) = state.turn(installation, product).await else {
+        tracing::info!(
+            product,
+            installation,
+            "GitHub asked for a pause: the connection is re-read at the next sweep"
+        );
+        return;
+    };
+    let refreshed = state.github.refresh(installation, repository_id, name).await;
+    drop(permit);
+    let Some((status, reason)) = refreshed else {
         return;
     };
     if status == connection.status && reason == connection.reason {
@@ -223,8 +281,17 @@ pub async fn reconcile(state: &AppState) -> Result<usize, mint_github::GithubErr
             continue;
         };
         looked += 1;
-        let found = installations.iter().find(|i| i.id == installation);
-        let verdict = match found {
+        let listed = installations.iter().find(|i| i.id == installation).cloned();
+        // Missing from the paged list is not proof (a page that shifted can skip one): ask for it by id.
+        let found = match listed {
+            Some(found) => Some(found),
+            None => match confirm_installation(state, product, installation).await {
+                Confirmed::Exists(found) => Some(found),
+                Confirmed::Gone => None,
+                Confirmed::Unknown => continue,
+            },
+        };
+        let verdict = match found.as_ref() {
             None => Some((
                 ConnectionStatus::InstallationGone,
                 format!("installation {installation} was uninstalled: reconnect GitHub"),
@@ -252,6 +319,31 @@ pub async fn reconcile(state: &AppState) -> Result<usize, mint_github::GithubErr
         }
     }
     Ok(looked)
+}
+
+enum Confirmed {
+    Exists(mint_github::Installation),
+    Gone,
+    /// GitHub could not say (or asked for a pause): look again at the next sweep.
+    Unknown,
+}
+
+/// `GET /app/installations/{id}`, in the installation's turn.
+async fn confirm_installation(state: &AppState, product: &str, installation_id: u64) -> Confirmed {
+    let Ok(permit) = state.turn(installation_id, product).await else {
+        return Confirmed::Unknown;
+    };
+    let read = state.github.app().installation(installation_id).await;
+    drop(permit);
+    match read {
+        Ok(found) => Confirmed::Exists(found),
+        Err(mint_github::GithubError::InstallationNotFound { .. }) => Confirmed::Gone,
+        Err(e) => {
+            state.noticed(installation_id, &e).await;
+            tracing::warn!(error = %e, installation = installation_id, "could not confirm an installation missing from the list");
+            Confirmed::Unknown
+        }
+    }
 }
 
 /// The sweep, every `interval`, until the process ends. On PostgreSQL only the replica holding the sweep's

@@ -695,9 +695,12 @@ mod fleet {
         let other = w.replica().await;
         let product = w.connected_product(42, "octo-org/hello-world").await;
         w.hub.uninstall(42);
-        let body = installation_event("deleted", 42);
         for round in 0..20 {
             let delivery = format!("delivery-{round}");
+            // Each delivery is its own event (GitHub's bodies differ: the sender, the time, the ids).
+            let mut event: Value = serde_json::from_slice(&installation_event("deleted", 42)).expect("json");
+            event["hook_id"] = json!(round);
+            let body = event.to_string().into_bytes();
             let (one, two) = tokio::join!(
                 w.deliver("installation", &delivery, &body, Some(support::WEBHOOK_SECRET)),
                 w.deliver_at(
@@ -899,5 +902,291 @@ mod fleet {
         let mut out = set.join_all().await;
         out.sort_unstable_by_key(|(i, _, _)| *i);
         out.into_iter().map(|(_, status, at)| (status, at)).collect()
+    }
+}
+
+/// mint-server on the internet (issue 25): what anonymous requests can make it do, and what they cannot.
+mod internet {
+    use std::collections::HashMap;
+
+    use mint_server::db::Store;
+
+    use super::*;
+    use support::{PUBLIC_URL, WEBHOOK_SECRET};
+
+    async fn rows(w: &World) -> HashMap<&'static str, i64> {
+        let store = Store::open(&w.database).await.expect("store");
+        let counts = store.row_counts().await.expect("counts").into_iter().collect();
+        store.close().await;
+        counts
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unverified_setup_url_asks_github_nothing() {
+        let w = World::start(Db::Sqlite).await;
+        let product = w.connected_product(42, "octo-org/hello-world").await;
+        let before = w.hub.requests().len();
+        for action in ["install", "update", "request"] {
+            for _ in 0..50 {
+                let (status, answer, _) = w
+                    .send(
+                        "GET",
+                        &format!("{}/github/setup?installation_id=42&setup_action={action}", w.url),
+                        &[],
+                        None,
+                    )
+                    .await;
+                assert_eq!((status, support::location(&answer).as_str()), (303, "/"));
+            }
+        }
+        assert_eq!(
+            w.hub.requests().len(),
+            before,
+            "150 anonymous Setup URL hits made no GitHub call"
+        );
+        let connection = w
+            .admin("GET", &format!("/api/v1/products/{product}/connection"), None)
+            .await;
+        assert_eq!(connection.body["status"], "active");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn anonymous_logins_write_no_session_set_a_host_cookie_and_are_limited_per_address() {
+        let w = World::start(Db::Sqlite).await;
+        let (mut redirected, mut limited) = (0, 0);
+        for _ in 0..40 {
+            let (status, answer, _) = w.send("GET", &format!("{}/login", w.url), &[], None).await;
+            match status {
+                303 => {
+                    redirected += 1;
+                    let cookie = answer["set-cookie"].to_str().expect("ascii");
+                    assert!(cookie.starts_with("__Host-mint_session="), "{cookie}");
+                    for attribute in ["Path=/", "Secure", "HttpOnly", "SameSite=Lax"] {
+                        assert!(cookie.contains(attribute), "{cookie}");
+                    }
+                    assert!(!cookie.contains("Domain"), "{cookie}");
+                }
+                429 => {
+                    limited += 1;
+                    assert!(answer.contains_key("retry-after"));
+                }
+                other => panic!("/login answered {other}"),
+            }
+        }
+        assert_eq!(
+            redirected,
+            mint_server::web::LOGIN_BURST as usize,
+            "a burst, then refused"
+        );
+        assert_eq!(limited, 40 - redirected);
+        let rows = rows(&w).await;
+        assert_eq!(rows["web_sessions"], 0, "an anonymous visitor has no session row");
+        assert_eq!(rows["oauth_states"], i64::from(mint_server::web::LOGIN_BURST));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sign_in_rotates_the_session_so_a_planted_cookie_rides_nothing() {
+        let w = World::start(Db::Sqlite).await;
+        // The attacker plants a cookie value in the victim's browser, then the victim signs in with it.
+        let planted = "planted-by-an-attacker-0123456789";
+        let (location, signed_in) = w.sign_in("octocat", Some(planted), "/").await;
+        assert_eq!(location, "/");
+        assert_ne!(signed_in, planted, "a new session id at sign-in");
+        let home = |cookie: String| {
+            let w = &w;
+            async move {
+                let header = format!("{}={cookie}", mint_server::web::SESSION_COOKIE);
+                w.send("GET", &format!("{}/", w.url), &[("cookie", &header)], None)
+                    .await
+            }
+        };
+        let (status, answer, _) = home(planted.to_owned()).await;
+        assert_eq!(status, 303);
+        assert!(
+            support::location(&answer).starts_with("/login"),
+            "the planted cookie is not signed in"
+        );
+        let (status, _, body) = home(signed_in.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("octocat"), "{body}");
+        // Signing in again rotates again, and the previous session ends.
+        let (_, again) = w.sign_in("octocat", Some(&signed_in), "/").await;
+        assert_ne!(again, signed_in);
+        assert_eq!(home(signed_in).await.0, 303, "the replaced session is gone");
+        assert_eq!(rows(&w).await["web_sessions"], 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn next_after_sign_in_never_leaves_the_site() {
+        let w = World::start(Db::Sqlite).await;
+        // `next` as the query decodes it: `?next=/%09/evil.example/phish` arrives as "/\t/evil.example/phish".
+        for (next, want) in [
+            ("/\t/evil.example/phish", "/"),
+            ("/\n/evil.example/phish", "/"),
+            ("/%09/evil.example/phish", "/%09/evil.example/phish"),
+            ("//evil.example/phish", "/"),
+            ("/\\evil.example", "/"),
+            ("https://evil.example/", "/"),
+            (
+                "/products/prd_x/integrations?tab=1",
+                "/products/prd_x/integrations?tab=1",
+            ),
+        ] {
+            let (location, _) = w.sign_in("octocat", None, next).await;
+            assert_eq!(location, want, "next={next:?}");
+            let landed = url::Url::parse(PUBLIC_URL).expect("url").join(&location).expect("url");
+            assert_eq!(landed.origin(), url::Url::parse(PUBLIC_URL).expect("url").origin());
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_signed_body_replayed_under_a_new_delivery_id_is_a_duplicate() {
+        let w = World::start(Db::Sqlite).await;
+        let body = installation_event("suspend", 42);
+        let first = w
+            .deliver("installation", "d-original", &body, Some(WEBHOOK_SECRET))
+            .await;
+        assert_eq!(first.status, 202);
+        let replayed = w
+            .deliver("installation", "d-forged-new-id", &body, Some(WEBHOOK_SECRET))
+            .await;
+        assert_eq!(
+            (replayed.status, replayed.body["status"].clone()),
+            (200, json!("duplicate"))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_approval_is_matched_to_the_account_github_reports_not_the_payloads_requester() {
+        let w = World::start(Db::Sqlite).await;
+        let created = w
+            .admin(
+                "POST",
+                "/api/v1/products",
+                Some(json!({"name": "Pending", "members": ["hubot"]})),
+            )
+            .await;
+        let product = created.body["id"].as_str().expect("id").to_owned();
+        // The product waits for an owner of acme (as the Setup URL's request step records it).
+        let store = Store::open(&w.database).await.expect("store");
+        let mut pending = mint_server::model::Connection::not_connected("waiting", mint_server::model::now());
+        pending.status = mint_server::model::ConnectionStatus::PendingApproval;
+        pending.account_login = Some("acme".into());
+        store.put_connection(&product, &pending).await.expect("pending");
+        // A signed delivery says installation 42 was created for hubot's request; GitHub says 42 is octo-org's.
+        let mut forged: Value = serde_json::from_slice(&installation_event("created", 42)).expect("json");
+        forged["requester"] = json!({"login": "hubot", "id": 2});
+        forged["installation"]["account"]["login"] = json!("acme");
+        let answer = w
+            .deliver(
+                "installation",
+                "d-created",
+                forged.to_string().as_bytes(),
+                Some(WEBHOOK_SECRET),
+            )
+            .await;
+        assert_eq!(answer.status, 202);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert_eq!(
+            store.connection(&product).await.expect("read").expect("row").status,
+            mint_server::model::ConnectionStatus::PendingApproval,
+            "still waiting: installation 42 is not acme's"
+        );
+        // GitHub's own word: installation 43 is acme's.
+        let real = installation_event("created", 43);
+        assert_eq!(
+            w.deliver("installation", "d-real", &real, Some(WEBHOOK_SECRET))
+                .await
+                .status,
+            202
+        );
+        w.wait_for_status(&product, "not_connected").await;
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sweep_confirms_an_installation_missing_from_the_list_before_calling_it_gone() {
+        let w = World::start(Db::Sqlite).await;
+        let product = w.connected_product(42, "octo-org/hello-world").await;
+        w.hub.skip_in_installation_list(42, true);
+        let swept = w.admin("POST", "/api/v1/reconcile", None).await;
+        assert_eq!(swept.status, 200, "{:?}", swept.body);
+        let connection = w
+            .admin("GET", &format!("/api/v1/products/{product}/connection"), None)
+            .await;
+        assert_eq!(
+            connection.body["status"], "active",
+            "a shifted page is not an uninstall"
+        );
+        w.hub.skip_in_installation_list(42, false);
+        w.hub.uninstall(42);
+        w.admin("POST", "/api/v1/reconcile", None).await;
+        w.wait_for_status(&product, "installation_gone").await;
+    }
+
+    /// Members are matched by GitHub's user id: bound at the login's first sign-in, then only that id.
+    async fn members_are_matched_by_user_id(w: World) {
+        let product = w.connected_product(42, "octo-org/hello-world").await;
+        let store = Store::open(&w.database).await.expect("store");
+        assert!(
+            store.is_member(&product, "octocat", 583_231).await.expect("read"),
+            "first sign-in binds"
+        );
+        assert!(
+            !store.is_member(&product, "octocat", 9_999_999).await.expect("read"),
+            "someone else who took the login later is not a member"
+        );
+        assert!(
+            store
+                .is_member(&product, "octocat-renamed", 583_231)
+                .await
+                .expect("read"),
+            "the member, renamed, still is"
+        );
+        assert!(!store.is_member(&product, "mona", 1).await.expect("read"));
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn members_are_matched_by_user_id_on_sqlite() {
+        members_are_matched_by_user_id(World::start(Db::Sqlite).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn members_are_matched_by_user_id_on_postgres() {
+        let pg = tokio::task::spawn_blocking(Postgres::start).await.expect("postgres");
+        members_are_matched_by_user_id(World::start(Db::Postgres(pg)).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn expired_sessions_states_and_deliveries_are_swept() {
+        let w = World::start(Db::Sqlite).await;
+        for _ in 0..5 {
+            w.send("GET", &format!("{}/login", w.url), &[], None).await;
+        }
+        let (_, cookie) = w.sign_in("octocat", None, "/").await;
+        assert!(!cookie.is_empty());
+        w.deliver(
+            "installation",
+            "d-old",
+            &installation_event("suspend", 42),
+            Some(WEBHOOK_SECRET),
+        )
+        .await;
+        let before = rows(&w).await;
+        assert!(before["oauth_states"] >= 5 && before["web_sessions"] == 1 && before["webhook_deliveries"] == 1);
+        let store = Store::open(&w.database).await.expect("store");
+        // A day and a month later: everything anonymous traffic wrote has expired.
+        let later = mint_server::model::now() + 40 * 24 * 3600;
+        let gone = store
+            .sweep_expired(later, 600, 30 * 24 * 3600, 30 * 24 * 3600)
+            .await
+            .expect("sweep");
+        assert!(gone >= 7, "{gone}");
+        let after = rows(&w).await;
+        for table in ["oauth_states", "web_sessions", "webhook_deliveries", "verified_choices"] {
+            assert_eq!(after[table], 0, "{table}");
+        }
+        store.close().await;
     }
 }

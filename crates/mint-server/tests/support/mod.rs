@@ -18,11 +18,13 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789abcdefghijkl";
-pub const WEBHOOK_SECRET: &str = "webhook-secret-for-tests";
-pub const NEXT_WEBHOOK_SECRET: &str = "the-next-webhook-secret";
+pub const WEBHOOK_SECRET: &str = "webhook-secret-for-tests-0123456789abcdef";
+pub const NEXT_WEBHOOK_SECRET: &str = "the-next-webhook-secret-0123456789abcdef";
 pub const CLIENT_ID: &str = "Iv1.fakehubclient";
 pub const CLIENT_SECRET: &str = "fakehub-client-secret";
 pub const APP_ID: u64 = 7;
+/// `--public-url`: nothing listens there; tests call the server directly with the paths it redirects to.
+pub const PUBLIC_URL: &str = "http://127.0.0.1:1";
 
 pub fn app_key() -> &'static AppKeyPair {
     static KEY: OnceLock<AppKeyPair> = OnceLock::new();
@@ -91,7 +93,12 @@ impl World {
                 fakehub::BROAD_PERMISSIONS,
             ))
             // An account with no installation yet, for installations made during a test.
-            .with_repositories("initech", &["tps", "reports"]);
+            .with_repositories("initech", &["tps", "reports"])
+            // People who sign in to the Integrations page through fakehub's OAuth web flow.
+            .with_user(fakehub::UserConfig::new("octocat", "octocat").owner_of("octo-org"))
+            .with_user(fakehub::UserConfig::new("hubot", "hubot").member_of("acme", true))
+            .with_oauth_client(CLIENT_ID, CLIENT_SECRET)
+            .with_callback_url(&format!("{PUBLIC_URL}/github/oauth/callback"));
         let hub = FakeHub::start(config).await.expect("fakehub starts");
         let database = match &db {
             Db::Sqlite => format!("sqlite://{}", dir.path().join("mint-server.db").display()),
@@ -147,7 +154,7 @@ impl World {
             "--github-url".into(),
             self.hub.url(),
             "--public-url".into(),
-            "http://127.0.0.1:1".into(),
+            PUBLIC_URL.into(),
             "--app-slug".into(),
             "mint-fakehub".into(),
             "--client-id".into(),
@@ -256,6 +263,125 @@ impl World {
             body: serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())),
         }
+    }
+
+    /// A request with any headers, to any URL (mint-server's or fakehub's); the status, the headers and the
+    /// body as text.
+    pub async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> (u16, http::HeaderMap, String) {
+        let mut builder = http::Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .expect("request");
+        match self.client.request(request).await {
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                let bytes = body
+                    .collect()
+                    .await
+                    .map(http_body_util::Collected::to_bytes)
+                    .unwrap_or_default();
+                (
+                    parts.status.as_u16(),
+                    parts.headers,
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                )
+            }
+            Err(e) => (0, http::HeaderMap::new(), e.to_string()),
+        }
+    }
+
+    /// Sign in to the Integrations page as `login` (its fakehub password is the login), from a browser
+    /// holding `cookie` (mint's cookie value, if any), starting at `/login?next=…`. Returns what mint answered
+    /// at the end of the flow: its `Location`, and the cookie value it set.
+    pub async fn sign_in(&self, login: &str, cookie: Option<&str>, next: &str) -> (String, String) {
+        let cookie_header = |value: &str| format!("{}={value}", mint_server::web::SESSION_COOKIE);
+        let mint_cookie = cookie.map(cookie_header);
+        let mut headers: Vec<(&str, &str)> = Vec::new();
+        if let Some(c) = mint_cookie.as_deref() {
+            headers.push(("cookie", c));
+        }
+        let (status, answer, _) = self
+            .send(
+                "GET",
+                &format!("{}/login?next={}", self.url, mint_github::percent_encode(next)),
+                &headers,
+                None,
+            )
+            .await;
+        assert_eq!(status, 303, "/login");
+        let authorize = location(&answer);
+        let cookie = set_cookie(&answer)
+            .or_else(|| cookie.map(str::to_owned))
+            .expect("mint's cookie");
+        assert!(
+            authorize.contains("code_challenge=") && authorize.contains("code_challenge_method=S256"),
+            "{authorize}"
+        );
+        // Sign in at fakehub, then answer its authorize page.
+        let hub = self.hub.url();
+        let form = format!("login={login}&password={login}&return_to=/");
+        let (_, signed, _) = self
+            .send(
+                "POST",
+                &format!("{hub}/session"),
+                &[("content-type", "application/x-www-form-urlencoded")],
+                Some(form.into_bytes()),
+            )
+            .await;
+        let hub_cookie = signed
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| v.split(';').next().filter(|kv| kv.starts_with("fakehub_session=")))
+            .expect("fakehub's session cookie")
+            .to_owned();
+        let (status, answer, page) = self.send("GET", &authorize, &[("cookie", &hub_cookie)], None).await;
+        let callback = if status == 200 {
+            let fields: Vec<(String, String)> = page
+                .split("<input type=\"hidden\" ")
+                .skip(1)
+                .filter_map(|input| {
+                    let name = input.split("name=\"").nth(1)?.split('"').next()?;
+                    let value = input.split("value=\"").nth(1)?.split('"').next()?;
+                    Some((name.to_owned(), value.replace("&amp;", "&")))
+                })
+                .collect();
+            let mut form: Vec<String> = fields
+                .iter()
+                .map(|(k, v)| format!("{k}={}", mint_github::percent_encode(v)))
+                .collect();
+            form.push("authorize=1".into());
+            let (_, answer, _) = self
+                .send(
+                    "POST",
+                    &format!("{hub}/login/oauth/authorize"),
+                    &[
+                        ("cookie", &hub_cookie),
+                        ("content-type", "application/x-www-form-urlencoded"),
+                    ],
+                    Some(form.join("&").into_bytes()),
+                )
+                .await;
+            location(&answer)
+        } else {
+            location(&answer)
+        };
+        let path = callback.strip_prefix(PUBLIC_URL).expect("back to mint's callback");
+        let mint_cookie = cookie_header(&cookie);
+        let (status, answer, body) = self
+            .send("GET", &format!("{}{path}", self.url), &[("cookie", &mint_cookie)], None)
+            .await;
+        assert_eq!(status, 303, "the callback: {body}");
+        (location(&answer), set_cookie(&answer).expect("a new session cookie"))
     }
 
     /// A webhook delivery as GitHub sends it, signed with `secret`.
@@ -409,4 +535,22 @@ impl World {
             Db::Postgres(pg) => pg.dump("mint"),
         }
     }
+}
+
+pub fn location(headers: &http::HeaderMap) -> String {
+    headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The value of mint's cookie in a `Set-Cookie`, if the answer sets it.
+pub fn set_cookie(headers: &http::HeaderMap) -> Option<String> {
+    let prefix = format!("{}=", mint_server::web::SESSION_COOKIE);
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.split(';').next()?.strip_prefix(prefix.as_str()).map(str::to_owned))
 }
