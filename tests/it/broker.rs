@@ -34,6 +34,8 @@ pub(crate) struct Server {
     /// default PEM file.
     key: Vec<String>,
     env: Vec<(String, String)>,
+    /// The memory cgroup it runs in, if started under a limit.
+    pub(crate) cgroup: Option<crate::cgroup::MemoryCgroup>,
 }
 
 /// A secret file only its owner can read.
@@ -85,9 +87,73 @@ impl Server {
             extra,
             key,
             env,
+            cgroup: None,
         };
         server.spawn();
         server
+    }
+
+    /// A server held to `memory` bytes in a cgroup of its own (OOM-killed past it, as a pod's would be),
+    /// with `env` in its environment.
+    pub(crate) fn start_limited(
+        world: &World,
+        database: Option<String>,
+        extra: Vec<String>,
+        env: Vec<(String, String)>,
+        memory: u64,
+    ) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("mint-server-it-")
+            .tempdir()
+            .expect("tempdir");
+        for (name, contents) in [
+            ("app.pem", app_key().private_key_pem()),
+            ("admin-token", ADMIN_TOKEN.to_owned()),
+        ] {
+            write_private(&dir.path().join(name), &contents);
+        }
+        let database = database.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("mint-server.db").display()));
+        let mut server = Self {
+            child: None,
+            dir,
+            database,
+            hub_url: world.url(),
+            url: String::new(),
+            extra,
+            key: Vec::new(),
+            env,
+            cgroup: Some(crate::cgroup::MemoryCgroup::create(memory)),
+        };
+        server.spawn();
+        server
+    }
+
+    /// Rows per table of the server's database, as mint-server counts them.
+    pub(crate) fn row_counts(&self) -> std::collections::HashMap<&'static str, i64> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let store = mint_server::db::Store::open(&self.database)
+                .await
+                .expect("the database opens");
+            let counts = store.row_counts().await.expect("counts").into_iter().collect();
+            store.close().await;
+            counts
+        })
+    }
+
+    /// mint-server's log so far, in bytes.
+    pub(crate) fn log_len(&self) -> u64 {
+        std::fs::metadata(self.dir.path().join("server.log")).map_or(0, |m| m.len())
+    }
+
+    /// Is the process still running?
+    pub(crate) fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().is_ok_and(|s| s.is_none()))
     }
 
     fn spawn(&mut self) {
@@ -123,7 +189,8 @@ impl Server {
         } else {
             self.key.clone()
         };
-        let child = Command::new(env!("CARGO_BIN_EXE_mint-server"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mint-server"));
+        command
             .arg("--app-id")
             .arg(APP_ID.to_string())
             .args(&key)
@@ -138,7 +205,11 @@ impl Server {
             .arg(&self.hub_url)
             .env_clear()
             .env("RUST_LOG", "debug")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        if let Some(cgroup) = &self.cgroup {
+            command = cgroup.wrap(&command);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

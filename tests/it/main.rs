@@ -20,4 +20,5 @@ mod policy;
 mod pulls;
 mod revocation;
 mod security;
+mod server_soak;
 mod support;
