@@ -144,6 +144,18 @@ impl Server {
         })
     }
 
+    /// The SQLite database's files (with its WAL), in bytes; 0 on PostgreSQL.
+    pub(crate) fn database_bytes(&self) -> u64 {
+        std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("mint-server.db"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
     /// mint-server's log so far, in bytes.
     pub(crate) fn log_len(&self) -> u64 {
         std::fs::metadata(self.dir.path().join("server.log")).map_or(0, |m| m.len())

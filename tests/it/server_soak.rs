@@ -660,3 +660,83 @@ fn soak(database: Option<String>) {
     );
     assert!(log < LOG_BOUND, "the log is {log} bytes");
 }
+
+/// Issue 25's measure: 10,000 anonymous `/login` from 1,000 addresses (each allowed its burst) leave a
+/// database of bounded size, and the sweep empties what they wrote once it expires.
+#[test]
+fn ten_thousand_anonymous_logins_from_a_thousand_addresses_grow_the_database_by_a_bounded_amount() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let public = format!("http://127.0.0.1:{port}");
+    let world = {
+        let public = public.clone();
+        World::start_with_config(
+            Options {
+                start_mintd: false,
+                ..Options::default()
+            },
+            move |config| {
+                config
+                    .with_oauth_client(CLIENT_ID, CLIENT_SECRET)
+                    .with_callback_url(&format!("{public}/github/oauth/callback"))
+            },
+        )
+    };
+    let dir = world.dir.path().to_path_buf();
+    write_private(&dir.join("client-secret"), CLIENT_SECRET);
+    write_private(&dir.join("webhook-secret"), WEBHOOK_SECRET);
+    let extra: Vec<String> = [
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--public-url",
+        &public,
+        "--app-slug",
+        "mint-fakehub",
+        "--client-id",
+        CLIENT_ID,
+        "--client-secret-file",
+        &dir.join("client-secret").display().to_string(),
+        "--webhook-secret-file",
+        &dir.join("webhook-secret").display().to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let server = Server::start_with(&world, None, extra);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let before = server.database_bytes();
+    let answered: Vec<u16> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4_u32)
+            .map(|w| {
+                scope.spawn(move || {
+                    let mut statuses = Vec::new();
+                    for i in (w * 250)..((w + 1) * 250) {
+                        let source = format!("127.0.{}.{}", 10 + i / 200, 1 + i % 200);
+                        for _ in 0..10 {
+                            let status = exchange(Some(&source), addr, "GET", "/login", &[], b"").map_or(0, |a| a.0);
+                            statuses.push(status);
+                        }
+                    }
+                    statuses
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("worker")).collect()
+    });
+    assert_eq!(answered.len(), 10_000);
+    assert!(answered.iter().all(|s| *s == 303 || *s == 429), "{:?}", &answered[..20]);
+    let rows = server.row_counts();
+    let after = server.database_bytes();
+    let grown = after.saturating_sub(before);
+    eprintln!(
+        "10,000 anonymous /login from 1,000 addresses: {} OAuth states, {} sessions, the database (with its WAL) grew by {} KiB",
+        rows["oauth_states"],
+        rows["web_sessions"],
+        grown >> 10
+    );
+    assert_eq!(rows["web_sessions"], 0, "no session rows for anonymous visitors");
+    assert!(rows["oauth_states"] <= 10_000);
+    assert!(grown < 8 * 1024 * 1024, "the database grew by {grown} bytes");
+}
