@@ -389,7 +389,9 @@ fn connect_change_manage_disconnect_in_a_browser() {
                 "Add AGENT.md",
             ],
         );
-        browser.refresh().await.expect("reload");
+        // The card reads GitHub's list at most every few seconds, however often it is loaded: reload until the
+        // pull request is there, as a person would.
+        wait_for_text(&browser, "Pull requests from coding tasks").await;
         find(&browser, "#pull-requests").await;
         rig.shot(&browser, "card-with-pull-request").await;
         click(&browser, "#pull-requests a").await;
@@ -696,7 +698,7 @@ fn forged_replayed_and_cross_site_requests_bind_nothing() {
         );
         let (status, _, body) = raw(&rig.public, "GET", "/github/oauth/callback?code=x&state=y", None, None);
         assert_eq!(status, 400);
-        assert!(body.contains("did not bring back mint's cookie"), "{body}");
+        assert!(body.contains("did not bring back the mint cookie"), "{body}");
         not_connected(&rig, &product);
 
         // A member who can see the installation but cannot push gets nothing to choose, and a forged choice

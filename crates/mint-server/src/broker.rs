@@ -32,8 +32,10 @@ use crate::state::AppState;
 
 /// The window of the per-sandbox mint budget.
 const BUDGET_WINDOW: Duration = Duration::from_secs(60);
-/// A replica minting for a sandbox holds its lease this long at most (the mint's own deadline is shorter).
-const MINT_LEASE: Duration = Duration::from_secs(30);
+/// A replica minting for a sandbox holds its lease this long, and renews it every [`LEASE_RENEW`] while
+/// the mint runs: a replica killed mid-mint lets the sandbox's next request through within this.
+const MINT_LEASE: Duration = Duration::from_secs(3);
+const LEASE_RENEW: Duration = Duration::from_secs(1);
 /// How often a request waiting on another replica's mint for the same sandbox looks for its token.
 const LEASE_POLL: Duration = Duration::from_millis(50);
 
@@ -198,12 +200,17 @@ async fn mint_for(
     if let Some(answer) = again(&state).await? {
         return Ok(answer);
     }
+    // Other replicas' requests for this sandbox: a lease in the database (one process on SQLite, where the
+    // lock above is enough).
     let waited = tokio::time::Instant::now();
     let lease = loop {
+        if state.store.backend() == crate::db::Backend::Sqlite {
+            break None;
+        }
         let now_ms = now_ms();
         let until = now_ms + i64::try_from(MINT_LEASE.as_millis()).expect("seconds");
         if state.store.take_mint_lease(&sandbox.id, now_ms, until).await? {
-            break until;
+            break Some(until);
         }
         // Another replica is minting for this sandbox: its token will do.
         tokio::time::sleep(LEASE_POLL).await;
@@ -221,14 +228,34 @@ async fn mint_for(
     };
     let now = now();
     let window_start = now - i64::try_from(BUDGET_WINDOW.as_secs()).expect("a minute");
-    let result = match state.store.recent_mints(&sandbox.id, window_start).await {
-        Ok((recent, oldest)) => match budget(&state, recent, oldest, now) {
-            Ok(()) => mint_and_record(&state, &sandbox, (*installation_id, *repository_id, &target.2)).await,
-            Err(refused) => Err(refused),
-        },
-        Err(e) => Err(e.into()),
+    let work = async {
+        let (recent, oldest) = state.store.recent_mints(&sandbox.id, window_start).await?;
+        budget(&state, recent, oldest, now)?;
+        mint_and_record(&state, &sandbox, (*installation_id, *repository_id, &target.2)).await
     };
-    if let Err(e) = state.store.release_mint_lease(&sandbox.id, lease).await {
+    let mut held = lease;
+    let result = if lease.is_none() {
+        work.await
+    } else {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                result = &mut work => break result,
+                () = tokio::time::sleep(LEASE_RENEW) => {
+                    let until = now_ms() + i64::try_from(MINT_LEASE.as_millis()).expect("seconds");
+                    let current = held.expect("a lease is held");
+                    match state.store.renew_mint_lease(&sandbox.id, current, until).await {
+                        Ok(true) => held = Some(until),
+                        Ok(false) => tracing::warn!(sandbox = %sandbox.id, "the mint lease was taken over; the mint goes on and is recorded"),
+                        Err(e) => tracing::warn!(error = %e, sandbox = %sandbox.id, "could not renew the mint lease"),
+                    }
+                }
+            }
+        }
+    };
+    if let Some(lease) = held
+        && let Err(e) = state.store.release_mint_lease(&sandbox.id, lease).await
+    {
         tracing::warn!(error = %e, sandbox = %sandbox.id, "could not give the mint lease back; it runs out by itself");
     }
     result

@@ -855,7 +855,7 @@ async fn callback(state: &AppState, web: &Web, browser: &Browser, q: CallbackQue
     let refused = |message: &str| WebError::new(web, StatusCode::BAD_REQUEST, "Sign-in refused", message);
     let Some(binding) = browser.binding.as_deref() else {
         return Err(refused(
-            "This browser did not bring back mint's cookie (cookies blocked, or the link was opened elsewhere), so nothing was signed in or bound: start again from the Integrations page.",
+            "This browser did not bring back the mint cookie (cookies blocked, or the link was opened elsewhere), so nothing was signed in or bound: start again from the Integrations page.",
         ));
     };
     let Some(token) = q.state.as_deref() else {

@@ -367,6 +367,18 @@ impl Store {
         Ok(taken.rows_affected() == 1)
     }
 
+    /// Extend a lease this replica holds (it still holds it when the value is the one it last wrote).
+    pub async fn renew_mint_lease(&self, sandbox_id: &str, held: i64, until: i64) -> Result<bool, StoreError> {
+        let _writing = self.writing().await;
+        let renewed = sqlx::query("UPDATE sandboxes SET mint_lease = $1 WHERE id = $2 AND mint_lease = $3")
+            .bind(until)
+            .bind(sandbox_id)
+            .bind(held)
+            .execute(&self.pool)
+            .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
     pub async fn release_mint_lease(&self, sandbox_id: &str, until: i64) -> Result<(), StoreError> {
         let _writing = self.writing().await;
         sqlx::query("UPDATE sandboxes SET mint_lease = 0 WHERE id = $1 AND mint_lease = $2")
