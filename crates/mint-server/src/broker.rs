@@ -233,30 +233,36 @@ async fn mint_for(
         budget(&state, recent, oldest, now)?;
         mint_and_record(&state, &sandbox, (*installation_id, *repository_id, &target.2)).await
     };
-    let mut held = lease;
-    let result = if lease.is_none() {
-        work.await
-    } else {
-        tokio::pin!(work);
-        loop {
-            tokio::select! {
-                result = &mut work => break result,
-                () = tokio::time::sleep(LEASE_RENEW) => {
-                    let until = now_ms() + i64::try_from(MINT_LEASE.as_millis()).expect("seconds");
-                    let current = held.expect("a lease is held");
-                    match state.store.renew_mint_lease(&sandbox.id, current, until).await {
-                        Ok(true) => held = Some(until),
-                        Ok(false) => tracing::warn!(sandbox = %sandbox.id, "the mint lease was taken over; the mint goes on and is recorded"),
-                        Err(e) => tracing::warn!(error = %e, sandbox = %sandbox.id, "could not renew the mint lease"),
+    // Renewed by a task of its own: the renewal must never wait for the mint (whose transaction locks the
+    // sandbox's row), nor the mint for the renewal.
+    let renewal = lease.map(|first| {
+        let held = Arc::new(std::sync::atomic::AtomicI64::new(first));
+        let (store, sandbox_id, current) = (state.store.clone(), sandbox.id.clone(), held.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE_RENEW).await;
+                let until = now_ms() + i64::try_from(MINT_LEASE.as_millis()).expect("seconds");
+                let previous = current.load(std::sync::atomic::Ordering::Acquire);
+                match store.renew_mint_lease(&sandbox_id, previous, until).await {
+                    Ok(true) => current.store(until, std::sync::atomic::Ordering::Release),
+                    Ok(false) => {
+                        tracing::warn!(sandbox = %sandbox_id, "the mint lease was taken over; the mint goes on and is recorded");
+                        return;
                     }
+                    Err(e) => tracing::warn!(error = %e, sandbox = %sandbox_id, "could not renew the mint lease"),
                 }
             }
+        });
+        (task, held)
+    });
+    let result = work.await;
+    if let Some((task, held)) = renewal {
+        task.abort();
+        let _ = task.await;
+        let lease = held.load(std::sync::atomic::Ordering::Acquire);
+        if let Err(e) = state.store.release_mint_lease(&sandbox.id, lease).await {
+            tracing::warn!(error = %e, sandbox = %sandbox.id, "could not give the mint lease back; it runs out by itself");
         }
-    };
-    if let Some(lease) = held
-        && let Err(e) = state.store.release_mint_lease(&sandbox.id, lease).await
-    {
-        tracing::warn!(error = %e, sandbox = %sandbox.id, "could not give the mint lease back; it runs out by itself");
     }
     result
 }
