@@ -135,7 +135,7 @@ impl Server {
             .build()
             .expect("runtime");
         runtime.block_on(async {
-            let store = mint_server::db::Store::open(&self.database)
+            let store = mint_server::store::Store::open(&self.database)
                 .await
                 .expect("the database opens");
             let counts = store.row_counts().await.expect("counts").into_iter().collect();

@@ -11,10 +11,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::{Admin, ApiError, Id, Input, json};
-use crate::db::Whose;
 use crate::model::{Connection, SandboxRow, now, rfc3339};
 use crate::secrets::{SandboxCredential, new_id};
 use crate::state::AppState;
+use crate::store::Whose;
 
 /// The longest a sandbox credential may be asked to live.
 const MAX_SANDBOX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);

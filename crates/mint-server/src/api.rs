@@ -15,9 +15,9 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::db::StoreError;
 use crate::github::ConnectError;
 use crate::state::AppState;
+use crate::store::StoreError;
 
 /// Request bodies above this are refused (413) before they are parsed.
 pub const MAX_BODY: usize = 64 * 1024;

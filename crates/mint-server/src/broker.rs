@@ -23,12 +23,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::{ApiError, Input, github_failure, json, sandbox_refused};
-use crate::db::{NewToken, Reusable, SANDBOX_EXPIRED, SANDBOX_TORN_DOWN};
 use crate::fleet::{MAX_QUEUE_WAIT, Refused};
 use crate::github::connection_outcome;
 use crate::model::{Connection, SandboxRow, now, now_ms};
 use crate::secrets::sha256_hex;
 use crate::state::AppState;
+use crate::store::{NewToken, Reusable, SANDBOX_EXPIRED, SANDBOX_TORN_DOWN};
 
 /// The window of the per-sandbox mint budget.
 const BUDGET_WINDOW: Duration = Duration::from_secs(60);
@@ -204,7 +204,7 @@ async fn mint_for(
     // lock above is enough).
     let waited = tokio::time::Instant::now();
     let lease = loop {
-        if state.store.backend() == crate::db::Backend::Sqlite {
+        if state.store.backend() == crate::store::Backend::Sqlite {
             break None;
         }
         let now_ms = now_ms();

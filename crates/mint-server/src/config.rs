@@ -237,7 +237,7 @@ impl Args {
                 env::DATABASE,
                 format!(
                     "{} is not a database URL mint-server knows: use sqlite://FILE (embedded, the default) or postgres://USER@HOST/DB",
-                    crate::db::redact_url(&self.database)
+                    crate::store::redact_url(&self.database)
                 ),
             ));
         }

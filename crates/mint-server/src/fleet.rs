@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::db::{Backend, Store, StoreError};
 use crate::model::now_ms;
+use crate::store::{Backend, Store, StoreError};
 
 /// The advisory lock's key: "mintswep" in ASCII, so it is recognisable in `pg_locks`.
 pub const SWEEP_LOCK_KEY: i64 = 0x6d69_6e74_7377_6570;

@@ -7,7 +7,6 @@ pub mod api;
 pub mod body;
 pub mod broker;
 pub mod config;
-pub mod db;
 pub mod events;
 pub mod fleet;
 pub mod github;
@@ -17,6 +16,7 @@ pub mod revoker;
 pub mod seal;
 pub mod secrets;
 pub mod state;
+pub mod store;
 mod tls;
 pub mod web;
 pub mod webhook;
@@ -52,7 +52,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     // SIGHUP, or a change of the key file, installs a new App key in `app` (a rotation with no restart).
     let key_reloader = mint_github::KeyReloader::new(config.key_source, app.keys(), config.key.stamp);
     let key_reloader = tokio::spawn(key_reloader.run());
-    let store = db::Store::open(&config.database).await?;
+    let store = store::Store::open(&config.database).await?;
     let state = Arc::new(state::AppState {
         store: store.clone(),
         github: github::GitHub::new(app),
@@ -85,7 +85,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     tracing::info!(
         address = %listener.local_addr()?,
         tls = config.tls.is_some(),
-        database = %db::redact_url(&config.database),
+        database = %store::redact_url(&config.database),
         github_api = %config.api_url,
         "mint-server ready"
     );
@@ -117,7 +117,7 @@ const TOKEN_RECORDS_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Delete what has expired (sessions, OAuth states, verified choices, old webhook deliveries, past pauses,
 /// long-expired token records), every minute on every replica: nothing anonymous traffic writes outlives its
 /// use.
-async fn expire_loop(store: db::Store) {
+async fn expire_loop(store: store::Store) {
     let seconds = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
     let mut tick = tokio::time::interval(EXPIRE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -16,10 +16,10 @@ use rand::Rng as _;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::db::{Claimed, Outcome, Whose};
 use crate::model::now_ms;
 use crate::seal::SealError;
 use crate::state::AppState;
+use crate::store::{Claimed, Outcome, Whose};
 
 /// Revocations in flight at once per replica (GitHub's secondary limit is 100 concurrent requests).
 pub const CONCURRENCY: usize = 32;

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use crate::db::Store;
 use crate::github::GitHub;
 use crate::secrets::AdminToken;
+use crate::store::Store;
 
 pub struct AppState {
     pub store: Store,

@@ -23,10 +23,10 @@ use mint_github::{OAuthApp, UserToken, percent_encode};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use crate::db::{Choice, OAuthState};
 use crate::model::{Connection, ConnectionStatus, now};
 use crate::secrets::{random_token, sha256_hex};
 use crate::state::AppState;
+use crate::store::{Choice, OAuthState};
 
 /// A browser session lasts this long from sign-in.
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
@@ -395,7 +395,7 @@ async fn start_session(
     let ttl = i64::try_from(SESSION_TTL.as_secs()).expect("hours");
     let login = user.login.to_ascii_lowercase();
     let csrf = random_token();
-    let signed_in = crate::db::SessionUser {
+    let signed_in = crate::store::SessionUser {
         login: &login,
         user_id: user.id,
         csrf: &csrf,
@@ -1120,7 +1120,7 @@ async fn bind_choice(
         .map_err(|e| internal(web, "save the connection", &e))?;
     if queued > 0 {
         // Change repository: the old repository's tokens die now.
-        crate::revoker::settle(state, crate::db::Whose::Product(product)).await;
+        crate::revoker::settle(state, crate::store::Whose::Product(product)).await;
     }
     state
         .store
@@ -1162,7 +1162,7 @@ async fn disconnect(
         return internal(web, "disconnect", &e).into_response();
     }
     // The sandboxes' tokens die now, at GitHub, whichever replica minted them.
-    let pending = crate::revoker::settle(&state, crate::db::Whose::Product(&id)).await;
+    let pending = crate::revoker::settle(&state, crate::store::Whose::Product(&id)).await;
     tracing::info!(product = %id, %login, pending, "disconnected from the Integrations page");
     redirect(&format!("/products/{id}/integrations?flash=disconnected"))
 }

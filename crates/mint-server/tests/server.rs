@@ -644,8 +644,8 @@ mod webhooks {
 mod fleet {
     use std::time::{Duration, Instant};
 
-    use mint_server::db::Store;
     use mint_server::fleet::SweepLock;
+    use mint_server::store::Store;
 
     use super::*;
 
@@ -909,7 +909,7 @@ mod fleet {
 mod internet {
     use std::collections::HashMap;
 
-    use mint_server::db::Store;
+    use mint_server::store::Store;
 
     use super::*;
     use support::{PUBLIC_URL, WEBHOOK_SECRET};
