@@ -1,6 +1,7 @@
 //! mintd: holds the GitHub App key (or asks a broker that holds it), mints the repository-scoped
 //! installation token, caches and refreshes it, and serves it to git on a unix socket.
 
+pub mod api_policy;
 pub mod broker;
 mod budget;
 pub mod cache;

@@ -125,7 +125,9 @@ impl App {
 
     /// The current key's RS256 signature of `message` (see [`crate::Signer::sign_rs256`]).
     pub fn sign_rs256(&self, message: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, GithubError> {
-        self.key.sign_rs256(message).map_err(|e| GithubError::Jwt(e.to_string()))
+        self.key
+            .sign_rs256(message)
+            .map_err(|e| GithubError::Jwt(e.to_string()))
     }
 
     /// Bumped each time the App's key is replaced (a rotation), so what was derived from the key (the

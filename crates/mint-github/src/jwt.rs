@@ -149,7 +149,10 @@ mod tests {
         VerifyingKey::<sha2::Sha256>::new(public)
             .verify(b"mint token seal", &signature)
             .expect("verifies as RS256 under the public key");
-        assert_ne!(*first, *crate::Signer::sign_rs256(&key, b"another label").expect("signs"));
+        assert_ne!(
+            *first,
+            *crate::Signer::sign_rs256(&key, b"another label").expect("signs")
+        );
     }
 
     #[test]

@@ -38,7 +38,10 @@ impl AppKey {
     }
 
     /// The raw RS256 signature of `message` (jsonwebtoken hands it over base64url-encoded).
-    pub(crate) fn sign_bytes(&self, message: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, jsonwebtoken::errors::Error> {
+    pub(crate) fn sign_bytes(
+        &self,
+        message: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, jsonwebtoken::errors::Error> {
         use base64::Engine as _;
         let encoded = zeroize::Zeroizing::new(jsonwebtoken::crypto::sign(
             message,
