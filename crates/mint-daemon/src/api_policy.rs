@@ -63,6 +63,26 @@ const SETTINGS: [&str; 22] = [
     "forks",
 ];
 
+/// First path segments of GitHub's API outside `/repos/` (refused: not the repository's).
+const ELSEWHERE: [&str; 16] = [
+    "repositories",
+    "user",
+    "users",
+    "orgs",
+    "search",
+    "rate_limit",
+    "installation",
+    "app",
+    "gists",
+    "notifications",
+    "meta",
+    "enterprises",
+    "teams",
+    "projects",
+    "issues",
+    "graphql",
+];
+
 /// The repository and branch prefix requests are judged against.
 #[derive(Debug, Clone, Copy)]
 pub struct Scope<'a> {
@@ -99,24 +119,6 @@ pub fn endpoint(path: &str) -> Option<Endpoint> {
     if rest == "/repos" || rest.starts_with("/repos/") {
         return Some(Endpoint::Rest);
     }
-    const ELSEWHERE: [&str; 16] = [
-        "repositories",
-        "user",
-        "users",
-        "orgs",
-        "search",
-        "rate_limit",
-        "installation",
-        "app",
-        "gists",
-        "notifications",
-        "meta",
-        "enterprises",
-        "teams",
-        "projects",
-        "issues",
-        "graphql",
-    ];
     let first = rest.trim_start_matches('/').split(['/', '?']).next().unwrap_or("");
     (in_api || lower.starts_with("/api/") || ELSEWHERE.contains(&first)).then_some(Endpoint::Elsewhere)
 }
@@ -491,7 +493,7 @@ fn write_rule(method: &Method, rest: &[&str], scope: &Scope<'_>, what: &str) -> 
             Write::UpdateRef
         }
         ["git", "refs", ..] if patch => return Err(Refusal::outside(what, scope.prefix)),
-        ["pulls", _, "merge"] | ["merges"] | ["merge-upstream"] => return Err(Refusal::merging(what)),
+        ["pulls", _, "merge"] | ["merges" | "merge-upstream"] => return Err(Refusal::merging(what)),
         [] if patch || delete => {
             return Err(Refusal::new(
                 "repository_settings",
@@ -937,6 +939,7 @@ fn to_json(
 }
 
 /// The mutations mint allows, and the conditions on their input.
+#[expect(clippy::too_many_lines, reason = "one arm per mutation, read as a list")]
 fn judge_mutation(
     field: &cst::Field,
     variables: &serde_json::Map<String, Value>,
@@ -1280,6 +1283,7 @@ mod tests {
     }
 
     #[test]
+    #[expect(clippy::too_many_lines, reason = "a table of cases")]
     fn writes_outside_the_list_or_the_agents_branches_are_refused_with_the_reason() {
         for (method, path, body, label) in [
             (

@@ -2,6 +2,7 @@
 //! installation token, caches and refreshes it, and serves it to git on a unix socket.
 
 pub mod api_policy;
+pub mod api_proxy;
 pub mod broker;
 mod budget;
 pub mod cache;
@@ -60,6 +61,10 @@ pub struct Daemon {
     pub(crate) pulls: pulls::PullGate,
     /// What the socket's request bodies hold, past each one's first few KiB: [`server::BODY_BUDGET`].
     pub(crate) bodies: Arc<budget::Budget>,
+    /// The GitHub API endpoint's way to GitHub (`--api-url`), in every mode.
+    pub(crate) api_upstream: proxy::Upstream,
+    /// What stands between the API endpoint and GitHub: the write bucket and GitHub's "not before".
+    pub(crate) api_gate: api_proxy::ApiGate,
 }
 
 /// Where the daemon's tokens come from, as status reports it.
@@ -166,6 +171,8 @@ impl Daemon {
             ),
             None => None,
         };
+        let api_upstream = proxy::Upstream::new(&config.api_url)
+            .map_err(|e| anyhow::anyhow!("--api-url (or {}): {e}", mint_api::env::API_URL))?;
         let metrics = Arc::new(metrics::Metrics::default());
         let (minter, source) = match config.mode {
             Mode::Key(key) => {
@@ -214,6 +221,8 @@ impl Daemon {
             git_proxy_bound: std::sync::OnceLock::new(),
             pulls: pulls::PullGate::new(config.pull_request_burst),
             bodies: Arc::new(budget::Budget::new(server::BODY_BUDGET, |m| &m.socket_bodies)),
+            api_upstream,
+            api_gate: api_proxy::ApiGate::default(),
         }))
     }
 }

@@ -6,17 +6,37 @@ use std::time::Duration;
 /// What mint was doing when GitHub failed, for error messages and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
-    Mint { installation_id: u64, repo: String },
+    Mint {
+        installation_id: u64,
+        repo: String,
+    },
     Revoke,
-    GetRepository { repo: String },
-    CreatePull { repo: String, head: String },
-    FindPull { repo: String, head: String },
-    GetInstallation { installation_id: u64 },
+    GetRepository {
+        repo: String,
+    },
+    CreatePull {
+        repo: String,
+        head: String,
+    },
+    FindPull {
+        repo: String,
+        head: String,
+    },
+    /// Read a pull request's head before letting a change to it through (by number, or by GraphQL node id).
+    ReadPullHead {
+        repo: String,
+        pull: String,
+    },
+    GetInstallation {
+        installation_id: u64,
+    },
     ListInstallations,
     OAuthExchange,
     GetUser,
     ListUserInstallations,
-    ListUserRepositories { installation_id: u64 },
+    ListUserRepositories {
+        installation_id: u64,
+    },
 }
 
 impl fmt::Display for Operation {
@@ -29,6 +49,7 @@ impl fmt::Display for Operation {
             Operation::GetRepository { repo } => write!(f, "read repository {repo}"),
             Operation::CreatePull { repo, head } => write!(f, "open a pull request from {head} in {repo}"),
             Operation::FindPull { repo, head } => write!(f, "find the open pull request from {head} in {repo}"),
+            Operation::ReadPullHead { repo, pull } => write!(f, "read the head of pull request {pull} in {repo}"),
             Operation::GetInstallation { installation_id } => write!(f, "read installation {installation_id}"),
             Operation::ListInstallations => f.write_str("list the App's installations"),
             Operation::OAuthExchange => f.write_str("exchange the OAuth code for a user token"),
