@@ -44,9 +44,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 pub use keys::AppKeyPair;
+pub use server::review::LineComment;
 pub use state::{
-    AuthKind, Delivery, InjectedFailure, InstallationInfo, InstallationRequest, IssuedToken, MintRecord, PullRecord,
-    RequestRecord,
+    AuthKind, Delivery, InjectedFailure, InstallationInfo, InstallationRequest, IssueComment, IssuedToken, MintRecord,
+    PullRecord, RequestRecord, Review, ReviewComment,
 };
 
 /// One installation of the App on an account.
