@@ -57,6 +57,7 @@ pub(crate) fn push(world: &World, branch: &str, file: &str) {
             &["clone", "-q", &world.repo_url(REPO), dir.to_str().expect("utf8")],
         );
     }
+    world.git_ok(Some(&dir), &["checkout", "-q", "-B", branch]);
     std::fs::write(dir.join(file), format!("{file}\n")).expect("write");
     world.git_ok(Some(&dir), &["add", "-A"]);
     world.git_ok(Some(&dir), &["commit", "-q", "-m", file]);
@@ -504,4 +505,112 @@ fn hostile_requests_are_refused_on_the_socket_and_the_proxy_and_change_nothing()
     );
     assert_eq!(status, 200, "{answer}");
     assert!(world.mintd_alive());
+}
+
+fn mint_feedback(world: &World, json: bool) -> (Option<i32>, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mint"));
+    command.arg("feedback");
+    if json {
+        command.arg("--json");
+    }
+    let out = command
+        .env_clear()
+        .env("HOME", &world.home)
+        .env("MINT_SOCKET", &world.socket)
+        .current_dir(world.dir.path().join("work"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("mint runs");
+    assert!(
+        out.status.code().is_some_and(|c| c == 0 || c == 2),
+        "mint feedback failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), String::from_utf8(out.stdout).expect("utf8"))
+}
+
+fn feedback_after_a_review_then_none_after_a_push(mode: Mode) {
+    let world = world_with_a_pull_request(mode);
+    let (code, text) = mint_feedback(&world, false);
+    assert_eq!(code, Some(2), "nothing yet: {text}");
+    assert!(text.contains("No feedback since the last push."), "{text}");
+
+    world.hub.review(
+        OWNER,
+        REPO,
+        1,
+        "octocat",
+        "REQUEST_CHANGES",
+        "Two things.",
+        &[
+            LineComment {
+                path: "fix.txt",
+                line: 1,
+                body: "Say why.",
+            },
+            LineComment {
+                path: "README.md",
+                line: 3,
+                body: "Typo.",
+            },
+        ],
+    );
+    let (code, json) = mint_feedback(&world, true);
+    assert_eq!(code, Some(0));
+    let json: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(json["pull_request"]["number"], 1);
+    assert_eq!(json["pull_request"]["state"], "open");
+    assert_eq!(json["reviews"][0]["state"], "CHANGES_REQUESTED");
+    let comments: Vec<(String, u64, String)> = json["review_comments"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|c| {
+            (
+                c["path"].as_str().unwrap_or_default().to_owned(),
+                c["line"].as_u64().unwrap_or_default(),
+                c["body"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        comments,
+        [
+            ("fix.txt".to_owned(), 1, "Say why.".to_owned()),
+            ("README.md".to_owned(), 3, "Typo.".to_owned())
+        ]
+    );
+    let (_, text) = mint_feedback(&world, false);
+    assert!(
+        text.contains("Review by octocat (changes requested): Two things."),
+        "{text}"
+    );
+    assert!(
+        text.contains("  fix.txt:1 (octocat): Say why.\n  README.md:3 (octocat): Typo."),
+        "{text}"
+    );
+
+    // The agent fixes and pushes: the review was on the old head, so there is nothing left to address.
+    push(&world, "adagent/fix", "second.txt");
+    let (code, text) = mint_feedback(&world, false);
+    assert_eq!(code, Some(2), "{text}");
+    // A reply from the agent is not feedback; a reviewer's comment after the push is.
+    gh_ok(&world, &["pr", "comment", "1", "--body", "Fixed in the second commit."]);
+    assert_eq!(mint_feedback(&world, false).0, Some(2));
+    world.hub.comment(OWNER, REPO, 1, "octocat", "Thanks, one more thing.");
+    let (code, json) = mint_feedback(&world, true);
+    assert_eq!(code, Some(0));
+    let json: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(json["comments"][0]["body"], "Thanks, one more thing.");
+    assert_eq!(json["review_comments"].as_array().map(Vec::len), Some(0));
+}
+
+#[test]
+fn mint_feedback_lists_a_reviews_comments_with_path_and_line_and_nothing_after_a_new_push() {
+    feedback_after_a_review_then_none_after_a_push(Mode::Mediated);
+}
+
+#[test]
+fn mint_feedback_works_in_helper_mode_too() {
+    feedback_after_a_review_then_none_after_a_push(Mode::Helper);
 }

@@ -177,16 +177,15 @@ impl FakeHub {
         };
         match *method {
             Method::GET => {
-                let items: Vec<Value> = self
+                // Cloned out first: rendering a comment reads the state again (for fakehub's own URL).
+                let comments: Vec<IssueComment> = self
                     .state()
                     .issue_comments
                     .iter()
                     .filter(|c| c.owner == pull.owner && c.repo == pull.repo && c.number == pull.number)
                     .cloned()
-                    .collect::<Vec<_>>()
-                    .iter()
-                    .map(|c| self.issue_comment_json(c))
                     .collect();
+                let items = comments.iter().map(|c| self.issue_comment_json(c)).collect();
                 self.page(items, query, &pull, &format!("issues/{}/comments", pull.number))
             }
             Method::POST => {
