@@ -46,7 +46,10 @@ fuzz_target!(|data: &[u8]| {
             if !judged.read {
                 assert!(upstream_query.is_none(), "a write with a query passed: {upstream}");
                 let lower = upstream_path.to_ascii_lowercase();
-                assert!(!lower.ends_with("/merge") && !lower.ends_with("/merges"), "a merge passed: {upstream}");
+                let root = "/repos/octo-org/hello-world";
+                let merge = (lower.starts_with(&format!("{root}/pulls/")) && lower.ends_with("/merge"))
+                    || lower == format!("{root}/merges");
+                assert!(!merge, "a merge passed: {upstream}");
             }
             // Round trip: the canonical request is judged the same.
             let again = judge(method, upstream_path, upstream_query, &headers, body, &SCOPE).expect("the canonical form passes");
