@@ -360,6 +360,12 @@ impl FakeHub {
         server::serve(self, listener, shutdown).await
     }
 
+    /// Serve the same API on a unix socket as well, until `shutdown` resolves (after [`FakeHub::serve`] or
+    /// [`FakeHub::start`] set the base URL its answers link to).
+    pub async fn serve_unix(self, listener: tokio::net::UnixListener, shutdown: impl Future<Output = ()>) {
+        server::serve_unix(self, listener, shutdown).await;
+    }
+
     /// Bind 127.0.0.1 on a free port and serve in the background on the current runtime.
     pub async fn start(config: Config) -> anyhow::Result<RunningFakeHub> {
         let hub = Self::new(config)?;

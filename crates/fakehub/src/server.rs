@@ -81,6 +81,33 @@ pub(crate) async fn serve(
     Ok(())
 }
 
+/// Serve on a unix socket too (`gh`'s `http_unix_socket`, for a benchmark's direct series): the same
+/// routes, with no webhook worker and the base URL left as the TCP listener set it.
+pub(crate) async fn serve_unix(hub: FakeHub, listener: tokio::net::UnixListener, shutdown: impl Future<Output = ()>) {
+    let http = hyper::server::conn::http1::Builder::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                let hub = hub.clone();
+                let service = service_fn(move |req| {
+                    let hub = hub.clone();
+                    async move { Ok::<_, Infallible>(hub.handle(req).await) }
+                });
+                let connection = http.serve_connection(TokioIo::new(stream), service);
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+}
+
 /// Body of `POST /app/installations/{id}/access_tokens`.
 #[derive(Deserialize, Default)]
 struct TokenRequest {

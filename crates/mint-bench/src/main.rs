@@ -4,6 +4,7 @@
 //! in the same run, so a busy machine slows all of them alike; the ratios are the claim.
 
 mod agent;
+mod api;
 mod broker;
 mod fleet;
 mod load;
@@ -33,6 +34,11 @@ fn main() -> anyhow::Result<()> {
     let mut report = Report::new(rig.out_dir.clone());
     if std::env::var("MINT_BENCH_ONLY").is_ok_and(|v| v == "fleet") {
         fleet::run(&rig, &mut report)?;
+        drop(rig);
+        return report.finish();
+    }
+    if std::env::var("MINT_BENCH_ONLY").is_ok_and(|v| v == "api") {
+        api::run(&rig, n, &mut report)?;
         drop(rig);
         return report.finish();
     }
@@ -111,6 +117,7 @@ fn main() -> anyhow::Result<()> {
         load::steady(&rig, 200, seconds, &mut report)?;
     }
     git_traffic(&rig, &mut report)?;
+    api::run(&rig, n, &mut report)?;
     if !std::env::var("MINT_BENCH_BROKER").is_ok_and(|v| v == "0") {
         broker::run(&rig, n, &mut report)?;
         fleet::run(&rig, &mut report)?;
@@ -234,8 +241,8 @@ impl Report {
 
 /// fakehub in-process, the release `mintd` as a child, git's credential-cache daemon, a temp HOME.
 struct Rig {
-    /// Runs fakehub until the rig is dropped.
-    _runtime: tokio::runtime::Runtime,
+    /// Runs fakehub (and its unix listener, in the API scenario) until the rig is dropped.
+    runtime: tokio::runtime::Runtime,
     out_dir: PathBuf,
     hub: fakehub::RunningFakeHub,
     work: tempfile::TempDir,
@@ -299,7 +306,7 @@ impl Rig {
         let (protocol, host) = url.split_once("://").context("url")?;
         let request = format!("protocol={protocol}\nhost={host}\npath={OWNER}/{REPO}.git\n\n");
         let rig = Self {
-            _runtime: runtime,
+            runtime,
             out_dir,
             hub,
             work,
