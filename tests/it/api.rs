@@ -614,3 +614,80 @@ fn mint_feedback_lists_a_reviews_comments_with_path_and_line_and_nothing_after_a
 fn mint_feedback_works_in_helper_mode_too() {
     feedback_after_a_review_then_none_after_a_push(Mode::Helper);
 }
+
+#[test]
+fn pages_link_back_through_mintd_and_gh_follows_them() {
+    let world = world_with_a_pull_request(Mode::Mediated);
+    let comments: Vec<LineComment<'_>> = (1..=3)
+        .map(|line| LineComment {
+            path: "fix.txt",
+            line,
+            body: "Look.",
+        })
+        .collect();
+    world.hub.review(OWNER, REPO, 1, "octocat", "COMMENT", "", &comments);
+    let (status, answer) = raw(
+        To::Socket(&world.socket),
+        &format!(
+            "GET /repos/{OWNER}/{REPO}/pulls/1/comments?per_page=1 HTTP/1.1\nHost: api.github.com\nConnection: close\n\n"
+        ),
+        b"",
+    );
+    assert_eq!(status, 200, "{answer}");
+    let link = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("link: ").or_else(|| l.strip_prefix("Link: ")))
+        .expect("a Link header");
+    assert!(
+        link.starts_with(&format!(
+            "</repos/{OWNER}/{REPO}/pulls/1/comments?per_page=1&page=2>; rel=\"next\""
+        )),
+        "GitHub's /repositories/{{id}} link comes back as a path on mintd: {link}"
+    );
+    assert!(!link.contains(&world.url()), "{link}");
+    let all = gh_ok(
+        &world,
+        &[
+            "api",
+            "--paginate",
+            &format!("repos/{OWNER}/{REPO}/pulls/1/comments?per_page=1"),
+        ],
+    );
+    assert_eq!(all.matches("\"path\":\"fix.txt\"").count(), 3, "{all}");
+}
+
+#[test]
+fn a_rate_limit_from_github_holds_the_api_and_retry_after_reaches_the_client() {
+    let world = world_with_a_pull_request(Mode::Mediated);
+    world.hub.fail_next_api_calls(
+        1,
+        &fakehub::InjectedFailure::status(403, "You have exceeded a secondary rate limit")
+            .with_header("retry-after", "120"),
+    );
+    let get = format!("GET /repos/{OWNER}/{REPO}/pulls/1 HTTP/1.1\nHost: api.github.com\nConnection: close\n\n");
+    let (status, answer) = raw(To::Socket(&world.socket), &get, b"");
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 120"),
+        "GitHub's Retry-After reaches the client: {answer}"
+    );
+    let seen = world.hub.requests().len();
+    for _ in 0..20 {
+        let (status, answer) = raw(To::Socket(&world.socket), &get, b"");
+        assert_eq!(status, 429, "{answer}");
+        let retry: u64 = answer
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("retry-after: ").map(str::to_owned))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("Retry-After");
+        assert!((100..=120).contains(&retry), "{retry}");
+        assert!(answer.contains("rate-limited"), "{answer}");
+    }
+    let out = gh(&world, &["pr", "view", "1"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        world.hub.requests().len(),
+        seen,
+        "nothing was asked of GitHub while it said to wait"
+    );
+}

@@ -461,6 +461,15 @@ impl FakeHub {
         }
     }
 
+    /// The next `n` calls to the repository API (`/repos/…`) or GraphQL are answered with `failure` (a rate
+    /// limit: 403 with `retry-after`, or `x-ratelimit-remaining: 0`), the request unread.
+    pub fn fail_next_api_calls(&self, n: usize, failure: &InjectedFailure) {
+        let mut state = self.state();
+        for _ in 0..n {
+            state.api_failures.push_back(failure.clone());
+        }
+    }
+
     /// The next `n` LFS object uploads (the storage route's `PUT`) are answered with `failure`.
     pub fn fail_next_lfs_uploads(&self, n: usize, failure: &InjectedFailure) {
         let mut state = self.state();

@@ -175,6 +175,12 @@ impl FakeHub {
         auth: Auth,
     ) -> Response<Body> {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        if matches!(segments.as_slice(), ["repos", ..] | ["graphql"]) {
+            let injected = self.state().api_failures.pop_front();
+            if let Some(failure) = injected {
+                return injected_response(&failure);
+            }
+        }
         match (method, segments.as_slice()) {
             (&Method::POST, ["app", "installations", id, "access_tokens"]) => match id.parse::<u64>() {
                 Ok(id) => self.mint(id, auth, req).await,

@@ -247,6 +247,8 @@ pub(crate) struct State {
     pub(crate) failures: VecDeque<InjectedFailure>,
     /// Answers for the next pack uploads (`POST …/git-receive-pack`), sent before the body is read.
     pub(crate) push_failures: VecDeque<InjectedFailure>,
+    /// Answers for the next calls to the repository API (`/repos/…`) and GraphQL.
+    pub(crate) api_failures: VecDeque<InjectedFailure>,
     /// Answers for the next LFS object uploads to the storage route.
     pub(crate) lfs_failures: VecDeque<InjectedFailure>,
     /// Answers for the next upload of one object, by oid (before `lfs_failures`).
@@ -296,6 +298,7 @@ impl State {
             mints_over_limit: 0,
             failures: VecDeque::new(),
             push_failures: VecDeque::new(),
+            api_failures: VecDeque::new(),
             lfs_failures: VecDeque::new(),
             lfs_object_failures: HashMap::new(),
             lfs_in_flight: 0,
