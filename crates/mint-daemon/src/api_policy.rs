@@ -1545,6 +1545,26 @@ mod tests {
     }
 
     #[test]
+    fn deeply_nested_values_are_refused_without_exhausting_the_stack() {
+        for (open, close) in [("[", "]"), ("{a: ", "}")] {
+            let value = format!("{}1{}", open.repeat(9_000), close.repeat(9_000));
+            let query = format!("mutation {{ addComment(input: {value}) {{ clientMutationId }} }}");
+            assert!(graphql(&query, &Value::Null).is_err());
+        }
+        let deep_json = format!("{}1{}", "[".repeat(5_000), "]".repeat(5_000));
+        let body = format!(r#"{{"query":"{{a}}","variables":{{"x":{deep_json}}}}}"#);
+        let judged = judge(
+            &Method::POST,
+            "/graphql",
+            None,
+            &HeaderMap::new(),
+            body.as_bytes(),
+            &SCOPE,
+        );
+        refused(judged, "malformed");
+    }
+
+    #[test]
     fn only_the_agents_own_pull_requests_may_be_changed() {
         assert_eq!(
             head_refusal("adagent/x", Some("octo-org/hello-world"), &SCOPE, "x"),
