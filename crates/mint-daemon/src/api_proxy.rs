@@ -24,7 +24,7 @@ use mint_credential::Target;
 use tokio::time::Instant;
 
 use crate::Daemon;
-use crate::api_policy::{self, Endpoint, Judged, PullToCheck, Refusal, Scope};
+use crate::api_policy::{self, Judged, PullToCheck, Refusal, Scope};
 use crate::budget::Charge;
 use crate::cache::{GetError, MintFailure};
 use crate::logs::{Repeated, Untrusted};
@@ -152,7 +152,8 @@ impl ApiGate {
     }
 }
 
-/// Whether `path` is the API endpoint's, on a server whose own routes did not take it.
+/// Whether `path` is the API endpoint's, on a server whose own routes did not take it (the socket's `/v1/…`,
+/// the git proxy's smart HTTP routes).
 pub(crate) fn is_api(path: &str) -> bool {
     api_policy::endpoint(path).is_some()
 }
@@ -254,9 +255,10 @@ pub(crate) async fn handle(daemon: &Daemon, req: Request<Incoming>) -> Response<
                     wait_s = wait.as_secs(),
                     "GitHub rate-limited an API request; holding the API until then"
                 );
-                daemon
-                    .api_gate
-                    .hold_off(wait, "GitHub rate-limited the installation's API requests".into());
+                let message = "GitHub rate-limited the installation's API requests";
+                daemon.api_gate.hold_off(wait, message.into());
+                // The same budget: opening pull requests waits too.
+                daemon.pulls.hold_off(wait, message.into());
             } else if spent(response.headers()) {
                 // The last request of the budget went through: hold the next ones until the reset.
                 if let Some(wait) = reset_in(response.headers()) {
@@ -583,14 +585,6 @@ pub(crate) fn json_error(status: StatusCode, message: &str) -> Response<ProxyBod
         .header(mint_api::REASON_HEADER, reason)
         .body(crate::proxy::full(Bytes::from(body.to_string())))
         .expect("sanitised headers are valid")
-}
-
-/// Whether this is an endpoint the git proxy's listener should pass here (git's own routes come first).
-pub(crate) fn on_the_proxy(path: &str) -> bool {
-    matches!(
-        api_policy::endpoint(path),
-        Some(Endpoint::Rest | Endpoint::GraphQl | Endpoint::Elsewhere)
-    )
 }
 
 #[cfg(test)]

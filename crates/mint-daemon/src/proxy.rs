@@ -259,7 +259,7 @@ async fn handle(daemon: &Daemon, req: Request<Incoming>) -> Response<ProxyBody> 
         )
     };
     let Some(git) = parse_route(&parts.method, parts.uri.path(), parts.uri.query()) else {
-        if crate::api_proxy::on_the_proxy(parts.uri.path()) {
+        if crate::api_proxy::is_api(parts.uri.path()) {
             return crate::api_proxy::handle(daemon, Request::from_parts(parts, body)).await;
         }
         return not_ours(daemon.cache.target().as_deref());
