@@ -6,37 +6,18 @@ use std::time::Duration;
 /// What mint was doing when GitHub failed, for error messages and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
-    Mint {
-        installation_id: u64,
-        repo: String,
-    },
+    Mint { installation_id: u64, repo: String },
     Revoke,
-    GetRepository {
-        repo: String,
-    },
-    CreatePull {
-        repo: String,
-        head: String,
-    },
-    FindPull {
-        repo: String,
-        head: String,
-    },
-    /// Read a pull request's head before letting a change to it through (by number, or by GraphQL node id).
-    ReadPullHead {
-        repo: String,
-        pull: String,
-    },
-    GetInstallation {
-        installation_id: u64,
-    },
+    GetRepository { repo: String },
+    CreatePull { repo: String, head: String },
+    FindPull { repo: String, head: String },
+    ReadPullHead { repo: String, pull: String },
+    GetInstallation { installation_id: u64 },
     ListInstallations,
     OAuthExchange,
     GetUser,
     ListUserInstallations,
-    ListUserRepositories {
-        installation_id: u64,
-    },
+    ListUserRepositories { installation_id: u64 },
 }
 
 impl fmt::Display for Operation {
