@@ -492,6 +492,9 @@ fn hostile_requests_are_refused_on_the_socket_and_the_proxy_and_change_nothing()
             if status == 403 {
                 assert!(answer.contains("\"message\":\"mint: "), "{line}: the reason: {answer}");
             }
+            for token in world.hub.tokens() {
+                assert!(!answer.contains(&token.token), "{line}: an answer carries the token");
+            }
         }
     }
     assert_eq!(fakehub_state(&world), before, "nothing changed at fakehub");
@@ -504,6 +507,9 @@ fn hostile_requests_are_refused_on_the_socket_and_the_proxy_and_change_nothing()
         b"",
     );
     assert_eq!(status, 200, "{answer}");
+    for token in world.hub.tokens() {
+        assert!(!answer.contains(&token.token), "a proxied answer carries the token");
+    }
     assert!(world.mintd_alive());
 }
 
