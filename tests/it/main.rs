@@ -2,6 +2,7 @@
 //! One test binary (not one per file) so the workspace links it once.
 
 mod agent;
+mod api;
 mod app_key;
 mod broker;
 mod browser;

@@ -395,3 +395,152 @@ fn tempfile_dir(near: &Path) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
+
+/// git plumbing in a bare repository, isolated from the machine's config; stdout on success.
+fn plumbing(repo: &Path, args: &[&str], env: &[(&str, &Path)], input: Option<&[u8]>) -> Result<String, String> {
+    use std::io::Write as _;
+    let mut command = std::process::Command::new("git");
+    command
+        .arg("--git-dir")
+        .arg(repo)
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "fakehub")
+        .env("GIT_AUTHOR_EMAIL", "fakehub@example.invalid")
+        .env("GIT_COMMITTER_NAME", "fakehub")
+        .env("GIT_COMMITTER_EMAIL", "fakehub@example.invalid")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().map_err(|e| e.to_string())?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input.unwrap_or_default());
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+/// Merge branch `head` into branch `base` with a merge commit (no work tree: `merge-tree --write-tree`),
+/// moving `base` to it. Returns the merge commit.
+pub(crate) fn merge(repo: &Path, base: &str, head: &str, message: &str) -> Result<String, String> {
+    let base_sha = branch_sha(repo, base).ok_or("the base branch is gone")?;
+    let head_sha = branch_sha(repo, head).ok_or("the head branch is gone")?;
+    let tree = plumbing(repo, &["merge-tree", "--write-tree", &base_sha, &head_sha], &[], None)
+        .map_err(|_| "merge conflict".to_owned())?;
+    let tree = tree.lines().next().unwrap_or_default().to_owned();
+    let commit = plumbing(
+        repo,
+        &["commit-tree", &tree, "-p", &base_sha, "-p", &head_sha, "-m", message],
+        &[],
+        None,
+    )?;
+    plumbing(
+        repo,
+        &["update-ref", &format!("refs/heads/{base}"), &commit, &base_sha],
+        &[],
+        None,
+    )?;
+    Ok(commit)
+}
+
+/// `(sha, committer date, message)` of a commit.
+pub(crate) fn commit_info(repo: &Path, sha: &str) -> Option<(String, String, String)> {
+    if !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let out = plumbing(
+        repo,
+        &["show", "-s", "--format=%H%n%cI%n%B", &format!("{sha}^{{commit}}")],
+        &[],
+        None,
+    )
+    .ok()?;
+    let mut lines = out.splitn(3, '\n');
+    let sha = lines.next()?.to_owned();
+    let date = lines.next()?.to_owned();
+    let message = lines.next().unwrap_or_default().trim().to_owned();
+    // GitHub gives times in UTC with a Z.
+    let date = humantime::parse_rfc3339_weak(&date)
+        .ok()
+        .or_else(|| {
+            let (local, offset) = date.split_at(date.len().checked_sub(6)?);
+            let t = humantime::parse_rfc3339_weak(local).ok()?;
+            let sign = if offset.starts_with('-') { -1 } else { 1 };
+            let h: i64 = offset.get(1..3)?.parse().ok()?;
+            let m: i64 = offset.get(4..6)?.parse().ok()?;
+            let shift = std::time::Duration::from_secs(u64::try_from((h * 3600 + m * 60).abs()).ok()?);
+            Some(if sign > 0 { t - shift } else { t + shift })
+        })
+        .map_or(date, |t| humantime::format_rfc3339_seconds(t).to_string());
+    Some((sha, date, message))
+}
+
+/// A file's bytes and blob id at a ref.
+pub(crate) fn read_file(repo: &Path, git_ref: &str, path: &str) -> Option<(Vec<u8>, String)> {
+    if git_ref.starts_with('-') || path.starts_with('-') {
+        return None;
+    }
+    let blob = plumbing(
+        repo,
+        &["rev-parse", "--verify", "--quiet", &format!("{git_ref}:{path}")],
+        &[],
+        None,
+    )
+    .ok()?;
+    let out = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(repo)
+        .args(["cat-file", "blob", &blob])
+        .output()
+        .ok()?;
+    out.status.success().then_some((out.stdout, blob))
+}
+
+/// A commit on `branch` writing `content` at `path`, as the contents API makes one. `(commit, blob)`.
+pub(crate) fn write_file(
+    repo: &Path,
+    branch: &str,
+    path: &str,
+    content: &[u8],
+    message: &str,
+) -> Result<(String, String), String> {
+    if path.starts_with('-')
+        || path
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == ".." || s == ".git")
+    {
+        return Err(format!("invalid path {path:?}"));
+    }
+    let parent = branch_sha(repo, branch).ok_or_else(|| format!("Branch {branch} not found"))?;
+    let blob = plumbing(repo, &["hash-object", "-w", "--stdin"], &[], Some(content))?;
+    let index = repo.join(format!("fakehub-index-{}", rand::random::<u64>()));
+    let env = [("GIT_INDEX_FILE", index.as_path())];
+    let result = (|| {
+        plumbing(repo, &["read-tree", &parent], &env, None)?;
+        plumbing(
+            repo,
+            &["update-index", "--add", "--cacheinfo", &format!("100644,{blob},{path}")],
+            &env,
+            None,
+        )?;
+        let tree = plumbing(repo, &["write-tree"], &env, None)?;
+        let commit = plumbing(repo, &["commit-tree", &tree, "-p", &parent, "-m", message], &[], None)?;
+        plumbing(
+            repo,
+            &["update-ref", &format!("refs/heads/{branch}"), &commit, &parent],
+            &[],
+            None,
+        )?;
+        Ok(commit)
+    })();
+    let _ = std::fs::remove_file(&index);
+    result.map(|commit| (commit, blob))
+}

@@ -45,9 +45,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 pub use keys::AppKeyPair;
+pub use server::review::LineComment;
 pub use state::{
-    AuthKind, Delivery, InjectedFailure, InstallationInfo, InstallationRequest, IssuedToken, MintRecord, PullRecord,
-    RequestRecord,
+    AuthKind, Delivery, InjectedFailure, InstallationInfo, InstallationRequest, IssueComment, IssuedToken, MintRecord,
+    PullRecord, RequestRecord, Review, ReviewComment,
 };
 
 /// One installation of the App on an account.
@@ -361,6 +362,12 @@ impl FakeHub {
         server::serve(self, listener, shutdown).await
     }
 
+    /// Serve the same API on a unix socket as well, until `shutdown` resolves (after [`FakeHub::serve`] or
+    /// [`FakeHub::start`] set the base URL its answers link to).
+    pub async fn serve_unix(self, listener: tokio::net::UnixListener, shutdown: impl Future<Output = ()>) {
+        server::serve_unix(self, listener, shutdown).await;
+    }
+
     /// Bind 127.0.0.1 on a free port and serve in the background on the current runtime.
     pub async fn start(config: Config) -> anyhow::Result<RunningFakeHub> {
         let hub = Self::new(config)?;
@@ -502,6 +509,15 @@ impl FakeHub {
         let mut state = self.state();
         for _ in 0..n {
             state.push_failures.push_back(failure.clone());
+        }
+    }
+
+    /// The next `n` calls to the repository API (`/repos/…`) or GraphQL are answered with `failure` (a rate
+    /// limit: 403 with `retry-after`, or `x-ratelimit-remaining: 0`), the request unread.
+    pub fn fail_next_api_calls(&self, n: usize, failure: &InjectedFailure) {
+        let mut state = self.state();
+        for _ in 0..n {
+            state.api_failures.push_back(failure.clone());
         }
     }
 

@@ -22,7 +22,9 @@ use crate::state::{AuthKind, IssuedToken, MintRecord, RequestRecord};
 use crate::user_api::AppChange;
 use crate::{FakeHub, InstallationConfig};
 
+mod graphql;
 mod lfs;
+pub(crate) mod review;
 
 pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
@@ -77,6 +79,33 @@ pub(crate) async fn serve(
         worker.abort();
     }
     Ok(())
+}
+
+/// Serve on a unix socket too (`gh`'s `http_unix_socket`, for a benchmark's direct series): the same
+/// routes, with no webhook worker and the base URL left as the TCP listener set it.
+pub(crate) async fn serve_unix(hub: FakeHub, listener: tokio::net::UnixListener, shutdown: impl Future<Output = ()>) {
+    let http = hyper::server::conn::http1::Builder::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                let hub = hub.clone();
+                let service = service_fn(move |req| {
+                    let hub = hub.clone();
+                    async move { Ok::<_, Infallible>(hub.handle(req).await) }
+                });
+                let connection = http.serve_connection(TokioIo::new(stream), service);
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
 }
 
 /// Body of `POST /app/installations/{id}/access_tokens`.
@@ -146,6 +175,12 @@ impl FakeHub {
         auth: Auth,
     ) -> Response<Body> {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        if matches!(segments.as_slice(), ["repos", ..] | ["graphql"]) {
+            let injected = self.state().api_failures.pop_front();
+            if let Some(failure) = injected {
+                return injected_response(&failure);
+            }
+        }
         match (method, segments.as_slice()) {
             (&Method::POST, ["app", "installations", id, "access_tokens"]) => match id.parse::<u64>() {
                 Ok(id) => self.mint(id, auth, req).await,
@@ -167,6 +202,44 @@ impl FakeHub {
                 _ => error(StatusCode::UNAUTHORIZED, "A JSON web token could not be decoded"),
             },
             (&Method::GET, ["repos", owner, repo]) => self.repository(owner, repo, &auth),
+            (_, ["repos", owner, repo, "issues", n, "comments"]) => {
+                self.issue_comments_api(method, owner, repo, n, query, &auth, req).await
+            }
+            (&Method::GET, ["repos", owner, repo, "pulls", n]) => self.get_pull(owner, repo, n, &auth),
+            (&Method::PATCH, ["repos", owner, repo, "pulls", n]) => self.patch_pull(owner, repo, n, &auth, req).await,
+            (_, ["repos", owner, repo, "pulls", n, "comments"]) => {
+                self.review_comments_api(method, owner, repo, n, None, query, &auth, req)
+                    .await
+            }
+            (_, ["repos", owner, repo, "pulls", n, "comments", id, "replies"]) => {
+                self.review_comments_api(method, owner, repo, n, Some(id), query, &auth, req)
+                    .await
+            }
+            (_, ["repos", owner, repo, "pulls", n, "reviews"]) => {
+                self.reviews_api(method, owner, repo, n, None, query, &auth, req).await
+            }
+            (&Method::POST, ["repos", owner, repo, "pulls", n, "reviews", id, "events"]) => {
+                self.reviews_api(method, owner, repo, n, Some(id), query, &auth, req)
+                    .await
+            }
+            (_, ["repos", owner, repo, "pulls", n, "merge"]) => {
+                self.merge_api(method, owner, repo, n, &auth, req).await
+            }
+            (&Method::GET, ["repos", owner, repo, "commits", sha]) => self.commit_api(owner, repo, sha, &auth),
+            (_, ["repos", owner, repo, "contents", file @ ..]) if !file.is_empty() => {
+                self.contents_api(method, owner, repo, file, query, &auth, req).await
+            }
+            (&Method::POST, ["graphql"]) => self.graphql(&auth, req).await,
+            (&Method::GET, ["repositories", id, rest @ ..]) => {
+                // GitHub's pagination links name the repository by id.
+                match self.repository_by_id(id) {
+                    Some((owner, name)) => {
+                        let path = format!("/repos/{owner}/{name}/{}", rest.join("/"));
+                        Box::pin(self.route(req, method, &path, query, auth)).await
+                    }
+                    None => not_found(),
+                }
+            }
             (&Method::POST, ["repos", owner, repo, "pulls"]) => self.create_pull(owner, repo, &auth, req).await,
             (&Method::GET, ["repos", owner, repo, "pulls"]) => self.list_pulls(owner, repo, query, &auth),
             (&Method::GET, ["installation", "repositories"]) => self.installation_repositories(&auth),
@@ -367,6 +440,19 @@ impl FakeHub {
                 i.account.eq_ignore_ascii_case(owner) && i.repositories.iter().any(|r| r.eq_ignore_ascii_case(repo))
             })
             .cloned()
+    }
+
+    /// The repository GitHub's numeric id names, among the installations' repositories.
+    fn repository_by_id(&self, id: &str) -> Option<(String, String)> {
+        let id: u64 = id.parse().ok()?;
+        let state = self.state();
+        state.installations.iter().find_map(|i| {
+            i.config
+                .repositories
+                .iter()
+                .find(|r| repo_id(&i.config.account, r) == id)
+                .map(|r| (i.config.account.clone(), r.clone()))
+        })
     }
 
     async fn mint(&self, installation_id: u64, auth: Auth, req: Request<Incoming>) -> Response<Body> {
@@ -654,6 +740,9 @@ impl FakeHub {
             title: new.title,
             body: new.body.unwrap_or_default(),
             draft: new.draft,
+            state: "open".to_owned(),
+            merged: None,
+            author: format!("{}[bot]", self.config().app_slug),
         };
         state.pulls.push(record.clone());
         drop(state);
@@ -687,7 +776,7 @@ impl FakeHub {
             .iter()
             .filter(|p| p.owner == installation.account && p.repo == name)
             .filter(|p| head.as_deref().is_none_or(|h| h == format!("{}:{}", p.owner, p.head)))
-            .filter(|_| state == "open" || state == "all")
+            .filter(|p| state == "all" || p.state == state)
             .cloned()
             .collect();
         let pulls: Vec<Value> = records.iter().map(|p| pull_json(self, p)).collect();
@@ -1117,7 +1206,7 @@ pub(crate) fn repository_json(hub: &FakeHub, owner: &str, name: &str) -> Value {
 
 /// A pull request shaped like GitHub's `pull-request` example.
 /// With `html_urls_on_fakehub`, the `html_url` is fakehub's own readable page for the pull request.
-fn pull_json(hub: &FakeHub, p: &crate::PullRecord) -> Value {
+pub(crate) fn pull_json(hub: &FakeHub, p: &crate::PullRecord) -> Value {
     let (owner, repo, n) = (&p.owner, &p.repo, p.number);
     let api = format!("https://api.github.com/repos/{owner}/{repo}");
     let web = if hub.config().html_urls_on_fakehub {
@@ -1140,10 +1229,10 @@ fn pull_json(hub: &FakeHub, p: &crate::PullRecord) -> Value {
         "comments_url": format!("{api}/issues/{n}/comments"),
         "statuses_url": format!("{api}/statuses/{}", p.head_sha),
         "number": n,
-        "state": "open",
+        "state": p.state,
         "locked": false,
         "title": p.title,
-        "user": account_json("mint-fakehub[bot]"),
+        "user": review::user_json(&p.author),
         "body": p.body,
         "labels": [],
         "milestone": null,
@@ -1151,15 +1240,15 @@ fn pull_json(hub: &FakeHub, p: &crate::PullRecord) -> Value {
         "created_at": "2026-01-01T00:00:00Z",
         "updated_at": "2026-01-01T00:00:00Z",
         "closed_at": null,
-        "merged_at": null,
-        "merge_commit_sha": null,
-        "head": side(&p.head, &p.head_sha),
+        "merged_at": p.merged.as_ref().map(|_| "2026-01-01T00:00:00Z"),
+        "merge_commit_sha": p.merged,
+        "head": side(&p.head, &hub.head_now(p)),
         "base": side(&p.base, &p.base_sha),
         "_links": {"html": {"href": format!("https://github.com/{owner}/{repo}/pull/{n}")}},
         "author_association": "NONE",
         "auto_merge": null,
         "draft": p.draft,
-        "merged": false,
+        "merged": p.merged.is_some(),
         "mergeable": null,
         "mergeable_state": "unknown",
         "merged_by": null,

@@ -64,6 +64,56 @@ pub struct PullRecord {
     pub title: String,
     pub body: String,
     pub draft: bool,
+    /// `open` or `closed`.
+    pub state: String,
+    /// The merge commit, once merged (through `PUT …/merge` or GraphQL `mergePullRequest`).
+    pub merged: Option<String>,
+    /// Who opened it: the App's bot for a token, or a person.
+    pub author: String,
+}
+
+/// A conversation comment on an issue or pull request (`issue-comment`).
+#[derive(Debug, Clone)]
+pub struct IssueComment {
+    pub id: u64,
+    pub owner: String,
+    pub repo: String,
+    pub number: u64,
+    pub author: String,
+    pub body: String,
+    pub created_at: SystemTime,
+}
+
+/// A review comment on a pull request's diff (`pull-request-review-comment`).
+#[derive(Debug, Clone)]
+pub struct ReviewComment {
+    pub id: u64,
+    pub owner: String,
+    pub repo: String,
+    pub number: u64,
+    pub review_id: Option<u64>,
+    pub author: String,
+    pub body: String,
+    pub path: String,
+    pub line: Option<u64>,
+    pub commit_id: String,
+    pub in_reply_to: Option<u64>,
+    pub created_at: SystemTime,
+}
+
+/// A review of a pull request (`pull-request-review`).
+#[derive(Debug, Clone)]
+pub struct Review {
+    pub id: u64,
+    pub owner: String,
+    pub repo: String,
+    pub number: u64,
+    pub author: String,
+    pub body: String,
+    /// `PENDING`, `COMMENTED`, `CHANGES_REQUESTED`, `APPROVED`.
+    pub state: String,
+    pub commit_id: String,
+    pub submitted_at: Option<SystemTime>,
 }
 
 /// A failure to answer a mint with instead of a token.
@@ -203,6 +253,8 @@ pub(crate) struct State {
     pub(crate) revoke_latency: Duration,
     /// Answers for the next pack uploads (`POST …/git-receive-pack`), sent before the body is read.
     pub(crate) push_failures: VecDeque<InjectedFailure>,
+    /// Answers for the next calls to the repository API (`/repos/…`) and GraphQL.
+    pub(crate) api_failures: VecDeque<InjectedFailure>,
     /// Answers for the next LFS object uploads to the storage route.
     pub(crate) lfs_failures: VecDeque<InjectedFailure>,
     /// Answers for the next upload of one object, by oid (before `lfs_failures`).
@@ -222,6 +274,11 @@ pub(crate) struct State {
     pub(crate) skipped_in_list: HashSet<u64>,
     pub(crate) suspended: HashMap<u64, Suspension>,
     pub(crate) pulls: Vec<PullRecord>,
+    pub(crate) issue_comments: Vec<IssueComment>,
+    pub(crate) review_comments: Vec<ReviewComment>,
+    pub(crate) reviews: Vec<Review>,
+    /// Ids for comments and reviews, shared as GitHub's are unique.
+    pub(crate) next_comment_id: u64,
     pub(crate) installations: Vec<Installation>,
     pub(crate) next_installation_id: u64,
     pub(crate) user_tokens: Vec<UserToken>,
@@ -252,6 +309,7 @@ impl State {
             revoke_failures: VecDeque::new(),
             revoke_latency: Duration::ZERO,
             push_failures: VecDeque::new(),
+            api_failures: VecDeque::new(),
             lfs_failures: VecDeque::new(),
             lfs_object_failures: HashMap::new(),
             lfs_in_flight: 0,
@@ -264,6 +322,10 @@ impl State {
             skipped_in_list: HashSet::new(),
             suspended: HashMap::new(),
             pulls: Vec::new(),
+            issue_comments: Vec::new(),
+            review_comments: Vec::new(),
+            reviews: Vec::new(),
+            next_comment_id: 1,
             installations: Vec::new(),
             next_installation_id: 1000,
             user_tokens: Vec::new(),

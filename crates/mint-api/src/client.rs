@@ -45,6 +45,8 @@ pub struct Response {
     pub status: u16,
     /// The `mint-reason` header: why a request was refused or failed.
     pub reason: Option<String>,
+    /// The `Link` header (GitHub's pagination, through mintd's API endpoint).
+    pub link: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -54,6 +56,7 @@ impl std::fmt::Debug for Response {
         f.debug_struct("Response")
             .field("status", &self.status)
             .field("reason", &self.reason)
+            .field("link", &self.link)
             .field("body_len", &self.body.len())
             .finish()
     }
@@ -169,6 +172,7 @@ impl Client {
                     return Ok(Response {
                         status: head.status,
                         reason: head.reason,
+                        link: head.link,
                         body: raw,
                     });
                 }
@@ -210,6 +214,7 @@ pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
         Parsed::Whole(head) => Ok(Response {
             status: head.status,
             reason: head.reason,
+            link: head.link,
             body: raw[head.body].to_vec(),
         }),
         Parsed::Partial(why) => Err(why),
@@ -220,6 +225,7 @@ pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
 struct Head {
     status: u16,
     reason: Option<String>,
+    link: Option<String>,
     body: std::ops::Range<usize>,
 }
 
@@ -246,6 +252,7 @@ fn parse_head(raw: &[u8], ended: bool) -> Result<Parsed, String> {
         .ok_or("no valid HTTP status code")?;
     let mut length = None;
     let mut reason = None;
+    let mut link = None;
     for header in response.headers.iter() {
         if header.name.eq_ignore_ascii_case("content-length") {
             let len: usize = std::str::from_utf8(header.value)
@@ -255,6 +262,8 @@ fn parse_head(raw: &[u8], ended: bool) -> Result<Parsed, String> {
             length = Some(len);
         } else if header.name.eq_ignore_ascii_case(REASON_HEADER) {
             reason = Some(String::from_utf8_lossy(header.value).into_owned());
+        } else if header.name.eq_ignore_ascii_case("link") {
+            link = Some(String::from_utf8_lossy(header.value).into_owned());
         }
     }
     let available = raw.len() - head_len;
@@ -271,6 +280,7 @@ fn parse_head(raw: &[u8], ended: bool) -> Result<Parsed, String> {
     Ok(Parsed::Whole(Head {
         status,
         reason,
+        link,
         body: head_len..end,
     }))
 }

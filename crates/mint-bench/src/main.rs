@@ -4,6 +4,7 @@
 //! in the same run, so a busy machine slows all of them alike; the ratios are the claim.
 
 mod agent;
+mod api;
 mod broker;
 mod fleet;
 mod load;
@@ -32,18 +33,16 @@ fn main() -> anyhow::Result<()> {
     }
     let rig = Rig::start()?;
     let mut report = Report::new(rig.out_dir.clone());
-    match std::env::var("MINT_BENCH_ONLY").as_deref() {
-        Ok("fleet") => {
-            fleet::run(&rig, &mut report)?;
-            drop(rig);
-            return report.finish();
+    // One scenario alone.
+    if let Ok(only) = std::env::var("MINT_BENCH_ONLY") {
+        match only.as_str() {
+            "fleet" => fleet::run(&rig, &mut report)?,
+            "revocation" => revocation::run(&rig, &mut report)?,
+            "api" => api::run(&rig, n, &mut report)?,
+            other => bail!("MINT_BENCH_ONLY={other}: the scenarios run alone are fleet, revocation and api"),
         }
-        Ok("revocation") => {
-            revocation::run(&rig, &mut report)?;
-            drop(rig);
-            return report.finish();
-        }
-        _ => {}
+        drop(rig);
+        return report.finish();
     }
     let git_version = Command::new("git").arg("--version").output()?;
     report.line(format!(
@@ -120,6 +119,7 @@ fn main() -> anyhow::Result<()> {
         load::steady(&rig, 200, seconds, &mut report)?;
     }
     git_traffic(&rig, &mut report)?;
+    api::run(&rig, n, &mut report)?;
     if !std::env::var("MINT_BENCH_BROKER").is_ok_and(|v| v == "0") {
         broker::run(&rig, n, &mut report)?;
         fleet::run(&rig, &mut report)?;
@@ -244,8 +244,8 @@ impl Report {
 
 /// fakehub in-process, the release `mintd` as a child, git's credential-cache daemon, a temp HOME.
 struct Rig {
-    /// Runs fakehub until the rig is dropped.
-    _runtime: tokio::runtime::Runtime,
+    /// Runs fakehub (and its unix listener, in the API scenario) until the rig is dropped.
+    runtime: tokio::runtime::Runtime,
     out_dir: PathBuf,
     hub: fakehub::RunningFakeHub,
     work: tempfile::TempDir,
@@ -309,7 +309,7 @@ impl Rig {
         let (protocol, host) = url.split_once("://").context("url")?;
         let request = format!("protocol={protocol}\nhost={host}\npath={OWNER}/{REPO}.git\n\n");
         let rig = Self {
-            _runtime: runtime,
+            runtime,
             out_dir,
             hub,
             work,

@@ -4,6 +4,7 @@
 mod demo;
 #[cfg(feature = "demo")]
 mod demo_serve;
+mod feedback;
 mod publish;
 mod remote;
 mod status;
@@ -86,6 +87,23 @@ enum Command {
         #[arg(long, env = mint_api::env::SOCKET, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
+    /// What reviewers said about the branch's pull request since its last push, read through mintd.
+    ///
+    /// Lists the pull request and its state, the reviews and review comments (with path and line) made
+    /// on its head commit, and the conversation comments since that commit; the agent's own are left out.
+    /// Works in every mode: mintd adds the token. Exit codes: 0 there is feedback to address, 2 there is
+    /// none, 1 anything else (no pull request for the branch: publish it first).
+    Feedback {
+        /// The branch [default: the one checked out here].
+        #[arg(long, value_name = "NAME")]
+        branch: Option<String>,
+        /// Print one JSON object (pull_request, reviews, review_comments, comments) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// mintd's socket [default: /run/mint/mint.sock].
+        #[arg(long, env = mint_api::env::SOCKET, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
     /// Run the whole flow on this machine against fakehub, a stand-in GitHub: no account needed.
     Demo {
         /// Serve mint-server and fakehub instead: connect GitHub in a browser, then watch mintd (broker mode)
@@ -131,6 +149,7 @@ pub fn main() -> ExitCode {
                 json,
             },
         ),
+        Command::Feedback { branch, json, socket } => feedback::run(&mint_api::socket_path(socket), branch, json),
         #[cfg(feature = "demo")]
         Command::Demo { serve: false } => demo::run(),
         #[cfg(feature = "demo")]

@@ -15,6 +15,7 @@ use mint_github::{GithubError, InstallationToken, MintedToken, Permissions};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::api_proxy::ApiChecked;
 use crate::metrics::Metrics;
 use crate::peer::AllowedPeer;
 use crate::proxy::ProxyChecked;
@@ -417,6 +418,11 @@ impl<M: Minter> TokenCache<M> {
 
     /// For the git proxy: the request names the token's repository through an allowed route.
     pub async fn get_for_proxy(&self, checked: &ProxyChecked) -> Result<Arc<Cached>, GetError> {
+        Self::for_target(self.get_checked().await, checked.target())
+    }
+
+    /// For the GitHub API endpoint: the request passed the API policy for the token's repository.
+    pub async fn get_for_api(&self, checked: &ApiChecked) -> Result<Arc<Cached>, GetError> {
         Self::for_target(self.get_checked().await, checked.target())
     }
 

@@ -1,6 +1,8 @@
 //! mintd: holds the GitHub App key (or asks a broker that holds it), mints the repository-scoped
 //! installation token, caches and refreshes it, and serves it to git on a unix socket.
 
+pub mod api_policy;
+pub mod api_proxy;
 pub mod broker;
 mod budget;
 pub mod cache;
@@ -62,6 +64,10 @@ pub struct Daemon {
     pub(crate) bodies: Arc<budget::Budget>,
     /// In key mode, what reloads the App key on SIGHUP and when its file changes; taken and run by [`run`].
     key_reloader: std::sync::Mutex<Option<mint_github::KeyReloader>>,
+    /// The GitHub API endpoint's way to GitHub (`--api-url`), in every mode.
+    pub(crate) api_upstream: proxy::Upstream,
+    /// What stands between the API endpoint and GitHub: the write bucket and GitHub's "not before".
+    pub(crate) api_gate: api_proxy::ApiGate,
 }
 
 /// Where the daemon's tokens come from, as status reports it.
@@ -168,6 +174,8 @@ impl Daemon {
             ),
             None => None,
         };
+        let api_upstream = proxy::Upstream::new(&config.api_url)
+            .map_err(|e| anyhow::anyhow!("--api-url (or {}): {e}", mint_api::env::API_URL))?;
         let metrics = Arc::new(metrics::Metrics::default());
         let mut key_reloader = None;
         let (minter, source) = match config.mode {
@@ -222,6 +230,8 @@ impl Daemon {
             pulls: pulls::PullGate::new(config.pull_request_burst),
             bodies: Arc::new(budget::Budget::new(server::BODY_BUDGET, |m| &m.socket_bodies)),
             key_reloader: std::sync::Mutex::new(key_reloader),
+            api_upstream,
+            api_gate: api_proxy::ApiGate::default(),
         }))
     }
 }

@@ -66,10 +66,12 @@ pub enum Repeated {
     PullRefused,
     /// A connection over every cap, closed at once; or one dropped because it stopped reading.
     ConnectionShed,
+    /// A GitHub API request the policy refused.
+    ApiRefused,
 }
 
 impl Repeated {
-    pub const ALL: [Repeated; 7] = [
+    pub const ALL: [Repeated; 8] = [
         Repeated::CredentialDeclined,
         Repeated::CredentialMalformed,
         Repeated::ConnectionRefused,
@@ -77,6 +79,7 @@ impl Repeated {
         Repeated::PushRefused,
         Repeated::PullRefused,
         Repeated::ConnectionShed,
+        Repeated::ApiRefused,
     ];
 
     pub fn label(self) -> &'static str {
@@ -88,6 +91,7 @@ impl Repeated {
             Repeated::PushRefused => "push_refused",
             Repeated::PullRefused => "pull_refused",
             Repeated::ConnectionShed => "connection_shed",
+            Repeated::ApiRefused => "api_refused",
         }
     }
 }

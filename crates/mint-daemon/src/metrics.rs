@@ -35,6 +35,10 @@ pub struct Metrics {
     /// Connections accepted, by server and how they were let in (or not).
     connections: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     pull_requests: Mutex<BTreeMap<&'static str, u64>>,
+    /// GitHub API requests sent on, by what they were (`read`, `comment`, …) and GitHub's status.
+    api_requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// GitHub API requests refused, by why (`merging`, `other_repository`, …).
+    api_refusals: Mutex<BTreeMap<&'static str, u64>>,
     /// Events a client can repeat at will: counted here, logged in moderation.
     pub(crate) repeated: crate::logs::Throttle,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
@@ -76,6 +80,56 @@ impl Metrics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *map.entry(outcome).or_default() += 1;
+    }
+
+    /// A GitHub API request that was sent on: what it was, and GitHub's status.
+    pub(crate) fn api_request(&self, what: &'static str, status: u16) {
+        let mut map = self
+            .api_requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *map.entry((what, status)).or_default() += 1;
+    }
+
+    /// A GitHub API request refused before GitHub heard of it, and why.
+    pub(crate) fn api_refused(&self, reason: &'static str) {
+        let mut map = self
+            .api_refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *map.entry(reason).or_default() += 1;
+    }
+
+    /// The API endpoint's counters.
+    fn render_api(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP mint_api_requests_total GitHub API requests sent on to GitHub, by kind and GitHub's status."
+        );
+        let _ = writeln!(out, "# TYPE mint_api_requests_total counter");
+        let requests = self
+            .api_requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for ((what, status), n) in requests.iter() {
+            let _ = writeln!(
+                out,
+                "mint_api_requests_total{{kind=\"{what}\",status=\"{status}\"}} {n}"
+            );
+        }
+        drop(requests);
+        let _ = writeln!(
+            out,
+            "# HELP mint_api_refusals_total GitHub API requests refused before reaching GitHub, by reason."
+        );
+        let _ = writeln!(out, "# TYPE mint_api_refusals_total counter");
+        let refusals = self
+            .api_refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (reason, n) in refusals.iter() {
+            let _ = writeln!(out, "mint_api_refusals_total{{reason=\"{reason}\"}} {n}");
+        }
     }
 
     pub(crate) fn proxy_unreplayable(&self, reason: &'static str) {
@@ -297,6 +351,7 @@ impl Metrics {
         );
         self.render_proxy(&mut out);
         self.render_client(&mut out);
+        self.render_api(&mut out);
         let _ = writeln!(
             out,
             "# HELP mint_token_life_seconds Seconds of life left on the token being served."

@@ -33,8 +33,8 @@ use crate::cache::{ERASE_INTERVAL, GetError, MintFailure};
 use crate::logs::{Repeated, Untrusted};
 use crate::push_policy;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type ProxyBody = BoxBody<Bytes, BoxError>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// POST bodies up to this size are kept so the request can be replayed after a 401.
 pub const REPLAY_LIMIT: usize = 8 * 1024 * 1024;
@@ -116,8 +116,13 @@ impl Upstream {
         })
     }
 
+    /// Where requests go: the URL it was made for, without a trailing slash.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
     /// Send `request`; GitHub must answer its head within the upstream timeout.
-    async fn send(&self, request: Request<ProxyBody>) -> Result<Response<Incoming>, Response<ProxyBody>> {
+    pub(crate) async fn send(&self, request: Request<ProxyBody>) -> Result<Response<Incoming>, Response<ProxyBody>> {
         match tokio::time::timeout(self.timeout, self.client.request(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => Err(text(
@@ -254,6 +259,9 @@ async fn handle(daemon: &Daemon, req: Request<Incoming>) -> Response<ProxyBody> 
         )
     };
     let Some(git) = parse_route(&parts.method, parts.uri.path(), parts.uri.query()) else {
+        if crate::api_proxy::is_api(parts.uri.path()) {
+            return crate::api_proxy::handle(daemon, Request::from_parts(parts, body)).await;
+        }
         return not_ours(daemon.cache.target().as_deref());
     };
     // Broker mode before the first token: the repository is learnt from a mint, then the request judged.
@@ -335,7 +343,7 @@ async fn handle(daemon: &Daemon, req: Request<Incoming>) -> Response<ProxyBody> 
 /// A 401 from GitHub proves the token dead: have the cache drop it. If it was dropped for a 401 seconds
 /// ago (the erase interval, against a fresh token GitHub is still propagating), wait that interval out
 /// rather than replay with the same dead token, so a revocation never fails the command.
-async fn replace_rejected(daemon: &Daemon, token: &mint_github::InstallationToken) {
+pub(crate) async fn replace_rejected(daemon: &Daemon, token: &mint_github::InstallationToken) {
     let give_up = tokio::time::Instant::now() + ERASE_INTERVAL + Duration::from_millis(500);
     loop {
         if daemon.cache.drop_rejected(token) {
@@ -877,7 +885,7 @@ fn mint_failed(failure: &MintFailure) -> Response<ProxyBody> {
     response
 }
 
-fn full(bytes: Bytes) -> ProxyBody {
+pub(crate) fn full(bytes: Bytes) -> ProxyBody {
     Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 

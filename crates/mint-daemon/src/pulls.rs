@@ -144,7 +144,7 @@ impl PullGate {
     }
 
     /// GitHub rate-limited a pull-request call: let none through for `wait`.
-    fn hold_off(&self, wait: Duration, message: String) {
+    pub(crate) fn hold_off(&self, wait: Duration, message: String) {
         self.state().github_not_before = Some((Instant::now() + wait, message));
     }
 }

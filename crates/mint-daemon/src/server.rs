@@ -49,10 +49,21 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>, shutdown: impl F
         {
             tracing::warn!(error = %e, "refused a connection");
         }
-        service_fn(move |req| {
+        service_fn(move |req: Request<Incoming>| {
             let daemon = daemon.clone();
             let peer = peer.clone();
-            async move { Ok::<_, Infallible>(handle(&daemon, peer, req).await) }
+            async move {
+                // GitHub's API for the repository (gh's http_unix_socket): mintd's own routes come first.
+                let response =
+                    if peer.is_ok() && !is_own_route(req.uri().path()) && crate::api_proxy::is_api(req.uri().path()) {
+                        crate::api_proxy::handle(&daemon, req).await
+                    } else {
+                        handle(&daemon, peer, req)
+                            .await
+                            .map(|body| body.map_err(|never| match never {}).boxed())
+                    };
+                Ok::<_, Infallible>(response)
+            }
         })
     };
     crate::http::serve(listener, LIMITS, service_for, metrics, shutdown).await;
@@ -100,6 +111,11 @@ async fn handle(
         "request"
     );
     response
+}
+
+/// mintd's own routes, which are never the API endpoint's.
+fn is_own_route(path: &str) -> bool {
+    path.starts_with("/v1/") || path == route::HEALTHZ || path == route::METRICS
 }
 
 /// Request body bytes the socket may hold for all connections together, past each request's first

@@ -403,23 +403,30 @@ pub(crate) fn message_of(response: &RawResponse) -> String {
     message.chars().take(500).collect()
 }
 
-/// A 403 or 429 that says "wait": `retry-after`, or no requests left until `x-ratelimit-reset`.
-pub(crate) fn rate_limit(op: &Operation, response: &RawResponse) -> Option<GithubError> {
-    if !matches!(response.status, StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS) {
+/// Whether an answer from GitHub is a rate limit, and the wait it names: `Some(Some(wait))` for a 403 or
+/// 429 with `retry-after`, or with no requests left until `x-ratelimit-reset`; `Some(None)` for a 429 that
+/// names no time; `None` for anything else (a 403 for want of permission is not a rate limit).
+pub fn rate_limit_wait(status: StatusCode, headers: &HeaderMap) -> Option<Option<Duration>> {
+    if !matches!(status, StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS) {
         return None;
     }
-    let retry_after = header_u64(&response.headers, "retry-after").map(Duration::from_secs);
-    let exhausted = header_u64(&response.headers, "x-ratelimit-remaining") == Some(0);
-    let reset_in = header_u64(&response.headers, "x-ratelimit-reset").and_then(|reset| {
+    let retry_after = header_u64(headers, "retry-after").map(Duration::from_secs);
+    let exhausted = header_u64(headers, "x-ratelimit-remaining") == Some(0);
+    let reset_in = header_u64(headers, "x-ratelimit-reset").and_then(|reset| {
         let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
         Some(Duration::from_secs(reset.saturating_sub(now)))
     });
-    let retry_after = match (retry_after, exhausted) {
-        (Some(d), _) => Some(d),
-        (None, true) => reset_in,
-        (None, false) if response.status == StatusCode::TOO_MANY_REQUESTS => None,
-        (None, false) => return None,
-    };
+    match (retry_after, exhausted) {
+        (Some(d), _) => Some(Some(d)),
+        (None, true) => Some(reset_in),
+        (None, false) if status == StatusCode::TOO_MANY_REQUESTS => Some(None),
+        (None, false) => None,
+    }
+}
+
+/// A 403 or 429 that says "wait": `retry-after`, or no requests left until `x-ratelimit-reset`.
+pub(crate) fn rate_limit(op: &Operation, response: &RawResponse) -> Option<GithubError> {
+    let retry_after = rate_limit_wait(response.status, &response.headers)?;
     Some(GithubError::RateLimited {
         op: op.clone(),
         retry_after,

@@ -80,6 +80,12 @@ impl GitHubClient {
         &self.api
     }
 
+    /// The GraphQL endpoint beside the REST API: `https://api.github.com/graphql`, or GitHub Enterprise
+    /// Server's `https://HOST/api/graphql` for an API at `https://HOST/api/v3`.
+    pub fn graphql_url(&self) -> String {
+        graphql_url(&self.api)
+    }
+
     /// Send one request. `authorization` is a full header value (`Bearer …`), marked sensitive.
     pub(crate) async fn send(
         &self,
@@ -111,7 +117,21 @@ impl GitHubClient {
         body: Option<(&'static str, Vec<u8>)>,
         accept: &'static str,
     ) -> Result<RawResponse, GithubError> {
-        let url = format!("{}{path}", self.api);
+        self.send_to(op, method, format!("{}{path}", self.api), authorization, body, accept)
+            .await
+    }
+
+    /// [`GitHubClient::send_with`] to a whole URL (the GraphQL endpoint is not under the REST root on GitHub
+    /// Enterprise Server).
+    pub(crate) async fn send_to(
+        &self,
+        op: &Operation,
+        method: Method,
+        url: String,
+        authorization: Option<&str>,
+        body: Option<(&'static str, Vec<u8>)>,
+        accept: &'static str,
+    ) -> Result<RawResponse, GithubError> {
         let mut builder = Request::builder()
             .method(method)
             .uri(&url)
@@ -165,6 +185,15 @@ impl GitHubClient {
                 url,
                 timeout: self.timeout,
             })?
+    }
+}
+
+/// The GraphQL endpoint for the REST API root `api` (see [`GitHubClient::graphql_url`]).
+pub fn graphql_url(api: &str) -> String {
+    let api = api.trim_end_matches('/');
+    match api.strip_suffix("/api/v3") {
+        Some(host) => format!("{host}/api/graphql"),
+        None => format!("{api}/graphql"),
     }
 }
 
@@ -232,6 +261,16 @@ fn is_loopback(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn graphql_sits_beside_the_rest_api() {
+        assert_eq!(graphql_url("https://api.github.com"), "https://api.github.com/graphql");
+        assert_eq!(
+            graphql_url("https://ghe.example/api/v3/"),
+            "https://ghe.example/api/graphql"
+        );
+        assert_eq!(graphql_url("http://127.0.0.1:8080"), "http://127.0.0.1:8080/graphql");
+    }
 
     #[test]
     fn plain_http_only_to_loopback() {

@@ -14,8 +14,8 @@ mod token_calls;
 mod types;
 mod user;
 
-pub use app::{App, AppKeys, KeyChange, PullOutcome, ScopeError, check_scope, decode_minted};
-pub use client::{ClientError, GitHubClient, https_connector};
+pub use app::{App, AppKeys, KeyChange, PullOutcome, ScopeError, check_scope, decode_minted, rate_limit_wait};
+pub use client::{ClientError, GitHubClient, graphql_url, https_connector};
 pub use error::{GithubError, Operation, RATE_LIMIT_DEFAULT_WAIT};
 pub use fingerprint::KeyFingerprint;
 pub use installation::{Account, Installation, InstallationRequest, check_scope_by_id};
@@ -24,6 +24,7 @@ pub use key_source::{KEY_POLL_INTERVAL, KeyReloader, KeySource, KeySourceError, 
 pub use pkcs11::{Pkcs11Error, Pkcs11Signer, Pkcs11Uri, read_pin_file};
 pub use secret::{AppKey, InstallationToken, Jwt, KeyError};
 pub use signer::{SignError, Signer};
+pub use token_calls::PullHead;
 pub use types::{Level, MintedToken, NewPull, Permissions, PullRef, PullRequest, Repository, TokenRequest};
 pub use user::{
     OAuthApp, RepositoryPermissions, User, UserInstallation, UserRepository, UserToken, form_encode, percent_encode,

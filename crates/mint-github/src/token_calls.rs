@@ -171,3 +171,130 @@ fn query_escape(value: &str) -> String {
     }
     out
 }
+
+/// Where a pull request's changes come from: its head branch and the repository that holds it (`None` when
+/// that repository was deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullHead {
+    pub head_ref: String,
+    pub head_repo: Option<String>,
+}
+
+impl GitHubClient {
+    /// `GET /repos/{owner}/{repo}/pulls/{number}`'s head; `None` when there is no such pull request.
+    pub async fn pull_head(
+        &self,
+        token: &InstallationToken,
+        owner: &str,
+        name: &str,
+        number: u64,
+    ) -> Result<Option<PullHead>, GithubError> {
+        #[derive(serde::Deserialize)]
+        struct Pull {
+            head: Head,
+        }
+        #[derive(serde::Deserialize)]
+        struct Head {
+            #[serde(rename = "ref")]
+            name: String,
+            repo: Option<HeadRepo>,
+        }
+        #[derive(serde::Deserialize)]
+        struct HeadRepo {
+            full_name: String,
+        }
+        let op = Operation::ReadPullHead {
+            repo: format!("{owner}/{name}"),
+            pull: format!("#{number}"),
+        };
+        let path = format!("/repos/{owner}/{name}/pulls/{number}");
+        let response = self
+            .send(&op, Method::GET, &path, token.bearer().expose_secret(), None)
+            .await?;
+        match response.status {
+            StatusCode::OK => serde_json::from_slice::<Pull>(&response.body)
+                .map(|pull| {
+                    Some(PullHead {
+                        head_ref: pull.head.name,
+                        head_repo: pull.head.repo.map(|r| r.full_name),
+                    })
+                })
+                .map_err(|e| GithubError::BadResponse {
+                    op,
+                    reason: e.to_string(),
+                }),
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::UNAUTHORIZED => Err(GithubError::TokenRejected {
+                op,
+                message: message_of(&response),
+            }),
+            _ => Err(generic_error(op, &response)),
+        }
+    }
+
+    /// The head of the pull request with GraphQL node id `node_id`; `None` when the node is not a pull
+    /// request (or does not exist).
+    pub async fn pull_head_by_node(
+        &self,
+        token: &InstallationToken,
+        repo: &str,
+        node_id: &str,
+    ) -> Result<Option<PullHead>, GithubError> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            data: Option<Data>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Data {
+            node: Option<Node>,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Node {
+            head_ref_name: Option<String>,
+            head_repository: Option<NodeRepo>,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct NodeRepo {
+            name_with_owner: String,
+        }
+        let op = Operation::ReadPullHead {
+            repo: repo.to_owned(),
+            pull: format!("node {node_id:?}"),
+        };
+        let body = serde_json::json!({
+            "query": "query($id: ID!) { node(id: $id) { ... on PullRequest { headRefName headRepository { nameWithOwner } } } }",
+            "variables": {"id": node_id},
+        });
+        let response = self
+            .send_to(
+                &op,
+                Method::POST,
+                self.graphql_url(),
+                Some(token.bearer().expose_secret()),
+                Some(("application/json", body.to_string().into_bytes())),
+                "application/json",
+            )
+            .await?;
+        match response.status {
+            StatusCode::OK => {
+                let answer: Answer = serde_json::from_slice(&response.body).map_err(|e| GithubError::BadResponse {
+                    op,
+                    reason: e.to_string(),
+                })?;
+                Ok(answer.data.and_then(|d| d.node).and_then(|node| {
+                    Some(PullHead {
+                        head_ref: node.head_ref_name?,
+                        head_repo: node.head_repository.map(|r| r.name_with_owner),
+                    })
+                }))
+            }
+            StatusCode::UNAUTHORIZED => Err(GithubError::TokenRejected {
+                op,
+                message: message_of(&response),
+            }),
+            _ => Err(generic_error(op, &response)),
+        }
+    }
+}

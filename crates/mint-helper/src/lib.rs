@@ -220,6 +220,7 @@ mod tests {
         let failure = |body: &[u8]| {
             let response = mint_api::Response {
                 status: 502,
+                link: None,
                 reason: Some("installation 42 was uninstalled ? reconnect".into()),
                 body: body.to_vec(),
             };
@@ -249,6 +250,7 @@ mod tests {
             let response = mint_api::Response {
                 status,
                 reason: Some("why".into()),
+                link: None,
                 body: Vec::new(),
             };
             let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -260,6 +262,7 @@ mod tests {
             let response = mint_api::Response {
                 status,
                 reason: None,
+                link: None,
                 body: body.to_vec(),
             };
             let (mut out, mut err) = (Vec::new(), Vec::new());
