@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -414,5 +414,31 @@ impl Drop for MintPermit {
                 }
             });
         }
+    }
+}
+
+/// Per-sandbox locks on this replica: requests of one sandbox mint one at a time, and the later ones hand
+/// out what the first minted. Entries go once nobody holds or waits for them.
+#[derive(Debug, Default)]
+pub struct MintLocks {
+    locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl MintLocks {
+    pub async fn lock(&self, sandbox_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(lock) = locks.get(sandbox_id).and_then(Weak::upgrade) {
+                lock
+            } else {
+                if locks.len() >= 1024 {
+                    locks.retain(|_, lock| lock.strong_count() > 0);
+                }
+                let lock = Arc::new(tokio::sync::Mutex::new(()));
+                locks.insert(sandbox_id.to_owned(), Arc::downgrade(&lock));
+                lock
+            }
+        };
+        lock.lock_owned().await
     }
 }

@@ -2,21 +2,21 @@
 //! connection in a database (`SQLite` embedded, or `PostgreSQL`) and mints repository-scoped tokens for
 //! sandboxes on request (`mintd --broker`).
 
-pub mod admin;
 pub mod api;
-pub mod body;
-pub mod broker;
 pub mod config;
 pub mod events;
 pub mod fleet;
 pub mod github;
+pub mod http;
 pub mod limit;
 pub mod model;
 pub mod revoker;
+pub mod routes;
 pub mod seal;
 pub mod secrets;
 pub mod state;
 pub mod store;
+pub mod sync;
 mod tls;
 pub mod web;
 pub mod webhook;
@@ -58,7 +58,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         github: github::GitHub::new(app),
         admin: config.admin,
         sealer: config.sealer,
-        mint_locks: broker::MintLocks::default(),
+        mint_locks: fleet::MintLocks::default(),
         mints_per_minute: config.mints_per_minute,
         gate: Arc::new(fleet::MintGate::new(
             config.mints_per_installation,
@@ -66,7 +66,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         )),
         sandbox_ttl: config.sandbox_ttl,
         web: config.web,
-        bodies: body::Budget::default(),
+        bodies: http::body::Budget::default(),
         pulls: state::PullsCache::default(),
     });
     // The seal key is derived (an HSM signs) before anything binds: a key that cannot seal fails the start.
@@ -75,7 +75,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         .prepare(state.github.app())
         .map_err(|e| anyhow::anyhow!("--private-key (or {}): {e}", config::env::PRIVATE_KEY))?;
     let reconciler = (state.web.is_some() && !config.reconcile_interval.is_zero())
-        .then(|| tokio::spawn(webhook::reconcile_loop(state.clone(), config.reconcile_interval)));
+        .then(|| tokio::spawn(sync::reconcile_loop(state.clone(), config.reconcile_interval)));
     let listener_task = {
         let store = store.clone();
         tokio::spawn(async move { store.listen().await })
@@ -92,7 +92,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     serve(
         listener,
         config.tls,
-        api::router(state),
+        routes::router(state),
         config.max_connections,
         shutdown,
     )
@@ -167,7 +167,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     // Handlers that limit per client address read it from here.
-                    let service = TowerToHyperService::new(app.clone().map_request(move |mut request: http::Request<hyper::body::Incoming>| {
+                    let service = TowerToHyperService::new(app.clone().map_request(move |mut request: ::http::Request<hyper::body::Incoming>| {
                         request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
                         request
                     }));

@@ -13,7 +13,7 @@ pub struct AppState {
     /// Seals tokens for the database, so any replica can revoke them.
     pub sealer: crate::seal::Sealer,
     /// One mint at a time per sandbox on this replica.
-    pub mint_locks: crate::broker::MintLocks,
+    pub mint_locks: crate::fleet::MintLocks,
     /// New tokens a sandbox may be minted per minute.
     pub mints_per_minute: u32,
     /// The fleet-wide bound on mints per installation, and GitHub's pauses.
@@ -23,7 +23,7 @@ pub struct AppState {
     /// The Integrations page, when configured.
     pub web: Option<crate::web::Web>,
     /// What all request bodies together may hold.
-    pub bodies: crate::body::Budget,
+    pub bodies: crate::http::body::Budget,
     /// The Integrations page's pull requests, per connection, for a few seconds: page views share them.
     pub pulls: PullsCache,
 }

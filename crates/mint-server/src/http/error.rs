@@ -1,78 +1,16 @@
-//! The HTTP API: the orchestrator's routes (admin token), the broker route (sandbox credential), probes.
-//! Every error leaves through [`ApiError`] as `{"status": CODE, "message": SENTENCE}`; the sentence names
-//! the cause and the way out. Routes are documented in docs/server.md.
+//! Every failure leaves through [`ApiError`] as `{"status": CODE, "message": SENTENCE}`; the sentence names
+//! the cause and the way out. What the store, GitHub, the mint gate and body reading report becomes one here.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
-use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
 
+use crate::fleet::Refused;
 use crate::github::ConnectError;
-use crate::state::AppState;
+use crate::model::now;
 use crate::store::StoreError;
-
-/// Request bodies above this are refused (413) before they are parsed.
-pub const MAX_BODY: usize = 64 * 1024;
-
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/api/v1/products", post(crate::admin::create_product))
-        .route(
-            "/api/v1/products/{id}/connection",
-            put(crate::admin::put_connection)
-                .get(crate::admin::get_connection)
-                .delete(crate::admin::disconnect),
-        )
-        .route("/api/v1/products/{id}/sandboxes", post(crate::admin::create_sandbox))
-        .route(
-            "/api/v1/sandboxes/{id}",
-            delete(crate::admin::teardown).get(crate::admin::get_sandbox),
-        )
-        .route(mint_api::broker::TOKEN_PATH, post(crate::broker::token))
-        .route(mint_api::broker::SANDBOX_PATH, get(crate::broker::sandbox))
-        .route("/api/v1/reconcile", post(crate::webhook::reconcile_now))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .merge(crate::web::routes())
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
-}
-
-async fn healthz() -> Response {
-    text(StatusCode::OK, "ok\n")
-}
-
-/// Ready when the database answers with the schema this binary expects (the key was loaded before
-/// the listener existed).
-async fn readyz(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    state.store.ready().await?;
-    Ok(text(StatusCode::OK, "ready\n"))
-}
-
-async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route: see docs/server.md")
-}
-
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this route does not take that method: see docs/server.md",
-    )
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
-}
 
 /// A JSON answer that must not be cached anywhere (it may carry a secret shown once).
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response {
@@ -220,44 +158,9 @@ pub fn github_failure(e: &mint_github::GithubError) -> ApiError {
     }
 }
 
-/// A JSON body: at most [`MAX_BODY`] bytes, no unknown fields (each input type denies them), and an
-/// empty body read as `{}`.
-#[derive(Debug)]
-pub struct Input<T>(pub T);
-
-impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for Input<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
-        if declared_length(req.headers()).is_some_and(|n| n > MAX_BODY as u64) {
-            return Err(body_error(&crate::body::BodyError::TooLarge { limit: MAX_BODY }));
-        }
-        let held = crate::body::read(req.into_body(), MAX_BODY, MAX_BODY, &state.bodies, |_| {})
-            .await
-            .map_err(|e| body_error(&e))?
-            .expect("kept whole: retain equals the limit");
-        let text: &[u8] = if held.bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &held.bytes
-        };
-        serde_json::from_slice(text)
-            .map(Input)
-            .map_err(|e| ApiError::bad_request(format!("the body is not the JSON this route takes: {e}")))
-    }
-}
-
-/// The body's length as the client declared it, if it did.
-pub fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-}
-
 /// A body that could not be read, as the client sees it.
-pub fn body_error(e: &crate::body::BodyError) -> ApiError {
-    use crate::body::BodyError as B;
+pub fn body_error(e: &crate::http::body::BodyError) -> ApiError {
+    use crate::http::body::BodyError as B;
     match e {
         B::TooLarge { limit } => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -272,33 +175,6 @@ pub fn body_error(e: &crate::body::BodyError) -> ApiError {
     }
 }
 
-/// The bearer credential of a request, if it has exactly one well-formed one.
-fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, credential) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| credential.trim())
-}
-
-/// Proof that the request carried the admin token. Only this extractor makes one, and every orchestrator
-/// route takes it.
-#[derive(Debug)]
-pub struct Admin(());
-
-impl FromRequestParts<Arc<AppState>> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
-        match bearer(parts) {
-            Some(token) if state.admin.matches(token) => Ok(Admin(())),
-            _ => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "this route needs the admin token: send Authorization: Bearer <the token in --admin-token-file>",
-            )),
-        }
-    }
-}
-
 pub fn sandbox_refused() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
@@ -307,10 +183,30 @@ pub fn sandbox_refused() -> ApiError {
     )
 }
 
-/// The `{id}` in a route.
-pub type Id = Path<String>;
-
-/// Bodies that take nothing: `{}` or empty.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Nothing {}
+/// A call with the App key that was not started: GitHub's pause (seen by any replica), a queue that did not
+/// move, or the database. Each is a 503 with `Retry-After`, which mintd waits out within its deadline.
+pub fn not_now(refused: Refused, installation_id: u64) -> ApiError {
+    match refused {
+        Refused::Paused { until } => {
+            let wait = u64::try_from(until - now()).unwrap_or(1).max(1);
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "github_rate_limited",
+                format!(
+                    "GitHub rate-limited minting for installation {installation_id}; every mint-server replica waits {wait} s before asking again: retry then"
+                ),
+            )
+            .retry_after(Duration::from_secs(wait))
+        }
+        Refused::Busy { waited } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "mint_queue_full",
+            format!(
+                "installation {installation_id} has as many mints in flight as mint-server allows (--mints-per-installation), and this request waited {} s for a turn: retry shortly",
+                waited.as_secs()
+            ),
+        )
+        .retry_after(Duration::from_secs(1)),
+        Refused::Store(e) => e.into(),
+    }
+}

@@ -10,7 +10,7 @@ use mint_credential::RepoName;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::{Admin, ApiError, Id, Input, json};
+use crate::http::{Admin, ApiError, Id, Input, json};
 use crate::model::{Connection, SandboxRow, now, rfc3339};
 use crate::secrets::{SandboxCredential, new_id};
 use crate::state::AppState;
@@ -93,7 +93,7 @@ pub async fn put_connection(
     let permit = state
         .turn(input.installation_id, &id)
         .await
-        .map_err(|refused| crate::broker::not_now(refused, input.installation_id))?;
+        .map_err(|refused| crate::http::not_now(refused, input.installation_id))?;
     let verified = state.github.verify(input.installation_id, &repository).await;
     drop(permit);
     if let Err(crate::github::ConnectError::GitHub(e)) = &verified {
@@ -258,4 +258,12 @@ pub async fn teardown(_admin: Admin, State(state): State<Arc<AppState>>, id: Id)
     }
     tracing::info!(sandbox = %*id, "sandbox torn down");
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /api/v1/reconcile` (admin): run the sweep now.
+pub async fn reconcile_now(_admin: Admin, State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let looked = crate::sync::reconcile(&state)
+        .await
+        .map_err(|e| crate::http::github_failure(&e))?;
+    Ok(json(StatusCode::OK, &json!({"connections": looked})))
 }

@@ -10,8 +10,7 @@
 //! `GET /api/v1/sandbox`: where the sandbox's access stands, as a long poll, so mintd hears of Disconnect,
 //! Change repository and teardown at once.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Query, State};
@@ -22,9 +21,9 @@ use mint_github::InstallationToken;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::{ApiError, Input, github_failure, json, sandbox_refused};
-use crate::fleet::{MAX_QUEUE_WAIT, Refused};
+use crate::fleet::MAX_QUEUE_WAIT;
 use crate::github::connection_outcome;
+use crate::http::{ApiError, Input, credential_hash, github_failure, json, not_now, sandbox_refused};
 use crate::model::{Connection, SandboxRow, now, now_ms};
 use crate::secrets::sha256_hex;
 use crate::state::AppState;
@@ -76,16 +75,6 @@ pub async fn token(
             "mint-server's mint task failed; the operator finds the cause in the server's log",
         )
     })?
-}
-
-/// The credential's SHA-256, if the request carries a well-formed one (malformed ones are refused before the
-/// database, with the same answer as unknown ones).
-fn credential_hash(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, credential) = value.split_once(' ')?;
-    let credential = credential.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && crate::secrets::plausible_credential(credential))
-        .then(|| sha256_hex(credential.as_bytes()))
 }
 
 fn not_active(connection: &Connection) -> ApiError {
@@ -388,60 +377,6 @@ async fn mint_in_turn(
                 None => github_failure(&e),
             })
         }
-    }
-}
-
-/// A mint that was not started: GitHub's pause (seen by any replica), a queue that did not move, or the
-/// database. Each is a 503 with `Retry-After`, which mintd waits out within its deadline.
-pub fn not_now(refused: Refused, installation_id: u64) -> ApiError {
-    match refused {
-        Refused::Paused { until } => {
-            let wait = u64::try_from(until - now()).unwrap_or(1).max(1);
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "github_rate_limited",
-                format!(
-                    "GitHub rate-limited minting for installation {installation_id}; every mint-server replica waits {wait} s before asking again: retry then"
-                ),
-            )
-            .retry_after(Duration::from_secs(wait))
-        }
-        Refused::Busy { waited } => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "mint_queue_full",
-            format!(
-                "installation {installation_id} has as many mints in flight as mint-server allows (--mints-per-installation), and this request waited {} s for a turn: retry shortly",
-                waited.as_secs()
-            ),
-        )
-        .retry_after(Duration::from_secs(1)),
-        Refused::Store(e) => e.into(),
-    }
-}
-
-/// Per-sandbox locks on this replica: requests of one sandbox mint one at a time, and the later ones hand
-/// out what the first minted. Entries go once nobody holds or waits for them.
-#[derive(Debug, Default)]
-pub struct MintLocks {
-    locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
-}
-
-impl MintLocks {
-    async fn lock(&self, sandbox_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(lock) = locks.get(sandbox_id).and_then(Weak::upgrade) {
-                lock
-            } else {
-                if locks.len() >= 1024 {
-                    locks.retain(|_, lock| lock.strong_count() > 0);
-                }
-                let lock = Arc::new(tokio::sync::Mutex::new(()));
-                locks.insert(sandbox_id.to_owned(), Arc::downgrade(&lock));
-                lock
-            }
-        };
-        lock.lock_owned().await
     }
 }
 

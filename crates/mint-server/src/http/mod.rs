@@ -1,0 +1,10 @@
+//! What every handler shares, below the handlers (`api`, `web`, `webhook`) and above the store and GitHub:
+//! the error every failure leaves through, the extractors, and reading a body within the server's memory
+//! budget.
+
+pub mod body;
+pub mod error;
+pub mod extract;
+
+pub use error::{ApiError, body_error, github_failure, json, not_now, sandbox_refused};
+pub use extract::{Admin, Id, Input, MAX_BODY, Nothing, credential_hash, declared_length};

@@ -1,0 +1,79 @@
+//! Every route mint-server serves, and the only module that names handlers: the orchestrator's API, the
+//! broker's, the Integrations page, GitHub's webhook, and the probes.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use http::{StatusCode, header};
+
+use crate::api::{admin, token};
+use crate::http::ApiError;
+use crate::state::AppState;
+use crate::web::{oauth, pages};
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/api/v1/products", post(admin::create_product))
+        .route(
+            "/api/v1/products/{id}/connection",
+            put(admin::put_connection)
+                .get(admin::get_connection)
+                .delete(admin::disconnect),
+        )
+        .route("/api/v1/products/{id}/sandboxes", post(admin::create_sandbox))
+        .route(
+            "/api/v1/sandboxes/{id}",
+            delete(admin::teardown).get(admin::get_sandbox),
+        )
+        .route("/api/v1/reconcile", post(admin::reconcile_now))
+        .route(mint_api::broker::TOKEN_PATH, post(token::token))
+        .route(mint_api::broker::SANDBOX_PATH, get(token::sandbox))
+        .route("/", get(pages::home))
+        .route("/login", get(oauth::login))
+        .route("/logout", post(oauth::logout))
+        .route("/static/mint.css", get(pages::stylesheet))
+        .route("/github/oauth/callback", get(oauth::oauth_callback))
+        .route("/github/setup", get(oauth::setup))
+        .route("/github/webhook", post(crate::webhook::receive))
+        .route("/products/{id}/integrations", get(pages::integrations))
+        .route("/products/{id}/github/connect", post(pages::connect))
+        .route("/products/{id}/github/install", post(pages::install))
+        .route("/products/{id}/github/choose", get(pages::choose))
+        .route("/products/{id}/github/bind", post(pages::bind))
+        .route("/products/{id}/github/disconnect", post(pages::disconnect))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn healthz() -> Response {
+    text(StatusCode::OK, "ok\n")
+}
+
+/// Ready when the database answers with the schema this binary expects (the key was loaded before
+/// the listener existed).
+async fn readyz(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    state.store.ready().await?;
+    Ok(text(StatusCode::OK, "ready\n"))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route: see docs/server.md")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method: see docs/server.md",
+    )
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
