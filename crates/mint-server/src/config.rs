@@ -162,7 +162,7 @@ pub struct Config {
     pub api_url: String,
     pub admin: AdminToken,
     pub sandbox_ttl: Duration,
-    pub web: Option<crate::web::Web>,
+    pub web: Option<crate::site::Web>,
     pub reconcile_interval: Duration,
     pub mints_per_installation: usize,
     pub mints_per_minute: u32,
@@ -313,7 +313,7 @@ impl Args {
 
     /// The connect-flow settings: all five, or none (then the Integrations page answers that it is not
     /// configured, and the orchestrator API works as before).
-    fn web(&self, app_id: &AppId, github_url: &str, api_url: &str) -> Result<Option<crate::web::Web>, ConfigError> {
+    fn web(&self, app_id: &AppId, github_url: &str, api_url: &str) -> Result<Option<crate::site::Web>, ConfigError> {
         let given = [
             self.public_url.is_some(),
             self.app_slug.is_some(),
@@ -384,11 +384,11 @@ impl Args {
         let client = |url: &str, flag: &'static str, env: &'static str| {
             mint_github::GitHubClient::new(url).map_err(|e| invalid(flag, env, e))
         };
-        Ok(Some(crate::web::Web {
+        Ok(Some(crate::site::Web {
             public: parsed,
             public_url,
             trust_forwarded_for: self.behind_tls_proxy,
-            logins: crate::limit::PerAddress::new(crate::web::LOGIN_BURST, crate::web::LOGIN_EVERY),
+            logins: crate::limit::PerAddress::new(crate::site::LOGIN_BURST, crate::site::LOGIN_EVERY),
             github_url: github_url.to_owned(),
             app_slug,
             app_id: numeric_app_id,

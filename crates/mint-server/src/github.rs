@@ -18,6 +18,26 @@ pub struct Verified {
     pub installation_url: Option<String>,
 }
 
+impl Verified {
+    /// The connection to store for what GitHub just confirmed: active.
+    pub fn connection(&self, now: i64) -> crate::model::Connection {
+        crate::model::Connection {
+            status: ConnectionStatus::Active,
+            reason: format!(
+                "Connected to {} through installation {} on {}.",
+                self.repository, self.installation_id, self.account_login
+            ),
+            installation_id: Some(self.installation_id),
+            repository_id: Some(self.repository_id),
+            repository: Some(self.repository.clone()),
+            account_login: Some(self.account_login.clone()),
+            account_type: Some(self.account_type.clone()),
+            installation_url: self.installation_url.clone(),
+            updated_at: now,
+        }
+    }
+}
+
 /// Why a connection cannot be stored.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {

@@ -3,6 +3,7 @@
 //! sandboxes on request (`mintd --broker`).
 
 pub mod api;
+pub mod body;
 pub mod config;
 pub mod events;
 pub mod fleet;
@@ -14,6 +15,7 @@ pub mod revoker;
 pub mod routes;
 pub mod seal;
 pub mod secrets;
+pub mod site;
 pub mod state;
 pub mod store;
 pub mod sync;
@@ -66,7 +68,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         )),
         sandbox_ttl: config.sandbox_ttl,
         web: config.web,
-        bodies: http::body::Budget::default(),
+        bodies: body::Budget::default(),
         pulls: state::PullsCache::default(),
     });
     // The seal key is derived (an HSM signs) before anything binds: a key that cannot seal fails the start.

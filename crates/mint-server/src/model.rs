@@ -86,24 +86,6 @@ impl Connection {
         }
     }
 
-    /// A connection GitHub just confirmed.
-    pub fn active(verified: &crate::github::Verified, now: i64) -> Self {
-        Self {
-            status: ConnectionStatus::Active,
-            reason: format!(
-                "Connected to {} through installation {} on {}.",
-                verified.repository, verified.installation_id, verified.account_login
-            ),
-            installation_id: Some(verified.installation_id),
-            repository_id: Some(verified.repository_id),
-            repository: Some(verified.repository.clone()),
-            account_login: Some(verified.account_login.clone()),
-            account_type: Some(verified.account_type.clone()),
-            installation_url: verified.installation_url.clone(),
-            updated_at: now,
-        }
-    }
-
     /// The installation and repository a mint is for, when the connection is active.
     pub fn target(&self) -> Option<(u64, u64, &str)> {
         match (self.status, self.installation_id, self.repository_id, &self.repository) {

@@ -21,9 +21,9 @@ pub struct AppState {
     /// How long a new sandbox's credential works unless torn down first.
     pub sandbox_ttl: Duration,
     /// The Integrations page, when configured.
-    pub web: Option<crate::web::Web>,
+    pub web: Option<crate::site::Web>,
     /// What all request bodies together may hold.
-    pub bodies: crate::http::body::Budget,
+    pub bodies: crate::body::Budget,
     /// The Integrations page's pull requests, per connection, for a few seconds: page views share them.
     pub pulls: PullsCache,
 }

@@ -100,7 +100,7 @@ pub async fn put_connection(
         state.noticed(input.installation_id, e).await;
     }
     let verified = verified?;
-    let connection = Connection::active(&verified, now());
+    let connection = verified.connection(now());
     let queued = state.store.put_connection(&id, &connection).await?;
     if queued > 0 {
         crate::revoker::settle(&state, Whose::Product(&id)).await;

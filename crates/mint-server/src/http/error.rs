@@ -159,8 +159,8 @@ pub fn github_failure(e: &mint_github::GithubError) -> ApiError {
 }
 
 /// A body that could not be read, as the client sees it.
-pub fn body_error(e: &crate::http::body::BodyError) -> ApiError {
-    use crate::http::body::BodyError as B;
+pub fn body_error(e: &crate::body::BodyError) -> ApiError {
+    use crate::body::BodyError as B;
     match e {
         B::TooLarge { limit } => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

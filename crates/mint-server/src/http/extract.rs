@@ -26,9 +26,9 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for Input<T> {
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
         if declared_length(req.headers()).is_some_and(|n| n > MAX_BODY as u64) {
-            return Err(body_error(&crate::http::body::BodyError::TooLarge { limit: MAX_BODY }));
+            return Err(body_error(&crate::body::BodyError::TooLarge { limit: MAX_BODY }));
         }
-        let held = crate::http::body::read(req.into_body(), MAX_BODY, MAX_BODY, &state.bodies, |_| {})
+        let held = crate::body::read(req.into_body(), MAX_BODY, MAX_BODY, &state.bodies, |_| {})
             .await
             .map_err(|e| body_error(&e))?
             .expect("kept whole: retain equals the limit");

@@ -1,8 +1,6 @@
 //! What every handler shares, below the handlers (`api`, `web`, `webhook`) and above the store and GitHub:
-//! the error every failure leaves through, the extractors, and reading a body within the server's memory
-//! budget.
+//! the error every failure leaves through, and the extractors.
 
-pub mod body;
 pub mod error;
 pub mod extract;
 

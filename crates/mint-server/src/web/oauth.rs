@@ -435,7 +435,7 @@ pub(crate) async fn bind_choice(
             format!("GitHub refused the connection, so nothing was bound: {e}"),
         )
     })?;
-    let connection = Connection::active(&verified, now());
+    let connection = verified.connection(now());
     let queued = state
         .store
         .put_connection(product, &connection)

@@ -31,7 +31,7 @@ impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<Arc<AppState>> f
 
     async fn from_request(req: axum::extract::Request, state: &Arc<AppState>) -> Result<Self, Response> {
         let web = web_of(state)?;
-        let refused = |e: &crate::http::body::BodyError| {
+        let refused = |e: &crate::body::BodyError| {
             let mut response = crate::http::body_error(e).into_response();
             *response.body_mut() = axum::body::Body::from(format!("{e}\n"));
             response.headers_mut().insert(
@@ -41,9 +41,9 @@ impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<Arc<AppState>> f
             response
         };
         if crate::http::declared_length(req.headers()).is_some_and(|n| n > FORM_LIMIT as u64) {
-            return Err(refused(&crate::http::body::BodyError::TooLarge { limit: FORM_LIMIT }));
+            return Err(refused(&crate::body::BodyError::TooLarge { limit: FORM_LIMIT }));
         }
-        let held = crate::http::body::read(req.into_body(), FORM_LIMIT, FORM_LIMIT, &state.bodies, |_| {})
+        let held = crate::body::read(req.into_body(), FORM_LIMIT, FORM_LIMIT, &state.bodies, |_| {})
             .await
             .map_err(|e| refused(&e))?
             .expect("kept whole: retain equals the limit");

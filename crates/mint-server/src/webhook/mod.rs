@@ -20,7 +20,7 @@ use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use crate::http::body::BodyError;
+use crate::body::BodyError;
 use crate::http::{ApiError, json as json_response};
 use crate::model::now;
 use crate::state::AppState;
@@ -55,7 +55,7 @@ pub async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, bod
         .map(|secret| Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length"))
         .collect();
     let mut digest = Sha256::new();
-    let read = crate::http::body::read(body, MAX_WEBHOOK_BODY, RETAIN, &state.bodies, |chunk| {
+    let read = crate::body::read(body, MAX_WEBHOOK_BODY, RETAIN, &state.bodies, |chunk| {
         for mac in &mut macs {
             mac.update(chunk);
         }
