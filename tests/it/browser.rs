@@ -210,8 +210,21 @@ async fn find(browser: &Client, css: &str) -> fantoccini::elements::Element {
     }
 }
 
+/// The element's text. A page that was still loading can replace the element between finding and reading
+/// it (the `WebDriver` error "stale element"): then it is found again.
 async fn text(browser: &Client, css: &str) -> String {
-    find(browser, css).await.text().await.expect("text")
+    for _ in 0..5 {
+        match find(browser, css).await.text().await {
+            Ok(text) => return text,
+            Err(fantoccini::error::CmdError::Standard(e))
+                if e.error == fantoccini::error::ErrorStatus::StaleElementReference =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("text of {css}: {e:?}"),
+        }
+    }
+    panic!("{css} kept going stale");
 }
 
 async fn click(browser: &Client, css: &str) {

@@ -43,6 +43,36 @@ impl ConnectionStatus {
     }
 }
 
+/// What an OAuth `state` was given out for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `/login`: sign in, then go to `next`.
+    SignIn,
+    /// Connect GitHub, Change repository, Reconnect: sign in for a product, then choose.
+    Connect,
+    /// GitHub's install page, coming back through the Setup URL.
+    Install,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::SignIn => "signin",
+            Purpose::Connect => "connect",
+            Purpose::Install => "install",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "signin" => Purpose::SignIn,
+            "connect" => Purpose::Connect,
+            "install" => Purpose::Install,
+            _ => return None,
+        })
+    }
+}
+
 /// A product (one customer's workspace on the platform).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Product {

@@ -17,7 +17,7 @@ pub struct WebSession {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OAuthState {
     pub session_sha256: String,
-    pub purpose: String,
+    pub purpose: crate::model::Purpose,
     pub product_id: Option<String>,
     pub installation_hint: Option<u64>,
     pub next_path: Option<String>,
@@ -98,7 +98,7 @@ impl Store {
         )
         .bind(state_sha256)
         .bind(&state.session_sha256)
-        .bind(&state.purpose)
+        .bind(state.purpose.as_str())
         .bind(state.product_id.as_deref())
         .bind(state.installation_hint.map(int))
         .bind(state.next_path.as_deref())
@@ -128,7 +128,12 @@ impl Store {
         row.map(|r| {
             Ok(OAuthState {
                 session_sha256: r.try_get("session_sha256")?,
-                purpose: r.try_get("purpose")?,
+                purpose: {
+                    let purpose: String = r.try_get("purpose")?;
+                    crate::model::Purpose::parse(&purpose).ok_or_else(|| {
+                        StoreError::Query(format!("unknown OAuth purpose {purpose:?} in the database"))
+                    })?
+                },
                 product_id: r.try_get("product_id")?,
                 installation_hint: r.try_get::<Option<i64>, _>("installation_hint")?.map(uint),
                 next_path: r.try_get("next_path")?,

@@ -1,18 +1,17 @@
 //! Signing in and connecting through GitHub's OAuth web flow (PKCE), and the App's Setup URL.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use mint_github::UserToken;
 use serde::Deserialize;
 
-use super::respond::{WebError, csrf_refused, internal, redirect, web_of};
-use super::session::{Browser, WebForm, member, session_cookie, start_session};
+use super::respond::{WebError, internal, redirect};
+use super::session::{Browser, CsrfForm, CsrfOnly, WebPage, member, session_cookie, start_session};
 use super::{FLOW_TTL, Web};
-use crate::model::{Connection, ConnectionStatus, now};
+use crate::model::{Connection, ConnectionStatus, Purpose, now};
 use crate::secrets::{random_token, sha256_hex};
 use crate::state::AppState;
 use crate::store::{Choice, OAuthState};
@@ -34,14 +33,14 @@ pub(crate) async fn new_state(state: &AppState, web: &Web, flow: OAuthState) -> 
 
 pub(crate) fn flow(
     binding: &str,
-    purpose: &str,
+    purpose: Purpose,
     product: Option<&str>,
     hint: Option<u64>,
     next: Option<&str>,
 ) -> OAuthState {
     OAuthState {
         session_sha256: binding.to_owned(),
-        purpose: purpose.to_owned(),
+        purpose,
         product_id: product.map(str::to_owned),
         installation_hint: hint,
         next_path: next.map(str::to_owned),
@@ -57,15 +56,8 @@ pub(crate) struct LoginQuery {
 /// Sign in with GitHub: a single-use state bound to this browser's cookie (set now if it has none: a
 /// random value with no row anywhere, so anonymous requests create no session), then GitHub's authorize
 /// page. Limited per client address, since each one writes a state.
-pub(crate) async fn login(
-    State(state): State<Arc<AppState>>,
-    browser: Browser,
-    Query(q): Query<LoginQuery>,
-) -> Response {
-    let web = match web_of(&state) {
-        Ok(web) => web,
-        Err(r) => return r,
-    };
+pub(crate) async fn login(page: WebPage, Query(q): Query<LoginQuery>) -> Response {
+    let (state, browser, web) = (&page.state, &page.browser, page.web());
     if let Some(address) = browser.address
         && let Err(wait) = web.logins.take(address)
     {
@@ -85,13 +77,14 @@ pub(crate) async fn login(
         return refused;
     }
     let next = web.next_path(q.next.as_deref());
-    let (set_cookie, binding) = if let Some(hash) = browser.binding {
+    let (set_cookie, binding) = if let Some(hash) = browser.binding.clone() {
         (None, hash)
     } else {
         let value = random_token();
         (session_cookie(&value, FLOW_TTL), sha256_hex(value.as_bytes()))
     };
-    let (token, verifier) = match new_state(&state, web, flow(&binding, "signin", None, None, Some(&next))).await {
+    let (token, verifier) = match new_state(state, web, flow(&binding, Purpose::SignIn, None, None, Some(&next))).await
+    {
         Ok(t) => t,
         Err(e) => return e.into_response(),
     };
@@ -102,23 +95,8 @@ pub(crate) async fn login(
     response
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct CsrfForm {
-    pub(crate) csrf: String,
-}
-
-pub(crate) async fn logout(
-    State(state): State<Arc<AppState>>,
-    browser: Browser,
-    WebForm(form): WebForm<CsrfForm>,
-) -> Response {
-    let web = match web_of(&state) {
-        Ok(web) => web,
-        Err(r) => return r,
-    };
-    if !browser.csrf_ok(&form.csrf) {
-        return csrf_refused(web).into_response();
-    }
+pub(crate) async fn logout(CsrfForm { page, .. }: CsrfForm<CsrfOnly>) -> Response {
+    let (state, browser, web) = (&page.state, &page.browser, page.web());
     if let Some(hash) = &browser.session_sha256
         && let Err(e) = state.store.delete_session(hash).await
     {
@@ -141,16 +119,9 @@ pub(crate) struct CallbackQuery {
 
 /// Where GitHub sends the browser back after authorizing: the state must be one this browser's session
 /// was given, unused and fresh; then the code becomes a user token for the rest of this request.
-pub(crate) async fn oauth_callback(
-    State(state): State<Arc<AppState>>,
-    browser: Browser,
-    Query(q): Query<CallbackQuery>,
-) -> Response {
-    let web = match web_of(&state) {
-        Ok(web) => web,
-        Err(r) => return r,
-    };
-    match callback(&state, web, &browser, q).await {
+pub(crate) async fn oauth_callback(page: WebPage, Query(q): Query<CallbackQuery>) -> Response {
+    let (state, browser, web) = (&page.state, &page.browser, page.web());
+    match callback(state, web, browser, q).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
@@ -221,9 +192,9 @@ pub(crate) async fn callback(
         )));
     }
     let (cookie, session) = start_session(state, web, browser, &user).await?;
-    tracing::info!(login = %user.login, purpose = %flow.purpose, "signed in with GitHub");
-    let mut response = match (flow.purpose.as_str(), flow.product_id.as_deref()) {
-        ("connect", Some(product)) => {
+    tracing::info!(login = %user.login, purpose = flow.purpose.as_str(), "signed in with GitHub");
+    let mut response = match (flow.purpose, flow.product_id.as_deref()) {
+        (Purpose::Connect, Some(product)) => {
             let browser = Browser {
                 binding: Some(session.clone()),
                 session_sha256: Some(session.clone()),
@@ -286,7 +257,7 @@ pub(crate) async fn offer_choices(
     let ours = installations.iter().any(|i| i.app_id == web.app_id);
     if !ours {
         // Nothing installed yet: straight to GitHub's install page.
-        let (token, _) = new_state(state, web, flow(session, "install", Some(product), None, None)).await?;
+        let (token, _) = new_state(state, web, flow(session, Purpose::Install, Some(product), None, None)).await?;
         return Ok(redirect(&web.install_url(&token)));
     }
     if let Some(hint) = hint {
@@ -308,15 +279,8 @@ pub(crate) struct SetupQuery {
 /// The App's Setup URL. GitHub says its `installation_id` can be spoofed, and anyone can send this: without
 /// our state, bound to this browser, a visit changes nothing and asks GitHub nothing (webhooks report what
 /// changed on GitHub). With it, the id only becomes a hint for the verified flow.
-pub(crate) async fn setup(
-    State(state): State<Arc<AppState>>,
-    browser: Browser,
-    Query(q): Query<SetupQuery>,
-) -> Response {
-    let web = match web_of(&state) {
-        Ok(web) => web,
-        Err(r) => return r,
-    };
+pub(crate) async fn setup(page: WebPage, Query(q): Query<SetupQuery>) -> Response {
+    let (state, browser, web) = (&page.state, &page.browser, page.web());
     let hint = q.installation_id.as_deref().and_then(|s| s.parse::<u64>().ok());
     let (Some(token), Some(binding)) = (q.state.as_deref(), browser.binding.as_deref()) else {
         return redirect("/");
@@ -327,7 +291,7 @@ pub(crate) async fn setup(
     };
     let max_age = i64::try_from(FLOW_TTL.as_secs()).expect("minutes");
     let Some(product) = found
-        .filter(|f| f.session_sha256 == binding && f.purpose == "install" && now() - f.created_at < max_age)
+        .filter(|f| f.session_sha256 == binding && f.purpose == Purpose::Install && now() - f.created_at < max_age)
         .and_then(|f| f.product_id)
     else {
         return WebError::new(
@@ -339,9 +303,9 @@ pub(crate) async fn setup(
         .into_response();
     };
     if let Err(r) = member(
-        &state,
+        state,
         web,
-        &browser,
+        browser,
         &product,
         &format!("/products/{product}/integrations"),
     )
@@ -351,14 +315,16 @@ pub(crate) async fn setup(
     }
     let session = browser.session_sha256.as_deref().expect("a member has a session");
     match q.setup_action.as_deref() {
-        Some("install") => match new_state(&state, web, flow(session, "connect", Some(&product), hint, None)).await {
-            Ok((token, verifier)) => redirect(&web.authorize_url(&token, &verifier)),
-            Err(e) => e.into_response(),
-        },
+        Some("install") => {
+            match new_state(state, web, flow(session, Purpose::Connect, Some(&product), hint, None)).await {
+                Ok((token, verifier)) => redirect(&web.authorize_url(&token, &verifier)),
+                Err(e) => e.into_response(),
+            }
+        }
         Some("request") => {
             // Which account's owners were asked, as GitHub records it (never as the browser says): the
             // approval webhook is matched against it.
-            let account = requested_account(&state, browser.user_id).await;
+            let account = requested_account(state, browser.user_id).await;
             let pending = Connection {
                 status: ConnectionStatus::PendingApproval,
                 reason: "The installation was requested: it waits for an owner of the organization to approve it on GitHub. The card becomes connectable once they do.".to_owned(),

@@ -11,10 +11,10 @@ use http::header;
 use serde::Deserialize;
 
 use super::AGENT_BRANCH_PREFIX;
-use super::oauth::{CsrfForm, bind_choice, flow, new_state};
-use super::respond::{csrf_refused, internal, redirect, render, web_of};
-use super::session::{Browser, WebForm, member, member_page, sign_in_redirect};
-use crate::model::{Connection, ConnectionStatus, now};
+use super::oauth::{bind_choice, flow, new_state};
+use super::respond::{internal, redirect, render};
+use super::session::{Browser, CsrfForm, CsrfOnly, HasCsrf, WebPage, member, member_page, sign_in_redirect};
+use crate::model::{Connection, ConnectionStatus, Purpose, now};
 use crate::state::AppState;
 use crate::store::Choice;
 
@@ -30,11 +30,8 @@ pub(crate) struct ProductsPage<'a> {
     products: Vec<(String, String)>,
 }
 
-pub(crate) async fn home(State(state): State<Arc<AppState>>, browser: Browser) -> Response {
-    let web = match web_of(&state) {
-        Ok(web) => web,
-        Err(r) => return r,
-    };
+pub(crate) async fn home(page: WebPage) -> Response {
+    let (state, browser, web) = (&page.state, &page.browser, page.web());
     let (Some(login), Some(user_id)) = (browser.login.as_deref(), browser.user_id) else {
         return sign_in_redirect("/");
     };
@@ -211,39 +208,19 @@ pub(crate) async fn agent_pulls(
 }
 
 /// "Connect GitHub", "Reconnect" and "Change repository": sign in with GitHub for this product, then choose.
-pub(crate) async fn connect(
-    State(state): State<Arc<AppState>>,
-    browser: Browser,
-    Path(id): Path<String>,
-    WebForm(form): WebForm<CsrfForm>,
-) -> Response {
-    start_flow(&state, &browser, &id, &form.csrf, "connect").await
+pub(crate) async fn connect(Path(id): Path<String>, CsrfForm { page, .. }: CsrfForm<CsrfOnly>) -> Response {
+    start_flow(&page, &id, Purpose::Connect).await
 }
 
 /// "Install the App on another account": GitHub's install page, with a state the Setup URL brings back.
-pub(crate) async fn install(
-    State(state): State<Arc<AppState>>,
-    browser: Browser,
-    Path(id): Path<String>,
-    WebForm(form): WebForm<CsrfForm>,
-) -> Response {
-    start_flow(&state, &browser, &id, &form.csrf, "install").await
+pub(crate) async fn install(Path(id): Path<String>, CsrfForm { page, .. }: CsrfForm<CsrfOnly>) -> Response {
+    start_flow(&page, &id, Purpose::Install).await
 }
 
-pub(crate) async fn start_flow(
-    state: &AppState,
-    browser: &Browser,
-    product: &str,
-    csrf: &str,
-    purpose: &str,
-) -> Response {
-    let web = match web_of(state) {
-        Ok(web) => web,
-        Err(r) => return r,
-    };
-    if !browser.csrf_ok(csrf) {
-        return csrf_refused(web).into_response();
-    }
+/// Sign in with GitHub for this product (Connect) or go to GitHub's install page (Install), with a state
+/// the callback or the Setup URL brings back.
+pub(crate) async fn start_flow(page: &WebPage, product: &str, purpose: Purpose) -> Response {
+    let (state, browser, web) = (&page.state, &page.browser, page.web());
     if let Err(r) = member(
         state,
         web,
@@ -257,7 +234,7 @@ pub(crate) async fn start_flow(
     }
     let session = browser.session_sha256.as_deref().expect("a member has a session");
     match new_state(state, web, flow(session, purpose, Some(product), None, None)).await {
-        Ok((token, _)) if purpose == "install" => redirect(&web.install_url(&token)),
+        Ok((token, _)) if purpose == Purpose::Install => redirect(&web.install_url(&token)),
         Ok((token, verifier)) => redirect(&web.authorize_url(&token, &verifier)),
         Err(e) => e.into_response(),
     }
@@ -305,6 +282,12 @@ pub(crate) async fn choose(
     )
 }
 
+impl HasCsrf for BindForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub(crate) struct BindForm {
     pub(crate) csrf: String,
@@ -313,20 +296,9 @@ pub(crate) struct BindForm {
 
 /// "Use this repository": bind only what GitHub showed this session's user can push to, after the App side
 /// confirms the installation can mint for it.
-pub(crate) async fn bind(
-    State(state): State<Arc<AppState>>,
-    browser: Browser,
-    Path(id): Path<String>,
-    WebForm(form): WebForm<BindForm>,
-) -> Response {
-    let web = match web_of(&state) {
-        Ok(web) => web,
-        Err(r) => return r,
-    };
-    if !browser.csrf_ok(&form.csrf) {
-        return csrf_refused(web).into_response();
-    }
-    if let Err(r) = member(&state, web, &browser, &id, &format!("/products/{id}/integrations")).await {
+pub(crate) async fn bind(Path(id): Path<String>, CsrfForm { page, form }: CsrfForm<BindForm>) -> Response {
+    let (state, browser, web) = (&page.state, &page.browser, page.web());
+    if let Err(r) = member(state, web, browser, &id, &format!("/products/{id}/integrations")).await {
         return r;
     }
     let session = browser.session_sha256.as_deref().expect("a member has a session");
@@ -346,27 +318,16 @@ pub(crate) async fn bind(
         tracing::warn!(product = %id, choice = %form.choice, "refused a binding the user was not verified for");
         return redirect(&format!("/products/{id}/github/choose?flash=not-pushable"));
     };
-    match bind_choice(&state, web, session, &id, choice).await {
+    match bind_choice(state, web, session, &id, choice).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
 /// "Disconnect": this product's row only. The App stays installed; no code is touched.
-pub(crate) async fn disconnect(
-    State(state): State<Arc<AppState>>,
-    browser: Browser,
-    Path(id): Path<String>,
-    WebForm(form): WebForm<CsrfForm>,
-) -> Response {
-    let web = match web_of(&state) {
-        Ok(web) => web,
-        Err(r) => return r,
-    };
-    if !browser.csrf_ok(&form.csrf) {
-        return csrf_refused(web).into_response();
-    }
-    let (login, _) = match member(&state, web, &browser, &id, &format!("/products/{id}/integrations")).await {
+pub(crate) async fn disconnect(Path(id): Path<String>, CsrfForm { page, .. }: CsrfForm<CsrfOnly>) -> Response {
+    let (state, browser, web) = (&page.state, &page.browser, page.web());
+    let (login, _) = match member(state, web, browser, &id, &format!("/products/{id}/integrations")).await {
         Ok(m) => m,
         Err(r) => return r,
     };
@@ -378,7 +339,7 @@ pub(crate) async fn disconnect(
         return internal(web, "disconnect", &e).into_response();
     }
     // The sandboxes' tokens die now, at GitHub, whichever replica minted them.
-    let pending = crate::revoker::settle(&state, crate::store::Whose::Product(&id)).await;
+    let pending = crate::revoker::settle(state, crate::store::Whose::Product(&id)).await;
     tracing::info!(product = %id, %login, pending, "disconnected from the Integrations page");
     redirect(&format!("/products/{id}/integrations?flash=disconnected"))
 }

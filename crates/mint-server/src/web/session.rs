@@ -11,7 +11,7 @@ use http::{HeaderValue, StatusCode, header};
 use mint_github::percent_encode;
 use subtle::ConstantTimeEq;
 
-use super::respond::{WebError, internal, redirect, web_of};
+use super::respond::{WebError, csrf_refused, internal, redirect, web_of};
 use super::{SESSION_COOKIE, SESSION_TTL, Web};
 use crate::model::now;
 use crate::secrets::{random_token, sha256_hex};
@@ -56,6 +56,73 @@ impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<Arc<AppState>> f
             )
             .into_response()
         })
+    }
+}
+
+/// A form whose `csrf` field carries the session's token.
+pub(crate) trait HasCsrf {
+    fn csrf(&self) -> &str;
+}
+
+/// A request for one of the pages: the Integrations page is configured, and who the browser is. Every page
+/// handler takes this instead of repeating the check.
+pub struct WebPage {
+    pub state: Arc<AppState>,
+    pub browser: Browser,
+}
+
+impl WebPage {
+    pub fn web(&self) -> &Web {
+        self.state
+            .web
+            .as_ref()
+            .expect("the extractor checked the Integrations page is configured")
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for WebPage {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Response> {
+        web_of(state)?;
+        let browser = Browser::from_request_parts(parts, state).await?;
+        Ok(Self {
+            state: state.clone(),
+            browser,
+        })
+    }
+}
+
+/// A state-changing form POST: read within its cap and the body budget, and refused (403, nothing
+/// changed) unless it carries this browser's CSRF token, before the handler runs.
+pub struct CsrfForm<T> {
+    pub page: WebPage,
+    pub form: T,
+}
+
+impl<T: serde::de::DeserializeOwned + HasCsrf> axum::extract::FromRequest<Arc<AppState>> for CsrfForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &Arc<AppState>) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let page = WebPage::from_request_parts(&mut parts, state).await?;
+        let WebForm(form) = WebForm::<T>::from_request(axum::extract::Request::from_parts(parts, body), state).await?;
+        if !page.browser.csrf_ok(form.csrf()) {
+            return Err(csrf_refused(page.web()).into_response());
+        }
+        Ok(Self { page, form })
+    }
+}
+
+/// A form that carries only the CSRF token (sign out, Connect, Disconnect).
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct CsrfOnly {
+    pub(crate) csrf: String,
+}
+
+impl HasCsrf for CsrfOnly {
+    fn csrf(&self) -> &str {
+        &self.csrf
     }
 }
 
