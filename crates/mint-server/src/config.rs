@@ -37,6 +37,7 @@ pub mod env {
     pub const SANDBOX_MINTS_PER_MINUTE: &str = "MINT_SERVER_SANDBOX_MINTS_PER_MINUTE";
     pub const TOKEN_SEAL_KEY_FILE: &str = "MINT_SERVER_TOKEN_SEAL_KEY_FILE";
     pub const MAX_CONNECTIONS: &str = "MINT_SERVER_MAX_CONNECTIONS";
+    pub const AUDIT_RETENTION: &str = "MINT_SERVER_AUDIT_RETENTION";
 }
 
 /// mint-server: the control plane. The only holder of the GitHub App's private key; keeps each product's
@@ -121,6 +122,9 @@ pub struct Args {
     /// How often to reconcile connections with GitHub's list of installations (0 turns it off).
     #[arg(long, env = env::RECONCILE_INTERVAL, value_name = "DURATION", default_value = "10m")]
     pub reconcile_interval: humantime::Duration,
+    /// How long the audit trail keeps an event (GET /api/v1/products/{id}/audit); older ones are deleted.
+    #[arg(long, env = env::AUDIT_RETENTION, value_name = "DURATION", default_value = "90days")]
+    pub audit_retention: humantime::Duration,
     /// At most this many mints in flight per installation across every replica (GitHub's secondary rate
     /// limits allow 100 concurrent requests); more wait their turn, taken in turn across products.
     #[arg(long, env = env::MINTS_PER_INSTALLATION, value_name = "N", default_value_t = 32,
@@ -164,6 +168,7 @@ pub struct Config {
     pub sandbox_ttl: Duration,
     pub web: Option<crate::site::Web>,
     pub reconcile_interval: Duration,
+    pub audit_retention: Duration,
     pub mints_per_installation: usize,
     pub mints_per_minute: u32,
     pub sealer: crate::seal::Sealer,
@@ -259,6 +264,7 @@ impl Args {
             mints_per_minute: self.sandbox_mints_per_minute,
             web,
             reconcile_interval: self.reconcile_interval.into(),
+            audit_retention: self.audit_retention.into(),
             mints_per_installation: usize::from(self.mints_per_installation),
             app_id,
             key,

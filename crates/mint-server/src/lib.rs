@@ -83,7 +83,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         tokio::spawn(async move { store.listen().await })
     };
     let revoker = tokio::spawn(revoker::run(state.clone()));
-    let expiry = tokio::spawn(expire_loop(store.clone()));
+    let expiry = tokio::spawn(expire_loop(store.clone(), config.audit_retention));
     tracing::info!(
         address = %listener.local_addr()?,
         tls = config.tls.is_some(),
@@ -117,9 +117,9 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 const TOKEN_RECORDS_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Delete what has expired (sessions, OAuth states, verified choices, old webhook deliveries, past pauses,
-/// long-expired token records), every minute on every replica: nothing anonymous traffic writes outlives its
-/// use.
-async fn expire_loop(store: store::Store) {
+/// long-expired token records, audit events older than `audit_retention`), every minute on every replica:
+/// nothing anonymous traffic writes outlives its use.
+async fn expire_loop(store: store::Store, audit_retention: Duration) {
     let seconds = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
     let mut tick = tokio::time::interval(EXPIRE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -137,6 +137,12 @@ async fn expire_loop(store: store::Store) {
             Ok(0) => {}
             Ok(rows) => tracing::info!(rows, "expired rows deleted"),
             Err(e) => tracing::warn!(error = %e, "could not delete expired rows; trying again in a minute"),
+        }
+        let retention = i64::try_from(audit_retention.as_millis()).unwrap_or(i64::MAX);
+        match store.sweep_audit(model::now_ms().saturating_sub(retention)).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, "audit events past their retention deleted"),
+            Err(e) => tracing::warn!(error = %e, "could not delete old audit events; trying again in a minute"),
         }
     }
 }

@@ -23,7 +23,11 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .get(admin::get_connection)
                 .delete(admin::disconnect),
         )
-        .route("/api/v1/products/{id}/sandboxes", post(admin::create_sandbox))
+        .route(
+            "/api/v1/products/{id}/sandboxes",
+            post(admin::create_sandbox).get(admin::list_sandboxes),
+        )
+        .route("/api/v1/products/{id}/audit", get(admin::audit))
         .route(
             "/api/v1/sandboxes/{id}",
             delete(admin::teardown).get(admin::get_sandbox),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::model::{Connection, ConnectionStatus, now};
 use crate::state::AppState;
+use crate::store::Actor;
 
 /// An installation was created: if its account (as GitHub reports it, not the payload) is one that
 /// products were waiting on, those products become connectable (binding still goes through the verified
@@ -32,7 +33,7 @@ pub async fn approve_requests(state: &AppState, installation_id: u64) {
             &format!("An owner of {account} approved the installation: Connect GitHub to choose the repository"),
             now(),
         );
-        if let Err(e) = state.store.put_connection(&product, &connectable).await {
+        if let Err(e) = state.store.put_connection(&product, &connectable, &Actor::GitHub).await {
             tracing::warn!(error = %e, %product, "could not record the approval");
         } else {
             tracing::info!(%product, %account, "installation request approved");
@@ -81,7 +82,14 @@ async fn refresh_connection(state: &AppState, product: &str, connection: &Connec
     }
     match state
         .store
-        .set_connection_status(product, (installation, repository_id), status, &reason, now())
+        .set_connection_status(
+            product,
+            (installation, repository_id),
+            status,
+            &reason,
+            now(),
+            &Actor::GitHub,
+        )
         .await
     {
         Ok(_) => tracing::info!(
@@ -143,7 +151,14 @@ pub async fn reconcile(state: &AppState) -> Result<usize, mint_github::GithubErr
             && status != connection.status
             && let Err(e) = state
                 .store
-                .set_connection_status(product, (installation, repository_id), status, &reason, now())
+                .set_connection_status(
+                    product,
+                    (installation, repository_id),
+                    status,
+                    &reason,
+                    now(),
+                    &Actor::GitHub,
+                )
                 .await
         {
             tracing::warn!(error = %e, product, "reconcile could not record a connection");

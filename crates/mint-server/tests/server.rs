@@ -31,7 +31,30 @@ on_both_databases!(
     connections_github_cannot_serve_are_refused,
     hostile_input_gets_a_clear_4xx_and_changes_nothing,
     connections_and_sandboxes_survive_a_restart,
+    the_audit_trail_says_who_did_what_and_which_tokens_were_live,
+    every_file_in_migrations_is_applied,
 );
+
+/// The schema comes from the migrations directory itself: a file added there is applied at start, with
+/// no list to keep in step.
+async fn every_file_in_migrations_is_applied(w: World) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut files: Vec<(i64, String)> = std::fs::read_dir(&dir)
+        .expect("migrations/")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter_map(|name| {
+            let stem = name.strip_suffix(".sql")?;
+            let (version, description) = stem.split_once('_')?;
+            Some((version.parse().ok()?, description.replace('_', " ")))
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 6, "{files:?}");
+    let store = mint_server::store::Store::open(&w.database).await.expect("store");
+    assert_eq!(store.applied_migrations().await.expect("read"), files);
+    store.ready().await.expect("ready with every migration applied");
+    store.close().await;
+}
 
 fn issued(w: &World, token: &str) -> fakehub::IssuedToken {
     w.hub
@@ -143,6 +166,241 @@ async fn connect_mint_change_repository_teardown(mut w: World) {
         .expect("a PEM line")
         .to_owned();
     assert!(!dump.contains(&key_body), "the App key is in the database");
+}
+
+/// The product's audit trail, oldest first, as (actor kind, action) pairs, read through the API a page of
+/// `limit` at a time.
+async fn audit_trail(w: &World, product: &str, limit: usize) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut path = format!("/api/v1/products/{product}/audit?limit={limit}");
+    loop {
+        let page = w.admin("GET", &path, None).await;
+        assert_eq!(page.status, 200, "{:?}", page.body);
+        let got = page.body["events"].as_array().expect("events").clone();
+        assert!(got.len() <= limit, "a page holds at most limit events");
+        events.extend(got);
+        match page.body["next"].as_str() {
+            Some(next) => path = format!("/api/v1/products/{product}/audit?limit={limit}&before={next}"),
+            None => break,
+        }
+    }
+    events.reverse();
+    events
+}
+
+fn actions(events: &[Value]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e["actor"]["kind"].as_str().unwrap_or_default().to_owned(),
+                e["action"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Sign in as `login` and press Disconnect on the product's Integrations page.
+async fn disconnect_in_browser(w: &World, product: &str, login: &str) {
+    let (_, cookie) = w
+        .sign_in(login, None, &format!("/products/{product}/integrations"))
+        .await;
+    let cookie = format!("{}={cookie}", mint_server::web::SESSION_COOKIE);
+    let (status, _, page) = w
+        .send(
+            "GET",
+            &format!("{}/products/{product}/integrations", w.url),
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page's CSRF token")
+        .to_owned();
+    let (status, _, body) = w
+        .send(
+            "POST",
+            &format!("{}/products/{product}/github/disconnect", w.url),
+            &[
+                ("cookie", &cookie),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            Some(format!("csrf={csrf}").into_bytes()),
+        )
+        .await;
+    assert_eq!(status, 303, "{body}");
+}
+
+/// The particulars of the scenario's events: who, which repository, what each token was and how it ended.
+fn assert_events_tell_the_story(events: &[Value], sandbox: &str, first_token: &str, first_expires: &Value) {
+    let by_action = |action: &str| -> Vec<&Value> { events.iter().filter(|e| e["action"] == action).collect() };
+    let disconnected = by_action("disconnected")[0];
+    assert_eq!(disconnected["actor"]["kind"], "user");
+    assert_eq!(disconnected["actor"]["login"], "octocat");
+    assert!(
+        disconnected["actor"]["id"].as_u64().is_some_and(|id| id > 0),
+        "the person's GitHub user id: {disconnected}"
+    );
+    assert_eq!(disconnected["repository"], "octo-org/hello-world");
+    assert_eq!(disconnected["detail"]["revoked"], 1);
+    assert_eq!(
+        disconnected["summary"],
+        "octocat disconnected GitHub; 1 live token was revoked."
+    );
+    let minted = by_action("token_minted");
+    assert_eq!(minted[0]["sandbox_id"], sandbox);
+    assert_eq!(minted[0]["repository"], "octo-org/hello-world");
+    assert_eq!(minted[1]["repository"], "octo-org/other-repo");
+    assert_eq!(
+        minted[0]["detail"]["permissions"],
+        json!({"contents": "write", "metadata": "read", "pull_requests": "write"})
+    );
+    assert_eq!(minted[0]["detail"]["expires_at"], *first_expires);
+    assert_eq!(minted[0]["detail"]["outcome"], "issued");
+    // "Which tokens were live when it was disconnected": the first, minted before, revoked after.
+    let first_hash = &mint_server::secrets::sha256_hex(first_token.as_bytes())[..12];
+    assert_eq!(minted[0]["detail"]["token_sha256"], first_hash);
+    let first_end = by_action("token_revoked")
+        .into_iter()
+        .find(|e| e["detail"]["token_sha256"] == first_hash)
+        .expect("the first token's revocation");
+    assert_eq!(first_end["repository"], "octo-org/hello-world");
+    assert!(
+        first_end["detail"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("disconnected by octocat")),
+        "{first_end}"
+    );
+    assert_eq!(by_action("sandbox_torn_down")[0]["detail"]["revoked"], 1);
+}
+
+async fn the_audit_trail_says_who_did_what_and_which_tokens_were_live(w: World) {
+    let product = w.connected_product(42, "octo-org/hello-world").await;
+    let (sandbox, credential) = w.sandbox(&product).await;
+    let first = w.token(&credential).await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    let first_token = first.body["token"].as_str().expect("token").to_owned();
+
+    // The Sandboxes list: the live token's repository and expiry, never the token.
+    let listed = w
+        .admin("GET", &format!("/api/v1/products/{product}/sandboxes"), None)
+        .await;
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    assert_eq!(listed.body["total"], 1);
+    assert_eq!(listed.body["sandboxes"][0]["sandbox_id"], sandbox.as_str());
+    assert_eq!(
+        listed.body["sandboxes"][0]["live_tokens"][0]["repository"],
+        "octo-org/hello-world"
+    );
+    assert_eq!(
+        listed.body["sandboxes"][0]["live_tokens"][0]["expires_at"],
+        first.body["expires_at"]
+    );
+
+    // A person disconnects on the Integrations page, then the platform reconnects another repository.
+    disconnect_in_browser(&w, &product, "octocat").await;
+    let listed = w
+        .admin("GET", &format!("/api/v1/products/{product}/sandboxes"), None)
+        .await;
+    assert_eq!(
+        listed.body["sandboxes"][0]["live_tokens"],
+        json!([]),
+        "Disconnect left no live token"
+    );
+    let reconnected = w
+        .admin(
+            "PUT",
+            &format!("/api/v1/products/{product}/connection"),
+            Some(json!({"installation_id": 42, "repository": "octo-org/other-repo"})),
+        )
+        .await;
+    assert_eq!(reconnected.status, 200, "{:?}", reconnected.body);
+    let second = w.token(&credential).await;
+    assert_eq!(second.status, 200, "{:?}", second.body);
+    let torn = w.admin("DELETE", &format!("/api/v1/sandboxes/{sandbox}"), None).await;
+    assert_eq!(torn.status, 204);
+    assert_eq!(
+        w.admin("DELETE", &format!("/api/v1/sandboxes/{sandbox}"), None)
+            .await
+            .status,
+        204
+    );
+
+    // Each token's end is recorded once GitHub agrees; wait for the revoker to report both.
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        events = audit_trail(&w, &product, 2).await;
+        if actions(&events).iter().filter(|(_, a)| a == "token_revoked").count() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut seen = actions(&events);
+    // The two revocations land after the events that caused them, in an order the revoker chooses.
+    let revoked: Vec<_> = seen.iter().filter(|(_, a)| a == "token_revoked").cloned().collect();
+    seen.retain(|(_, a)| a != "token_revoked");
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter().map(|(k, a)| ((*k).to_owned(), (*a).to_owned())).collect()
+    };
+    assert_eq!(
+        seen,
+        pairs(&[
+            ("admin", "connected"),
+            ("admin", "sandbox_created"),
+            ("sandbox", "token_minted"),
+            ("user", "disconnected"),
+            ("admin", "reconnected"),
+            ("sandbox", "token_minted"),
+            ("admin", "sandbox_torn_down"),
+        ]),
+        "{events:#?}"
+    );
+    assert_eq!(
+        revoked,
+        pairs(&[("server", "token_revoked"), ("server", "token_revoked")])
+    );
+
+    assert_events_tell_the_story(&events, &sandbox, &first_token, &first.body["expires_at"]);
+
+    // Nothing secret in the trail.
+    let whole = w
+        .admin("GET", &format!("/api/v1/products/{product}/audit?limit=500"), None)
+        .await;
+    let text = whole.body.to_string();
+    for token in w.hub.tokens() {
+        assert!(!text.contains(&token.token), "a token is in the audit trail");
+    }
+    assert!(
+        !text.contains(&credential),
+        "the sandbox credential is in the audit trail"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_audit_pages_are_refused_with_the_way_out() {
+    let w = World::start(Db::Sqlite).await;
+    let product = w.connected_product(42, "octo-org/hello-world").await;
+    for bad in ["limit=0", "limit=501", "limit=x", "before=nonsense", "colour=red"] {
+        let answer = w
+            .admin("GET", &format!("/api/v1/products/{product}/audit?{bad}"), None)
+            .await;
+        assert_eq!(answer.status, 400, "{bad}: {:?}", answer.body);
+        assert!(
+            answer.body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("limit") || m.contains("before")),
+            "{bad}: {:?}",
+            answer.body
+        );
+    }
+    let missing = w.admin("GET", "/api/v1/products/prd_nope/audit", None).await;
+    assert_eq!(missing.status, 404);
+    let unauthorised = w.get(&format!("/api/v1/products/{product}/audit"), None).await;
+    assert_eq!(unauthorised.status, 401);
 }
 
 async fn connection_state_follows_github_and_disconnect(w: World) {
@@ -1072,7 +1330,10 @@ mod internet {
         let mut pending = mint_server::model::Connection::not_connected("waiting", mint_server::model::now());
         pending.status = mint_server::model::ConnectionStatus::PendingApproval;
         pending.account_login = Some("acme".into());
-        store.put_connection(&product, &pending).await.expect("pending");
+        store
+            .put_connection(&product, &pending, &mint_server::store::Actor::Admin)
+            .await
+            .expect("pending");
         // A signed delivery says installation 42 was created for hubot's request; GitHub says 42 is octo-org's.
         let mut forged: Value = serde_json::from_slice(&installation_event("created", 42)).expect("json");
         forged["requester"] = json!({"login": "hubot", "id": 2});

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use mint_credential::RepoName;
@@ -14,7 +15,7 @@ use crate::http::{Admin, ApiError, Id, Input, json};
 use crate::model::{Connection, SandboxRow, now, rfc3339};
 use crate::secrets::{SandboxCredential, new_id};
 use crate::state::AppState;
-use crate::store::Whose;
+use crate::store::{Actor, Cursor, Whose};
 
 /// The longest a sandbox credential may be asked to live.
 const MAX_SANDBOX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -101,7 +102,7 @@ pub async fn put_connection(
     }
     let verified = verified?;
     let connection = verified.connection(now());
-    let queued = state.store.put_connection(&id, &connection).await?;
+    let queued = state.store.put_connection(&id, &connection, &Actor::Admin).await?;
     if queued > 0 {
         crate::revoker::settle(&state, Whose::Product(&id)).await;
     }
@@ -131,6 +132,57 @@ pub async fn get_connection(_admin: Admin, State(state): State<Arc<AppState>>, i
     ))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+/// The most events one page of the audit trail holds, and how many unless asked.
+const AUDIT_PAGE_MAX: i64 = 500;
+const AUDIT_PAGE: i64 = 50;
+
+/// `GET /api/v1/products/{id}/audit?limit=N&before=CURSOR`: the product's audit trail, newest first, a page
+/// at a time; `next` is the cursor of the following page, absent on the last one.
+pub async fn audit(
+    _admin: Admin,
+    State(state): State<Arc<AppState>>,
+    id: Id,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::bad_request(format!(
+            "{}: the audit trail takes limit=1..{AUDIT_PAGE_MAX} and before=<the previous page's next>",
+            e.body_text()
+        ))
+    })?;
+    let limit = match query.limit.as_deref() {
+        None => AUDIT_PAGE,
+        Some(n) => n
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=AUDIT_PAGE_MAX).contains(n))
+            .ok_or_else(|| ApiError::bad_request(format!("limit must be a number from 1 to {AUDIT_PAGE_MAX}")))?,
+    };
+    let before = match query.before.as_deref() {
+        None => None,
+        Some(cursor) => Some(Cursor::parse(cursor).ok_or_else(|| {
+            ApiError::bad_request(
+                "before is not a cursor this server gave out: pass the previous page's next as it was",
+            )
+        })?),
+    };
+    if state.store.product(&id).await?.is_none() {
+        return Err(ApiError::no_product(&id));
+    }
+    let (events, next) = state.store.audit_events(&id, before.as_ref(), limit).await?;
+    Ok(json(
+        StatusCode::OK,
+        &json!({"events": events, "next": next.map(|c| c.encode())}),
+    ))
+}
+
 /// `DELETE /api/v1/products/{id}/connection`: Disconnect. The App stays installed (other products may share
 /// the installation) and no code is touched; every live token of the product's sandboxes is revoked at
 /// GitHub, and their mintds hear why at once.
@@ -139,7 +191,7 @@ pub async fn disconnect(_admin: Admin, State(state): State<Arc<AppState>>, id: I
         return Err(ApiError::no_product(&id));
     }
     let connection = Connection::not_connected("GitHub was disconnected: connect it again to run coding tasks", now());
-    let queued = state.store.put_connection(&id, &connection).await?;
+    let queued = state.store.put_connection(&id, &connection, &Actor::Admin).await?;
     let pending = crate::revoker::settle(&state, Whose::Product(&id)).await;
     tracing::info!(product = %*id, queued, pending, "disconnected; its sandboxes' tokens are revoked");
     Ok(json(
@@ -195,6 +247,34 @@ pub async fn create_sandbox(
             "expires_at": rfc3339(sandbox.expires_at),
         }),
     ))
+}
+
+/// The most sandboxes one listing shows (the newest); `total` counts them all.
+const SANDBOX_LIST_MAX: i64 = 500;
+
+/// `GET /api/v1/products/{id}/sandboxes`: the product's sandboxes that may still get tokens, newest first,
+/// each with its live tokens' repository and expiry (never a token), and how many there are in all.
+pub async fn list_sandboxes(_admin: Admin, State(state): State<Arc<AppState>>, id: Id) -> Result<Response, ApiError> {
+    if state.store.product(&id).await?.is_none() {
+        return Err(ApiError::no_product(&id));
+    }
+    let (sandboxes, total) = state.store.product_sandboxes(&id, now(), SANDBOX_LIST_MAX).await?;
+    let sandboxes: Vec<serde_json::Value> = sandboxes
+        .iter()
+        .map(|s| {
+            json!({
+                "sandbox_id": s.id,
+                "created_at": rfc3339(s.created_at),
+                "expires_at": rfc3339(s.expires_at),
+                "live_tokens": s.live_tokens.iter().map(|t| json!({
+                    "repository": t.repository,
+                    "minted_at": rfc3339(t.minted_at),
+                    "expires_at": rfc3339(t.expires_at),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &json!({"sandboxes": sandboxes, "total": total})))
 }
 
 /// `GET /api/v1/sandboxes/{id}`: the sandbox and every token minted for it, with each one's state

@@ -27,7 +27,7 @@ use crate::http::{ApiError, Input, credential_hash, github_failure, json, not_no
 use crate::model::{Connection, SandboxRow, now, now_ms};
 use crate::secrets::sha256_hex;
 use crate::state::AppState;
-use crate::store::{NewToken, Reusable, SANDBOX_EXPIRED, SANDBOX_TORN_DOWN};
+use crate::store::{Actor, NewToken, Reusable, SANDBOX_EXPIRED, SANDBOX_TORN_DOWN};
 
 /// The window of the per-sandbox mint budget.
 const BUDGET_WINDOW: Duration = Duration::from_secs(60);
@@ -304,6 +304,8 @@ async fn mint_and_record(
         sandbox_id: &sandbox.id,
         installation_id,
         repository_id,
+        repository: &current_name,
+        permissions: &minted.permissions,
         minted_at,
         expires_at,
         sealed: &sealed,
@@ -367,6 +369,7 @@ async fn mint_in_turn(
                             status,
                             &reason,
                             now(),
+                            &Actor::GitHub,
                         )
                         .await?;
                     ApiError::new(StatusCode::CONFLICT, status.as_str(), reason)

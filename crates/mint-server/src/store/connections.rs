@@ -3,6 +3,7 @@
 
 use sqlx::Row;
 
+use super::audit::{Action, Actor, NewEvent, connection_change, record};
 use super::tokens::{Ending, notify, queue_revocations};
 use super::{Store, StoreError, connection_from, int, upsert_connection};
 use crate::model::{Connection, ConnectionStatus, now_ms};
@@ -20,10 +21,25 @@ impl Store {
     }
     /// Replace the product's connection (connect, change repository, disconnect). In the same transaction,
     /// every live token of the product's sandboxes that the new connection does not cover is queued for
-    /// revocation: Disconnect ends all of them, Change repository the old repository's. Returns how many.
-    pub async fn put_connection(&self, product_id: &str, connection: &Connection) -> Result<u64, StoreError> {
+    /// revocation: Disconnect ends all of them, Change repository the old repository's. The audit trail
+    /// records what the change was and who made it. Returns how many tokens were queued.
+    pub async fn put_connection(
+        &self,
+        product_id: &str,
+        connection: &Connection,
+        actor: &Actor,
+    ) -> Result<u64, StoreError> {
         let _writing = self.writing().await;
         let mut tx = self.pool.begin().await?;
+        let old = sqlx::query(
+            "SELECT status, reason, installation_id, repository_id, repository, account_login, account_type, \
+             installation_url, updated_at FROM connections WHERE product_id = $1",
+        )
+        .bind(product_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| connection_from(&r))
+        .transpose()?;
         upsert_connection(&mut tx, product_id, connection).await?;
         let (keep, reason) = match connection.target() {
             Some((installation, repository, name)) => (
@@ -34,6 +50,23 @@ impl Store {
         };
         let ending = Ending::ProductExcept { product_id, keep };
         let queued = queue_revocations(&mut tx, self.backend, ending, &reason, now_ms()).await?;
+        let disconnected_before =
+            sqlx::query("SELECT id FROM audit_events WHERE product_id = $1 AND action = $2 LIMIT 1")
+                .bind(product_id)
+                .bind(Action::Disconnected.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+        let (action, repository, detail) = connection_change(old.as_ref(), connection, queued, disconnected_before);
+        let event = NewEvent {
+            product_id,
+            actor,
+            action,
+            sandbox_id: None,
+            repository: repository.as_deref(),
+            detail,
+        };
+        record(&mut tx, &event, now_ms()).await?;
         notify(&mut tx, self.backend, &crate::events::product_payload(product_id)).await?;
         tx.commit().await?;
         self.changed(product_id, queued);
@@ -48,6 +81,7 @@ impl Store {
         status: ConnectionStatus,
         reason: &str,
         now: i64,
+        actor: &Actor,
     ) -> Result<bool, StoreError> {
         let _writing = self.writing().await;
         let mut tx = self.pool.begin().await?;
@@ -66,6 +100,11 @@ impl Store {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
+        let repository: Option<String> = sqlx::query("SELECT repository FROM connections WHERE product_id = $1")
+            .bind(product_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
         // A connection GitHub no longer serves (uninstalled, suspended, repository removed) ends its tokens
         // too: GitHub already refuses an uninstalled installation's, and a suspended one's must not come
         // back when it is unsuspended.
@@ -78,6 +117,21 @@ impl Store {
             };
             queue_revocations(&mut tx, self.backend, ending, reason, now_ms()).await?
         };
+        let event = NewEvent {
+            product_id,
+            actor,
+            action: Action::StatusChanged,
+            sandbox_id: None,
+            repository: repository.as_deref(),
+            detail: serde_json::json!({
+                "status": status.as_str(),
+                "reason": reason,
+                "installation_id": installation_id,
+                "repository_id": repository_id,
+                "revoked": queued,
+            }),
+        };
+        record(&mut tx, &event, now_ms()).await?;
         notify(&mut tx, self.backend, &crate::events::product_payload(product_id)).await?;
         tx.commit().await?;
         self.changed(product_id, queued);
@@ -92,6 +146,19 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         let _writing = self.writing().await;
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query("SELECT repository FROM connections WHERE product_id = $1 AND repository_id = $2")
+            .bind(product_id)
+            .bind(int(repository_id))
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(());
+        };
+        let old: Option<String> = row.try_get(0)?;
+        if old.as_deref() == Some(full_name) {
+            return Ok(());
+        }
         sqlx::query(
             "UPDATE connections SET repository = $1, updated_at = $2 WHERE product_id = $3 AND repository_id = $4",
         )
@@ -99,8 +166,18 @@ impl Store {
         .bind(now)
         .bind(product_id)
         .bind(int(repository_id))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        let event = NewEvent {
+            product_id,
+            actor: &Actor::GitHub,
+            action: Action::RepositoryRenamed,
+            sandbox_id: None,
+            repository: Some(full_name),
+            detail: serde_json::json!({"from": old, "repository_id": repository_id}),
+        };
+        record(&mut tx, &event, now_ms()).await?;
+        tx.commit().await?;
         Ok(())
     }
     /// Every product whose connection names this installation, with the connection.

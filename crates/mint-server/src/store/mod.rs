@@ -15,6 +15,7 @@ use sqlx::{AnyPool, Row};
 use crate::events::Events;
 use crate::model::{Connection, ConnectionStatus, SandboxRow};
 
+mod audit;
 mod connections;
 mod fleet;
 mod products;
@@ -22,6 +23,8 @@ mod sandboxes;
 mod tokens;
 mod web;
 
+pub use audit::{Action, Actor, AuditEvent, Cursor};
+pub use sandboxes::{LiveToken, SandboxSummary};
 pub use tokens::{
     BrokerView, Claimed, NewToken, Outcome, Reusable, SANDBOX_EXPIRED, SANDBOX_TORN_DOWN, TokenRecord, Whose,
 };
@@ -221,6 +224,14 @@ impl Store {
         Ok(())
     }
 
+    /// The migrations applied to this database, oldest first: (version, description).
+    pub async fn applied_migrations(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        let rows = sqlx::query("SELECT version, description FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
@@ -278,6 +289,7 @@ impl Store {
             "verified_choices",
             "webhook_deliveries",
             "installation_pauses",
+            "audit_events",
         ] {
             let row = sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
                 .fetch_one(&self.pool)

@@ -3,9 +3,10 @@
 
 use sqlx::Row;
 
+use super::audit::{Action, Actor, NewEvent, record};
 use super::{Backend, Store, StoreError, int};
 use crate::events;
-use crate::model::{Connection, SandboxRow};
+use crate::model::{Connection, SandboxRow, rfc3339};
 
 /// One token GitHub just issued, as recorded: its hash and its sealed copy, never the token.
 #[derive(Debug)]
@@ -14,6 +15,10 @@ pub struct NewToken<'a> {
     pub sandbox_id: &'a str,
     pub installation_id: u64,
     pub repository_id: u64,
+    /// `owner/name` as GitHub named it in the mint.
+    pub repository: &'a str,
+    /// What GitHub granted the token, for the audit trail.
+    pub permissions: &'a mint_github::Permissions,
     /// Unix seconds.
     pub minted_at: i64,
     pub expires_at: i64,
@@ -192,7 +197,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO minted_tokens (token_sha256, sandbox_id, installation_id, repository_id, minted_at, \
-             expires_at, sealed, seal_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             expires_at, sealed, seal_key, repository) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(token.token_sha256)
         .bind(token.sandbox_id)
@@ -202,6 +207,7 @@ impl Store {
         .bind(token.expires_at)
         .bind(&token.sealed.text)
         .bind(&token.sealed.key_id)
+        .bind(token.repository)
         .execute(&mut *tx)
         .await?;
         let lock = match self.backend {
@@ -235,6 +241,23 @@ impl Store {
             .await?;
             notify(&mut tx, self.backend, events::REVOCATIONS).await?;
         }
+        let event = NewEvent {
+            product_id: &sandbox.product_id,
+            actor: &Actor::Sandbox,
+            action: Action::TokenMinted,
+            sandbox_id: Some(token.sandbox_id),
+            repository: Some(token.repository),
+            detail: serde_json::json!({
+                "token_sha256": token.token_sha256.get(..12).unwrap_or_default(),
+                "installation_id": token.installation_id,
+                "repository_id": token.repository_id,
+                "permissions": token.permissions,
+                "expires_at": rfc3339(token.expires_at),
+                "outcome": if ended.is_some() { "revoked at once" } else { "issued" },
+                "reason": ended,
+            }),
+        };
+        record(&mut tx, &event, now_ms).await?;
         tx.commit().await?;
         if ended.is_some() {
             self.events.revocations_queued();
@@ -433,7 +456,8 @@ impl Store {
         Ok(claimed)
     }
 
-    /// Record what came of a claimed revocation.
+    /// Record what came of a claimed revocation; a token's end (revoked, or given up) goes into the audit
+    /// trail in the same transaction.
     pub async fn finish_revocation(
         &self,
         token_sha256: &str,
@@ -441,6 +465,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let _writing = self.writing().await;
+        let mut tx = self.pool.begin().await?;
         let query = match outcome {
             Outcome::Dead => sqlx::query(
                 "UPDATE minted_tokens SET revoked_at = $1, sealed = NULL, seal_key = NULL, revoke_lease = 0, \
@@ -464,7 +489,44 @@ impl Store {
                     .bind(*next_at)
             }
         };
-        query.bind(token_sha256).execute(&self.pool).await?;
+        query.bind(token_sha256).execute(&mut *tx).await?;
+        let (action, why) = match outcome {
+            Outcome::Dead => (Action::TokenRevoked, None),
+            Outcome::GiveUp { why } => (Action::TokenNotRevoked, Some(*why)),
+            Outcome::Retry { .. } | Outcome::NotMine { .. } => return Ok(tx.commit().await?),
+        };
+        let row = sqlx::query(
+            "SELECT t.sandbox_id, t.repository, t.repository_id, t.expires_at, t.revoke_reason, t.revoke_attempts, \
+               t.revoke_requested_at, s.product_id \
+             FROM minted_tokens t JOIN sandboxes s ON s.id = t.sandbox_id WHERE t.token_sha256 = $1",
+        )
+        .bind(token_sha256)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = row {
+            let product_id: String = row.try_get("product_id")?;
+            let sandbox_id: String = row.try_get("sandbox_id")?;
+            let repository: Option<String> = row.try_get("repository")?;
+            let requested: Option<i64> = row.try_get("revoke_requested_at")?;
+            let event = NewEvent {
+                product_id: &product_id,
+                actor: &Actor::Server,
+                action,
+                sandbox_id: Some(&sandbox_id),
+                repository: repository.as_deref(),
+                detail: serde_json::json!({
+                    "token_sha256": token_sha256.get(..12).unwrap_or_default(),
+                    "repository_id": super::uint(row.try_get("repository_id")?),
+                    "expires_at": rfc3339(row.try_get("expires_at")?),
+                    "reason": row.try_get::<Option<String>, _>("revoke_reason")?,
+                    "why": why,
+                    "attempts": row.try_get::<i64, _>("revoke_attempts")?,
+                    "after_ms": requested.map(|at| now_ms - at),
+                }),
+            };
+            record(&mut tx, &event, now_ms).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

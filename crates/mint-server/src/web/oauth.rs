@@ -204,7 +204,7 @@ pub(crate) async fn callback(
             };
             let here = format!("/products/{product}/integrations");
             match member(state, web, &browser, product, &here).await {
-                Ok(_) => offer_choices(state, web, &session, product, &user_token, flow.installation_hint).await?,
+                Ok(_) => offer_choices(state, web, &browser, product, &user_token, flow.installation_hint).await?,
                 Err(r) => r,
             }
         }
@@ -220,7 +220,7 @@ pub(crate) async fn callback(
 pub(crate) async fn offer_choices(
     state: &AppState,
     web: &Web,
-    session: &str,
+    browser: &Browser,
     product: &str,
     token: &UserToken,
     hint: Option<u64>,
@@ -248,6 +248,10 @@ pub(crate) async fn offer_choices(
             account_login: found.installation.account.login.clone(),
         }));
     }
+    let session = browser
+        .session_sha256
+        .as_deref()
+        .expect("offered to a signed-in session");
     let expires = now() + i64::try_from(FLOW_TTL.as_secs()).expect("minutes");
     state
         .store
@@ -263,7 +267,7 @@ pub(crate) async fn offer_choices(
     if let Some(hint) = hint {
         let in_hint: Vec<&Choice> = choices.iter().filter(|c| c.installation_id == hint).collect();
         if let [only] = in_hint.as_slice() {
-            return bind_choice(state, web, session, product, (*only).clone()).await;
+            return bind_choice(state, web, browser, product, (*only).clone()).await;
         }
     }
     Ok(redirect(&format!("/products/{product}/github/choose")))
@@ -334,7 +338,7 @@ pub(crate) async fn setup(page: WebPage, Query(q): Query<SetupQuery>) -> Respons
             // A working connection is not given up for a request that may never be approved.
             let active =
                 matches!(state.store.connection(&product).await, Ok(Some(c)) if c.status == ConnectionStatus::Active);
-            if !active && let Err(e) = state.store.put_connection(&product, &pending).await {
+            if !active && let Err(e) = state.store.put_connection(&product, &pending, &browser.actor()).await {
                 return internal(web, "record the request", &e).into_response();
             }
             redirect(&format!("/products/{product}/integrations?flash=requested"))
@@ -369,7 +373,7 @@ pub(crate) async fn requested_account(state: &AppState, user_id: Option<u64>) ->
 pub(crate) async fn bind_choice(
     state: &AppState,
     web: &Web,
-    session: &str,
+    browser: &Browser,
     product: &str,
     choice: Choice,
 ) -> Result<Response, WebError> {
@@ -404,7 +408,7 @@ pub(crate) async fn bind_choice(
     let connection = verified.connection(now());
     let queued = state
         .store
-        .put_connection(product, &connection)
+        .put_connection(product, &connection, &browser.actor())
         .await
         .map_err(|e| internal(web, "save the connection", &e))?;
     if queued > 0 {
@@ -413,7 +417,7 @@ pub(crate) async fn bind_choice(
     }
     state
         .store
-        .clear_choices(session, product)
+        .clear_choices(browser.session_sha256.as_deref().unwrap_or_default(), product)
         .await
         .map_err(|e| internal(web, "forget your choices", &e))?;
     tracing::info!(

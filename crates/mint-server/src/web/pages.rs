@@ -318,7 +318,7 @@ pub(crate) async fn bind(Path(id): Path<String>, CsrfForm { page, form }: CsrfFo
         tracing::warn!(product = %id, choice = %form.choice, "refused a binding the user was not verified for");
         return redirect(&format!("/products/{id}/github/choose?flash=not-pushable"));
     };
-    match bind_choice(state, web, session, &id, choice).await {
+    match bind_choice(state, web, browser, &id, choice).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -335,7 +335,7 @@ pub(crate) async fn disconnect(Path(id): Path<String>, CsrfForm { page, .. }: Cs
         &format!("GitHub was disconnected by {login}: connect it again to run coding tasks"),
         now(),
     );
-    if let Err(e) = state.store.put_connection(&id, &connection).await {
+    if let Err(e) = state.store.put_connection(&id, &connection, &browser.actor()).await {
         return internal(web, "disconnect", &e).into_response();
     }
     // The sandboxes' tokens die now, at GitHub, whichever replica minted them.

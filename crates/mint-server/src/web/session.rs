@@ -142,6 +142,16 @@ pub struct Browser {
     pub address: Option<std::net::IpAddr>,
 }
 
+impl Browser {
+    /// Who this browser is, for the audit trail: the GitHub user its session verified.
+    pub fn actor(&self) -> crate::store::Actor {
+        crate::store::Actor::User {
+            id: self.user_id.unwrap_or_default(),
+            login: self.login.clone().unwrap_or_default(),
+        }
+    }
+}
+
 pub(crate) fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
     parts
         .headers
