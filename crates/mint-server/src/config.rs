@@ -38,6 +38,7 @@ pub mod env {
     pub const TOKEN_SEAL_KEY_FILE: &str = "MINT_SERVER_TOKEN_SEAL_KEY_FILE";
     pub const MAX_CONNECTIONS: &str = "MINT_SERVER_MAX_CONNECTIONS";
     pub const AUDIT_RETENTION: &str = "MINT_SERVER_AUDIT_RETENTION";
+    pub const METRICS_TOKEN_FILE: &str = "MINT_SERVER_METRICS_TOKEN_FILE";
 }
 
 /// mint-server: the control plane. The only holder of the GitHub App's private key; keeps each product's
@@ -97,6 +98,10 @@ pub struct Args {
     /// `openssl rand -base64 32`).
     #[arg(long, env = env::ADMIN_TOKEN_FILE, value_name = "FILE")]
     pub admin_token_file: PathBuf,
+    /// File holding a token that reads GET /metrics and nothing else (mode 0600, at least 32 characters),
+    /// so Prometheus never holds the admin token; the admin token reads /metrics too.
+    #[arg(long, env = env::METRICS_TOKEN_FILE, value_name = "FILE")]
+    pub metrics_token_file: Option<PathBuf>,
     /// How long a sandbox credential works unless the sandbox is torn down first (e.g. 24h, 90m).
     #[arg(long, env = env::SANDBOX_TTL, value_name = "DURATION", default_value = "24h")]
     pub sandbox_ttl: humantime::Duration,
@@ -165,6 +170,7 @@ pub struct Config {
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     pub api_url: String,
     pub admin: AdminToken,
+    pub metrics_token: Option<AdminToken>,
     pub sandbox_ttl: Duration,
     pub web: Option<crate::site::Web>,
     pub reconcile_interval: Duration,
@@ -218,7 +224,12 @@ impl Args {
             |u| u.trim_end_matches('/').to_owned(),
         );
         let (key_source, key) = self.key()?;
-        let admin = self.admin_token()?;
+        let admin = bearer_token(&self.admin_token_file, "admin-token-file", env::ADMIN_TOKEN_FILE)?;
+        let metrics_token = self
+            .metrics_token_file
+            .as_deref()
+            .map(|path| bearer_token(path, "metrics-token-file", env::METRICS_TOKEN_FILE))
+            .transpose()?;
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
             _ => None,
@@ -274,29 +285,31 @@ impl Args {
             tls,
             api_url,
             admin,
+            metrics_token,
             sandbox_ttl,
         })
     }
 }
 
-impl Args {
-    /// `--admin-token-file`: one token of at least [`MIN_ADMIN_TOKEN_LEN`] visible ASCII characters.
-    fn admin_token(&self) -> Result<AdminToken, ConfigError> {
-        let admin = read_private_file(&self.admin_token_file, false, "admin-token-file", env::ADMIN_TOKEN_FILE)?;
-        let admin = std::str::from_utf8(&admin).map(str::trim).unwrap_or_default();
-        if admin.len() < MIN_ADMIN_TOKEN_LEN || admin.bytes().any(|b| !b.is_ascii_graphic()) {
-            return Err(invalid(
-                "admin-token-file",
-                env::ADMIN_TOKEN_FILE,
-                format!(
-                    "{} must hold one token of at least {MIN_ADMIN_TOKEN_LEN} visible ASCII characters: make one with `openssl rand -base64 32`",
-                    self.admin_token_file.display()
-                ),
-            ));
-        }
-        Ok(AdminToken::new(admin))
+/// `--admin-token-file`, `--metrics-token-file`: one token of at least [`MIN_ADMIN_TOKEN_LEN`] visible ASCII
+/// characters.
+fn bearer_token(path: &std::path::Path, flag: &'static str, env: &'static str) -> Result<AdminToken, ConfigError> {
+    let token = read_private_file(path, false, flag, env)?;
+    let token = std::str::from_utf8(&token).map(str::trim).unwrap_or_default();
+    if token.len() < MIN_ADMIN_TOKEN_LEN || token.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(invalid(
+            flag,
+            env,
+            format!(
+                "{} must hold one token of at least {MIN_ADMIN_TOKEN_LEN} visible ASCII characters: make one with `openssl rand -base64 32`",
+                path.display()
+            ),
+        ));
     }
+    Ok(AdminToken::new(token))
+}
 
+impl Args {
     /// `--private-key` and `--pkcs11-pin-file`: the key loaded and checked with a probe signature.
     fn key(&self) -> Result<(KeySource, LoadedKey), ConfigError> {
         let key_error = |e: KeySourceError| match e {

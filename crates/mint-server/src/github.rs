@@ -62,14 +62,16 @@ pub enum ConnectError {
 #[derive(Debug)]
 pub struct GitHub {
     app: App,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// What every sandbox token asks for: `contents:write`, `pull_requests:write`, `metadata:read`.
     permissions: Permissions,
 }
 
 impl GitHub {
-    pub fn new(app: App) -> Self {
+    pub fn new(app: App, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
         Self {
             app,
+            metrics,
             permissions: Permissions::least(),
         }
     }
@@ -94,8 +96,9 @@ impl GitHub {
                     &self.permissions,
                 )
             })
-            .await?;
-        Ok(self.verified(installation, minted).await)
+            .await;
+        self.metrics.mint(crate::metrics::mint_outcome(&minted));
+        Ok(self.verified(installation, minted?).await)
     }
 
     /// The same check for a repository known by id (the connect flow, where the user picked it).
@@ -225,11 +228,14 @@ impl GitHub {
 
     /// A token for the repository with this id, with the sandbox permissions, checked to grant no more.
     pub async fn mint(&self, installation_id: u64, repository_id: u64, name: &str) -> Result<MintedToken, GithubError> {
-        self.with_clock_fix(|| {
-            self.app
-                .mint_for_repository_id(installation_id, repository_id, name, &self.permissions)
-        })
-        .await
+        let minted = self
+            .with_clock_fix(|| {
+                self.app
+                    .mint_for_repository_id(installation_id, repository_id, name, &self.permissions)
+            })
+            .await;
+        self.metrics.mint(crate::metrics::mint_outcome(&minted));
+        minted
     }
 
     pub async fn revoke(&self, token: &InstallationToken) -> Result<(), GithubError> {

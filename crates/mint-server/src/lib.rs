@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod github;
 pub mod http;
 pub mod limit;
+pub mod metrics;
 pub mod model;
 pub mod revoker;
 pub mod routes;
@@ -55,9 +56,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let key_reloader = mint_github::KeyReloader::new(config.key_source, app.keys(), config.key.stamp);
     let key_reloader = tokio::spawn(key_reloader.run());
     let store = store::Store::open(&config.database).await?;
+    let metrics = Arc::new(metrics::Metrics::default());
     let state = Arc::new(state::AppState {
         store: store.clone(),
-        github: github::GitHub::new(app),
+        github: github::GitHub::new(app, metrics.clone()),
+        metrics,
+        metrics_token: config.metrics_token,
         admin: config.admin,
         sealer: config.sealer,
         mint_locks: fleet::MintLocks::default(),

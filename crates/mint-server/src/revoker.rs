@@ -115,6 +115,12 @@ async fn drain(state: &Arc<AppState>) {
 async fn revoke_one(state: &AppState, claimed: Claimed) -> bool {
     let now = now_ms();
     let finish = async |outcome: Outcome<'_>| {
+        state.metrics.revocation(match outcome {
+            Outcome::Dead => "revoked",
+            Outcome::Retry { .. } => "retry",
+            Outcome::GiveUp { .. } => "gave_up",
+            Outcome::NotMine { .. } => "not_mine",
+        });
         if let Err(e) = state
             .store
             .finish_revocation(&claimed.token_sha256, &outcome, now_ms())

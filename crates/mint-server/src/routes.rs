@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use http::{StatusCode, header};
 
 use crate::api::{admin, token};
-use crate::http::ApiError;
+use crate::http::{ApiError, MetricsReader};
 use crate::state::AppState;
 use crate::web::{oauth, pages};
 
@@ -33,7 +34,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             delete(admin::teardown).get(admin::get_sandbox),
         )
         .route("/api/v1/reconcile", post(admin::reconcile_now))
-        .route(mint_api::broker::TOKEN_PATH, post(token::token))
+        .route(
+            mint_api::broker::TOKEN_PATH,
+            post(token::token).layer(axum::middleware::from_fn_with_state(state.clone(), timed)),
+        )
         .route(mint_api::broker::SANDBOX_PATH, get(token::sandbox))
         .route("/", get(pages::home))
         .route("/login", get(oauth::login))
@@ -50,6 +54,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/products/{id}/github/disconnect", post(pages::disconnect))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -64,6 +69,36 @@ async fn healthz() -> Response {
 async fn readyz(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     state.store.ready().await?;
     Ok(text(StatusCode::OK, "ready\n"))
+}
+
+/// The broker's token route, timed from request to answer.
+async fn timed(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .broker_answered("token", response.status(), started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics` (the metrics or admin token): the counters, with what is read at the scrape.
+async fn metrics(_reader: MetricsReader, State(state): State<Arc<AppState>>) -> Response {
+    match state.store.token_counts(crate::model::now()).await {
+        Ok(tokens) => state.metrics.observe(state.store.pool_stats(), tokens),
+        Err(e) => tracing::warn!(error = %e, "/metrics: the token counts could not be read; serving the last ones"),
+    }
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        state.metrics.encode(),
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {

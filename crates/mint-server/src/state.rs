@@ -26,6 +26,9 @@ pub struct AppState {
     pub bodies: crate::body::Budget,
     /// The Integrations page's pull requests, per connection, for a few seconds: page views share them.
     pub pulls: PullsCache,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// Reads `GET /metrics` and nothing else (the admin token reads it too).
+    pub metrics_token: Option<AdminToken>,
 }
 
 /// What GitHub last listed as a repository's agent pull requests, and when.
@@ -71,6 +74,7 @@ impl AppState {
     /// GitHub answered a call for the installation: if it asked for a pause, every replica pauses.
     pub async fn noticed(&self, installation_id: u64, error: &mint_github::GithubError) {
         if let Some(wait) = error.hold_off() {
+            self.metrics.pauses.inc();
             let reason = format!("GitHub rate-limited the App's calls for installation {installation_id}");
             self.gate.pause(&self.store, installation_id, wait, &reason).await;
         }

@@ -1451,3 +1451,160 @@ mod internet {
         store.close().await;
     }
 }
+
+/// What an operator's Prometheus reads: `/metrics`, parsed as Prometheus parses it.
+mod operator {
+    use super::*;
+    use support::{METRICS_TOKEN, WEBHOOK_SECRET};
+
+    /// The scrape's samples as (name, labels "k=v,…" sorted, value).
+    async fn scrape(w: &World, bearer: &str) -> Vec<(String, String, f64)> {
+        let (status, headers, body) = w
+            .send(
+                "GET",
+                &format!("{}/metrics", w.url),
+                &[("authorization", &format!("Bearer {bearer}"))],
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .is_ok_and(|t| t.starts_with("application/openmetrics-text")),
+            "{headers:?}"
+        );
+        assert!(body.ends_with("# EOF\n"), "{body}");
+        let parsed = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+            .expect("the Prometheus text format");
+        parsed
+            .samples
+            .into_iter()
+            .map(|s| {
+                let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                labels.sort();
+                let value = match s.value {
+                    prometheus_parse::Value::Counter(v)
+                    | prometheus_parse::Value::Gauge(v)
+                    | prometheus_parse::Value::Untyped(v) => v,
+                    prometheus_parse::Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+                    prometheus_parse::Value::Summary(_) => f64::NAN,
+                };
+                (s.metric, labels.join(","), value)
+            })
+            .collect()
+    }
+
+    /// A sample's value as Prometheus prints it ("2", "0.5"), "absent" when there is none.
+    fn value(samples: &[(String, String, f64)], metric: &str, labels: &str) -> String {
+        samples
+            .iter()
+            .find(|(m, l, _)| m == metric && l == labels)
+            .map_or_else(|| "absent".to_owned(), |(_, _, v)| v.to_string())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn metrics_count_mints_revocations_webhooks_and_live_tokens() {
+        let w = World::start(Db::Sqlite).await;
+        let anonymous = w.get("/metrics", None).await;
+        assert_eq!(anonymous.status, 401);
+        assert!(
+            anonymous.body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("--metrics-token-file"))
+        );
+        let sandbox_credential = w
+            .get("/metrics", Some("not-the-token-0123456789abcdefghijklmnop"))
+            .await;
+        assert_eq!(sandbox_credential.status, 401);
+
+        let product = w.connected_product(42, "octo-org/hello-world").await;
+        let (sandbox, credential) = w.sandbox(&product).await;
+        assert_eq!(w.token(&credential).await.status, 200);
+        assert_eq!(w.token(&credential).await.status, 200, "handed out again");
+        let before = scrape(&w, METRICS_TOKEN).await;
+        // The connect's check mints and revokes a token too.
+        assert_eq!(
+            value(&before, "mint_server_mints_total", "outcome=issued"),
+            "2",
+            "{before:?}"
+        );
+        assert_eq!(value(&before, "mint_server_tokens_reused_total", ""), "1");
+        assert_eq!(value(&before, "mint_server_live_tokens", ""), "1");
+        assert_eq!(
+            value(
+                &before,
+                "mint_server_broker_request_duration_seconds",
+                "route=token,status=2xx"
+            ),
+            "2",
+            "two token requests timed"
+        );
+
+        assert_eq!(
+            w.admin("DELETE", &format!("/api/v1/sandboxes/{sandbox}"), None)
+                .await
+                .status,
+            204
+        );
+        let ping = br#"{"zen":"Design for failure.","hook_id":1}"#;
+        assert_eq!(
+            w.deliver("ping", "delivery-1", ping, Some(WEBHOOK_SECRET)).await.status,
+            202
+        );
+        assert_eq!(
+            w.deliver("ping", "delivery-1", ping, Some(WEBHOOK_SECRET)).await.status,
+            200
+        );
+        assert_eq!(
+            w.deliver("made-up-event", "delivery-2", ping, Some("wrong"))
+                .await
+                .status,
+            401
+        );
+        let other = w.hub.tokens().len();
+        let after = scrape(&w, super::ADMIN_TOKEN).await;
+        assert_eq!(
+            value(&after, "mint_server_revocations_total", "outcome=revoked"),
+            "1",
+            "{after:?}"
+        );
+        assert_eq!(value(&after, "mint_server_live_tokens", ""), "0");
+        assert_eq!(value(&after, "mint_server_revocations_queued", ""), "0");
+        assert_eq!(
+            value(
+                &after,
+                "mint_server_webhook_deliveries_total",
+                "event=ping,outcome=accepted"
+            ),
+            "1"
+        );
+        assert_eq!(
+            value(
+                &after,
+                "mint_server_webhook_deliveries_total",
+                "event=ping,outcome=duplicate"
+            ),
+            "1"
+        );
+        assert_eq!(
+            value(
+                &after,
+                "mint_server_webhook_deliveries_total",
+                "event=unverified,outcome=bad_signature"
+            ),
+            "1",
+            "an unsigned delivery's event name is not a label"
+        );
+        assert!(
+            after.iter().all(|(_, labels, _)| !labels.contains("made-up-event")),
+            "{after:?}"
+        );
+        assert_ne!(
+            value(&after, "mint_server_db_connections", "state=idle"),
+            "absent",
+            "{after:?}"
+        );
+        assert_eq!(other, w.hub.tokens().len(), "a scrape mints nothing");
+    }
+}

@@ -125,6 +125,7 @@ fn reuse(
         }
     };
     tracing::debug!(sandbox = sandbox_id, "handed out the sandbox's live token again");
+    state.metrics.reused.inc();
     Some(token_answer(
         &token,
         UNIX_EPOCH + Duration::from_secs(u64::try_from(found.expires_at).unwrap_or_default()),

@@ -78,6 +78,29 @@ impl FromRequestParts<Arc<AppState>> for Admin {
     }
 }
 
+/// Proof that the request carried the metrics token (or the admin token): what `GET /metrics` takes.
+#[derive(Debug)]
+pub struct MetricsReader(());
+
+impl FromRequestParts<Arc<AppState>> for MetricsReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        match bearer(parts) {
+            Some(token)
+                if state.admin.matches(token) || state.metrics_token.as_ref().is_some_and(|t| t.matches(token)) =>
+            {
+                Ok(MetricsReader(()))
+            }
+            _ => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "/metrics needs a token: send Authorization: Bearer <the token in --metrics-token-file, or the admin token>",
+            )),
+        }
+    }
+}
+
 /// The `{id}` in a route.
 pub type Id = Path<String>;
 

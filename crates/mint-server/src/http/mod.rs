@@ -5,4 +5,4 @@ pub mod error;
 pub mod extract;
 
 pub use error::{ApiError, body_error, github_failure, json, not_now, sandbox_refused};
-pub use extract::{Admin, Id, Input, MAX_BODY, Nothing, credential_hash, declared_length};
+pub use extract::{Admin, Id, Input, MAX_BODY, MetricsReader, Nothing, credential_hash, declared_length};

@@ -224,6 +224,11 @@ impl Store {
         Ok(())
     }
 
+    /// The pool: (connections open, of which idle).
+    pub fn pool_stats(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
+
     /// The migrations applied to this database, oldest first: (version, description).
     pub async fn applied_migrations(&self) -> Result<Vec<(i64, String)>, StoreError> {
         let rows = sqlx::query("SELECT version, description FROM _sqlx_migrations WHERE success ORDER BY version")

@@ -541,6 +541,21 @@ impl Store {
         Ok(row.try_get::<Option<i64>, _>(0)?)
     }
 
+    /// (live, queued): tokens that still work and are not queued for revocation, and tokens queued that
+    /// GitHub has not confirmed dead.
+    pub async fn token_counts(&self, now: i64) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT \
+               CAST(COALESCE(SUM(CASE WHEN revoke_requested_at IS NULL AND revoked_at IS NULL AND expires_at > $1 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+               CAST(COALESCE(SUM(CASE WHEN {QUEUED} THEN 1 ELSE 0 END), 0) AS BIGINT) \
+             FROM minted_tokens WHERE sealed IS NOT NULL"
+        ))
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
     /// Revocations still waiting for GitHub's word among the tokens of `whose`.
     pub async fn pending_revocations(&self, whose: Whose<'_>) -> Result<i64, StoreError> {
         let (scope, id) = match whose {

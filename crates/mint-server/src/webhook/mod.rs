@@ -35,11 +35,39 @@ pub const RETAIN: usize = 512 * 1024;
 /// How long deliveries are remembered for deduplication: a replay inside this window is a duplicate.
 pub const DEDUPE_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// The events mint-server's App subscribes to, as metric labels; any other name counts as `other`.
+const EVENTS: [&str; 6] = [
+    "installation",
+    "installation_repositories",
+    "installation_target",
+    "repository",
+    "github_app_authorization",
+    "ping",
+];
+
 pub async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let response = verify_and_queue(&state, &headers, body).await;
+    // Only a signed delivery's event name is believed, and only from the list.
+    let event = headers
+        .get("x-github-event")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|name| EVENTS.into_iter().find(|e| *e == name))
+        .unwrap_or("other");
+    let (event, outcome) = match response.status() {
+        StatusCode::ACCEPTED => (event, "accepted"),
+        StatusCode::OK => (event, "duplicate"),
+        StatusCode::UNAUTHORIZED => ("unverified", "bad_signature"),
+        _ => ("unverified", "refused"),
+    };
+    state.metrics.webhook(event, outcome);
+    response
+}
+
+async fn verify_and_queue(state: &Arc<AppState>, headers: &HeaderMap, body: Body) -> Response {
     let Some(web) = state.web.as_ref() else {
         return ApiError::new(StatusCode::NOT_FOUND, "not_configured", "webhooks are not configured: start mint-server with --webhook-secret-file and the other connect-flow flags").into_response();
     };
-    if crate::http::declared_length(&headers).is_some_and(|n| n > MAX_WEBHOOK_BODY as u64) {
+    if crate::http::declared_length(headers).is_some_and(|n| n > MAX_WEBHOOK_BODY as u64) {
         return body_refused(&BodyError::TooLarge {
             limit: MAX_WEBHOOK_BODY,
         });

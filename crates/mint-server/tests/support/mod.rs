@@ -18,6 +18,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789abcdefghijkl";
+pub const METRICS_TOKEN: &str = "metrics-token-for-tests-0123456789abcdefghij";
 pub const WEBHOOK_SECRET: &str = "webhook-secret-for-tests-0123456789abcdef";
 pub const NEXT_WEBHOOK_SECRET: &str = "the-next-webhook-secret-0123456789abcdef";
 pub const CLIENT_ID: &str = "Iv1.fakehubclient";
@@ -136,6 +137,7 @@ impl World {
         use clap::Parser;
         let key = self.write_private("app.pem", &app_key().private_key_pem());
         let admin = self.write_private("admin-token", ADMIN_TOKEN);
+        let metrics = self.write_private("metrics-token", METRICS_TOKEN);
         let client_secret = self.write_private("client-secret", CLIENT_SECRET);
         let webhook_secret =
             self.write_private("webhook-secret", &format!("{WEBHOOK_SECRET}\n{NEXT_WEBHOOK_SECRET}\n"));
@@ -147,6 +149,8 @@ impl World {
             key.display().to_string(),
             "--admin-token-file".into(),
             admin.display().to_string(),
+            "--metrics-token-file".into(),
+            metrics.display().to_string(),
             "--database".into(),
             self.database.clone(),
             "--api-url".into(),
