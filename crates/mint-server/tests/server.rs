@@ -1172,6 +1172,78 @@ mod internet {
     use super::*;
     use support::{PUBLIC_URL, WEBHOOK_SECRET};
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_answer_carries_the_security_headers() {
+        // Browsers reach this one over HTTPS (a TLS proxy in front), so it asks them to keep to it.
+        let w = World::start_with(
+            Db::Sqlite,
+            vec!["--public-url".into(), "https://mint.example.test".into()],
+        )
+        .await;
+        let product = w.connected_product(42, "octo-org/hello-world").await;
+        let (_, credential) = w.sandbox(&product).await;
+        let answers = [
+            ("a page", w.send("GET", &format!("{}/", w.url), &[], None).await),
+            (
+                "a redirect",
+                w.send("GET", &format!("{}/login", w.url), &[], None).await,
+            ),
+            (
+                "an admin answer",
+                w.send(
+                    "GET",
+                    &format!("{}/api/v1/products/{product}/connection", w.url),
+                    &[("authorization", &format!("Bearer {}", super::ADMIN_TOKEN))],
+                    None,
+                )
+                .await,
+            ),
+            (
+                "a token",
+                w.send(
+                    "POST",
+                    &format!("{}/api/v1/token", w.url),
+                    &[("authorization", &format!("Bearer {credential}"))],
+                    None,
+                )
+                .await,
+            ),
+            ("a 404", w.send("GET", &format!("{}/nowhere", w.url), &[], None).await),
+            (
+                "a refusal",
+                w.send("POST", &format!("{}/api/v1/products", w.url), &[], None).await,
+            ),
+        ];
+        for (what, (status, headers, body)) in &answers {
+            assert!(*status > 0, "{what}: {body}");
+            for (name, value) in [
+                ("x-content-type-options", "nosniff"),
+                ("x-frame-options", "DENY"),
+                ("referrer-policy", "same-origin"),
+                ("cache-control", "no-store"),
+                ("strict-transport-security", "max-age=31536000"),
+            ] {
+                assert_eq!(
+                    headers.get(name).and_then(|v| v.to_str().ok()),
+                    Some(value),
+                    "{what} ({status}) lacks {name}: {headers:?}"
+                );
+            }
+        }
+        let (_, stylesheet, _) = w.send("GET", &format!("{}/static/mint.css", w.url), &[], None).await;
+        assert_eq!(
+            stylesheet["cache-control"], "public, max-age=3600",
+            "a handler's own caching is kept"
+        );
+        let plain = World::start(Db::Sqlite).await;
+        assert!(PUBLIC_URL.starts_with("http://"));
+        let (_, headers, _) = plain.send("GET", &format!("{}/", plain.url), &[], None).await;
+        assert!(
+            !headers.contains_key("strict-transport-security"),
+            "no HSTS over plain HTTP: {headers:?}"
+        );
+    }
+
     async fn rows(w: &World) -> HashMap<&'static str, i64> {
         let store = Store::open(&w.database).await.expect("store");
         let counts = store.row_counts().await.expect("counts").into_iter().collect();

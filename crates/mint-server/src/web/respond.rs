@@ -9,8 +9,9 @@ use crate::state::AppState;
 
 // ---- responses -------------------------------------------------------------------------------------------
 
-/// Every page carries these: nothing but our own stylesheet loads, nothing frames us, forms post only to us
-/// and to GitHub (a form's redirect to GitHub counts), and no page is cached.
+/// Every page carries its policy: nothing but our own stylesheet loads, nothing frames us, and forms post
+/// only to us and to GitHub (a form's redirect to GitHub counts). The headers every answer carries
+/// (`nosniff`, no framing, no caching, the referrer policy) are set once for all routes in `routes.rs`.
 pub(crate) fn page(status: StatusCode, html: String, github_url: &str) -> Response {
     let mut response = (status, html).into_response();
     let headers = response.headers_mut();
@@ -24,10 +25,6 @@ pub(crate) fn page(status: StatusCode, html: String, github_url: &str) -> Respon
     if let Ok(csp) = HeaderValue::from_str(&csp) {
         headers.insert(header::CONTENT_SECURITY_POLICY, csp);
     }
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
@@ -37,9 +34,6 @@ pub(crate) fn redirect(to: &str) -> Response {
     if let Ok(location) = HeaderValue::from_str(to) {
         response.headers_mut().insert(header::LOCATION, location);
     }
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 

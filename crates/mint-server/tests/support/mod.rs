@@ -170,6 +170,12 @@ impl World {
             "--reconcile-interval".into(),
             "0s".into(),
         ];
+        // A flag this world's extra arguments give replaces the default above.
+        for flag in self.extra_args.iter().filter(|a| a.starts_with("--")) {
+            if let Some(at) = args.iter().position(|a| a == flag) {
+                args.drain(at..at + 2);
+            }
+        }
         args.extend(self.extra_args.iter().cloned());
         mint_server::Args::parse_from(args)
     }
