@@ -157,7 +157,7 @@ impl AuditEvent {
     fn from_row(r: &AnyRow) -> Result<Self, StoreError> {
         let action: String = r.try_get("action")?;
         let action = Action::parse(&action)
-            .ok_or_else(|| StoreError::Query(format!("unknown audit action {action:?} in the database")))?;
+            .ok_or_else(|| StoreError::Unexpected(format!("unknown audit action {action:?} in the database")))?;
         let actor = Actor::parse(
             &r.try_get::<String, _>("actor")?,
             r.try_get("actor_id")?,

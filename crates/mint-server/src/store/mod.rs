@@ -48,14 +48,22 @@ pub enum StoreError {
         "--database {url}: not a database URL mint-server knows: use sqlite://FILE (embedded, the default) or postgres://USER@HOST/DB"
     )]
     UnknownScheme { url: String },
-    #[error("cannot open the database at {url}: {cause}")]
-    Open { url: String, cause: String },
+    #[error("cannot open the database at {url}: {source}")]
+    Open {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("applying the database schema failed: {0}")]
-    Migrate(String),
+    Migrate(#[source] sqlx::migrate::MigrateError),
     #[error("the database is unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] sqlx::Error),
     #[error("the database failed: {0}")]
-    Query(String),
+    Query(#[source] sqlx::Error),
+    /// The database holds what this binary does not understand (a newer version wrote it, or a schema
+    /// migration is missing).
+    #[error("the database holds what this mint-server does not understand: {0}")]
+    Unexpected(String),
 }
 
 impl StoreError {
@@ -73,11 +81,11 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::Protocol(_)
-            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
             sqlx::Error::Database(db) if db.code().as_deref().is_some_and(transient_sqlstate) => {
-                StoreError::Unavailable(e.to_string())
+                StoreError::Unavailable(e)
             }
-            _ => StoreError::Query(e.to_string()),
+            _ => StoreError::Query(e),
         }
     }
 }
@@ -164,14 +172,14 @@ impl Store {
             })
             .connect(&connect_url)
             .await
-            .map_err(|e| StoreError::Open {
+            .map_err(|source| StoreError::Open {
                 url: redact_url(url),
-                cause: e.to_string(),
+                source,
             })?;
         MIGRATOR
             .run(&pool)
             .await
-            .map_err(|e| StoreError::Migrate(e.to_string()))?;
+            .map_err(StoreError::Migrate)?;
         Ok(Self {
             pool,
             backend,
@@ -217,7 +225,7 @@ impl Store {
             .try_get(0)?;
         let known = i64::try_from(MIGRATOR.iter().count()).expect("a handful of migrations");
         if applied < known {
-            return Err(StoreError::Query(format!(
+            return Err(StoreError::Unexpected(format!(
                 "{applied} of {known} schema migrations applied"
             )));
         }
@@ -340,7 +348,7 @@ pub(crate) fn connection_from(r: &AnyRow) -> Result<Connection, StoreError> {
     let status: String = r.try_get("status")?;
     Ok(Connection {
         status: ConnectionStatus::parse(&status)
-            .ok_or_else(|| StoreError::Query(format!("unknown connection status {status:?} in the database")))?,
+            .ok_or_else(|| StoreError::Unexpected(format!("unknown connection status {status:?} in the database")))?,
         reason: r.try_get("reason")?,
         installation_id: r.try_get::<Option<i64>, _>("installation_id")?.map(uint),
         repository_id: r.try_get::<Option<i64>, _>("repository_id")?.map(uint),

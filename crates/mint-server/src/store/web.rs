@@ -131,7 +131,7 @@ impl Store {
                 purpose: {
                     let purpose: String = r.try_get("purpose")?;
                     crate::model::Purpose::parse(&purpose).ok_or_else(|| {
-                        StoreError::Query(format!("unknown OAuth purpose {purpose:?} in the database"))
+                        StoreError::Unexpected(format!("unknown OAuth purpose {purpose:?} in the database"))
                     })?
                 },
                 product_id: r.try_get("product_id")?,
