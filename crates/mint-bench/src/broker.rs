@@ -26,12 +26,37 @@ pub(crate) mod postgres;
 
 /// Sandboxes in the fleet, each asking for its first token at the same moment.
 const SANDBOXES: usize = 1_000;
+/// The customers they belong to: one product each, each on its own installation, so that GitHub's
+/// concurrency allowance per installation (100 requests in flight, `--mints-per-installation 100`) is not
+/// what the fleet waits for, and the broker's own cost shows.
+const CUSTOMERS: u64 = 10;
+pub(crate) const FLEET_REPO: &str = "app";
+
+/// The fleet's installations and their accounts.
+pub(crate) fn fleet_accounts() -> impl Iterator<Item = (u64, String)> {
+    (1..=CUSTOMERS).map(|i| (100 + i, format!("customer-{i}")))
+}
 /// How long fakehub takes to mint: the least any broker answer can take.
 const MINT_LATENCY: Duration = Duration::from_millis(300);
 pub(crate) const ADMIN_TOKEN: &str = "mint-bench-admin-token-0123456789abcdefghij";
 const TOKEN_ROUTE: &str = "/api/v1/token";
 
 pub(crate) fn run(rig: &Rig, n: usize, report: &mut Report) -> anyhow::Result<()> {
+    let (client, sqlite) = fleets(rig, report)?;
+    let mints = warm_fills(rig, &client, &sqlite, n, report)?;
+    if mints != 0 {
+        bail!("broker mode failed: {mints} mints during the warm fills");
+    }
+    Ok(())
+}
+
+/// The fleet start alone (`MINT_BENCH_ONLY=broker`).
+pub(crate) fn fleet_start(rig: &Rig, report: &mut Report) -> anyhow::Result<()> {
+    fleets(rig, report).map(drop)
+}
+
+/// The fleet start on SQLite, then on PostgreSQL; the SQLite server stays up for the warm fills.
+fn fleets(rig: &Rig, report: &mut Report) -> anyhow::Result<(tokio::runtime::Runtime, Server)> {
     if !rig.bin_dir.join("mint-server").exists() {
         bail!("mint-server is not built next to mint-bench: run bench/run, which builds it");
     }
@@ -39,37 +64,33 @@ pub(crate) fn run(rig: &Rig, n: usize, report: &mut Report) -> anyhow::Result<()
     let client = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let dir = rig.work.path().join("broker");
     std::fs::create_dir_all(&dir)?;
-
-    let sqlite = Server::start(
+    let flags = ["--mints-per-installation", "100"];
+    let sqlite = Server::start_with(
         rig,
         &client,
         &dir.join("sqlite"),
         &format!("sqlite://{}", dir.join("sqlite/mint-server.db").display()),
+        &flags,
     )?;
     let mut fleets = vec![("SQLite", fleet(rig, &client, &sqlite)?)];
     // The helper panics with the way out (install PostgreSQL) when its binaries are missing.
     match std::panic::catch_unwind(postgres::Postgres::start) {
         Ok(pg) => {
-            let server = Server::start(rig, &client, &dir.join("postgres"), &pg.database("mint"))?;
+            let server = Server::start_with(rig, &client, &dir.join("postgres"), &pg.database("mint"), &flags)?;
             fleets.push(("PostgreSQL", fleet(rig, &client, &server)?));
         }
         Err(_) => eprintln!("mint-bench: PostgreSQL is not available, so the fleet runs on SQLite only"),
     }
     report_fleets(&mut fleets, report)?;
-
-    let mints = warm_fills(rig, &client, &sqlite, n, report)?;
     let missed: Vec<String> = fleets
         .iter()
         .filter(|(_, f)| f.ok() != SANDBOXES || f.mints != SANDBOXES)
         .map(|(db, f)| format!("{db}: {} of {SANDBOXES} got a token, {} mints", f.ok(), f.mints))
         .collect();
-    if !missed.is_empty() || mints != 0 {
-        bail!(
-            "broker mode failed: {}; {mints} mints during the warm fills",
-            missed.join("; ")
-        );
+    if !missed.is_empty() {
+        bail!("the broker's fleet start failed: {}", missed.join("; "));
     }
-    Ok(())
+    Ok((client, sqlite))
 }
 
 /// What one fleet start gave.
@@ -99,10 +120,13 @@ impl Fleet {
 /// `POST /api/v1/token` at once while fakehub takes 300 ms per mint.
 fn fleet(rig: &Rig, client: &tokio::runtime::Runtime, server: &Server) -> anyhow::Result<Fleet> {
     let started = Instant::now();
-    let product = client.block_on(server.product())?;
     let mut credentials = Vec::with_capacity(SANDBOXES);
-    for _ in 0..SANDBOXES {
-        credentials.push(client.block_on(server.sandbox(&product))?);
+    let per_customer = SANDBOXES / usize::try_from(CUSTOMERS)?;
+    for (installation, account) in fleet_accounts() {
+        let product = client.block_on(server.product_on(installation, &format!("{account}/{FLEET_REPO}")))?;
+        for _ in 0..per_customer {
+            credentials.push(client.block_on(server.sandbox(&product))?);
+        }
     }
     let setup = started.elapsed();
 
@@ -167,7 +191,7 @@ async fn burst(
 fn report_fleets(fleets: &mut [(&str, Fleet)], report: &mut Report) -> anyhow::Result<()> {
     let mut csv = String::from("database,status,latency_ms\n");
     report.line(format!(
-        "\nbroker fleet start: {SANDBOXES} sandboxes' first `POST {TOKEN_ROUTE}` to mint-server at once, fakehub minting after {} ms",
+        "\nbroker fleet start: {SANDBOXES} sandboxes ({CUSTOMERS} customers, each its own installation) ask mint-server (--mints-per-installation 100) for their first `POST {TOKEN_ROUTE}` at once, fakehub minting after {} ms",
         MINT_LATENCY.as_millis()
     ));
     report.line(format!(
@@ -286,11 +310,7 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    fn start(rig: &Rig, client: &tokio::runtime::Runtime, dir: &Path, database: &str) -> anyhow::Result<Self> {
-        Self::start_with(rig, client, dir, database, &[])
-    }
-
-    /// With more flags.
+    /// mint-server on `database`, with `extra` flags, ready when this returns.
     pub(crate) fn start_with(
         rig: &Rig,
         client: &tokio::runtime::Runtime,
@@ -348,10 +368,15 @@ impl Server {
     /// A product connected to the rig's repository (mint-server checks it with GitHub by minting once);
     /// its id.
     pub(crate) async fn product(&self) -> anyhow::Result<String> {
+        self.product_on(42, &format!("{OWNER}/{REPO}")).await
+    }
+
+    /// A product connected to `repository` through `installation`; its id.
+    pub(crate) async fn product_on(&self, installation: u64, repository: &str) -> anyhow::Result<String> {
         let body = json!({"name": "mint-bench", "members": []});
         let created = self.admin("POST", "/api/v1/products", Some(&body), 201).await?;
         let id = created["id"].as_str().context("a product id")?.to_owned();
-        let connection = json!({"installation_id": 42, "repository": format!("{OWNER}/{REPO}")});
+        let connection = json!({"installation_id": installation, "repository": repository});
         self.admin(
             "PUT",
             &format!("/api/v1/products/{id}/connection"),

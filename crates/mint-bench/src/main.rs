@@ -39,7 +39,8 @@ fn main() -> anyhow::Result<()> {
             "fleet" => fleet::run(&rig, &mut report)?,
             "revocation" => revocation::run(&rig, &mut report)?,
             "api" => api::run(&rig, n, &mut report)?,
-            other => bail!("MINT_BENCH_ONLY={other}: the scenarios run alone are fleet, revocation and api"),
+            "broker" => broker::fleet_start(&rig, &mut report)?,
+            other => bail!("MINT_BENCH_ONLY={other}: the scenarios run alone are fleet, revocation, api and broker"),
         }
         drop(rig);
         return report.finish();
@@ -285,14 +286,19 @@ impl Rig {
             .prefix("mint-bench-")
             .tempdir_in(work_root(&out_dir))?;
         let key = AppKeyPair::generate()?;
-        let config = Config::new(1, key.public_key_pem(), work.path().join("github")).with_installation(
-            InstallationConfig::new(
-                42,
-                OWNER,
-                &[REPO, mediated::BULK, mediated::MANY],
-                &[("contents", "write"), ("pull_requests", "write"), ("metadata", "read")],
-            ),
+        let least = &[("contents", "write"), ("pull_requests", "write"), ("metadata", "read")];
+        let mut config = Config::new(1, key.public_key_pem(), work.path().join("github")).with_installation(
+            InstallationConfig::new(42, OWNER, &[REPO, mediated::BULK, mediated::MANY], least),
         );
+        // The broker's fleet start: one installation per customer account, each with one repository.
+        for (installation, account) in broker::fleet_accounts() {
+            config = config.with_installation(InstallationConfig::new(
+                installation,
+                &account,
+                &[broker::FLEET_REPO],
+                least,
+            ));
+        }
         let hub = runtime.block_on(FakeHub::start(config))?;
         hub.create_repo(OWNER, REPO)?;
         let url = hub.url();

@@ -176,10 +176,7 @@ impl Store {
                 url: redact_url(url),
                 source,
             })?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(StoreError::Migrate)?;
+        MIGRATOR.run(&pool).await.map_err(StoreError::Migrate)?;
         Ok(Self {
             pool,
             backend,
