@@ -418,27 +418,39 @@ impl Drop for MintPermit {
 }
 
 /// Per-sandbox locks on this replica: requests of one sandbox mint one at a time, and the later ones hand
-/// out what the first minted. Entries go once nobody holds or waits for them.
+/// out what the first minted. Entries go once nobody holds or waits for them (checked when there are many).
 #[derive(Debug, Default)]
 pub struct MintLocks {
-    locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    /// Each sandbox's lock, and when a request last asked for it.
+    locks: Mutex<HashMap<String, (Weak<tokio::sync::Mutex<()>>, std::time::Instant)>>,
 }
 
 impl MintLocks {
-    pub async fn lock(&self, sandbox_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
+    /// The sandbox's lock on this replica, and whether another request of the sandbox may have minted since
+    /// the caller looked at `viewed` (it held the lock first, or asked for it since): then what it did must
+    /// be looked at again before minting.
+    pub async fn lock(&self, sandbox_id: &str, viewed: std::time::Instant) -> (tokio::sync::OwnedMutexGuard<()>, bool) {
+        let now = std::time::Instant::now();
+        let (lock, asked_since) = {
             let mut locks = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(lock) = locks.get(sandbox_id).and_then(Weak::upgrade) {
-                lock
-            } else {
-                if locks.len() >= 1024 {
-                    locks.retain(|_, lock| lock.strong_count() > 0);
-                }
-                let lock = Arc::new(tokio::sync::Mutex::new(()));
-                locks.insert(sandbox_id.to_owned(), Arc::downgrade(&lock));
-                lock
+            if locks.len() >= 1024 {
+                locks.retain(|_, (lock, _)| lock.strong_count() > 0);
             }
+            let entry = locks
+                .entry(sandbox_id.to_owned())
+                .or_insert_with(|| (Weak::new(), viewed));
+            let asked_since = entry.1 > viewed;
+            entry.1 = now;
+            let lock = entry.0.upgrade().unwrap_or_else(|| {
+                let lock = Arc::new(tokio::sync::Mutex::new(()));
+                entry.0 = Arc::downgrade(&lock);
+                lock
+            });
+            (lock, asked_since)
         };
-        lock.lock_owned().await
+        match lock.clone().try_lock_owned() {
+            Ok(guard) => (guard, asked_since),
+            Err(_) => (lock.lock_owned().await, true),
+        }
     }
 }

@@ -47,7 +47,8 @@ pub async fn token(
     Input(request): Input<TokenRequest>,
 ) -> Result<Response, ApiError> {
     let hash = credential_hash(&headers).ok_or_else(sandbox_refused)?;
-    let now = now();
+    let viewed = (std::time::Instant::now(), now());
+    let now = viewed.1;
     let window_start = now - i64::try_from(BUDGET_WINDOW.as_secs()).expect("a minute");
     let view = state
         .store
@@ -66,7 +67,13 @@ pub async fn token(
     budget(&state, view.recent_mints, view.oldest_recent_mint, now)?;
     // Its own task: a caller that goes away (mintd timed out, the connection dropped) cancels nothing, and
     // the token GitHub issues is recorded whatever happens to this request.
-    let task = tokio::spawn(mint_for(state.clone(), view.sandbox, target, request.replaces.clone()));
+    let task = tokio::spawn(mint_for(
+        state.clone(),
+        view.sandbox,
+        target,
+        request.replaces.clone(),
+        viewed,
+    ));
     task.await.map_err(|e| {
         tracing::error!(error = %e, "the mint task failed");
         ApiError::new(
@@ -166,14 +173,17 @@ fn token_answer(
 }
 
 /// One request's mint, on its own task: wait for this sandbox's other requests (here, then at other
-/// replicas), hand out what they minted if it will do, else mint, seal, record and check.
+/// replicas), hand out what they minted if it will do, else mint, seal, record and check. `viewed` is when
+/// the caller read the sandbox's state (its clock, and unix seconds): what others did since is looked at
+/// again; when nobody else asked for the sandbox meanwhile, nothing is read twice.
 async fn mint_for(
     state: Arc<AppState>,
     sandbox: SandboxRow,
     target: Target,
     replaces: Option<String>,
+    viewed: (std::time::Instant, i64),
 ) -> Result<Response, ApiError> {
-    let _here = state.mint_locks.lock(&sandbox.id).await;
+    let (_here, look_again) = state.mint_locks.lock(&sandbox.id, viewed.0).await;
     let (installation_id, repository_id, _) = &target;
     let again = |state: &Arc<AppState>| {
         let (state, sandbox_id) = (state.clone(), sandbox.id.clone());
@@ -187,26 +197,32 @@ async fn mint_for(
             Ok::<_, ApiError>(reuse(&state, &sandbox_id, &target, replaces.as_deref(), found))
         }
     };
-    if let Some(answer) = again(&state).await? {
+    if look_again && let Some(answer) = again(&state).await? {
         return Ok(answer);
     }
-    // Other replicas' requests for this sandbox: a lease in the database (one process on SQLite, where the
-    // lock above is enough).
+    // Other replicas' requests for this sandbox: a lease in the database, taken only if no token was
+    // recorded since `viewed` (one process on SQLite, where the lock above is enough).
     let waited = tokio::time::Instant::now();
+    let mut looked_again = look_again;
     let lease = loop {
         if state.store.backend() == crate::store::Backend::Sqlite {
             break None;
         }
         let now_ms = now_ms();
         let until = now_ms + i64::try_from(MINT_LEASE.as_millis()).expect("seconds");
-        if state.store.take_mint_lease(&sandbox.id, now_ms, until).await? {
+        if state
+            .store
+            .take_mint_lease(&sandbox.id, (now_ms, until), viewed.1, replaces.as_deref())
+            .await?
+        {
             break Some(until);
         }
-        // Another replica is minting for this sandbox: its token will do.
-        tokio::time::sleep(LEASE_POLL).await;
+        // Another replica minted for this sandbox, or is minting: its token will do.
+        looked_again = true;
         if let Some(answer) = again(&state).await? {
             return Ok(answer);
         }
+        tokio::time::sleep(LEASE_POLL).await;
         if waited.elapsed() >= MAX_QUEUE_WAIT {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -219,8 +235,11 @@ async fn mint_for(
     let now = now();
     let window_start = now - i64::try_from(BUDGET_WINDOW.as_secs()).expect("a minute");
     let work = async {
-        let (recent, oldest) = state.store.recent_mints(&sandbox.id, window_start).await?;
-        budget(&state, recent, oldest, now)?;
+        // The budget was checked on the caller's view; after waiting for others, on what they minted too.
+        if looked_again {
+            let (recent, oldest) = state.store.recent_mints(&sandbox.id, window_start).await?;
+            budget(&state, recent, oldest, now)?;
+        }
         mint_and_record(&state, &sandbox, (*installation_id, *repository_id, &target.2)).await
     };
     // Renewed by a task of its own: the renewal must never wait for the mint (whose transaction locks the
@@ -247,12 +266,16 @@ async fn mint_for(
     });
     let result = work.await;
     if let Some((task, held)) = renewal {
-        task.abort();
-        let _ = task.await;
-        let lease = held.load(std::sync::atomic::Ordering::Acquire);
-        if let Err(e) = state.store.release_mint_lease(&sandbox.id, lease).await {
-            tracing::warn!(error = %e, sandbox = %sandbox.id, "could not give the mint lease back; it runs out by itself");
-        }
+        // Given back after the answer: whoever waits on it finds the recorded token meanwhile.
+        let (store, sandbox_id) = (state.store.clone(), sandbox.id.clone());
+        tokio::spawn(async move {
+            task.abort();
+            let _ = task.await;
+            let lease = held.load(std::sync::atomic::Ordering::Acquire);
+            if let Err(e) = store.release_mint_lease(&sandbox_id, lease).await {
+                tracing::warn!(error = %e, sandbox = %sandbox_id, "could not give the mint lease back; it runs out by itself");
+            }
+        });
     }
     result
 }

@@ -30,7 +30,7 @@ pub enum Actor {
 }
 
 impl Actor {
-    fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Actor::User { .. } => "user",
             Actor::Admin => "admin",

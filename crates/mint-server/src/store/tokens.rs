@@ -190,59 +190,12 @@ impl Store {
     /// Record a token GitHub just issued, and in the same transaction check that the sandbox may still
     /// have it. An event that committed meanwhile (teardown, Disconnect, Change repository) either is seen
     /// here, or sees this row: on PostgreSQL the check locks the sandbox and connection rows (`FOR SHARE`),
-    /// which those events update first; SQLite has one writer. `Some(reason)` means the token is already
-    /// queued for revocation and must not be handed out.
+    /// which those events update first; SQLite has one writer. The audit trail's row is written with it.
+    /// `Some(reason)` means the sandbox may not have it: it is queued for revocation, and must not be handed
+    /// out.
     pub async fn record_mint(&self, token: &NewToken<'_>, now_ms: i64) -> Result<Option<String>, StoreError> {
-        let _writing = self.writing().await;
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO minted_tokens (token_sha256, sandbox_id, installation_id, repository_id, minted_at, \
-             expires_at, sealed, seal_key, repository) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(token.token_sha256)
-        .bind(token.sandbox_id)
-        .bind(int(token.installation_id))
-        .bind(int(token.repository_id))
-        .bind(token.minted_at)
-        .bind(token.expires_at)
-        .bind(&token.sealed.text)
-        .bind(&token.sealed.key_id)
-        .bind(token.repository)
-        .execute(&mut *tx)
-        .await?;
-        let lock = match self.backend {
-            Backend::Postgres => " FOR SHARE OF s, c",
-            Backend::Sqlite => "",
-        };
-        let row = sqlx::query(&format!(
-            "SELECT s.id, s.product_id, s.created_at, s.expires_at, s.revoked_at, {CONNECTION_COLUMNS} \
-             FROM sandboxes s JOIN connections c ON c.product_id = s.product_id WHERE s.id = $1{lock}"
-        ))
-        .bind(token.sandbox_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let sandbox = super::sandbox_from(&row)?;
-        let connection = super::connection_from(&row)?;
-        let ended = ended_by(
-            &sandbox,
-            &connection,
-            (token.installation_id, token.repository_id),
-            now_ms / 1000,
-        );
-        if let Some(reason) = &ended {
-            sqlx::query(
-                "UPDATE minted_tokens SET revoke_requested_at = $1, revoke_reason = $2, revoke_next_at = $1 \
-                 WHERE token_sha256 = $3",
-            )
-            .bind(now_ms)
-            .bind(reason)
-            .bind(token.token_sha256)
-            .execute(&mut *tx)
-            .await?;
-            notify(&mut tx, self.backend, events::REVOCATIONS).await?;
-        }
         let event = NewEvent {
-            product_id: &sandbox.product_id,
+            product_id: "",
             actor: &Actor::Sandbox,
             action: Action::TokenMinted,
             sandbox_id: Some(token.sandbox_id),
@@ -253,13 +206,91 @@ impl Store {
                 "repository_id": token.repository_id,
                 "permissions": token.permissions,
                 "expires_at": rfc3339(token.expires_at),
-                "outcome": if ended.is_some() { "revoked at once" } else { "issued" },
-                "reason": ended,
             }),
         };
-        record(&mut tx, &event, now_ms).await?;
-        tx.commit().await?;
-        if ended.is_some() {
+        let row = match self.backend {
+            // One statement, so one round trip on the hot path: the token, its audit row, and the check
+            // that locks the sandbox and connection rows. Data-modifying CTEs run to completion whether or
+            // not the query reads them, in the statement's own transaction.
+            Backend::Postgres => {
+                sqlx::query(&format!(
+                    "WITH t AS ({INSERT_TOKEN} RETURNING sandbox_id), \
+                     a AS (INSERT INTO audit_events (id, product_id, at, actor, action, sandbox_id, repository, detail) \
+                       SELECT $10, s.product_id, $11, $12, $13, s.id, $9, $14 FROM sandboxes s WHERE s.id = $2) \
+                     SELECT s.id, s.product_id, s.created_at, s.expires_at, s.revoked_at, {CONNECTION_COLUMNS} \
+                     FROM sandboxes s JOIN connections c ON c.product_id = s.product_id WHERE s.id = $2 \
+                     FOR SHARE OF s, c"
+                ))
+                .bind(token.token_sha256)
+                .bind(token.sandbox_id)
+                .bind(int(token.installation_id))
+                .bind(int(token.repository_id))
+                .bind(token.minted_at)
+                .bind(token.expires_at)
+                .bind(&token.sealed.text)
+                .bind(&token.sealed.key_id)
+                .bind(token.repository)
+                .bind(crate::secrets::new_id("evt_"))
+                .bind(now_ms)
+                .bind(event.actor.kind())
+                .bind(event.action.as_str())
+                .bind(event.detail.to_string())
+                .fetch_one(&self.pool)
+                .await?
+            }
+            // In-process: a transaction of plain statements, under the one writer.
+            Backend::Sqlite => {
+                let _writing = self.writing().await;
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(INSERT_TOKEN)
+                    .bind(token.token_sha256)
+                    .bind(token.sandbox_id)
+                    .bind(int(token.installation_id))
+                    .bind(int(token.repository_id))
+                    .bind(token.minted_at)
+                    .bind(token.expires_at)
+                    .bind(&token.sealed.text)
+                    .bind(&token.sealed.key_id)
+                    .bind(token.repository)
+                    .execute(&mut *tx)
+                    .await?;
+                let row = sqlx::query(&format!(
+                    "SELECT s.id, s.product_id, s.created_at, s.expires_at, s.revoked_at, {CONNECTION_COLUMNS} \
+                     FROM sandboxes s JOIN connections c ON c.product_id = s.product_id WHERE s.id = $1"
+                ))
+                .bind(token.sandbox_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                let product_id: String = row.try_get("product_id")?;
+                record(&mut tx, &NewEvent { product_id: &product_id, ..event }, now_ms).await?;
+                tx.commit().await?;
+                row
+            }
+        };
+        let sandbox = super::sandbox_from(&row)?;
+        let connection = super::connection_from(&row)?;
+        let ended = ended_by(
+            &sandbox,
+            &connection,
+            (token.installation_id, token.repository_id),
+            now_ms / 1000,
+        );
+        if let Some(reason) = &ended {
+            // The event that ended the sandbox's right committed first, and queued the tokens it saw; this
+            // one it could not see, so it is queued here. It was never handed out.
+            let _writing = self.writing().await;
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(
+                "UPDATE minted_tokens SET revoke_requested_at = $1, revoke_reason = $2, revoke_next_at = $1 \
+                 WHERE token_sha256 = $3",
+            )
+            .bind(now_ms)
+            .bind(reason)
+            .bind(token.token_sha256)
+            .execute(&mut *tx)
+            .await?;
+            notify(&mut tx, self.backend, events::REVOCATIONS).await?;
+            tx.commit().await?;
             self.events.revocations_queued();
         }
         Ok(ended)
@@ -377,16 +408,31 @@ impl Store {
         Ok((row.try_get(0)?, row.try_get(1)?))
     }
 
-    /// Take the sandbox's mint lease until `until` (unix ms) if nobody holds it: one mint at a time per
-    /// sandbox across the fleet. A replica that dies holding it frees it when the lease runs out.
-    pub async fn take_mint_lease(&self, sandbox_id: &str, now_ms: i64, until: i64) -> Result<bool, StoreError> {
+    /// Take the sandbox's mint lease until `until` (unix ms) if nobody holds it and no token usable in
+    /// place of a new one was recorded for the sandbox since `viewed_at` (unix seconds; `replaces` is the
+    /// one its caller reported failing): one mint at a time per sandbox across the fleet, and none after
+    /// another replica's mint the caller has not seen. A replica that dies holding it frees it when the
+    /// lease runs out.
+    pub async fn take_mint_lease(
+        &self,
+        sandbox_id: &str,
+        (now_ms, until): (i64, i64),
+        viewed_at: i64,
+        replaces: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let _writing = self.writing().await;
-        let taken = sqlx::query("UPDATE sandboxes SET mint_lease = $1 WHERE id = $2 AND mint_lease < $3")
-            .bind(until)
-            .bind(sandbox_id)
-            .bind(now_ms)
-            .execute(&self.pool)
-            .await?;
+        let taken = sqlx::query(
+            "UPDATE sandboxes SET mint_lease = $1 WHERE id = $2 AND mint_lease < $3 \
+             AND NOT EXISTS (SELECT 1 FROM minted_tokens t WHERE t.sandbox_id = $2 AND t.minted_at >= $4 \
+               AND t.revoke_requested_at IS NULL AND t.token_sha256 <> $5)",
+        )
+        .bind(until)
+        .bind(sandbox_id)
+        .bind(now_ms)
+        .bind(viewed_at)
+        .bind(replaces.unwrap_or_default())
+        .execute(&self.pool)
+        .await?;
         Ok(taken.rows_affected() == 1)
     }
 
@@ -665,6 +711,10 @@ impl TokenRecord {
         }
     }
 }
+
+/// A minted token's row: $1 to $9.
+const INSERT_TOKEN: &str = "INSERT INTO minted_tokens (token_sha256, sandbox_id, installation_id, repository_id, \
+     minted_at, expires_at, sealed, seal_key, repository) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
 /// The connection's columns, for a query joining `connections c`.
 pub(crate) const CONNECTION_COLUMNS: &str = "c.status, c.reason, c.installation_id, c.repository_id, c.repository, \
