@@ -1,5 +1,5 @@
 //! The App key kept in an HSM and rotated while sandboxes work. The HSM is Debian's `SoftHSM2` (a real
-//! PKCS#11 implementation; `.ci/run` installs it) with its token in a temp dir and GitHub's PEM imported as
+//! PKCS#11 implementation; `scripts/test` installs it) with its token in a temp dir and GitHub's PEM imported as
 //! a non-extractable key, then removed: mintd and mint-server sign inside the token.
 
 use std::path::{Path, PathBuf};

@@ -16,7 +16,7 @@ fn render(dir: &Path) -> String {
         .arg("kustomize")
         .arg(dir)
         .output()
-        .expect("kubectl is needed to render deploy/ (.ci/run installs it)");
+        .expect("kubectl is needed to render deploy/ (scripts/test installs it)");
     assert!(
         output.status.success(),
         "kubectl kustomize {} failed:\n{}",
@@ -34,7 +34,7 @@ fn validate(yaml: &str) -> Result<(), String> {
         .args(["--strict", "--quiet", "-k", KUBERNETES])
         .arg(file.path())
         .output()
-        .expect("kubernetes-validate is needed: pip install kubernetes-validate==1.37.0 (.ci/run does)");
+        .expect("kubernetes-validate is needed: scripts/test installs it in a venv under target/ and puts it on PATH");
     if output.status.success() {
         Ok(())
     } else {

@@ -1,5 +1,5 @@
 //! A fleet on this machine: two real `mint-server` replicas on one real PostgreSQL behind a real HAProxy
-//! (Debian's `haproxy` package; `.ci/run` installs it), sandboxes' requests through HAProxy, and one replica
+//! (Debian's `haproxy` package; `scripts/test` installs it), sandboxes' requests through HAProxy, and one replica
 //! killed with SIGKILL in the middle.
 
 use std::time::{Duration, Instant};

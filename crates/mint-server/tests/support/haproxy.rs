@@ -1,7 +1,7 @@
 //! A real HAProxy in front of mint-server replicas, as a platform runs it: `/readyz` health checks every
 //! 250 ms (down after two failures, each given 2 s), and a request whose replica refused or dropped it
 //! sent again to another (`retry-on` with `redispatch`). `haproxy -f` on a free loopback port with a
-//! haproxy.cfg in a temp dir; stopped when dropped. Debian's `haproxy` package provides it; `.ci/run` installs it.
+//! haproxy.cfg in a temp dir; stopped when dropped. Debian's `haproxy` package provides it; `scripts/test` installs it.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -115,5 +115,5 @@ fn bin() -> PathBuf {
         .into_iter()
         .map(PathBuf::from)
         .find(|p| p.exists())
-        .expect("HAProxy is needed: apt-get install haproxy (.ci/run does)")
+        .expect("HAProxy is needed: apt-get install haproxy (scripts/test does)")
 }

@@ -1,6 +1,6 @@
 //! A real PostgreSQL for one test: `initdb` in a temp dir and `postgres` on a free loopback port, run as
 //! the `postgres` user when the tests run as root (PostgreSQL refuses root). Stopped when dropped.
-//! Debian's `postgresql` package provides the binaries; `.ci/run` installs it.
+//! Debian's `postgresql` package provides the binaries; `scripts/test` installs it.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
