@@ -18,7 +18,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use mint_api::broker::{SANDBOX_PATH, SandboxState, TOKEN_PATH, TokenRequest};
+use mint_api::broker::{ErrorBody, ErrorCode, SANDBOX_PATH, SandboxState, TOKEN_PATH, TokenAnswer, TokenRequest};
 use mint_credential::{RepoName, Server};
 use mint_github::{GitHubClient, GithubError, InstallationToken, MintedToken, Permissions};
 use secrecy::{ExposeSecret, SecretString};
@@ -292,34 +292,10 @@ impl From<BrokerError> for TokenFailure {
     }
 }
 
-/// The 200 answer as sent; every field but the token is checked before anything is served.
-#[derive(Deserialize)]
-struct RawAnswer {
-    expires_at: String,
-    repository: serde_json::Value,
-    #[serde(default)]
-    repository_id: Option<u64>,
-    installation_id: u64,
-    #[serde(default)]
-    permissions: Option<serde_json::Value>,
-    /// Not in the contract; a broker passing GitHub's answer through would send it. Held to one entry.
-    #[serde(default)]
-    repositories: Option<Vec<serde_json::Value>>,
-    #[serde(default)]
-    repository_selection: Option<String>,
-}
-
+/// The token alone, read first: once it is in hand, every later refusal hands it back for revocation.
 #[derive(Deserialize)]
 struct TokenOnly {
     token: String,
-}
-
-#[derive(Deserialize, Default)]
-struct ErrorBody {
-    #[serde(default)]
-    status: Option<String>,
-    #[serde(default)]
-    message: Option<String>,
 }
 
 /// Decode and check the broker's 200 answer. `server_date` is the answer's `Date`, so the token's lifetime
@@ -334,28 +310,33 @@ pub fn decode_answer(body: &[u8], server_date: Option<SystemTime>) -> Result<Bro
         error,
         token: Some(token.clone()),
     };
-    let mut raw: RawAnswer = serde_json::from_slice(body).map_err(|e| refuse(bad(format!("token answer: {e}"))))?;
-    let expires_at = humantime::parse_rfc3339(&raw.expires_at)
-        .map_err(|e| refuse(bad(format!("expires_at {:?}: {e}", clip(&raw.expires_at)))))?;
-    let permissions: Permissions = match raw.permissions.take() {
-        Some(value) => serde_json::from_value(value).map_err(|e| {
+    // The answer's shape first, for what the contract's types cannot say: a broker passing GitHub's own
+    // answer through, or one naming several repositories, is refused in those words.
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| refuse(bad(format!("token answer: {e}"))))?;
+    let repository = one_repository(&value).map_err(|detail| refuse(BrokerError::TooWide { detail }))?;
+    if value.get("permissions").is_none_or(serde_json::Value::is_null) {
+        return Err(refuse(BrokerError::TooWide {
+            detail: "the answer names no permissions".into(),
+        }));
+    }
+    // Then the contract's own type, and its fields one by one.
+    let answer: TokenAnswer = serde_json::from_slice(body).map_err(|e| refuse(bad(format!("token answer: {e}"))))?;
+    let expires_at = humantime::parse_rfc3339(&answer.expires_at)
+        .map_err(|e| refuse(bad(format!("expires_at {:?}: {e}", clip(&answer.expires_at)))))?;
+    let permissions: Permissions = serde_json::to_value(&answer.permissions)
+        .and_then(serde_json::from_value)
+        .map_err(|e| {
             refuse(BrokerError::TooWide {
                 detail: format!("permissions not understood: {e}"),
             })
-        })?,
-        None => {
-            return Err(refuse(BrokerError::TooWide {
-                detail: "the answer names no permissions".into(),
-            }));
-        }
-    };
+        })?;
     let excess = permissions.excess_over(&Permissions::least());
     if !excess.is_empty() {
         return Err(refuse(BrokerError::TooWide {
             detail: format!("it also grants {}", excess.join(",")),
         }));
     }
-    let repository = one_repository(&raw).map_err(|detail| refuse(BrokerError::TooWide { detail }))?;
     let minted = MintedToken {
         token: token.clone(),
         expires_at,
@@ -373,14 +354,16 @@ pub fn decode_answer(body: &[u8], server_date: Option<SystemTime>) -> Result<Bro
     Ok(BrokerToken {
         minted,
         repository,
-        repository_id: raw.repository_id,
-        installation_id: raw.installation_id,
+        repository_id: answer.repository_id,
+        installation_id: answer.installation_id,
     })
 }
 
-/// The one repository the answer names, or what it names instead.
-fn one_repository(raw: &RawAnswer) -> Result<RepoName, String> {
-    let name = match &raw.repository {
+/// The one repository the answer names, or what it names instead. `repositories` and
+/// `repository_selection` are not in the contract: a broker passing GitHub's answer through would send them,
+/// and they are held to that one repository.
+fn one_repository(answer: &serde_json::Value) -> Result<RepoName, String> {
+    let name = match answer.get("repository").unwrap_or(&serde_json::Value::Null) {
         serde_json::Value::String(name) => name,
         serde_json::Value::Array(names) => return Err(format!("it names {} repositories", names.len())),
         other => return Err(format!("repository is {}, not OWNER/NAME", kind(other))),
@@ -388,21 +371,26 @@ fn one_repository(raw: &RawAnswer) -> Result<RepoName, String> {
     let repository: RepoName = name
         .parse()
         .map_err(|e| format!("repository {:?} is not one repository: {e}", clip(name)))?;
-    if raw.repository_selection.as_deref() == Some("all") {
+    if answer.get("repository_selection").and_then(serde_json::Value::as_str) == Some("all") {
         return Err("it covers all of the installation's repositories".into());
     }
-    if let Some(listed) = &raw.repositories {
+    if let Some(listed) = answer.get("repositories").filter(|v| !v.is_null()) {
         let names: Vec<String> = listed
-            .iter()
-            .map(|r| match r {
-                serde_json::Value::String(s) => s.clone(),
-                other => other
-                    .get("full_name")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or("?")
-                    .to_owned(),
+            .as_array()
+            .map(|listed| {
+                listed
+                    .iter()
+                    .map(|r| match r {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other
+                            .get("full_name")
+                            .and_then(serde_json::Value::as_str)
+                            .unwrap_or("?")
+                            .to_owned(),
+                    })
+                    .collect()
             })
-            .collect();
+            .unwrap_or_default();
         if names.len() != 1 || !repository.matches_path(&names[0]) {
             return Err(format!("it lists repositories {}", clip(&names.join(", "))));
         }
@@ -432,18 +420,29 @@ fn clip(text: &str) -> String {
         .to_owned()
 }
 
-/// Map a non-200 answer to what it means for this sandbox.
-pub fn decode_error(url: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> BrokerError {
-    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
-    let code: String = parsed
-        .status
-        .as_deref()
+/// A code this build does not know (a newer broker's), as written, with what a terminal must not see
+/// dropped; empty when there is none.
+fn unknown_code(body: &[u8]) -> String {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    value
+        .get("status")
+        .and_then(serde_json::Value::as_str)
         .unwrap_or_default()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
         .take(64)
-        .collect();
-    let message = parsed.message.as_deref().map(clip).unwrap_or_default();
+        .collect()
+}
+
+/// Map a non-200 answer to what it means for this sandbox.
+pub fn decode_error(url: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> BrokerError {
+    // mint-api's ErrorBody; a body that is not one (a proxy's page) leaves the status to speak.
+    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let code = match parsed.code {
+        ErrorCode::Unknown => unknown_code(body),
+        known => known.as_str().to_owned(),
+    };
+    let message = clip(&parsed.message);
     let or_reason = |message: String| {
         if message.is_empty() {
             status.canonical_reason().unwrap_or("no message").to_owned()

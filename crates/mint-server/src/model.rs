@@ -30,6 +30,20 @@ impl ConnectionStatus {
         }
     }
 
+    /// What a token request hears while the connection is in this state (409, with the reason).
+    pub fn error_code(self) -> mint_api::broker::ErrorCode {
+        use mint_api::broker::ErrorCode;
+        match self {
+            // Asked of an active connection only when the sandbox's own access ended meanwhile.
+            ConnectionStatus::Active => ErrorCode::AccessEnded,
+            ConnectionStatus::PendingApproval => ErrorCode::PendingApproval,
+            ConnectionStatus::Suspended => ErrorCode::Suspended,
+            ConnectionStatus::RepoRemoved => ErrorCode::RepoRemoved,
+            ConnectionStatus::InstallationGone => ErrorCode::InstallationGone,
+            ConnectionStatus::NotConnected => ErrorCode::NotConnected,
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "active" => ConnectionStatus::Active,

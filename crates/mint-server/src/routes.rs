@@ -12,6 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use http::{HeaderValue, StatusCode, header};
+use mint_api::broker::ErrorCode;
 use tower::ServiceBuilder;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -106,7 +107,7 @@ async fn timed_out(error: tower::BoxError) -> ApiError {
     if error.is::<tower::timeout::error::Elapsed>() {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "timed_out",
+            ErrorCode::TimedOut,
             format!(
                 "mint-server did not finish this request within {} s: retry; if it keeps happening, the operator finds the cause in the server's log",
                 HANDLER_TIMEOUT.as_secs()
@@ -117,7 +118,7 @@ async fn timed_out(error: tower::BoxError) -> ApiError {
         tracing::error!(%error, "a request failed outside its handler");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "mint-server failed this request: the operator finds the cause in the server's log",
         )
     }
@@ -165,13 +166,17 @@ async fn metrics(_reader: MetricsReader, State(state): State<Arc<AppState>>) -> 
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route: see docs/server.md")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        "no such route: see docs/server.md",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "this route does not take that method: see docs/server.md",
     )
 }

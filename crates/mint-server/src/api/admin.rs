@@ -7,6 +7,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
+use mint_api::broker::ErrorCode;
 use mint_credential::RepoName;
 use serde::Deserialize;
 use serde_json::json;
@@ -319,7 +320,7 @@ pub async fn get_sandbox(_admin: Admin, State(state): State<Arc<AppState>>, id: 
 fn no_sandbox(id: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "sandbox_not_found",
+        ErrorCode::SandboxNotFound,
         format!("no sandbox {id}: it was never created here"),
     )
 }

@@ -16,10 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use mint_api::broker::{MAX_WAIT_SECONDS, SandboxState, TokenRequest};
+use mint_api::broker::{ErrorCode, MAX_WAIT_SECONDS, SandboxState, TokenAnswer, TokenRequest};
 use mint_github::InstallationToken;
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::fleet::MAX_QUEUE_WAIT;
 use crate::github::connection_outcome;
@@ -78,7 +77,7 @@ pub async fn token(
         tracing::error!(error = %e, "the mint task failed");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "mint-server's mint task failed; the operator finds the cause in the server's log",
         )
     })?
@@ -87,7 +86,7 @@ pub async fn token(
 fn not_active(connection: &Connection) -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
-        connection.status.as_str(),
+        connection.status.error_code(),
         connection.reason.clone(),
     )
 }
@@ -102,7 +101,7 @@ fn budget(state: &AppState, recent: i64, oldest: Option<i64>, now: i64) -> Resul
     let wait = oldest.map_or(window, |oldest| oldest + window - now).clamp(1, window);
     Err(ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
-        "mint_budget_exhausted",
+        ErrorCode::MintBudgetExhausted,
         format!(
             "this sandbox was minted {recent} tokens in the last minute, its budget (--sandbox-mints-per-minute {}): retry in {wait} s",
             state.mints_per_minute
@@ -143,7 +142,7 @@ fn reuse(
     ))
 }
 
-/// The 200 answer mintd decodes (crates/mint-daemon/src/broker.rs).
+/// The 200 answer, mint-api's [`TokenAnswer`], which mintd decodes and checks (crates/mint-daemon/src/broker.rs).
 fn token_answer(
     token: &InstallationToken,
     expires_at: SystemTime,
@@ -152,17 +151,19 @@ fn token_answer(
     permissions: &mint_github::Permissions,
     github_date: Option<SystemTime>,
 ) -> Response {
-    let mut response = json(
-        StatusCode::OK,
-        &json!({
-            "token": token.expose(),
-            "expires_at": humantime::format_rfc3339_seconds(expires_at).to_string(),
-            "repository": repository,
-            "repository_id": repository_id,
-            "installation_id": installation_id,
-            "permissions": permissions,
-        }),
-    );
+    let answer = TokenAnswer {
+        token: token.expose().to_owned(),
+        expires_at: humantime::format_rfc3339_seconds(expires_at).to_string(),
+        repository: repository.to_owned(),
+        repository_id: Some(repository_id),
+        installation_id,
+        permissions: permissions
+            .0
+            .iter()
+            .map(|(name, level)| (name.clone(), level.as_str().to_owned()))
+            .collect(),
+    };
+    let mut response = json(StatusCode::OK, &answer);
     // GitHub's clock for a fresh token, ours for one handed out again: mintd computes the token's life as
     // `expires_at` less this.
     let date = github_date.unwrap_or_else(SystemTime::now);
@@ -226,7 +227,7 @@ async fn mint_for(
         if waited.elapsed() >= MAX_QUEUE_WAIT {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "mint_queue_full",
+                ErrorCode::MintQueueFull,
                 "another request of this sandbox has been minting for 10 s: retry shortly",
             )
             .retry_after(Duration::from_secs(1)));
@@ -317,7 +318,7 @@ async fn mint_and_record(
             state.github.revoke_quietly(&minted.token).await;
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "seal_unavailable",
+                ErrorCode::SealUnavailable,
                 "mint-server could not seal the new token for safe keeping, so it revoked it: retry shortly (the operator finds the cause in the server's log)",
             )
             .retry_after(Duration::from_secs(5)));
@@ -347,7 +348,7 @@ async fn mint_and_record(
             if reason == SANDBOX_TORN_DOWN || reason == SANDBOX_EXPIRED {
                 Err(sandbox_refused())
             } else {
-                Err(ApiError::new(StatusCode::CONFLICT, "access_ended", reason))
+                Err(ApiError::new(StatusCode::CONFLICT, ErrorCode::AccessEnded, reason))
             }
         }
         Ok(None) => {
@@ -396,10 +397,10 @@ async fn mint_in_turn(
                             &Actor::GitHub,
                         )
                         .await?;
-                    ApiError::new(StatusCode::CONFLICT, status.as_str(), reason)
+                    ApiError::new(StatusCode::CONFLICT, status.error_code(), reason)
                 }
                 None if matches!(e, mint_github::GithubError::PermissionNotGranted { .. }) => {
-                    ApiError::new(StatusCode::CONFLICT, "permission_not_granted", e.to_string())
+                    ApiError::new(StatusCode::CONFLICT, ErrorCode::PermissionNotGranted, e.to_string())
                 }
                 None => github_failure(&e),
             })

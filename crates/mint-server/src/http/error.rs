@@ -1,11 +1,12 @@
-//! Every failure leaves through [`ApiError`] as `{"status": CODE, "message": SENTENCE}`; the sentence names
-//! the cause and the way out. What the store, GitHub, the mint gate and body reading report becomes one here.
+//! Every failure leaves through [`ApiError`] as mint-api's [`ErrorBody`], `{"status": CODE, "message":
+//! SENTENCE}`; the sentence names the cause and the way out. What the store, GitHub, the mint gate and body reading report becomes one here.
 
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
+use mint_api::broker::{ErrorBody, ErrorCode};
 
 use crate::fleet::Refused;
 use crate::github::ConnectError;
@@ -13,8 +14,8 @@ use crate::model::now;
 use crate::store::StoreError;
 
 /// A JSON answer that must not be cached anywhere (it may carry a secret shown once).
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Response {
-    let body = serde_json::to_vec(value).expect("a JSON value always serialises");
+pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    let body = serde_json::to_vec(value).expect("mint-server's answers always serialise");
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
@@ -27,7 +28,7 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response {
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub retry_after: Option<Duration>,
     /// The request's body was not read to its end: the connection cannot carry another request.
@@ -35,7 +36,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -52,13 +53,13 @@ impl ApiError {
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
     }
 
     pub fn no_product(id: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "product_not_found",
+            ErrorCode::ProductNotFound,
             format!("no product {id}: create it with POST /api/v1/products"),
         )
     }
@@ -72,10 +73,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = json(
-            self.status,
-            &serde_json::json!({"status": self.code, "message": self.message}),
-        );
+        let body = ErrorBody {
+            code: self.code,
+            message: self.message,
+        };
+        let mut response = json(self.status, &body);
         if let Some(wait) = self.retry_after {
             let seconds = wait.as_secs().max(1).to_string();
             response.headers_mut().insert(
@@ -104,7 +106,7 @@ impl From<StoreError> for ApiError {
             tracing::warn!(error = %e, "database unavailable");
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "database_unavailable",
+                ErrorCode::DatabaseUnavailable,
                 "mint-server's database is unavailable: try again shortly",
             )
             .retry_after(Duration::from_secs(2))
@@ -112,7 +114,7 @@ impl From<StoreError> for ApiError {
             tracing::error!(error = %e, "database error");
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "database_error",
+                ErrorCode::DatabaseError,
                 "mint-server's database failed; the operator finds the cause in the server's log",
             )
         }
@@ -130,7 +132,11 @@ impl From<ConnectError> for ApiError {
                 | G::InstallationSuspended { .. }
                 | G::RepositoryNotSelected { .. }
                 | G::PermissionNotGranted { .. },
-            ) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "connection_refused", e.to_string()),
+            ) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::ConnectionRefused,
+                e.to_string(),
+            ),
             ConnectError::GitHub(github) => github_failure(github),
         }
     }
@@ -140,21 +146,23 @@ impl From<ConnectError> for ApiError {
 pub fn github_failure(e: &mint_github::GithubError) -> ApiError {
     use mint_github::GithubError as G;
     match e {
-        G::RateLimited { retry_after, .. } => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "github_rate_limited", e.to_string())
-                .retry_after(retry_after.unwrap_or(Duration::from_secs(60)))
-        }
+        G::RateLimited { retry_after, .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::GithubRateLimited,
+            e.to_string(),
+        )
+        .retry_after(retry_after.unwrap_or(Duration::from_secs(60))),
         G::BadAppCredentials { .. } | G::Jwt(_) => {
             tracing::error!(error = %e, "GitHub refused the App's credentials");
             ApiError::new(
                 StatusCode::BAD_GATEWAY,
-                "app_misconfigured",
+                ErrorCode::AppMisconfigured,
                 "GitHub refused mint-server's App credentials: the operator must check --app-id and --private-key",
             )
         }
-        _ if e.is_transient() => ApiError::new(StatusCode::BAD_GATEWAY, "github_unavailable", e.to_string())
+        _ if e.is_transient() => ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::GithubUnavailable, e.to_string())
             .retry_after(Duration::from_secs(5)),
-        _ => ApiError::new(StatusCode::BAD_GATEWAY, "github_error", e.to_string()),
+        _ => ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::GithubError, e.to_string()),
     }
 }
 
@@ -164,13 +172,13 @@ pub fn body_error(e: &crate::body::BodyError) -> ApiError {
     match e {
         B::TooLarge { limit } => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            ErrorCode::BodyTooLarge,
             format!("request bodies are limited to {limit} bytes"),
         ),
-        B::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
+        B::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy, e.to_string())
             .retry_after(Duration::from_secs(1))
             .closing(),
-        B::TimedOut => ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", e.to_string()).closing(),
+        B::TimedOut => ApiError::new(StatusCode::REQUEST_TIMEOUT, ErrorCode::BodyTimeout, e.to_string()).closing(),
         B::Broken(_) => ApiError::bad_request(e.to_string()).closing(),
     }
 }
@@ -178,7 +186,7 @@ pub fn body_error(e: &crate::body::BodyError) -> ApiError {
 pub fn sandbox_refused() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
-        "unauthorized",
+        ErrorCode::Unauthorized,
         "the sandbox credential is unknown, expired or revoked: ask the orchestrator for a new sandbox",
     )
 }
@@ -191,7 +199,7 @@ pub fn not_now(refused: Refused, installation_id: u64) -> ApiError {
             let wait = u64::try_from(until - now()).unwrap_or(1).max(1);
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "github_rate_limited",
+                ErrorCode::GithubRateLimited,
                 format!(
                     "GitHub rate-limited minting for installation {installation_id}; every mint-server replica waits {wait} s before asking again: retry then"
                 ),
@@ -200,7 +208,7 @@ pub fn not_now(refused: Refused, installation_id: u64) -> ApiError {
         }
         Refused::Busy { waited } => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "mint_queue_full",
+            ErrorCode::MintQueueFull,
             format!(
                 "installation {installation_id} has as many mints in flight as mint-server allows (--mints-per-installation), and this request waited {} s for a turn: retry shortly",
                 waited.as_secs()

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use http::request::Parts;
 use http::{HeaderMap, StatusCode, header};
+use mint_api::broker::ErrorCode;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -71,7 +72,7 @@ impl FromRequestParts<Arc<AppState>> for Admin {
             Some(token) if state.admin.matches(token) => Ok(Admin(())),
             _ => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 "this route needs the admin token: send Authorization: Bearer <the token in --admin-token-file>",
             )),
         }
@@ -94,7 +95,7 @@ impl FromRequestParts<Arc<AppState>> for MetricsReader {
             }
             _ => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 "/metrics needs a token: send Authorization: Bearer <the token in --metrics-token-file, or the admin token>",
             )),
         }

@@ -3,6 +3,7 @@
 use askama::Template;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
+use mint_api::broker::ErrorCode;
 
 use super::Web;
 use crate::state::AppState;
@@ -102,7 +103,7 @@ pub(crate) fn web_of(state: &AppState) -> Result<&Web, Response> {
     state.web.as_ref().ok_or_else(|| {
         crate::http::ApiError::new(
             StatusCode::NOT_FOUND,
-            "not_configured",
+            ErrorCode::NotConfigured,
             "the Integrations page is not configured: start mint-server with --public-url, --app-slug, --client-id, --client-secret-file and --webhook-secret-file",
         )
         .into_response()

@@ -17,6 +17,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, StatusCode};
+use mint_api::broker::ErrorCode;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
@@ -65,7 +66,7 @@ pub async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, bod
 
 async fn verify_and_queue(state: &Arc<AppState>, headers: &HeaderMap, body: Body) -> Response {
     let Some(web) = state.web.as_ref() else {
-        return ApiError::new(StatusCode::NOT_FOUND, "not_configured", "webhooks are not configured: start mint-server with --webhook-secret-file and the other connect-flow flags").into_response();
+        return ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotConfigured, "webhooks are not configured: start mint-server with --webhook-secret-file and the other connect-flow flags").into_response();
     };
     if crate::http::declared_length(headers).is_some_and(|n| n > MAX_WEBHOOK_BODY as u64) {
         return body_refused(&BodyError::TooLarge {
@@ -105,7 +106,7 @@ async fn verify_and_queue(state: &Arc<AppState>, headers: &HeaderMap, body: Body
         );
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "bad_signature",
+            ErrorCode::BadSignature,
             "X-Hub-Signature-256 is missing or does not match the webhook secret",
         )
         .into_response();
@@ -158,7 +159,7 @@ fn body_refused(e: &BodyError) -> Response {
     match e {
         BodyError::TooLarge { .. } => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            ErrorCode::BodyTooLarge,
             format!("webhook bodies are limited to {MAX_WEBHOOK_BODY} bytes, GitHub's own cap"),
         ),
         other => crate::http::body_error(other),
