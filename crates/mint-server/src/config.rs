@@ -37,6 +37,7 @@ pub mod env {
     pub const SANDBOX_MINTS_PER_MINUTE: &str = "MINT_SERVER_SANDBOX_MINTS_PER_MINUTE";
     pub const TOKEN_SEAL_KEY_FILE: &str = "MINT_SERVER_TOKEN_SEAL_KEY_FILE";
     pub const MAX_CONNECTIONS: &str = "MINT_SERVER_MAX_CONNECTIONS";
+    pub const DB_POOL: &str = "MINT_SERVER_DB_POOL";
     pub const AUDIT_RETENTION: &str = "MINT_SERVER_AUDIT_RETENTION";
     pub const METRICS_TOKEN_FILE: &str = "MINT_SERVER_METRICS_TOKEN_FILE";
 }
@@ -150,6 +151,13 @@ pub struct Args {
     #[arg(long, env = env::MAX_CONNECTIONS, value_name = "N", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
     pub max_connections: u32,
+    /// Database connections this replica keeps (default 16 on PostgreSQL, 8 on SQLite). A token costs two
+    /// or three short statements, so 16 serve a fleet of 1,000 sandboxes starting at once; every replica's
+    /// pool together must stay under PostgreSQL's `max_connections` (100 by default), with room for the
+    /// operator (docs/server.md).
+    #[arg(long, env = env::DB_POOL, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_pool: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -179,6 +187,7 @@ pub struct Config {
     pub mints_per_minute: u32,
     pub sealer: crate::seal::Sealer,
     pub max_connections: usize,
+    pub db_pool: Option<u32>,
 }
 
 /// A setting that cannot work, named with its flag and environment variable.
@@ -268,6 +277,7 @@ impl Args {
         let web = self.web(&app_id, &github_url, &api_url)?;
         Ok(Config {
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            db_pool: self.db_pool,
             sealer: match &self.token_seal_key_file {
                 Some(path) => seal_secrets(path)?,
                 None => crate::seal::Sealer::from_app_key(),

@@ -418,12 +418,19 @@ impl Drop for MintPermit {
 }
 
 /// Per-sandbox locks on this replica: requests of one sandbox mint one at a time, and the later ones hand
-/// out what the first minted. Entries go once nobody holds or waits for them (checked when there are many).
+/// out what the first minted. Entries go once nobody holds or waits for them and nobody asked for a while
+/// (checked when there are many).
 #[derive(Debug, Default)]
 pub struct MintLocks {
-    /// Each sandbox's lock, and when a request last asked for it.
-    locks: Mutex<HashMap<String, (Weak<tokio::sync::Mutex<()>>, std::time::Instant)>>,
+    locks: Mutex<HashMap<String, SandboxLock>>,
 }
+
+/// A sandbox's lock, and when a request last asked for it.
+type SandboxLock = (Weak<tokio::sync::Mutex<()>>, std::time::Instant);
+
+/// How long a sandbox's entry outlives its last request: a request that looked at the sandbox before
+/// another one minted, and reaches the lock only now, still learns that it must look again.
+const ASKED_MEMORY: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl MintLocks {
     /// The sandbox's lock on this replica, and whether another request of the sandbox may have minted since
@@ -434,7 +441,7 @@ impl MintLocks {
         let (lock, asked_since) = {
             let mut locks = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if locks.len() >= 1024 {
-                locks.retain(|_, (lock, _)| lock.strong_count() > 0);
+                locks.retain(|_, (lock, asked)| lock.strong_count() > 0 || asked.elapsed() < ASKED_MEMORY);
             }
             let entry = locks
                 .entry(sandbox_id.to_owned())

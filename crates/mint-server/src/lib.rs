@@ -55,7 +55,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     // SIGHUP, or a change of the key file, installs a new App key in `app` (a rotation with no restart).
     let key_reloader = mint_github::KeyReloader::new(config.key_source, app.keys(), config.key.stamp);
     let key_reloader = tokio::spawn(key_reloader.run());
-    let store = store::Store::open(&config.database).await?;
+    let store = store::Store::open_with_pool(&config.database, config.db_pool).await?;
     let metrics = Arc::new(metrics::Metrics::default());
     let state = Arc::new(state::AppState {
         store: store.clone(),

@@ -1678,4 +1678,29 @@ mod operator {
         );
         assert_eq!(other, w.hub.tokens().len(), "a scrape mints nothing");
     }
+
+    /// `--db-pool` bounds the connections a replica keeps, whatever the load: 20 sandboxes asking at once
+    /// through a pool of 2 are all answered, and the pool never holds more than 2.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_database_pool_is_the_size_the_operator_set() {
+        let w = World::start_with(Db::Sqlite, vec!["--db-pool".into(), "2".into()]).await;
+        let product = w.connected_product(42, "octo-org/hello-world").await;
+        let mut credentials = Vec::new();
+        for _ in 0..20 {
+            credentials.push(w.sandbox(&product).await.1);
+        }
+        let answers = futures_util::future::join_all(credentials.iter().map(|c| w.token(c))).await;
+        assert!(
+            answers.iter().all(|a| a.status == 200),
+            "{:?}",
+            answers.iter().map(|a| a.status).collect::<Vec<_>>()
+        );
+        let samples = scrape(&w, METRICS_TOKEN).await;
+        let held: f64 = samples
+            .iter()
+            .filter(|(m, _, _)| m == "mint_server_db_connections")
+            .map(|(_, _, v)| v)
+            .sum();
+        assert!((1.0..=2.0).contains(&held), "in use + idle = {held}: {samples:?}");
+    }
 }

@@ -134,6 +134,11 @@ pub struct Store {
 impl Store {
     /// Connect, and bring the schema up to date.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with_pool(url, None).await
+    }
+
+    /// [`Store::open`] keeping `pool` connections (`None`: 16 on PostgreSQL, 8 on SQLite).
+    pub async fn open_with_pool(url: &str, pool: Option<u32>) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -151,10 +156,10 @@ impl Store {
         };
         let pool = AnyPoolOptions::new()
             // SQLite has one writer at a time whatever the pool size; a few connections serve the reads.
-            .max_connections(match backend {
+            .max_connections(pool.unwrap_or(match backend {
                 Backend::Sqlite => 8,
                 Backend::Postgres => 16,
-            })
+            }))
             .acquire_timeout(ACQUIRE_TIMEOUT)
             // No ping on every acquire: it doubled the round trips per token. A connection broken by a
             // database restart fails its next query (503, which mintd retries) and is dropped.
