@@ -676,7 +676,14 @@ pub(crate) async fn bind(Path(id): Path<String>, CsrfForm { page, form }: CsrfFo
         Ok(c) => c,
         Err(e) => return internal(web, "read your choices", &e).into_response(),
     };
-    let expired = choices.is_empty() && form.listed_until.is_some_and(|t| t > 0 && t <= now);
+    // The list this form was shown from has ended: its rows are past their time (or the sweep took them,
+    // and the form says when they were to end).
+    let listed_until = match state.store.choices_expire_at(session, &id).await {
+        Ok(t) => t,
+        Err(e) => return internal(web, "read your choices", &e).into_response(),
+    };
+    let ended = |t: i64| t > 0 && t <= now;
+    let expired = choices.is_empty() && (listed_until.is_some_and(ended) || form.listed_until.is_some_and(ended));
     let choose = format!("/products/{id}/github/choose");
     let Some(wanted) = form.choice.as_deref() else {
         let why = if expired { "expired" } else { "choose-one" };
