@@ -225,9 +225,17 @@ const PHONE: (u32, u32) = (390, 844);
 /// Check the page with axe-core, then write `NAME.png` (desktop) and `NAME-390.png` (phone).
 async fn state(browser: &Client, shots: &Path, name: &str) {
     axe_check(browser, name).await;
+    browser
+        .execute("window.scrollTo(0, 0);", vec![])
+        .await
+        .expect("scroll to the top");
     let png = browser.screenshot().await.expect("screenshot");
     std::fs::write(shots.join(format!("{name}.png")), png).expect("write screenshot");
     browser.set_window_size(PHONE.0, PHONE.1).await.expect("phone width");
+    browser
+        .execute("window.scrollTo(0, 0);", vec![])
+        .await
+        .expect("scroll to the top");
     let png = browser.screenshot().await.expect("screenshot");
     std::fs::write(shots.join(format!("{name}-390.png")), png).expect("write screenshot");
     let overflow = browser
@@ -279,6 +287,13 @@ fn axe_script() -> String {
 
 /// Run axe-core on the page as it is now; fail on serious or critical violations, printing them.
 async fn axe_check(browser: &Client, name: &str) {
+    // The card reloads itself while work goes on (issue 29 asks for it, with no JavaScript); axe's
+    // `meta-refresh` rule forbids any timed refresh. WCAG 2.2.1 allows one the person can turn off: such a
+    // page must offer "Pause updates", and then that one rule is not run.
+    let refreshes = !no_refresh(browser).await;
+    if refreshes {
+        find(browser, "#pause-updates").await;
+    }
     browser
         .execute(&format!("{}\nreturn typeof axe;", axe_script()), vec![])
         .await
@@ -286,11 +301,12 @@ async fn axe_check(browser: &Client, name: &str) {
     let result = browser
         .execute_async(
             "const done = arguments[arguments.length - 1];
-             axe.run(document).then(r => done(JSON.stringify(r.violations.map(v => ({
+             const options = arguments[0] ? {rules: {'meta-refresh': {enabled: false}}} : {};
+             axe.run(document, options).then(r => done(JSON.stringify(r.violations.map(v => ({
                  id: v.id, impact: v.impact, help: v.help,
                  nodes: v.nodes.map(n => n.target.join(' ') + ': ' + n.failureSummary) }))))
              ).catch(e => done(JSON.stringify({error: String(e)})));",
-            vec![],
+            vec![Value::Bool(refreshes)],
         )
         .await
         .expect("axe.run");
@@ -531,6 +547,12 @@ fn connect_change_manage_disconnect_in_a_browser() {
                 .contains("A sandbox got a token for acme/api.")
         );
         rig.shot(&browser, "card-sandbox-working").await;
+        // WCAG 2.2.1: the person can turn the reloading off, and on again.
+        click(&browser, "#pause-updates").await;
+        find(&browser, "#resume-updates").await;
+        assert!(no_refresh(&browser).await, "paused");
+        click(&browser, "#resume-updates").await;
+        find(&browser, "#pause-updates").await;
 
         // Issue 29 (1, 2): Change repository, then install the App on another account with one repository
         // (bigco/monorepo). Nothing is rebound: the chooser lists every repository, the current one marked

@@ -68,6 +68,8 @@ pub(crate) async fn stylesheet() -> Response {
 #[derive(Debug, Deserialize)]
 pub(crate) struct FlashQuery {
     flash: Option<String>,
+    /// `off`: the card does not reload itself (WCAG 2.2.1: a person can turn a timed refresh off).
+    live: Option<String>,
 }
 
 /// Fixed sentences only: a query parameter or cookie never becomes page text.
@@ -261,6 +263,8 @@ pub(crate) struct IntegrationsPage<'a> {
     activity: Vec<ActivityLine>,
     pulls: Vec<PullLine>,
     refresh: Option<u32>,
+    /// Work is going on but the person turned the reloading off.
+    paused: bool,
 }
 
 /// How often a live card reloads itself (no JavaScript): while a sandbox holds a token or an owner's
@@ -303,6 +307,8 @@ pub(crate) async fn integrations(
     let flash_code = flash_of(&headers);
     let flash = flash_text(flash_code.as_deref());
     let pending = connection.status == S::PendingApproval;
+    let live = story.working > 0 || pending;
+    let paused = q.live.as_deref() == Some("off");
     let response = render(
         web,
         &IntegrationsPage {
@@ -366,7 +372,8 @@ pub(crate) async fn integrations(
                     base: p.base.name,
                 })
                 .collect(),
-            refresh: (story.working > 0 || pending).then_some(REFRESH_SECONDS),
+            refresh: (live && !paused).then_some(REFRESH_SECONDS),
+            paused: live && paused,
         },
     );
     with_flash_cleared(response, flash_code.is_some())
@@ -430,7 +437,10 @@ fn support_detail(connection: &Connection) -> Option<String> {
         return None;
     }
     let mut detail = sentence(&connection.reason);
-    if let Some(installation) = connection.installation_id {
+    if let Some(installation) = connection
+        .installation_id
+        .filter(|i| !connection.reason.contains(&format!("installation {i}")))
+    {
         let _ = write!(detail, " Installation {installation}");
         if let Some(r) = connection.repository_id {
             let _ = write!(detail, ", repository {r}");
