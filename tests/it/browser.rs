@@ -514,7 +514,12 @@ fn connect_change_manage_disconnect_in_a_browser() {
             !card.contains("Installation\n"),
             "no row of its own for the installation: {card}"
         );
-        assert!(text(&browser, "#support-detail").await.contains("Installation "));
+        assert!(
+            text(&browser, "#support-detail")
+                .await
+                .to_lowercase()
+                .contains("installation ")
+        );
         rig.shot(&browser, "card-connected").await;
         let connection = rig.connection(&product);
         assert_eq!(connection["status"], "active");
@@ -706,6 +711,36 @@ fn connect_change_manage_disconnect_in_a_browser() {
         );
         click(&browser, "#back-to-app").await;
         find(&browser, "#github-card").await;
+
+        // Issue 29 (4): the open pull request stays on the card after a change of repository, marked as
+        // opened in the one before; then back to acme/webapp.
+        for (to, from) in [("acme/api", "acme/webapp"), ("acme/webapp", "acme/api")] {
+            click(&browser, "#change-repository").await;
+            github_sign_in(&browser, "octocat").await;
+            click(&browser, &format!("input[data-repository='{to}']")).await;
+            click(&browser, "#use-repository").await;
+            assert!(
+                text(&browser, "#confirm-what")
+                    .await
+                    .contains(&format!("instead of {from}"))
+            );
+            click(&browser, "#confirm-change").await;
+            assert_eq!(text(&browser, "#github-repository").await, to);
+            wait_for_text(&browser, "Add AGENT.md").await;
+            let pulls = text(&browser, "#pull-requests").await;
+            assert!(
+                pulls.contains("#1 Add AGENT.md") && pulls.contains("acme/webapp"),
+                "{pulls}"
+            );
+            assert_eq!(
+                pulls.contains("opened before the repository was changed"),
+                to == "acme/api",
+                "{pulls}"
+            );
+            if to == "acme/api" {
+                rig.shot(&browser, "card-pull-request-after-change").await;
+            }
+        }
 
         // Manage repositories: GitHub's settings page for the installation, in a new tab. Removing the
         // repository there reaches the card through the signed webhook.

@@ -214,6 +214,9 @@ pub(crate) struct ActivityLine {
 
 /// A pull request on the card.
 pub(crate) struct PullLine {
+    repository: String,
+    /// Not the repository the product uses now: opened before a change of repository.
+    earlier: bool,
     url: String,
     number: u64,
     title: String,
@@ -300,9 +303,9 @@ pub(crate) async fn integrations(
     let message = card_message(&connection, &name, &story);
     let support = support_detail(&connection);
     let github = web.github_url.trim_end_matches('/');
-    let pulls = match connection.target() {
-        Some((installation, repository, name)) => agent_pulls(&state, &id, (installation, repository, name)).await,
-        None => Vec::new(),
+    let pulls = match card_pulls(&state, &id, &connection).await {
+        Ok(p) => p,
+        Err(e) => return internal(web, "read the product's repositories", &e).into_response(),
     };
     let flash_code = flash_of(&headers);
     let flash = flash_text(flash_code.as_deref());
@@ -361,17 +364,7 @@ pub(crate) async fn integrations(
             sandboxes: story.sandboxes,
             last_token: story.last_token,
             activity: story.activity,
-            pulls: pulls
-                .into_iter()
-                .map(|p| PullLine {
-                    url: p.html_url,
-                    number: p.number,
-                    title: p.title,
-                    state: if p.draft { "Draft" } else { "Open" },
-                    branch: p.head.name,
-                    base: p.base.name,
-                })
-                .collect(),
+            pulls,
             refresh: (live && !paused).then_some(REFRESH_SECONDS),
             paused: live && paused,
         },
@@ -507,6 +500,44 @@ async fn story(state: &AppState, product: &str, connection: &Connection) -> Resu
             })
             .collect(),
     })
+}
+
+/// How many of the product's last repositories the card lists pull requests from.
+const PULL_REPOSITORIES: usize = 3;
+
+/// The pull requests coding tasks opened and that are still open, in the current repository and the ones
+/// the product used before it (a change of repository does not make them vanish), while connected.
+async fn card_pulls(
+    state: &AppState,
+    product: &str,
+    connection: &Connection,
+) -> Result<Vec<PullLine>, crate::store::StoreError> {
+    let Some((installation, repository, name)) = connection.target() else {
+        return Ok(Vec::new());
+    };
+    let mut targets = vec![(installation, repository, name.to_owned())];
+    for past in state.store.last_repositories(product, PULL_REPOSITORIES).await? {
+        if targets.len() < PULL_REPOSITORIES && past.repository_id != repository {
+            targets.push((past.installation_id, past.repository_id, past.repository));
+        }
+    }
+    let mut lines = Vec::new();
+    for (installation, repository_id, name) in targets {
+        let earlier = repository_id != repository;
+        for p in agent_pulls(state, product, (installation, repository_id, &name)).await {
+            lines.push(PullLine {
+                repository: name.clone(),
+                earlier,
+                url: p.html_url,
+                number: p.number,
+                title: p.title,
+                state: if p.draft { "Draft" } else { "Open" },
+                branch: p.head.name,
+                base: p.base.name,
+            });
+        }
+    }
+    Ok(lines)
 }
 
 /// The connection's agent pull requests for the card: a listing a few seconds old serves every page view,
