@@ -619,6 +619,8 @@ pub(crate) struct ChoosePage<'a> {
     choices: Vec<ChoiceLine>,
     /// GitHub was asked just now and listed nothing (not: the list expired or was never loaded).
     none_listed: bool,
+    /// The message already says the list expired.
+    expired: bool,
     listed_until: i64,
     current: Option<&'a str>,
 }
@@ -679,6 +681,7 @@ pub(crate) async fn choose(
             product_id: &id,
             product_name: &name,
             none_listed: flash_code.as_deref() == Some("none-listed"),
+            expired: flash_code.as_deref() == Some("expired"),
             choices,
             listed_until,
             current: connection.as_ref().and_then(|c| c.repository.as_deref()),
