@@ -224,6 +224,15 @@ const PHONE: (u32, u32) = (390, 844);
 
 /// Check the page with axe-core, then write `NAME.png` (desktop) and `NAME-390.png` (phone).
 async fn state(browser: &Client, shots: &Path, name: &str) {
+    let scripts = browser
+        .execute("return document.scripts.length;", vec![])
+        .await
+        .expect("scripts");
+    assert_eq!(
+        scripts,
+        json!(0),
+        "{name}: the page works without JavaScript, and carries none"
+    );
     axe_check(browser, name).await;
     browser
         .execute("window.scrollTo(0, 0);", vec![])
@@ -468,8 +477,9 @@ fn connect_change_manage_disconnect_in_a_browser() {
         );
         rig.shot(&browser, "card-not-connected").await;
 
-        // Connect GitHub: no installation of the App reachable yet, so GitHub's install page, then back.
-        click(&browser, "#connect-github").await;
+        // Connect GitHub, with the keyboard alone: no installation of the App reachable yet, so GitHub's
+        // install page, then back.
+        tab_to(&browser, "connect-github", Some(fantoccini::key::Key::Enter)).await;
         github_sign_in(&browser, "octocat").await;
         assert!(page_text(&browser).await.contains("Install"), "GitHub's install page");
         click(&browser, "#choose-acme").await;
@@ -815,6 +825,33 @@ fn connect_change_manage_disconnect_in_a_browser() {
         );
         browser.close().await.expect("close");
     });
+}
+
+/// Press Tab (the keyboard, not a script) until the element with `id` has the focus, and check that its
+/// focus ring shows; then press `then` there (Enter to activate it), if given.
+async fn tab_to(browser: &Client, id: &str, then: Option<fantoccini::key::Key>) {
+    for _ in 0..40 {
+        let active = browser.active_element().await.expect("the focused element");
+        if active.attr("id").await.ok().flatten().as_deref() == Some(id) {
+            let ring = browser
+                .execute(
+                    "const s = getComputedStyle(document.activeElement); return [s.outlineStyle, s.outlineWidth];",
+                    vec![],
+                )
+                .await
+                .expect("style");
+            assert!(
+                ring[0] != "none" && ring[1] != "0px",
+                "#{id} has the focus but no visible focus ring: {ring}"
+            );
+            if let Some(key) = then {
+                active.send_keys(&key).await.expect("key");
+            }
+            return;
+        }
+        active.send_keys(&fantoccini::key::Key::Tab).await.expect("tab");
+    }
+    panic!("Tab never reached #{id}");
 }
 
 /// The element's attribute, if it has it.
