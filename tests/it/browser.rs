@@ -4,8 +4,8 @@
 //!
 //! Every page and state is checked with axe-core, injected through `WebDriver`: a serious or critical
 //! violation fails the test. The script is `axe.min.js` from `PyPI`'s `axe-selenium-python` (pinned in
-//! `.ci/run`: `python3 -m pip install axe-selenium-python==2.1.6`), found through `python3`, or at the path in
-//! `MINT_AXE_JS`.
+//! `scripts/test`, which installs it in its venv; by hand: `python3 -m pip install axe-selenium-python==2.1.6`),
+//! found through `python3`, or at the path in `MINT_AXE_JS`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -286,8 +286,8 @@ fn axe_script() -> String {
             match path.and_then(|p| std::fs::read_to_string(&p).ok()) {
                 Some(script) => script,
                 None => panic!(
-                    "axe-core is needed for the accessibility checks: python3 -m pip install axe-selenium-python==2.1.6 \
-                     (or set MINT_AXE_JS to an axe.min.js)"
+                    "axe-core is needed for the accessibility checks: run the tests through scripts/test, which installs \
+                     it, or python3 -m pip install axe-selenium-python==2.1.6 (or set MINT_AXE_JS to an axe.min.js)"
                 ),
             }
         })
