@@ -968,6 +968,11 @@ fn an_org_that_restricts_apps_gets_a_request_an_owner_approves_then_connect() {
         // The `installation.created` webhook with the requester makes the card connectable.
         wait_for_text(&hubot, "approved the installation").await;
         assert_eq!(text(&hubot, "#github-status").await, "Not connected");
+        let activity = text(&hubot, "#activity").await;
+        assert!(
+            activity.contains("An owner of bigco approved the installation") && !activity.contains("disconnected"),
+            "{activity}"
+        );
         rig.shot(&hubot, "card-approved").await;
         // Issue 29 (8): once approved, the next step is one click: the first connect, with one repository to
         // choose, binds it and says so.

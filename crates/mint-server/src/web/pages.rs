@@ -181,7 +181,11 @@ fn activity_line(e: &AuditEvent) -> String {
         Action::Connected => format!("{who} connected {repository}."),
         Action::Reconnected => format!("{who} reconnected {repository}."),
         Action::RepositoryChanged => format!("{who} changed the repository from {} to {repository}.", text("from")),
-        Action::Disconnected => format!("{who} disconnected GitHub."),
+        // GitHub's side (an approval, an uninstall) ends a connection with its reason; a person disconnects.
+        Action::Disconnected => match (&e.actor, text("reason")) {
+            (Actor::User { .. } | Actor::Admin, _) | (_, "") => format!("{who} disconnected GitHub."),
+            (_, reason) => sentence(reason),
+        },
         Action::ApprovalRequested => match text("account") {
             "" => format!("{who} asked an organization owner to approve the App."),
             account => format!("{who} asked an owner of {account} to approve the App."),
