@@ -25,7 +25,7 @@ mod tokens;
 mod web;
 
 pub use audit::{Action, Actor, AuditEvent, Cursor};
-pub use card::{Landmark, PastRepository};
+pub use card::{AGENT_BRANCH_PREFIX, AgentPull, Landmark, PastRepository};
 pub use sandboxes::{LiveToken, SandboxSummary};
 pub use tokens::{
     BrokerView, Claimed, NewToken, Outcome, Reusable, SANDBOX_EXPIRED, SANDBOX_TORN_DOWN, TokenRecord, Whose,
