@@ -694,6 +694,8 @@ fn connect_change_manage_disconnect_in_a_browser() {
                 "Add AGENT.md",
                 "--title",
                 "Add AGENT.md",
+                "--ticket",
+                "ACME-7",
             ],
         );
         // Issue 29 (5): the card reloads itself while a sandbox works, so the pull request appears with no
@@ -707,7 +709,23 @@ fn connect_change_manage_disconnect_in_a_browser() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         find(&browser, "#pull-requests").await;
-        assert!(text(&browser, "#pull-requests .pull-state").await == "Open");
+        // Issue 29 (9): state, review state, ticket and age.
+        assert_eq!(text(&browser, "#pull-requests .pull-state").await, "Open");
+        wait_for_text(&browser, "Ticket ACME-7").await;
+        assert_eq!(
+            text(&browser, "#pull-requests .pull-review").await,
+            "Waiting for review"
+        );
+        assert!(
+            text(&browser, "#pull-requests .pull-where")
+                .await
+                .contains("opened just now")
+        );
+        rig.world
+            .hub
+            .review("acme", "webapp", 1, "octocat", "APPROVE", "Looks good.", &[])
+            .expect("reviewed");
+        wait_for_text(&browser, "Approved").await;
         rig.shot(&browser, "card-with-pull-request").await;
         // Issue 29 (9): fakehub's pull-request page shows the diff and links back.
         let href = attr(&browser, "#pull-requests a", "href").await.expect("href");
@@ -751,6 +769,12 @@ fn connect_change_manage_disconnect_in_a_browser() {
                 rig.shot(&browser, "card-pull-request-after-change").await;
             }
         }
+
+        // Issue 29 (9): merged on GitHub, the pull request stays on the card, marked Merged.
+        rig.world.hub.merge("acme", "webapp", 1).expect("merged");
+        wait_for_text(&browser, "Merged").await;
+        assert_eq!(text(&browser, "#pull-requests .pull-state").await, "Merged");
+        rig.shot(&browser, "card-pull-request-merged").await;
 
         // Manage repositories: GitHub's settings page for the installation, in a new tab. Removing the
         // repository there reaches the card through the signed webhook.

@@ -225,6 +225,11 @@ pub(crate) struct PullLine {
     number: u64,
     title: String,
     state: &'static str,
+    state_class: &'static str,
+    review: Option<&'static str>,
+    ticket: Option<String>,
+    /// (how long ago, RFC 3339) it was opened, when the webhooks told it.
+    opened: Option<(String, String)>,
     branch: String,
     base: String,
 }
@@ -509,8 +514,13 @@ async fn story(state: &AppState, product: &str, connection: &Connection) -> Resu
 /// How many of the product's last repositories the card lists pull requests from.
 const PULL_REPOSITORIES: usize = 3;
 
-/// The pull requests coding tasks opened and that are still open, in the current repository and the ones
-/// the product used before it (a change of repository does not make them vanish), while connected.
+/// How many pull requests the card lists.
+const PULL_LINES: i64 = 10;
+
+/// The pull requests coding tasks opened in the current repository and the ones the product used before
+/// it (a change of repository does not make them vanish), while connected: what the `pull_request` and
+/// `pull_request_review` webhooks told (state, review, ticket, age), and any open one GitHub lists that no
+/// webhook told of (an App not subscribed to those events), as open.
 async fn card_pulls(
     state: &AppState,
     product: &str,
@@ -525,17 +535,58 @@ async fn card_pulls(
             targets.push((past.installation_id, past.repository_id, past.repository));
         }
     }
-    let mut lines = Vec::new();
+    let ids: Vec<u64> = targets.iter().map(|t| t.1).collect();
+    let now = now();
+    let mut lines: Vec<PullLine> = state
+        .store
+        .agent_pulls_in(&ids, PULL_LINES)
+        .await?
+        .into_iter()
+        .map(|p| {
+            let (label, class) = match p.state.as_str() {
+                "merged" => ("Merged", "badge-merged"),
+                "closed" => ("Closed", "badge-off"),
+                "draft" => ("Draft", "badge-off"),
+                _ => ("Open", "badge-active"),
+            };
+            PullLine {
+                earlier: p.repository_id != repository,
+                repository: p.repository,
+                url: p.html_url,
+                number: p.number,
+                title: p.title,
+                state: label,
+                state_class: class,
+                review: match p.review_state.as_deref() {
+                    Some("approved") => Some("Approved"),
+                    Some("changes_requested") => Some("Changes requested"),
+                    Some("commented") => Some("Reviewed with comments"),
+                    _ if p.state == "open" || p.state == "draft" => Some("Waiting for review"),
+                    _ => None,
+                },
+                ticket: p.ticket,
+                opened: Some((ago(p.opened_at, now), rfc3339(p.opened_at))),
+                branch: p.head_ref,
+                base: p.base_ref,
+            }
+        })
+        .collect();
     for (installation, repository_id, name) in targets {
-        let earlier = repository_id != repository;
         for p in agent_pulls(state, product, (installation, repository_id, &name)).await {
+            if lines.iter().any(|l| l.url == p.html_url) {
+                continue;
+            }
             lines.push(PullLine {
                 repository: name.clone(),
-                earlier,
+                earlier: repository_id != repository,
                 url: p.html_url,
                 number: p.number,
                 title: p.title,
                 state: if p.draft { "Draft" } else { "Open" },
+                state_class: if p.draft { "badge-off" } else { "badge-active" },
+                review: None,
+                ticket: None,
+                opened: None,
                 branch: p.head.name,
                 base: p.base.name,
             });
