@@ -337,6 +337,35 @@ pub(crate) fn commit_subjects(repo: &Path, base: &str, head: &str) -> Vec<(Strin
         .collect()
 }
 
+/// The pull request's changes as GitHub's "Files changed" shows them: each file's path with its patch
+/// (`git diff base...head`, the merge base against the head).
+pub(crate) fn changed_files(repo: &Path, base: &str, head: &str) -> Vec<(String, String)> {
+    let Ok(out) = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(repo)
+        .args(["diff", "--no-color", "--no-ext-diff", "--patch"])
+        .arg(format!("{base}...{head}"))
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+    else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut files: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("diff --git a/") {
+            let path = rest.split_once(" b/").map_or(rest, |(_, b)| b);
+            files.push((path.to_owned(), String::new()));
+        } else if let Some((_, patch)) = files.last_mut()
+            && (!patch.is_empty() || line.starts_with("@@"))
+        {
+            patch.push_str(line);
+            patch.push('\n');
+        }
+    }
+    files
+}
+
 /// The branch `HEAD` points at in a bare repository.
 pub(crate) fn default_branch(repo: &Path) -> Option<String> {
     let head = std::fs::read_to_string(repo.join("HEAD")).ok()?;

@@ -73,6 +73,10 @@ pub const BROAD_PERMISSIONS: &[(&str, &str)] = &[
     ("administration", "write"),
 ];
 
+/// What mint asks for and nothing more: the demo App requests only these on its install page.
+pub const LEAST_PERMISSIONS: &[(&str, &str)] =
+    &[("contents", "write"), ("pull_requests", "write"), ("metadata", "read")];
+
 impl InstallationConfig {
     /// An installation on `account` reaching `repositories`, granting `permissions` (`("contents", "write")`, …).
     pub fn new(id: u64, account: &str, repositories: &[&str], permissions: &[(&str, &str)]) -> Self {
@@ -278,6 +282,16 @@ impl Config {
         self
     }
 
+    /// What the App requests when installed from its install page (`("contents", "write")`, …).
+    #[must_use]
+    pub fn with_app_permissions(mut self, permissions: &[(&str, &str)]) -> Self {
+        self.app_permissions = permissions
+            .iter()
+            .map(|(name, level)| ((*name).to_owned(), (*level).to_owned()))
+            .collect();
+        self
+    }
+
     #[must_use]
     pub fn with_html_urls_on_fakehub(mut self, on: bool) -> Self {
         self.html_urls_on_fakehub = on;
@@ -286,22 +300,23 @@ impl Config {
 
     /// The demo's people: `octocat` owns `octo-org` and co-owns `restricted-org`; `mona` is a member of
     /// `octo-org` without push; `hubot` is a member of `restricted-org`, whose policy lets only owners install.
-    /// Passwords equal logins.
+    /// Passwords equal logins. The demo App requests only [`LEAST_PERMISSIONS`].
     #[must_use]
     pub fn with_demo_users(self) -> Self {
-        self.with_user(
-            UserConfig::new("octocat", "octocat")
-                .owner_of("octo-org")
-                .owner_of("restricted-org"),
-        )
-        .with_user(UserConfig::new("mona", "mona").member_of("octo-org", false))
-        .with_user(UserConfig::new("hubot", "hubot").member_of("restricted-org", true))
-        .with_restricted_org("restricted-org")
-        .with_repositories("octo-org", &["hello-world", "octo-app"])
-        .with_repositories("restricted-org", &["secret-sauce"])
-        .with_repositories("octocat", &["dotfiles"])
-        .with_repositories("mona", &["mona-notes"])
-        .with_repositories("hubot", &["hubot-scripts"])
+        self.with_app_permissions(LEAST_PERMISSIONS)
+            .with_user(
+                UserConfig::new("octocat", "octocat")
+                    .owner_of("octo-org")
+                    .owner_of("restricted-org"),
+            )
+            .with_user(UserConfig::new("mona", "mona").member_of("octo-org", false))
+            .with_user(UserConfig::new("hubot", "hubot").member_of("restricted-org", true))
+            .with_restricted_org("restricted-org")
+            .with_repositories("octo-org", &["hello-world", "octo-app"])
+            .with_repositories("restricted-org", &["secret-sauce"])
+            .with_repositories("octocat", &["dotfiles"])
+            .with_repositories("mona", &["mona-notes"])
+            .with_repositories("hubot", &["hubot-scripts"])
     }
 }
 

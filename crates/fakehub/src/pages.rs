@@ -636,11 +636,40 @@ impl FakeHub {
             );
         }
         commits.push_str("</ol>\n");
+        let files = crate::git::changed_files(&self.repo_path(&pull.owner, &pull.repo), &pull.base_sha, &pull.head_sha);
+        let mut changes = format!("<h3>Files changed ({})</h3>\n<div id=\"files\">\n", files.len());
+        for (path, patch) in &files {
+            let _ = writeln!(
+                changes,
+                "<section class=\"file\"><h4 class=\"file-path\"><code>{}</code></h4><pre class=\"patch\">{}</pre></section>",
+                esc(path),
+                esc(patch)
+            );
+        }
+        changes.push_str("</div>\n");
+        // GitHub links an App's pull requests to the App's homepage; fakehub's App lives where its Setup URL is.
+        let back = self
+            .config()
+            .setup_url
+            .as_deref()
+            .and_then(|u| {
+                let (scheme, rest) = u.split_once("://")?;
+                let host = rest.split('/').next()?;
+                Some(format!("{scheme}://{host}/"))
+            })
+            .map(|origin| {
+                format!(
+                    "<p><a id=\"back-to-app\" href=\"{}\">← Back to {} (the App's page)</a></p>\n",
+                    esc(&origin),
+                    esc(&self.config().app_slug)
+                )
+            })
+            .unwrap_or_default();
         let body = format!(
-            "<p id=\"pull-state\">{state} · <strong>{owner}/{repo}</strong> #{n} · wants to merge \
+            "{back}<p id=\"pull-state\">{state} · <strong>{owner}/{repo}</strong> #{n} · wants to merge \
              <code id=\"head-ref\">{head}</code> into <code id=\"base-ref\">{base}</code></p>\n\
              <h2 id=\"pull-title\">{title}</h2>\n<pre id=\"pull-body\">{body}</pre>\n\
-             <h3>Commits ({count})</h3>\n{commits}",
+             <h3>Commits ({count})</h3>\n{commits}{changes}",
             state = if pull.draft { "Draft" } else { "Open" },
             owner = esc(&pull.owner),
             repo = esc(&pull.repo),

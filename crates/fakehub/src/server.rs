@@ -428,7 +428,7 @@ impl FakeHub {
             .map(|i| i.config.clone())
     }
 
-    fn installation_for(&self, owner: &str, repo: &str) -> Option<InstallationConfig> {
+    pub(crate) fn installation_for(&self, owner: &str, repo: &str) -> Option<InstallationConfig> {
         let repo = repo.strip_suffix(".git").unwrap_or(repo);
         let state = self.state();
         state
@@ -746,6 +746,7 @@ impl FakeHub {
         };
         state.pulls.push(record.clone());
         drop(state);
+        self.send_pull_request_event("opened", &record);
         let mut response = json_response(StatusCode::CREATED, &pull_json(self, &record));
         if let Ok(location) = HeaderValue::from_str(&format!(
             "https://api.github.com/repos/{}/{}/pulls/{}",

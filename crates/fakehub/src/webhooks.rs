@@ -49,6 +49,44 @@ impl FakeHub {
         self.enqueue(delivery);
     }
 
+    /// `pull_request` with `action` (`opened`, `closed`…) for the pull request as it is now, to the App of
+    /// the installation that reaches its repository.
+    pub(crate) fn send_pull_request_event(&self, action: &str, pull: &crate::PullRecord) {
+        let Some(installation) = self.installation_for(&pull.owner, &pull.repo) else {
+            return;
+        };
+        let payload = serde_json::json!({
+            "action": action,
+            "number": pull.number,
+            "pull_request": crate::server::pull_json(self, pull),
+            "repository": crate::server::repository_json(self, &pull.owner, &pull.repo),
+            "installation": {"id": installation.id},
+            "sender": crate::server::review::user_json(&pull.author),
+        });
+        self.send_webhook("pull_request", Some(installation.id), &payload);
+    }
+
+    /// `pull_request_review` `submitted`: `reviewer`'s verdict (`APPROVED`, `CHANGES_REQUESTED`, `COMMENTED`).
+    pub(crate) fn send_review_event(&self, pull: &crate::PullRecord, id: u64, reviewer: &str, verdict: &str) {
+        let Some(installation) = self.installation_for(&pull.owner, &pull.repo) else {
+            return;
+        };
+        let payload = serde_json::json!({
+            "action": "submitted",
+            "review": {
+                "id": id,
+                "user": crate::server::review::user_json(reviewer),
+                "state": verdict.to_ascii_lowercase(),
+                "submitted_at": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            },
+            "pull_request": crate::server::pull_json(self, pull),
+            "repository": crate::server::repository_json(self, &pull.owner, &pull.repo),
+            "installation": {"id": installation.id},
+            "sender": crate::server::review::user_json(reviewer),
+        });
+        self.send_webhook("pull_request_review", Some(installation.id), &payload);
+    }
+
     fn enqueue(&self, mut delivery: Delivery) {
         let mut state = self.state();
         delivery.id = u64::try_from(state.deliveries.len()).expect("fewer than 2^64 deliveries") + 1;

@@ -67,9 +67,16 @@ impl Demo {
         println!("mint demo: a sandbox's git, authenticated by mintd, against fakehub (a stand-in GitHub)\n");
 
         let key = AppKeyPair::generate().context("generating the App's RSA key")?;
-        let hub_config = HubConfig::new(APP_ID, key.public_key_pem(), work.join("github")).with_installation(
-            InstallationConfig::new(INSTALLATION_ID, OWNER, &[REPO, OTHER_REPO], fakehub::BROAD_PERMISSIONS),
-        );
+        // The App asks for what mint needs and nothing more; pull requests link to fakehub's own pages.
+        let hub_config = HubConfig::new(APP_ID, key.public_key_pem(), work.join("github"))
+            .with_installation(InstallationConfig::new(
+                INSTALLATION_ID,
+                OWNER,
+                &[REPO, OTHER_REPO],
+                fakehub::LEAST_PERMISSIONS,
+            ))
+            .with_app_permissions(fakehub::LEAST_PERMISSIONS)
+            .with_html_urls_on_fakehub(true);
         let hub = FakeHub::start(hub_config).await.context("starting fakehub")?;
         hub.create_repo(OWNER, REPO)?;
         hub.create_repo(OWNER, OTHER_REPO)?;
@@ -77,7 +84,7 @@ impl Demo {
             "fakehub",
             &format!(
                 "{} — App {APP_ID}, installation {INSTALLATION_ID} on {OWNER} with {REPO} and {OTHER_REPO}, \
-                 granted contents, pull_requests, issues and administration",
+                 granted contents, pull_requests and metadata only",
                 hub.url()
             ),
         );
@@ -220,7 +227,7 @@ impl Demo {
             bail!("the token is wider than asked: {repos:?} {perms:?}");
         }
         proof(&format!(
-            "scoped to {OWNER}/{REPO} alone with {} — not the installation's issues or administration",
+            "scoped to {OWNER}/{REPO} alone with {} — not {OWNER}/{OTHER_REPO}, which the installation also reaches",
             perms.join(", ")
         ));
         let (files, found) = search_for_secret(

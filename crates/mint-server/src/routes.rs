@@ -58,7 +58,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/products/{id}/github/install", post(pages::install))
         .route("/products/{id}/github/choose", get(pages::choose))
         .route("/products/{id}/github/bind", post(pages::bind))
-        .route("/products/{id}/github/disconnect", post(pages::disconnect));
+        .route(
+            "/products/{id}/github/disconnect",
+            get(pages::confirm_disconnect).post(pages::disconnect),
+        );
     let bounded = admin.merge(web).layer(
         ServiceBuilder::new()
             .layer(HandleErrorLayer::new(timed_out))

@@ -96,7 +96,16 @@ impl FakeHub {
                 created_at: now,
             });
         }
+        drop(state);
+        self.send_review_event(&pull, id, reviewer, review_state(event));
         Some(id)
+    }
+
+    /// Merge pull request `number`, as its reviewer would on GitHub; sends `pull_request` `closed` (merged).
+    /// Returns the merge commit.
+    pub fn merge(&self, owner: &str, repo: &str, number: u64) -> Result<String, String> {
+        let pull = self.pull(owner, repo, number).ok_or("no such pull request")?;
+        self.merge_pull(&pull)
     }
 
     /// `who` comments on the conversation of issue or pull request `number`. Returns the comment's id.
@@ -529,6 +538,15 @@ impl FakeHub {
         {
             p.merged = Some(sha.clone());
             p.state = "closed".into();
+        }
+        let merged = state
+            .pulls
+            .iter()
+            .find(|p| p.owner == pull.owner && p.repo == pull.repo && p.number == pull.number)
+            .cloned();
+        drop(state);
+        if let Some(merged) = merged {
+            self.send_pull_request_event("closed", &merged);
         }
         Ok(sha)
     }

@@ -16,6 +16,7 @@ use crate::events::Events;
 use crate::model::{Connection, ConnectionStatus, SandboxRow};
 
 mod audit;
+mod card;
 mod connections;
 mod fleet;
 mod products;
@@ -24,6 +25,7 @@ mod tokens;
 mod web;
 
 pub use audit::{Action, Actor, AuditEvent, Cursor};
+pub use card::{AGENT_BRANCH_PREFIX, AgentPull, Landmark, PastRepository};
 pub use sandboxes::{LiveToken, SandboxSummary};
 pub use tokens::{
     BrokerView, Claimed, NewToken, Outcome, Reusable, SANDBOX_EXPIRED, SANDBOX_TORN_DOWN, TokenRecord, Whose,

@@ -29,4 +29,4 @@ pub const FLOW_TTL: Duration = Duration::from_secs(10 * 60);
 /// bound to, with no row anywhere. `__Host-`: only this exact origin can set it, over a secure channel.
 pub const SESSION_COOKIE: &str = "__Host-mint_session";
 /// The card lists open pull requests from these branches: what the product's coding tasks opened.
-pub(crate) const AGENT_BRANCH_PREFIX: &str = "adagent/";
+pub(crate) const AGENT_BRANCH_PREFIX: &str = crate::store::AGENT_BRANCH_PREFIX;

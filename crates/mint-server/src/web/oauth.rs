@@ -204,7 +204,7 @@ pub(crate) async fn callback(
             };
             let here = format!("/products/{product}/integrations");
             match member(state, web, &browser, product, &here).await {
-                Ok(_) => offer_choices(state, web, &browser, product, &user_token, flow.installation_hint).await?,
+                Ok(_) => offer_choices(state, web, &browser, product, &user_token).await?,
                 Err(r) => r,
             }
         }
@@ -215,15 +215,15 @@ pub(crate) async fn callback(
 }
 
 /// Ask GitHub, as the user, which installations of this App they reach and where they can push; keep that
-/// as what this session may bind for ten minutes. With a Setup URL hint naming one of them that has exactly
-/// one such repository, bind it at once.
+/// as what this session may bind for ten minutes, and show the chooser. Only a first connect (the product
+/// never had a repository) where exactly one repository can be chosen binds at once, and the card says so:
+/// a product that has a repository is never moved without its person choosing.
 pub(crate) async fn offer_choices(
     state: &AppState,
     web: &Web,
     browser: &Browser,
     product: &str,
     token: &UserToken,
-    hint: Option<u64>,
 ) -> Result<Response, WebError> {
     let installations = web
         .api_client
@@ -264,11 +264,17 @@ pub(crate) async fn offer_choices(
         let (token, _) = new_state(state, web, flow(session, Purpose::Install, Some(product), None, None)).await?;
         return Ok(redirect(&web.install_url(&token)));
     }
-    if let Some(hint) = hint {
-        let in_hint: Vec<&Choice> = choices.iter().filter(|c| c.installation_id == hint).collect();
-        if let [only] = in_hint.as_slice() {
-            return bind_choice(state, web, browser, product, (*only).clone()).await;
-        }
+    let first_connect = match state.store.connection(product).await {
+        Ok(c) => c.is_none_or(|c| c.repository_id.is_none()),
+        Err(e) => return Err(internal(web, "read the connection", &e)),
+    };
+    if first_connect && let [only] = choices.as_slice() {
+        return bind_choice(state, web, browser, product, only.clone(), true).await;
+    }
+    if choices.is_empty() {
+        return Ok(redirect(&format!(
+            "/products/{product}/github/choose?flash=none-listed"
+        )));
     }
     Ok(redirect(&format!("/products/{product}/github/choose")))
 }
@@ -331,7 +337,7 @@ pub(crate) async fn setup(page: WebPage, Query(q): Query<SetupQuery>) -> Respons
             let account = requested_account(state, browser.user_id).await;
             let pending = Connection {
                 status: ConnectionStatus::PendingApproval,
-                reason: "The installation was requested: it waits for an owner of the organization to approve it on GitHub. The card becomes connectable once they do.".to_owned(),
+                reason: "The installation was requested. It waits for an owner of the organization to approve it on GitHub; the card offers Connect GitHub once they do.".to_owned(),
                 account_login: account,
                 ..Connection::not_connected("", now())
             };
@@ -370,13 +376,20 @@ pub(crate) async fn requested_account(state: &AppState, user_id: Option<u64>) ->
 }
 
 /// Bind a verified (installation, repository) pair, after the App side confirms it in the installation's turn.
+/// `only`: it was bound because it was the one repository to choose from, and the card says so.
 pub(crate) async fn bind_choice(
     state: &AppState,
     web: &Web,
     browser: &Browser,
     product: &str,
     choice: Choice,
+    only: bool,
 ) -> Result<Response, WebError> {
+    let before = state
+        .store
+        .connection(product)
+        .await
+        .map_err(|e| internal(web, "read the connection", &e))?;
     let permit = state.turn(choice.installation_id, product).await.map_err(|refused| {
         let wait = crate::http::not_now(refused, choice.installation_id);
         WebError::new(
@@ -384,7 +397,7 @@ pub(crate) async fn bind_choice(
             StatusCode::SERVICE_UNAVAILABLE,
             "Not connected yet",
             format!(
-                "GitHub asked mint to slow down, so nothing was bound yet: try again shortly ({}).",
+                "GitHub asked mint to slow down, so nothing was bound yet. Try again shortly ({}).",
                 wait.message
             ),
         )
@@ -402,7 +415,9 @@ pub(crate) async fn bind_choice(
             web,
             StatusCode::UNPROCESSABLE_ENTITY,
             "Not connected",
-            format!("GitHub refused the connection, so nothing was bound: {e}"),
+            format!(
+                "GitHub refused the connection, so nothing was bound. Check the App's repository access on GitHub and try again. GitHub said: {e}"
+            ),
         )
     })?;
     let connection = verified.connection(now());
@@ -426,5 +441,15 @@ pub(crate) async fn bind_choice(
         repository_id = choice.repository_id,
         "bound through the connect flow"
     );
-    Ok(redirect(&format!("/products/{product}/integrations?flash=connected")))
+    let was = before
+        .as_ref()
+        .filter(|c| c.status == ConnectionStatus::Active)
+        .and_then(|c| c.repository_id);
+    let flash = match was {
+        _ if only => "connected-only",
+        Some(r) if r == choice.repository_id => "unchanged",
+        Some(_) => "changed",
+        None => "connected",
+    };
+    Ok(redirect(&format!("/products/{product}/integrations?flash={flash}")))
 }

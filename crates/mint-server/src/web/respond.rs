@@ -57,6 +57,8 @@ pub struct WebError {
     heading: &'static str,
     message: String,
     github_url: String,
+    /// The signed-in login and CSRF token, so the page offers "Sign out" (the not-a-member page).
+    signed_in: Option<(String, String)>,
 }
 
 impl WebError {
@@ -66,15 +68,27 @@ impl WebError {
             heading,
             message: message.into(),
             github_url: web.github_url.clone(),
+            signed_in: None,
         }
+    }
+
+    /// The page shows who is signed in, with "Sign out".
+    #[must_use]
+    pub(crate) fn signed_in(mut self, login: &str, csrf: &str) -> Self {
+        self.signed_in = Some((login.to_owned(), csrf.to_owned()));
+        self
     }
 }
 
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
+        let (login, csrf) = match &self.signed_in {
+            Some((login, csrf)) => (Some(login.as_str()), csrf.as_str()),
+            None => (None, ""),
+        };
         let html = MessagePage {
-            login: None,
-            csrf: "",
+            login,
+            csrf,
             flash: None,
             flash_error: false,
             heading: self.heading,
@@ -94,7 +108,7 @@ pub(crate) fn internal(web: &Web, what: &str, e: &dyn std::fmt::Display) -> WebE
         StatusCode::SERVICE_UNAVAILABLE,
         "Something failed",
         format!(
-            "mint-server could not {what}; try again in a moment (the operator finds the cause in the server's log)"
+            "mint could not {what}. Try again in a moment; if it keeps failing, the operator finds the cause in mint-server's log."
         ),
     )
 }
@@ -122,6 +136,47 @@ pub(crate) fn csrf_refused(web: &Web) -> WebError {
         web,
         StatusCode::FORBIDDEN,
         "Request refused",
-        "this form did not carry this session's CSRF token, so nothing was changed: reload the page and try again",
+        "This form did not carry this session's security token, so nothing was changed. Reload the page and try again.",
     )
+}
+
+// ---- one-shot messages -----------------------------------------------------------------------------------
+
+/// A message for the next page only: a redirect sets it, the page that shows it clears it, so a reload or a
+/// bookmark never brings it back.
+pub(crate) const FLASH_COOKIE: &str = "__Host-mint_flash";
+
+/// `Set-Cookie` for the one-shot message `code` (a fixed word; an empty one clears it).
+pub(crate) fn flash_cookie(code: &str) -> Option<HeaderValue> {
+    let max_age = if code.is_empty() { 0 } else { 120 };
+    HeaderValue::from_str(&format!(
+        "{FLASH_COOKIE}={code}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age}"
+    ))
+    .ok()
+}
+
+/// The one-shot message's code the browser brings, if any.
+pub(crate) fn flash_of(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find_map(|(k, v)| {
+            (k == FLASH_COOKIE
+                && !v.is_empty()
+                && v.len() <= 32
+                && v.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'))
+            .then(|| v.to_owned())
+        })
+}
+
+/// A redirect to `to` that drops `?flash=CODE` from the address and carries the message in a cookie instead.
+pub(crate) fn redirect_with_flash(to: &str, code: &str) -> Response {
+    let mut response = redirect(to);
+    if let Some(cookie) = flash_cookie(code) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
 }

@@ -294,8 +294,9 @@ pub(crate) async fn member(
             web,
             StatusCode::FORBIDDEN,
             "Not a member",
-            format!("{login} is not a member of this product: ask one of its members or the platform's operator to add your GitHub login"),
+            format!("{login} is not a member of this product. Ask one of its members or the platform's operator to add your GitHub login, or sign out and sign in as another GitHub user."),
         )
+        .signed_in(login, &browser.csrf)
         .into_response()
     };
     let product_row = match state.store.product(product).await {

@@ -37,13 +37,15 @@ pub const RETAIN: usize = 512 * 1024;
 pub const DEDUPE_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The events mint-server's App subscribes to, as metric labels; any other name counts as `other`.
-const EVENTS: [&str; 6] = [
+const EVENTS: [&str; 8] = [
     "installation",
     "installation_repositories",
     "installation_target",
     "repository",
     "github_app_authorization",
     "ping",
+    "pull_request",
+    "pull_request_review",
 ];
 
 pub async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
@@ -203,7 +205,94 @@ async fn process(state: &AppState, event: &str, payload: &Value) {
         ("installation" | "installation_repositories" | "installation_target", _) => {
             refresh_installation(state, installation).await;
         }
+        ("pull_request", _) => note_pull(state, installation, payload).await,
+        ("pull_request_review", "submitted") => note_review(state, payload).await,
         _ => {}
+    }
+}
+
+/// A coding task's pull request opened, edited, closed, merged or reopened: the card lists it with its state.
+async fn note_pull(state: &AppState, installation: u64, payload: &Value) {
+    let pull = &payload["pull_request"];
+    let head = pull["head"]["ref"].as_str().unwrap_or_default();
+    let (Some(repository_id), Some(number), true) = (
+        payload["repository"]["id"].as_u64(),
+        pull["number"].as_u64(),
+        head.starts_with(crate::store::AGENT_BRANCH_PREFIX),
+    ) else {
+        return;
+    };
+    let html_url = pull["html_url"].as_str().unwrap_or_default();
+    // Only web links become hrefs on the page.
+    if !(html_url.starts_with("https://") || html_url.starts_with("http://")) {
+        return;
+    }
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let pull_state = match (
+        pull["state"].as_str(),
+        pull["merged"].as_bool(),
+        pull["draft"].as_bool(),
+    ) {
+        (Some("closed"), Some(true), _) => "merged",
+        (Some("closed"), ..) => "closed",
+        (_, _, Some(true)) => "draft",
+        _ => "open",
+    };
+    let now = crate::model::now();
+    let noted = crate::store::AgentPull {
+        installation_id: installation,
+        repository_id,
+        number,
+        repository: text(&payload["repository"]["full_name"]),
+        title: text(&pull["title"]),
+        html_url: html_url.to_owned(),
+        head_ref: head.to_owned(),
+        base_ref: text(&pull["base"]["ref"]),
+        state: pull_state.to_owned(),
+        review_state: None,
+        ticket: ticket(pull["body"].as_str().unwrap_or_default()),
+        opened_at: now,
+        updated_at: now,
+    };
+    if let Err(e) = state.store.note_pull(&noted).await {
+        tracing::warn!(error = %e, repository_id, number, "could not record a pull request for the card");
+    }
+}
+
+/// The ticket `mint publish --ticket` ends a pull request's body with (mintd writes `Ticket: ID`).
+fn ticket(body: &str) -> Option<String> {
+    body.lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("Ticket: "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 200 && !t.contains(char::is_whitespace))
+        .map(str::to_owned)
+}
+
+/// A review submitted on a pull request the card knows: its verdict.
+async fn note_review(state: &AppState, payload: &Value) {
+    let verdict = match payload["review"]["state"]
+        .as_str()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("approved") => "approved",
+        Some("changes_requested") => "changes_requested",
+        Some("commented") => "commented",
+        _ => return,
+    };
+    let (Some(repository_id), Some(number)) = (
+        payload["repository"]["id"].as_u64(),
+        payload["pull_request"]["number"].as_u64(),
+    ) else {
+        return;
+    };
+    if let Err(e) = state
+        .store
+        .note_review(repository_id, number, verdict, crate::model::now())
+        .await
+    {
+        tracing::warn!(error = %e, repository_id, number, "could not record a review for the card");
     }
 }
 
@@ -215,6 +304,17 @@ mod tests {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("key");
         mac.update(body);
         format!("sha256={}", crate::secrets::hex(&mac.finalize().into_bytes()))
+    }
+
+    #[test]
+    fn the_ticket_is_the_last_ticket_line_of_the_body() {
+        assert_eq!(super::ticket("Fixes it.\n\nTicket: ACME-7").as_deref(), Some("ACME-7"));
+        assert_eq!(
+            super::ticket("Ticket: https://x.invalid/T-1\n").as_deref(),
+            Some("https://x.invalid/T-1")
+        );
+        assert_eq!(super::ticket("no ticket here"), None);
+        assert_eq!(super::ticket("Ticket: two words"), None);
     }
 
     #[test]
