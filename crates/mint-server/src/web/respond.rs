@@ -1,7 +1,10 @@
 //! What a page answers: the page itself with its security headers, a 303, or a refusal that says why.
 
+use std::time::Duration;
+
 use askama::Template;
 use axum::response::{IntoResponse, Response};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use http::{HeaderValue, StatusCode, header};
 use mint_api::broker::ErrorCode;
 
@@ -148,28 +151,44 @@ pub(crate) const FLASH_COOKIE: &str = "__Host-mint_flash";
 
 /// `Set-Cookie` for the one-shot message `code` (a fixed word; an empty one clears it).
 pub(crate) fn flash_cookie(code: &str) -> Option<HeaderValue> {
-    let max_age = if code.is_empty() { 0 } else { 120 };
-    HeaderValue::from_str(&format!(
-        "{FLASH_COOKIE}={code}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age}"
-    ))
-    .ok()
+    set_cookie(
+        FLASH_COOKIE,
+        code,
+        Duration::from_secs(if code.is_empty() { 0 } else { 120 }),
+    )
 }
 
 /// The one-shot message's code the browser brings, if any.
 pub(crate) fn flash_of(headers: &http::HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find_map(|(k, v)| {
-            (k == FLASH_COOKIE
-                && !v.is_empty()
-                && v.len() <= 32
-                && v.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'))
-            .then(|| v.to_owned())
-        })
+    cookie_value(headers, FLASH_COOKIE)
+        .filter(|v| v.len() <= 32 && v.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'))
+}
+
+// ---- cookies ---------------------------------------------------------------------------------------------
+
+/// `Set-Cookie` for one of the page's cookies, written by the `cookie` crate: `__Host-` named (so `Secure`,
+/// `Path=/` and no `Domain`), never readable by scripts, not sent on cross-site POSTs. An empty value with
+/// no age clears it.
+pub(crate) fn set_cookie(name: &'static str, value: &str, max_age: Duration) -> Option<HeaderValue> {
+    let cookie = Cookie::build((name, value.to_owned()))
+        .path("/")
+        .secure(true)
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .max_age(time::Duration::seconds(
+            i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),
+        ))
+        .build();
+    HeaderValue::from_str(&cookie.to_string()).ok()
+}
+
+/// The value of the cookie `name` the browser brought, read by axum-extra's jar; an empty one, or one longer
+/// than any cookie this server sets, is none.
+pub(crate) fn cookie_value(headers: &http::HeaderMap, name: &str) -> Option<String> {
+    CookieJar::from_headers(headers)
+        .get(name)
+        .map(|c| c.value().to_owned())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
 }
 
 /// A redirect to `to` that drops `?flash=CODE` from the address and carries the message in a cookie instead.
@@ -179,4 +198,35 @@ pub(crate) fn redirect_with_flash(to: &str, code: &str) -> Response {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_host_prefixed_script_proof_and_read_back_by_name() {
+        let set = set_cookie(FLASH_COOKIE, "connected", Duration::from_secs(120)).expect("a header");
+        let set = set.to_str().expect("ascii");
+        assert!(set.starts_with("__Host-mint_flash=connected"), "{set}");
+        for attribute in ["Path=/", "Secure", "HttpOnly", "SameSite=Lax", "Max-Age=120"] {
+            assert!(set.split("; ").any(|a| a == attribute), "{attribute} in {set}");
+        }
+        assert!(!set.contains("Domain"), "{set}");
+        let cleared = flash_cookie("").expect("a header");
+        assert!(cleared.to_str().expect("ascii").contains("Max-Age=0"), "{cleared:?}");
+
+        let mut headers = http::HeaderMap::new();
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("other=1; __Host-mint_flash=disconnected"),
+        );
+        headers.append(header::COOKIE, HeaderValue::from_static("__Host-mint_session=abc"));
+        assert_eq!(flash_of(&headers).as_deref(), Some("disconnected"));
+        assert_eq!(cookie_value(&headers, "__Host-mint_session").as_deref(), Some("abc"));
+        assert_eq!(cookie_value(&headers, "mint_session"), None, "only the exact name");
+        let mut odd = http::HeaderMap::new();
+        odd.insert(header::COOKIE, HeaderValue::from_static("__Host-mint_flash=<script>"));
+        assert_eq!(flash_of(&odd), None, "a message code is a fixed word");
+    }
 }

@@ -11,7 +11,7 @@ use http::{HeaderValue, StatusCode, header};
 use mint_github::percent_encode;
 use subtle::ConstantTimeEq;
 
-use super::respond::{WebError, csrf_refused, internal, redirect, web_of};
+use super::respond::{WebError, cookie_value, csrf_refused, internal, redirect, set_cookie, web_of};
 use super::{SESSION_COOKIE, SESSION_TTL, Web};
 use crate::model::now;
 use crate::secrets::{random_token, sha256_hex};
@@ -152,17 +152,6 @@ impl Browser {
     }
 }
 
-pub(crate) fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    parts
-        .headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find_map(|(k, v)| (k == name && !v.is_empty() && v.len() <= 128).then_some(v))
-}
-
 /// The client's address: the connection's peer, or behind a TLS proxy the address the proxy appended last
 /// to `X-Forwarded-For` (what came before it is the client's own claim).
 pub(crate) fn client_address(parts: &Parts, web: &Web) -> Option<std::net::IpAddr> {
@@ -190,7 +179,7 @@ impl FromRequestParts<Arc<AppState>> for Browser {
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Response> {
         let web = web_of(state)?;
         let address = client_address(parts, web);
-        let Some(value) = cookie(parts, SESSION_COOKIE) else {
+        let Some(value) = cookie_value(&parts.headers, SESSION_COOKIE) else {
             return Ok(Self::anonymous(None, address));
         };
         let hash = sha256_hex(value.as_bytes());
@@ -228,14 +217,9 @@ impl Browser {
     }
 }
 
-/// `Set-Cookie` for the browser's cookie: `__Host-` (Secure, `Path=/`, no `Domain`), never readable by
-/// scripts, not sent on cross-site POSTs.
+/// `Set-Cookie` for the browser's cookie (see [`set_cookie`]).
 pub(crate) fn session_cookie(value: &str, max_age: Duration) -> Option<HeaderValue> {
-    HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={}",
-        max_age.as_secs()
-    ))
-    .ok()
+    set_cookie(SESSION_COOKIE, value, max_age)
 }
 
 /// Sign the browser in as `user`: a new session id, always (whatever cookie it had, an attacker may have
