@@ -7,7 +7,6 @@ pub mod broker;
 mod budget;
 pub mod cache;
 pub mod config;
-pub mod harden;
 mod http;
 pub mod logs;
 pub mod metrics;
@@ -362,10 +361,8 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    init_tracing(args.log_format);
-    if let Err(e) = harden::harden() {
-        tracing::warn!(error = %e, "could not make the process non-dumpable; its memory may be readable by its uid");
-    }
+    mint_service::daemon::init_tracing(args.log_format);
+    mint_service::daemon::harden();
     let config = match args.load() {
         Ok(config) => config,
         Err(e) => {
@@ -380,7 +377,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, shutdown_signal())) {
+    match runtime.block_on(run(config, mint_service::daemon::shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mintd: {e:#}");
@@ -408,37 +405,6 @@ fn ready(mut argv: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
         Err(e) => {
             eprintln!("mintd is not ready on {}: {e}", socket.display());
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// Logs go to stderr, filtered by `RUST_LOG` (default `info`). Never a secret: secrets are redacting types.
-pub fn init_tracing(format: config::LogFormat) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env(mint_api::env::LOG)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        config::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
-        config::LogFormat::Json => builder.json().try_init(),
-    };
-}
-
-/// Resolves on SIGTERM (how containers are stopped) or SIGINT.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on SIGINT only");
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

@@ -349,19 +349,7 @@ fn request(
 /// An action's `href`: https, or http to a loopback address (fakehub, a test server).
 fn action_url(action: &Action) -> Result<reqwest::Url, String> {
     let url = reqwest::Url::parse(&action.href).map_err(|e| format!("the action's href is not a URL: {e}"))?;
-    let loopback = url.host_str().is_some_and(|h| {
-        h == "localhost"
-            || h.trim_matches(['[', ']'])
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
-    });
-    if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
-        return Err(format!(
-            "the action's href {}://{} is neither https nor loopback http: refused",
-            url.scheme(),
-            url.host_str().unwrap_or("")
-        ));
-    }
+    mint_service::require_https_or_loopback(&url, "the action's href").map_err(|e| e.to_string())?;
     Ok(url)
 }
 
@@ -557,7 +545,7 @@ fn store(git_dir: &Path, pointer: &Pointer, mut from: impl Read) -> Result<(), S
         size += n as u64;
         tmp.write_all(&buf[..n]).map_err(|e| e.to_string())?;
     }
-    let oid = hex(&hash.finalize());
+    let oid = hex::encode(hash.finalize());
     if oid != pointer.oid || size != pointer.size {
         return Err(format!(
             "the content received is not the object (sha256 {oid}, {size} bytes): nothing was kept"
@@ -567,14 +555,6 @@ fn store(git_dir: &Path, pointer: &Pointer, mut from: impl Read) -> Result<(), S
     std::fs::create_dir_all(target.parent().expect("objects sit in a directory")).map_err(|e| e.to_string())?;
     tmp.persist(&target).map_err(|e| e.to_string())?;
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
 }
 
 /// reqwest's error and its causes: "error sending request: connection refused".
@@ -694,7 +674,7 @@ mod tests {
     fn a_download_that_is_not_the_object_is_not_kept() {
         let dir = tempfile::tempdir().unwrap();
         let content = b"the real content";
-        let oid = hex(&Sha256::digest(content));
+        let oid = hex::encode(Sha256::digest(content));
         let pointer = Pointer {
             oid,
             size: content.len() as u64,
