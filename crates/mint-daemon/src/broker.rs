@@ -676,7 +676,7 @@ impl Minter for BrokerMinter {
             self.retry,
             || self.attempt(),
             |error, wait| {
-                self.metrics.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.retries.inc();
                 tracing::warn!(error = %error, retry_in_ms = wait.as_millis(), "the broker failed; retrying");
             },
         )

@@ -6,7 +6,6 @@
 //!
 //! All timing uses `tokio::time`, so the schedule is tested with paused time.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -466,7 +465,7 @@ impl<M: Minter> TokenCache<M> {
 
     async fn get_checked(&self) -> MintResult {
         if let Some(token) = self.fresh(Instant::now()) {
-            self.inner.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+            self.inner.metrics.cache_hits.inc();
             return Ok(token);
         }
         self.mint_shared(&Want::Serve).await
@@ -570,7 +569,7 @@ impl<M: Minter> TokenCache<M> {
         if let Some(dropped) = dropped {
             self.inner.minter.reported_failing(&dropped.token);
         }
-        self.inner.metrics.erases.fetch_add(1, Ordering::Relaxed);
+        self.inner.metrics.erases.inc();
         tracing::info!("the served token was reported failing; the next request mints a new one");
         self.inner.changed.send_modify(|g| *g += 1);
         true
@@ -723,7 +722,7 @@ impl<M: Minter> TokenCache<M> {
             match self.inner.minter.revoke(&cached.token).await {
                 Ok(()) => {
                     revoked += 1;
-                    self.inner.metrics.revocations.fetch_add(1, Ordering::Relaxed);
+                    self.inner.metrics.revocations.inc();
                 }
                 Err(e) => tracing::warn!(error = %e, "could not revoke a token; it expires on its own"),
             }

@@ -95,7 +95,7 @@ impl AppMinter {
                     .mint(self.installation_id, repo.owner(), repo.name(), &self.permissions)
             },
             |error, wait| {
-                self.metrics.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.retries.inc();
                 tracing::warn!(error = %error, retry_in_ms = wait.as_millis(), "GitHub failed; retrying");
             },
         )

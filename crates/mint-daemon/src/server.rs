@@ -192,10 +192,7 @@ async fn credential(daemon: &Daemon, peer: &AllowedPeer, action: &str, body: &[u
     }
     if let Some(proxy) = daemon.git_proxy_bound.get() {
         // Mediated mode: the token never enters the sandbox, whatever asks for it.
-        daemon
-            .metrics
-            .declined
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        daemon.metrics.declined.inc();
         let (scheme, host) = (daemon.server.scheme(), daemon.server.host());
         return refusal(
             StatusCode::FORBIDDEN,
@@ -247,10 +244,7 @@ async fn credential(daemon: &Daemon, peer: &AllowedPeer, action: &str, body: &[u
 
 /// Not this daemon's request: 204 with the reason, so git moves on to its next helper.
 fn declined(daemon: &Daemon, reason: &str) -> Response<Full<Bytes>> {
-    daemon
-        .metrics
-        .declined
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    daemon.metrics.declined.inc();
     if daemon.metrics.repeated.should_log(Repeated::CredentialDeclined) {
         tracing::info!(reason = %Untrusted(reason), "declined a credential request");
     }
