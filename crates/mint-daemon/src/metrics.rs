@@ -114,7 +114,10 @@ fn register<M: prometheus_client::registry::Metric + Clone>(
 }
 
 impl Default for Metrics {
-    #[expect(clippy::too_many_lines, reason = "one registration per metric, in the order they are shown")]
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one registration per metric, in the order they are shown"
+    )]
     fn default() -> Self {
         let mut r = Registry::with_prefix("mint");
         let mints = Family::<MintLabels, Counter>::default();
