@@ -1,6 +1,7 @@
 //! mintd: holds the GitHub App key (or asks a broker that holds it), mints the repository-scoped
 //! installation token, caches and refreshes it, and serves it to git on a unix socket.
 
+mod answer;
 pub mod api_policy;
 pub mod api_proxy;
 pub mod broker;
@@ -340,6 +341,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         tracing::warn!("GitHub did not confirm revocation in time; the tokens expire on their own");
     }
     Ok(())
+}
+
+// The broker's failures, as the cache needs to know them. (Beside `BrokerError` in broker.rs is where this
+// belongs; it is here while that file's answer types are being reworked.)
+impl cache::MintFailureCause for broker::BrokerError {
+    fn is_transient(&self) -> bool {
+        broker::BrokerError::is_transient(self)
+    }
+
+    fn reason(&self) -> &'static str {
+        broker::BrokerError::reason(self)
+    }
+
+    fn hold_off(&self) -> Option<Duration> {
+        broker::BrokerError::hold_off(self)
+    }
 }
 
 /// `mintd`'s whole life: parse flags, set up logging, load the config (exit 64 if it cannot work), run
