@@ -25,7 +25,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use mint_credential::{Server, Target};
 use mint_github::{App, GitHubClient, GithubError, InstallationToken, MintedToken, Permissions};
 use tokio::time::Instant;
@@ -37,7 +36,7 @@ pub use config::{Args, Config, ConfigError, Mode};
 const REVOKE_TIMEOUT: Duration = Duration::from_millis(2500);
 
 /// Exit code for a configuration that cannot work (`EX_USAGE`).
-pub const EXIT_CONFIG: u8 = 64;
+pub use mint_service::daemon::EXIT_CONFIG;
 
 /// What the request handlers share.
 pub struct Daemon {
@@ -366,26 +365,15 @@ pub fn main() -> ExitCode {
     if words.next().is_some_and(|first| first == "ready") {
         return ready(words);
     }
-    let args = match Args::try_parse() {
+    let args: Args = match mint_service::daemon::parse_args() {
         Ok(args) => args,
-        Err(e) => {
-            // Help and version are not errors; every real usage error exits 64 like a bad setting.
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(EXIT_CONFIG)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     mint_service::daemon::init_tracing(args.log_format);
     mint_service::daemon::harden();
-    let config = match args.load() {
+    let config = match mint_service::daemon::loaded("mintd", args.load()) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("mintd: invalid configuration: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -28,7 +28,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use mint_github::{App, GitHubClient};
@@ -37,7 +36,7 @@ use tokio::net::TcpListener;
 pub use config::{Args, Config, ConfigError};
 
 /// Exit code for a configuration that cannot work (`EX_USAGE`).
-pub const EXIT_CONFIG: u8 = 64;
+pub use mint_service::daemon::EXIT_CONFIG;
 /// A client gets this long to send its request headers (or, on a kept-alive connection, its next
 /// request's), and a TLS client to finish its handshake.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -224,28 +223,18 @@ pub async fn serve(
 /// `mint-server`'s whole life: flags, logging, configuration (exit 64 if it cannot work), then serve until
 /// SIGTERM or SIGINT.
 pub fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args: Args = match mint_service::daemon::parse_args() {
         Ok(args) => args,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(EXIT_CONFIG)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     mint_service::daemon::init_tracing(args.log_format);
     // No core dumps and no same-uid ptrace: the App key in memory stays there. Every client is a
     // connection, so the open-file limit is lifted to what the system allows.
     mint_service::daemon::harden();
     mint_service::daemon::raise_open_file_limit();
-    let config = match args.load() {
+    let config = match mint_service::daemon::loaded("mint-server", args.load()) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("mint-server: invalid configuration: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -1,6 +1,34 @@
 //! What mintd's and mint-server's `main` share: logs on stderr, stopping on SIGTERM or SIGINT, and a process
 //! whose memory (the App key, tokens) other processes of its uid cannot read.
 
+use std::process::ExitCode;
+
+use crate::config::ConfigError;
+
+/// Exit code for a configuration that cannot work (`EX_USAGE`).
+pub const EXIT_CONFIG: u8 = 64;
+
+/// The flags, parsed: help and version are printed and exit 0; every real usage error is printed and
+/// exits [`EXIT_CONFIG`], like a bad setting.
+pub fn parse_args<A: clap::Parser>() -> Result<A, ExitCode> {
+    A::try_parse().map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            ExitCode::from(EXIT_CONFIG)
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
+}
+
+/// The settings `program` loaded, or "`program`: invalid configuration: …" on stderr and [`EXIT_CONFIG`].
+pub fn loaded<C>(program: &str, config: Result<C, ConfigError>) -> Result<C, ExitCode> {
+    config.map_err(|e| {
+        eprintln!("{program}: invalid configuration: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
 /// How a daemon writes its logs (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
