@@ -594,11 +594,7 @@ impl FakeHub {
         file.into_inner()
             .map_err(std::io::IntoInnerError::into_error)?
             .sync_all()?;
-        let oid = hash.finalize().iter().fold(String::with_capacity(64), |mut out, b| {
-            use std::fmt::Write as _;
-            let _ = write!(out, "{b:02x}");
-            out
-        });
+        let oid = hex::encode(hash.finalize());
         std::fs::rename(&temp, dir.join(&oid))?;
         Ok((oid, size))
     }

@@ -8,7 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use rand::Rng;
+use rand::{Rng, RngCore};
 use serde_json::{Value, json};
 use sha2::Digest;
 
@@ -442,10 +442,11 @@ pub(crate) async fn read_form(req: Request<Incoming>) -> Result<Vec<(String, Str
     Ok(parse_form(&String::from_utf8_lossy(&body)))
 }
 
+/// `len` random hex digits (`len` even).
 pub(crate) fn random_hex(len: usize) -> String {
-    const HEX: &[u8] = b"0123456789abcdef";
-    let mut rng = rand::thread_rng();
-    (0..len).map(|_| char::from(HEX[rng.gen_range(0..HEX.len())])).collect()
+    let mut bytes = vec![0u8; len / 2];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
 }
 
 fn random_alphanumeric(len: usize) -> String {

@@ -225,22 +225,14 @@ pub(crate) fn hook_id(app_id: u64) -> u64 {
 pub(crate) fn signature_256(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(body);
-    format!("sha256={}", hex(&mac.finalize().into_bytes()))
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// `sha1=` and the hex HMAC-SHA1 (GitHub still sends it, for old receivers).
 pub(crate) fn signature_1(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(body);
-    format!("sha1={}", hex(&mac.finalize().into_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    format!("sha1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// A random (version 4) GUID, as `X-GitHub-Delivery` carries.
@@ -249,7 +241,7 @@ fn new_guid() -> String {
     rand::thread_rng().fill_bytes(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex(&b);
+    let h = hex::encode(b);
     format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 

@@ -232,12 +232,7 @@ async fn next_delivery(
         .expect("receiver open");
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
     mac.update(&body);
-    let hex: String = mac.finalize().into_bytes().iter().fold(String::new(), |mut out, b| {
-        use std::fmt::Write;
-        let _ = write!(out, "{b:02x}");
-        out
-    });
-    let expected = format!("sha256={hex}");
+    let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
     assert_eq!(
         headers["x-hub-signature-256"],
         expected.as_str(),

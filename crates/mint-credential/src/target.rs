@@ -1,7 +1,6 @@
 //! The one GitHub host and repository a daemon serves, and the checks that hold requests to them.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::str::FromStr;
 
 use bstr::ByteSlice;
@@ -193,21 +192,26 @@ pub enum Decline {
 impl Server {
     /// `github_url` is the web root git talks to (`https://github.com`, `https://ghe.example.com`).
     pub fn new(github_url: &str) -> Result<Self, TargetError> {
-        let uri: http::Uri = github_url
-            .parse()
-            .map_err(|_| TargetError::NotAUrl(github_url.into()))?;
-        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-            return Err(TargetError::NotAUrl(github_url.into()));
-        };
-        if authority.as_str().contains('@') || !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        let url = url::Url::parse(github_url)
+            .ok()
+            .filter(url::Url::has_host)
+            .ok_or_else(|| TargetError::NotAUrl(github_url.into()))?;
+        if !url.username().is_empty()
+            || url.password().is_some()
+            || !matches!(url.path(), "" | "/")
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
             return Err(TargetError::NotRoot(github_url.into()));
         }
-        let scheme = match scheme.to_ascii_lowercase().as_str() {
-            "https" => "https",
-            "http" if is_loopback(authority.host()) => "http",
-            _ => return Err(TargetError::Scheme(github_url.into())),
+        mint_service::require_https_or_loopback(&url, "GitHub URL")
+            .map_err(|_| TargetError::Scheme(github_url.into()))?;
+        let scheme = if url.scheme() == "https" { "https" } else { "http" };
+        let authority = match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_owned(),
         };
-        let host = normalize_host(scheme, authority.as_str());
+        let host = normalize_host(scheme, &authority);
         Ok(Self { scheme, host })
     }
 
@@ -355,11 +359,6 @@ fn normalize_host(scheme: &str, host: &str) -> String {
         Some(bare) => bare.to_owned(),
         None => host,
     }
-}
-
-fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]

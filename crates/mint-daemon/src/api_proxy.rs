@@ -24,9 +24,10 @@ use mint_credential::Target;
 use tokio::time::Instant;
 
 use crate::Daemon;
+use crate::answer::mint_failed;
 use crate::api_policy::{self, Judged, PullToCheck, Refusal, Scope};
 use crate::budget::Charge;
-use crate::cache::{GetError, MintFailure};
+use crate::cache::GetError;
 use crate::logs::{Repeated, Untrusted};
 use crate::proxy::{BoxError, ProxyBody};
 
@@ -167,7 +168,11 @@ pub(crate) async fn handle(daemon: &Daemon, req: Request<Incoming>) -> Response<
         // Broker mode before the first token: the repository is learnt from a mint, then the request judged.
         None => match daemon.cache.learn_target().await {
             Ok(target) => target,
-            Err(failure) => return mint_failed(&failure),
+            Err(failure) => {
+                return mint_failed(&failure, |status, message| {
+                    json_error(status, &format!("mint: {message}"))
+                });
+            }
         },
     };
     let repo = target.repo();
@@ -334,7 +339,9 @@ async fn read_body(
 async fn token(daemon: &Daemon, checked: &ApiChecked) -> Result<mint_github::InstallationToken, Response<ProxyBody>> {
     match daemon.cache.get_for_api(checked).await {
         Ok(cached) => Ok(cached.token.clone()),
-        Err(GetError::Failed(failure)) => Err(mint_failed(&failure)),
+        Err(GetError::Failed(failure)) => Err(mint_failed(&failure, |status, message| {
+            json_error(status, &format!("mint: {message}"))
+        })),
         Err(GetError::Moved { now }) => {
             daemon.metrics.api_refused("other_repository");
             Err(json_error(
@@ -541,22 +548,6 @@ fn refused(daemon: &Daemon, refusal: &Refusal) -> Response<ProxyBody> {
     json_error(StatusCode::FORBIDDEN, &format!("mint: {}", refusal.reason))
 }
 
-/// No token: 503 if waiting may help (with a rate limit's `Retry-After`), else 502.
-fn mint_failed(failure: &MintFailure) -> Response<ProxyBody> {
-    let status = if failure.transient {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::BAD_GATEWAY
-    };
-    let mut response = json_error(status, &format!("mint: {}", failure.message));
-    if let Some(secs) = failure.retry_after(Instant::now()) {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    response
-}
-
 fn waiting(status: StatusCode, reason: &str, wait: Duration) -> Response<ProxyBody> {
     let mut response = json_error(status, &format!("mint: {reason}"));
     response
@@ -574,11 +565,7 @@ fn whole_seconds(d: Duration) -> u64 {
 /// `mint-reason` header, as on every refusal of mintd's.
 pub(crate) fn json_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
     let body = serde_json::json!({ "message": message, "status": status.as_str() });
-    let reason: String = message
-        .chars()
-        .take(1000)
-        .map(|c| if c == ' ' || c.is_ascii_graphic() { c } else { '?' })
-        .collect();
+    let reason = crate::answer::header_safe(message);
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json; charset=utf-8")

@@ -95,33 +95,17 @@ impl std::fmt::Debug for SandboxCredential {
 /// Check `--broker`: `https://`, or `http://` to a loopback address only (the credential would otherwise
 /// cross the network in clear). Returns the URL without a trailing slash.
 pub fn check_url(url: &str) -> Result<String, String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| format!("{url:?} is not a URL: expected e.g. https://mint.example.com"))?;
-    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-        return Err(format!("{url:?} is not a URL: expected e.g. https://mint.example.com"));
-    };
-    if authority.as_str().contains('@') || uri.query().is_some() {
+    let parsed = url::Url::parse(url)
+        .ok()
+        .filter(url::Url::has_host)
+        .ok_or_else(|| format!("{url:?} is not a URL: expected e.g. https://mint.example.com"))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() || parsed.query().is_some() {
         return Err(format!(
             "{url:?} must be the broker's address without a user name or query, e.g. https://mint.example.com"
         ));
     }
-    match scheme.to_ascii_lowercase().as_str() {
-        "https" => {}
-        "http" if is_loopback(authority.host()) => {}
-        "http" => {
-            return Err(format!(
-                "{url:?} is plain http to a host that is not loopback: the sandbox's credential and its tokens would cross the network in clear; use https:// (plain http is accepted only to 127.0.0.1, ::1 or localhost)"
-            ));
-        }
-        other => return Err(format!("{url:?} uses {other}: the broker is reached over https://")),
-    }
+    mint_service::require_https_or_loopback(&parsed, "the broker").map_err(|e| e.to_string())?;
     Ok(url.trim_end_matches('/').to_owned())
-}
-
-fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Why the broker gave no token, worded for the person reading git's output. The broker's own message is
@@ -691,7 +675,7 @@ impl Minter for BrokerMinter {
             self.retry,
             || self.attempt(),
             |error, wait| {
-                self.metrics.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.retries.inc();
                 tracing::warn!(error = %error, retry_in_ms = wait.as_millis(), "the broker failed; retrying");
             },
         )

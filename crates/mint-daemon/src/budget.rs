@@ -4,20 +4,20 @@
 //! opens, what they hold stays under the budget, and the gauge in `/metrics` shows it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::metrics::Metrics;
+use crate::metrics::{BytesGauge, Metrics};
 
 /// Bytes that may be held for all connections together.
 pub(crate) struct Budget {
     limit: usize,
     used: AtomicUsize,
     /// The gauge in [`Metrics`] that shows what is held.
-    gauge: fn(&Metrics) -> &AtomicU64,
+    gauge: fn(&Metrics) -> &BytesGauge,
 }
 
 impl Budget {
-    pub(crate) fn new(limit: usize, gauge: fn(&Metrics) -> &AtomicU64) -> Self {
+    pub(crate) fn new(limit: usize, gauge: fn(&Metrics) -> &BytesGauge) -> Self {
         Self {
             limit,
             used: AtomicUsize::new(0),
@@ -64,7 +64,7 @@ impl Charge {
             return false;
         }
         self.held += more;
-        (self.budget.gauge)(&self.metrics).fetch_add(u64::try_from(more).unwrap_or(u64::MAX), Ordering::Relaxed);
+        (self.budget.gauge)(&self.metrics).inc_by(u64::try_from(more).unwrap_or(u64::MAX));
         true
     }
 
@@ -87,7 +87,7 @@ impl Charge {
 impl Drop for Charge {
     fn drop(&mut self) {
         self.budget.used.fetch_sub(self.held, Ordering::AcqRel);
-        (self.budget.gauge)(&self.metrics).fetch_sub(u64::try_from(self.held).unwrap_or(u64::MAX), Ordering::Relaxed);
+        (self.budget.gauge)(&self.metrics).dec_by(u64::try_from(self.held).unwrap_or(u64::MAX));
     }
 }
 
@@ -104,12 +104,12 @@ mod tests {
         assert!(a.cover(60));
         assert!(!b.cover(41), "60 + 41 is over 100");
         assert!(b.cover(40));
-        assert_eq!(metrics.socket_bodies.load(Ordering::Relaxed), 100);
+        assert_eq!(metrics.socket_bodies.get(), 100);
         a.release();
-        assert_eq!(metrics.socket_bodies.load(Ordering::Relaxed), 40);
+        assert_eq!(metrics.socket_bodies.get(), 40);
         assert!(b.cover(100), "b holds 40 and may grow to 100 now");
         drop(b);
         assert_eq!(budget.used(), 0);
-        assert_eq!(metrics.socket_bodies.load(Ordering::Relaxed), 0);
+        assert_eq!(metrics.socket_bodies.get(), 0);
     }
 }

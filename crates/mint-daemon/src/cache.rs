@@ -6,7 +6,6 @@
 //!
 //! All timing uses `tokio::time`, so the schedule is tested with paused time.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -68,39 +67,68 @@ pub struct Scope {
     pub installation_id: u64,
 }
 
-/// Why a mint failed: GitHub's answer to the App, or the broker's.
-#[derive(Debug, thiserror::Error)]
-pub enum MintError {
-    #[error(transparent)]
-    GitHub(#[from] GithubError),
-    #[error(transparent)]
-    Broker(#[from] crate::broker::BrokerError),
+/// What the cache needs to know of a minter's failure, whoever it asked (GitHub with the App key, a
+/// broker): whether waiting can help, a label for metrics, and how long it was asked to hold off.
+pub trait MintFailureCause: std::error::Error + Send + Sync + 'static {
+    /// Whether trying again later can succeed without anyone changing anything.
+    fn is_transient(&self) -> bool;
+    /// A short, stable label for metrics.
+    fn reason(&self) -> &'static str;
+    /// How long the minter's server asked not to be asked again: a rate limit's `Retry-After` or reset.
+    fn hold_off(&self) -> Option<Duration>;
+}
+
+impl MintFailureCause for GithubError {
+    fn is_transient(&self) -> bool {
+        GithubError::is_transient(self)
+    }
+
+    fn reason(&self) -> &'static str {
+        GithubError::reason(self)
+    }
+
+    fn hold_off(&self) -> Option<Duration> {
+        GithubError::hold_off(self)
+    }
+}
+
+/// Why a mint failed, as its minter said it (any [`MintFailureCause`]: `?` converts one).
+#[derive(Debug)]
+pub struct MintError(Box<dyn MintFailureCause>);
+
+// Transparent: the cause's own words and sources.
+impl std::fmt::Display for MintError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for MintError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl<E: MintFailureCause> From<E> for MintError {
+    fn from(cause: E) -> Self {
+        Self(Box::new(cause))
+    }
 }
 
 impl MintError {
     /// Whether trying again later can succeed without anyone changing anything.
     pub fn is_transient(&self) -> bool {
-        match self {
-            MintError::GitHub(e) => e.is_transient(),
-            MintError::Broker(e) => e.is_transient(),
-        }
+        self.0.is_transient()
     }
 
     /// A short, stable label for metrics.
     pub fn reason(&self) -> &'static str {
-        match self {
-            MintError::GitHub(e) => e.reason(),
-            MintError::Broker(e) => e.reason(),
-        }
+        self.0.reason()
     }
 
-    /// How long GitHub (or the broker) asked not to be asked again: a rate limit's `Retry-After` or reset.
+    /// How long GitHub (or the broker) asked not to be asked again, at most [`MAX_HOLD_OFF`].
     pub fn hold_off(&self) -> Option<Duration> {
-        match self {
-            MintError::GitHub(e) => e.hold_off(),
-            MintError::Broker(e) => e.hold_off(),
-        }
-        .map(|wait| wait.min(MAX_HOLD_OFF))
+        self.0.hold_off().map(|wait| wait.min(MAX_HOLD_OFF))
     }
 }
 
@@ -466,7 +494,7 @@ impl<M: Minter> TokenCache<M> {
 
     async fn get_checked(&self) -> MintResult {
         if let Some(token) = self.fresh(Instant::now()) {
-            self.inner.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+            self.inner.metrics.cache_hits.inc();
             return Ok(token);
         }
         self.mint_shared(&Want::Serve).await
@@ -570,7 +598,7 @@ impl<M: Minter> TokenCache<M> {
         if let Some(dropped) = dropped {
             self.inner.minter.reported_failing(&dropped.token);
         }
-        self.inner.metrics.erases.fetch_add(1, Ordering::Relaxed);
+        self.inner.metrics.erases.inc();
         tracing::info!("the served token was reported failing; the next request mints a new one");
         self.inner.changed.send_modify(|g| *g += 1);
         true
@@ -723,7 +751,7 @@ impl<M: Minter> TokenCache<M> {
             match self.inner.minter.revoke(&cached.token).await {
                 Ok(()) => {
                     revoked += 1;
-                    self.inner.metrics.revocations.fetch_add(1, Ordering::Relaxed);
+                    self.inner.metrics.revocations.inc();
                 }
                 Err(e) => tracing::warn!(error = %e, "could not revoke a token; it expires on its own"),
             }

@@ -1,12 +1,12 @@
 //! mintd's settings: flags, else environment, else defaults; loaded and validated once, before anything binds.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use clap::Parser;
 use mint_api::env;
 use mint_credential::{RepoName, Server, Target};
 use mint_github::{AppId, KeySource, KeySourceError, LoadedKey, Permissions};
+use mint_service::secret_file::{Readable, check_private};
 
 use crate::broker::{self, SandboxCredential};
 
@@ -116,14 +116,7 @@ pub struct Args {
     pub log_format: LogFormat,
 }
 
-/// How mintd writes its logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for log collectors.
-    Json,
-}
+pub use mint_service::daemon::LogFormat;
 
 /// A validated configuration. Holds the parsed key or the sandbox's credential; nothing here prints a secret.
 #[derive(Debug)]
@@ -171,22 +164,8 @@ pub struct BrokerMode {
     pub credential: SandboxCredential,
 }
 
-/// A setting that cannot work, named with its flag and environment variable.
-#[derive(Debug, thiserror::Error)]
-#[error("--{flag} (or {env}): {reason}")]
-pub struct ConfigError {
-    pub flag: &'static str,
-    pub env: &'static str,
-    pub reason: String,
-}
-
-fn invalid(flag: &'static str, env: &'static str, reason: impl std::fmt::Display) -> ConfigError {
-    ConfigError {
-        flag,
-        env,
-        reason: reason.to_string(),
-    }
-}
+pub use mint_service::config::ConfigError;
+use mint_service::config::invalid;
 
 impl Args {
     pub fn load(self) -> Result<Config, ConfigError> {
@@ -391,27 +370,20 @@ fn load_key(
     Ok((source, key))
 }
 
-/// The same rule as the key: a secret file group or others can open is refused, unless told otherwise.
-fn check_private(path: &std::path::Path, allow_readable: bool, escape_hatch: &str) -> Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 && !allow_readable {
-        return Err(format!(
-            "{} is readable by group or others (mode {mode:04o}): run `chmod 600` on it, or pass {escape_hatch} if a mounted secret cannot be made private",
-            path.display()
-        ));
-    }
-    Ok(())
-}
-
 fn load_credential(path: &std::path::Path, allow_readable: bool) -> Result<SandboxCredential, ConfigError> {
     let bad = |reason: String| invalid("sandbox-credential-file", env::SANDBOX_CREDENTIAL_FILE, reason);
-    check_private(path, allow_readable, "--allow-readable-credential").map_err(bad)?;
+    let readable = Readable::Unless {
+        flag: "--allow-readable-credential",
+        given: allow_readable,
+    };
+    check_private(path, readable).map_err(|e| bad(e.to_string()))?;
     SandboxCredential::read(path).map_err(bad)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn args(key: &std::path::Path) -> Args {

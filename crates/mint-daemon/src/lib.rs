@@ -1,13 +1,13 @@
 //! mintd: holds the GitHub App key (or asks a broker that holds it), mints the repository-scoped
 //! installation token, caches and refreshes it, and serves it to git on a unix socket.
 
+mod answer;
 pub mod api_policy;
 pub mod api_proxy;
 pub mod broker;
 mod budget;
 pub mod cache;
 pub mod config;
-pub mod harden;
 mod http;
 pub mod logs;
 pub mod metrics;
@@ -25,7 +25,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use mint_credential::{Server, Target};
 use mint_github::{App, GitHubClient, GithubError, InstallationToken, MintedToken, Permissions};
 use tokio::time::Instant;
@@ -37,7 +36,7 @@ pub use config::{Args, Config, ConfigError, Mode};
 const REVOKE_TIMEOUT: Duration = Duration::from_millis(2500);
 
 /// Exit code for a configuration that cannot work (`EX_USAGE`).
-pub const EXIT_CONFIG: u8 = 64;
+pub use mint_service::daemon::EXIT_CONFIG;
 
 /// What the request handlers share.
 pub struct Daemon {
@@ -96,7 +95,7 @@ impl AppMinter {
                     .mint(self.installation_id, repo.owner(), repo.name(), &self.permissions)
             },
             |error, wait| {
-                self.metrics.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.retries.inc();
                 tracing::warn!(error = %error, retry_in_ms = wait.as_millis(), "GitHub failed; retrying");
             },
         )
@@ -343,6 +342,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     Ok(())
 }
 
+// The broker's failures, as the cache needs to know them. (Beside `BrokerError` in broker.rs is where this
+// belongs; it is here while that file's answer types are being reworked.)
+impl cache::MintFailureCause for broker::BrokerError {
+    fn is_transient(&self) -> bool {
+        broker::BrokerError::is_transient(self)
+    }
+
+    fn reason(&self) -> &'static str {
+        broker::BrokerError::reason(self)
+    }
+
+    fn hold_off(&self) -> Option<Duration> {
+        broker::BrokerError::hold_off(self)
+    }
+}
+
 /// `mintd`'s whole life: parse flags, set up logging, load the config (exit 64 if it cannot work), run
 /// until SIGTERM or SIGINT.
 pub fn main() -> ExitCode {
@@ -350,28 +365,15 @@ pub fn main() -> ExitCode {
     if words.next().is_some_and(|first| first == "ready") {
         return ready(words);
     }
-    let args = match Args::try_parse() {
+    let args: Args = match mint_service::daemon::parse_args() {
         Ok(args) => args,
-        Err(e) => {
-            // Help and version are not errors; every real usage error exits 64 like a bad setting.
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(EXIT_CONFIG)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
-    init_tracing(args.log_format);
-    if let Err(e) = harden::harden() {
-        tracing::warn!(error = %e, "could not make the process non-dumpable; its memory may be readable by its uid");
-    }
-    let config = match args.load() {
+    mint_service::daemon::init_tracing(args.log_format);
+    mint_service::daemon::harden();
+    let config = match mint_service::daemon::loaded("mintd", args.load()) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("mintd: invalid configuration: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -380,7 +382,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, shutdown_signal())) {
+    match runtime.block_on(run(config, mint_service::daemon::shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mintd: {e:#}");
@@ -408,37 +410,6 @@ fn ready(mut argv: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
         Err(e) => {
             eprintln!("mintd is not ready on {}: {e}", socket.display());
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// Logs go to stderr, filtered by `RUST_LOG` (default `info`). Never a secret: secrets are redacting types.
-pub fn init_tracing(format: config::LogFormat) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env(mint_api::env::LOG)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        config::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
-        config::LogFormat::Json => builder.json().try_init(),
-    };
-}
-
-/// Resolves on SIGTERM (how containers are stopped) or SIGINT.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on SIGINT only");
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

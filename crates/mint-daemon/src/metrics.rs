@@ -1,12 +1,21 @@
-//! What mintd is doing, as counters and a latency histogram, served as Prometheus text on `GET /metrics`.
+//! What mintd is doing, as counters, gauges and a latency histogram in a `prometheus-client` registry,
+//! served as Prometheus text (version 0.0.4) on `GET /metrics`.
 //!
-//! A handful of atomics rendered by hand: a metrics framework would outweigh what it carries here.
+//! Labels take only values from fixed lists (a route, a reason, GitHub's status code): nothing a client
+//! sends becomes a label, so a hostile sandbox cannot grow the registry.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, LabelSetEncoder};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::logs::Throttle;
 
 /// Upper bounds (seconds) of the `get` latency buckets: a warm get is well under a millisecond, a cold one
 /// waits on GitHub.
@@ -14,351 +23,313 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 20.0,
 ];
 
-#[derive(Default)]
+/// A byte count held right now.
+pub(crate) type BytesGauge = Gauge<u64, AtomicU64>;
+
+/// `mint_mints_total`'s labels: a success has no reason, a failure has one.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+enum MintLabels {
+    Success,
+    Failure(&'static str),
+}
+
+impl EncodeLabelSet for MintLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        match self {
+            MintLabels::Success => [("outcome", "success")].encode(encoder),
+            MintLabels::Failure(reason) => [("outcome", "failure"), ("reason", reason)].encode(encoder),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxiedLabels {
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    kind: &'static str,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionLabels {
+    server: &'static str,
+    outcome: &'static str,
+}
+
+/// mintd's metrics, registered once.
+#[derive(Debug)]
 pub struct Metrics {
-    mints_ok: AtomicU64,
-    mint_failures: Mutex<BTreeMap<&'static str, u64>>,
-    pub(crate) cache_hits: AtomicU64,
-    pub(crate) retries: AtomicU64,
-    pub(crate) revocations: AtomicU64,
-    pub(crate) erases: AtomicU64,
-    pub(crate) declined: AtomicU64,
-    proxied: Mutex<BTreeMap<(&'static str, u16), u64>>,
-    proxy_refusals: Mutex<BTreeMap<&'static str, u64>>,
-    proxy_bytes_down: AtomicU64,
+    registry: Registry,
+    mints: Family<MintLabels, Counter>,
+    pub(crate) cache_hits: Counter,
+    pub(crate) retries: Counter,
+    pub(crate) revocations: Counter,
+    pub(crate) erases: Counter,
+    pub(crate) declined: Counter,
+    get_duration: Histogram,
+    proxied: Family<ProxiedLabels, Counter>,
+    proxy_refusals: Family<ReasonLabel, Counter>,
+    proxy_bytes_down: Counter,
     /// Proxied POSTs sent without a replay copy, by why: `budget` (the total was spent) or `too_large`.
-    proxy_unreplayable: Mutex<BTreeMap<&'static str, u64>>,
+    proxy_unreplayable: Family<ReasonLabel, Counter>,
     /// Bytes the proxy holds for replay and push checks right now, across connections.
-    pub(crate) proxy_buffered: AtomicU64,
+    pub(crate) proxy_buffered: BytesGauge,
     /// Bytes of request bodies the socket holds right now past each request's first few KiB.
-    pub(crate) socket_bodies: AtomicU64,
+    pub(crate) socket_bodies: BytesGauge,
     /// Connections accepted, by server and how they were let in (or not).
-    connections: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-    pull_requests: Mutex<BTreeMap<&'static str, u64>>,
+    connections: Family<ConnectionLabels, Counter>,
+    pull_requests: Family<OutcomeLabel, Counter>,
     /// GitHub API requests sent on, by what they were (`read`, `comment`, …) and GitHub's status.
-    api_requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    api_requests: Family<ApiLabels, Counter>,
     /// GitHub API requests refused, by why (`merging`, `other_repository`, …).
-    api_refusals: Mutex<BTreeMap<&'static str, u64>>,
+    api_refusals: Family<ReasonLabel, Counter>,
     /// Events a client can repeat at will: counted here, logged in moderation.
-    pub(crate) repeated: crate::logs::Throttle,
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_sum_us: AtomicU64,
+    pub(crate) repeated: Arc<Throttle>,
+    token_life: BytesGauge,
+}
+
+/// `metric`, registered under `name` (after the `mint_` prefix) with its `help`.
+fn register<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+impl Default for Metrics {
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one registration per metric, in the order they are shown"
+    )]
+    fn default() -> Self {
+        let mut r = Registry::with_prefix("mint");
+        let mints = Family::<MintLabels, Counter>::default();
+        // Shown from the start, so that a rate over it has a first point at zero.
+        let _ = mints.get_or_create(&MintLabels::Success);
+        let repeated = Arc::new(Throttle::default());
+        // Fields are evaluated in the order written: the exposition lists the metrics in this order.
+        Self {
+            mints: register(
+                &mut r,
+                "mints",
+                "Installation tokens requested from GitHub, by outcome",
+                mints,
+            ),
+            cache_hits: register(
+                &mut r,
+                "cache_hits",
+                "Credential gets answered from the cached token",
+                Counter::default(),
+            ),
+            retries: register(
+                &mut r,
+                "retries",
+                "Requests to GitHub retried after a transient failure",
+                Counter::default(),
+            ),
+            revocations: register(&mut r, "revocations", "Tokens revoked at GitHub", Counter::default()),
+            erases: register(
+                &mut r,
+                "erases",
+                "Tokens dropped because git reported them failing",
+                Counter::default(),
+            ),
+            declined: register(
+                &mut r,
+                "declined",
+                "Credential requests refused by the policy",
+                Counter::default(),
+            ),
+            get_duration: register(
+                &mut r,
+                "get_duration_seconds",
+                "Time to answer a credential get",
+                Histogram::new(LATENCY_BUCKETS),
+            ),
+            proxied: register(
+                &mut r,
+                "proxy_requests",
+                "Git requests forwarded by the git proxy",
+                Family::default(),
+            ),
+            proxy_refusals: register(
+                &mut r,
+                "proxy_refusals",
+                "Git requests the proxy refused, by reason",
+                Family::default(),
+            ),
+            proxy_bytes_down: register(
+                &mut r,
+                "proxy_bytes_down",
+                "Bytes relayed from GitHub to git",
+                Counter::default(),
+            ),
+            proxy_unreplayable: register(
+                &mut r,
+                "proxy_unreplayable",
+                "Proxied POSTs streamed without a copy to replay after a 401, by reason",
+                Family::default(),
+            ),
+            proxy_buffered: register(
+                &mut r,
+                "proxy_buffered_bytes",
+                "Request bytes the proxy holds now (replay copies and push command lists)",
+                BytesGauge::default(),
+            ),
+            socket_bodies: register(
+                &mut r,
+                "socket_body_bytes",
+                "Request body bytes the socket holds now beyond each request's first 4 KiB",
+                BytesGauge::default(),
+            ),
+            connections: register(
+                &mut r,
+                "connections",
+                "Connections accepted, by server and outcome (admitted, reserve, refused, stalled)",
+                Family::default(),
+            ),
+            pull_requests: register(
+                &mut r,
+                "pull_requests",
+                "Pull-request calls past the input checks, by what answered them",
+                Family::default(),
+            ),
+            repeated: {
+                r.register_collector(Box::new(RepeatedEvents(repeated.clone())));
+                repeated
+            },
+            api_requests: register(
+                &mut r,
+                "api_requests",
+                "GitHub API requests sent on to GitHub, by kind and GitHub's status",
+                Family::default(),
+            ),
+            api_refusals: register(
+                &mut r,
+                "api_refusals",
+                "GitHub API requests refused before reaching GitHub, by reason",
+                Family::default(),
+            ),
+            token_life: register(
+                &mut r,
+                "token_life_seconds",
+                "Seconds of life left on the token being served",
+                BytesGauge::default(),
+            ),
+            registry: r,
+        }
+    }
+}
+
+/// `mint_client_events_total` and `mint_log_lines_suppressed_total`, read from the log throttle at the
+/// scrape: it already counts every event, so nothing is counted twice.
+#[derive(Debug)]
+struct RepeatedEvents(Arc<Throttle>);
+
+impl prometheus_client::collector::Collector for RepeatedEvents {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counts = self.0.counts();
+        for (name, help, suppressed) in [
+            (
+                "client_events",
+                "Events a client can repeat at will (refusals, declines, accept errors), all counted.",
+                false,
+            ),
+            (
+                "log_lines_suppressed",
+                "Of those, how many got no log line of their own.",
+                true,
+            ),
+        ] {
+            let mut family =
+                encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Counter)?;
+            for &(event, seen, not_logged) in &counts {
+                let labels = [("event", event.label())];
+                let count = ConstCounter::new(if suppressed { not_logged } else { seen });
+                count.encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Metrics {
     pub(crate) fn mint_succeeded(&self) {
-        self.mints_ok.fetch_add(1, Ordering::Relaxed);
+        self.mints.get_or_create(&MintLabels::Success).inc();
     }
 
     pub(crate) fn mint_failed(&self, reason: &'static str) {
-        let mut failures = self
-            .mint_failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *failures.entry(reason).or_default() += 1;
+        self.mints.get_or_create(&MintLabels::Failure(reason)).inc();
     }
 
     pub(crate) fn proxied(&self, route: &'static str, status: u16) {
-        let mut map = self.proxied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *map.entry((route, status)).or_default() += 1;
+        self.proxied.get_or_create(&ProxiedLabels { route, status }).inc();
     }
 
     pub(crate) fn proxy_refused(&self, reason: &'static str) {
-        let mut map = self
-            .proxy_refusals
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *map.entry(reason).or_default() += 1;
+        self.proxy_refusals.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// A `POST /v1/pulls` that passed the input checks, by what answered it: `github`, `remembered`,
     /// `limited` (the bucket was empty) or `github_rate_limited`.
     pub(crate) fn pull_request(&self, outcome: &'static str) {
-        let mut map = self
-            .pull_requests
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *map.entry(outcome).or_default() += 1;
+        self.pull_requests.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     /// A GitHub API request that was sent on: what it was, and GitHub's status.
-    pub(crate) fn api_request(&self, what: &'static str, status: u16) {
-        let mut map = self
-            .api_requests
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *map.entry((what, status)).or_default() += 1;
+    pub(crate) fn api_request(&self, kind: &'static str, status: u16) {
+        self.api_requests.get_or_create(&ApiLabels { kind, status }).inc();
     }
 
     /// A GitHub API request refused before GitHub heard of it, and why.
     pub(crate) fn api_refused(&self, reason: &'static str) {
-        let mut map = self
-            .api_refusals
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *map.entry(reason).or_default() += 1;
-    }
-
-    /// The API endpoint's counters.
-    fn render_api(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP mint_api_requests_total GitHub API requests sent on to GitHub, by kind and GitHub's status."
-        );
-        let _ = writeln!(out, "# TYPE mint_api_requests_total counter");
-        let requests = self
-            .api_requests
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for ((what, status), n) in requests.iter() {
-            let _ = writeln!(
-                out,
-                "mint_api_requests_total{{kind=\"{what}\",status=\"{status}\"}} {n}"
-            );
-        }
-        drop(requests);
-        let _ = writeln!(
-            out,
-            "# HELP mint_api_refusals_total GitHub API requests refused before reaching GitHub, by reason."
-        );
-        let _ = writeln!(out, "# TYPE mint_api_refusals_total counter");
-        let refusals = self
-            .api_refusals
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (reason, n) in refusals.iter() {
-            let _ = writeln!(out, "mint_api_refusals_total{{reason=\"{reason}\"}} {n}");
-        }
+        self.api_refusals.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     pub(crate) fn proxy_unreplayable(&self, reason: &'static str) {
-        let mut map = self
-            .proxy_unreplayable
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *map.entry(reason).or_default() += 1;
+        self.proxy_unreplayable.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// A connection to `server` (`socket` or `proxy`): `admitted`, `reserve` (over a cap, served one
     /// short request), `refused` (over every cap, closed at once), `stalled` (dropped: it did not read).
     pub(crate) fn connection(&self, server: &'static str, outcome: &'static str) {
-        let mut map = self
-            .connections
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *map.entry((server, outcome)).or_default() += 1;
+        self.connections
+            .get_or_create(&ConnectionLabels { server, outcome })
+            .inc();
     }
 
     pub(crate) fn proxy_bytes_down(&self, n: usize) {
-        self.proxy_bytes_down
-            .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
-    }
-
-    /// The mediated-mode proxy's counters.
-    fn render_proxy(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP mint_proxy_requests_total Git requests forwarded by the git proxy."
-        );
-        let _ = writeln!(out, "# TYPE mint_proxy_requests_total counter");
-        let proxied = self.proxied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for ((route, status), n) in proxied.iter() {
-            let _ = writeln!(
-                out,
-                "mint_proxy_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
-            );
-        }
-        drop(proxied);
-        let _ = writeln!(
-            out,
-            "# HELP mint_proxy_refusals_total Git requests the proxy refused, by reason."
-        );
-        let _ = writeln!(out, "# TYPE mint_proxy_refusals_total counter");
-        let refusals = self
-            .proxy_refusals
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (reason, n) in refusals.iter() {
-            let _ = writeln!(out, "mint_proxy_refusals_total{{reason=\"{reason}\"}} {n}");
-        }
-        drop(refusals);
-        let _ = writeln!(
-            out,
-            "# HELP mint_proxy_bytes_down_total Bytes relayed from GitHub to git."
-        );
-        let _ = writeln!(out, "# TYPE mint_proxy_bytes_down_total counter");
-        let down = self.proxy_bytes_down.load(Ordering::Relaxed);
-        let _ = writeln!(out, "mint_proxy_bytes_down_total {down}");
-        let _ = writeln!(
-            out,
-            "# HELP mint_proxy_unreplayable_total Proxied POSTs streamed without a copy to replay after a 401, by reason."
-        );
-        let _ = writeln!(out, "# TYPE mint_proxy_unreplayable_total counter");
-        let unreplayable = self
-            .proxy_unreplayable
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (reason, n) in unreplayable.iter() {
-            let _ = writeln!(out, "mint_proxy_unreplayable_total{{reason=\"{reason}\"}} {n}");
-        }
-        drop(unreplayable);
-        let _ = writeln!(
-            out,
-            "# HELP mint_proxy_buffered_bytes Request bytes the proxy holds now (replay copies and push command lists)."
-        );
-        let _ = writeln!(out, "# TYPE mint_proxy_buffered_bytes gauge");
-        let buffered = self.proxy_buffered.load(Ordering::Relaxed);
-        let _ = writeln!(out, "mint_proxy_buffered_bytes {buffered}");
-        let _ = writeln!(
-            out,
-            "# HELP mint_socket_body_bytes Request body bytes the socket holds now beyond each request's first 4 KiB."
-        );
-        let _ = writeln!(out, "# TYPE mint_socket_body_bytes gauge");
-        let bodies = self.socket_bodies.load(Ordering::Relaxed);
-        let _ = writeln!(out, "mint_socket_body_bytes {bodies}");
-        let _ = writeln!(
-            out,
-            "# HELP mint_connections_total Connections accepted, by server and outcome (admitted, reserve, refused, stalled)."
-        );
-        let _ = writeln!(out, "# TYPE mint_connections_total counter");
-        let connections = self
-            .connections
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for ((server, outcome), n) in connections.iter() {
-            let _ = writeln!(
-                out,
-                "mint_connections_total{{server=\"{server}\",outcome=\"{outcome}\"}} {n}"
-            );
-        }
-        drop(connections);
-    }
-
-    /// What clients asked for that did not all reach GitHub or the log: pull requests, repeated events.
-    fn render_client(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP mint_pull_requests_total Pull-request calls past the input checks, by what answered them."
-        );
-        let _ = writeln!(out, "# TYPE mint_pull_requests_total counter");
-        let pulls = self
-            .pull_requests
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (outcome, n) in pulls.iter() {
-            let _ = writeln!(out, "mint_pull_requests_total{{outcome=\"{outcome}\"}} {n}");
-        }
-        drop(pulls);
-        let _ = writeln!(
-            out,
-            "# HELP mint_client_events_total Events a client can repeat at will (refusals, declines, accept errors), all counted."
-        );
-        let _ = writeln!(out, "# TYPE mint_client_events_total counter");
-        let repeated = self.repeated.counts();
-        for (event, seen, _) in &repeated {
-            let _ = writeln!(out, "mint_client_events_total{{event=\"{}\"}} {seen}", event.label());
-        }
-        let _ = writeln!(
-            out,
-            "# HELP mint_log_lines_suppressed_total Of those, how many got no log line of their own."
-        );
-        let _ = writeln!(out, "# TYPE mint_log_lines_suppressed_total counter");
-        for (event, _, suppressed) in &repeated {
-            let _ = writeln!(
-                out,
-                "mint_log_lines_suppressed_total{{event=\"{}\"}} {suppressed}",
-                event.label()
-            );
-        }
+        self.proxy_bytes_down.inc_by(u64::try_from(n).unwrap_or(u64::MAX));
     }
 
     pub(crate) fn observe_get(&self, took: Duration) {
-        let seconds = took.as_secs_f64();
-        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
-            if seconds <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us
-            .fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.get_duration.observe(took.as_secs_f64());
     }
 
     /// The Prometheus text exposition; `token_life_left` is the current token's remaining seconds.
     pub fn render(&self, token_life_left: Option<u64>) -> String {
-        let mut out = String::with_capacity(2048);
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP mint_mints_total Installation tokens requested from GitHub, by outcome."
-        );
-        let _ = writeln!(out, "# TYPE mint_mints_total counter");
-        let _ = writeln!(out, "mint_mints_total{{outcome=\"success\"}} {}", load(&self.mints_ok));
-        let failures = self
-            .mint_failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (reason, n) in failures.iter() {
-            let _ = writeln!(out, "mint_mints_total{{outcome=\"failure\",reason=\"{reason}\"}} {n}");
-        }
-        drop(failures);
-        for (name, help, counter) in [
-            (
-                "mint_cache_hits_total",
-                "Credential gets answered from the cached token.",
-                &self.cache_hits,
-            ),
-            (
-                "mint_retries_total",
-                "Requests to GitHub retried after a transient failure.",
-                &self.retries,
-            ),
-            ("mint_revocations_total", "Tokens revoked at GitHub.", &self.revocations),
-            (
-                "mint_erases_total",
-                "Tokens dropped because git reported them failing.",
-                &self.erases,
-            ),
-            (
-                "mint_declined_total",
-                "Credential requests refused by the policy.",
-                &self.declined,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                load(counter)
-            );
-        }
-        let _ = writeln!(out, "# HELP mint_get_duration_seconds Time to answer a credential get.");
-        let _ = writeln!(out, "# TYPE mint_get_duration_seconds histogram");
-        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
-            let _ = writeln!(
-                out,
-                "mint_get_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-                load(bucket)
-            );
-        }
-        let count = load(&self.latency_count);
-        let _ = writeln!(out, "mint_get_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
-        #[expect(clippy::cast_precision_loss, reason = "microsecond sums stay far below 2^52")]
-        let sum = load(&self.latency_sum_us) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "mint_get_duration_seconds_sum {sum}\nmint_get_duration_seconds_count {count}"
-        );
-        self.render_proxy(&mut out);
-        self.render_client(&mut out);
-        self.render_api(&mut out);
-        let _ = writeln!(
-            out,
-            "# HELP mint_token_life_seconds Seconds of life left on the token being served."
-        );
-        let _ = writeln!(out, "# TYPE mint_token_life_seconds gauge");
-        let _ = writeln!(out, "mint_token_life_seconds {}", token_life_left.unwrap_or(0));
-        out
+        self.token_life.set(token_life_left.unwrap_or(0));
+        let mut text = String::with_capacity(4096);
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
+            .expect("writing into a String cannot fail, and the metrics encode themselves");
+        text
     }
 }
 
@@ -388,5 +359,69 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
+    }
+
+    /// What Prometheus reads: every series parses, with the names, labels and values mintd counted.
+    #[test]
+    fn the_scrape_parses_as_prometheus_text() {
+        let m = Metrics::default();
+        m.mint_failed("timeout");
+        m.proxied("receive_pack", 200);
+        m.connection("socket", "stalled");
+        m.api_request("read", 404);
+        m.repeated.should_log(crate::logs::Repeated::CredentialDeclined);
+        m.socket_bodies.inc_by(4096);
+        let text = m.render(None);
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses");
+        let value = |name: &str, labels: &[(&str, &str)]| {
+            scrape
+                .samples
+                .iter()
+                .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+                .map(|s| match s.value {
+                    prometheus_parse::Value::Counter(v)
+                    | prometheus_parse::Value::Gauge(v)
+                    | prometheus_parse::Value::Untyped(v) => v,
+                    _ => f64::NAN,
+                })
+        };
+        assert_eq!(value("mint_mints_total", &[("outcome", "success")]), Some(0.0));
+        assert_eq!(
+            value("mint_mints_total", &[("outcome", "failure"), ("reason", "timeout")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                "mint_proxy_requests_total",
+                &[("route", "receive_pack"), ("status", "200")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                "mint_connections_total",
+                &[("server", "socket"), ("outcome", "stalled")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value("mint_api_requests_total", &[("kind", "read"), ("status", "404")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value("mint_client_events_total", &[("event", "credential_declined")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value("mint_log_lines_suppressed_total", &[("event", "credential_declined")]),
+            Some(0.0)
+        );
+        assert_eq!(value("mint_socket_body_bytes", &[]), Some(4096.0));
+        assert_eq!(value("mint_token_life_seconds", &[]), Some(0.0));
+        assert_eq!(value("mint_declined_total", &[]), Some(0.0));
+        assert!(
+            scrape.docs.contains_key("mint_get_duration_seconds"),
+            "the histogram has its HELP: {text}"
+        );
     }
 }

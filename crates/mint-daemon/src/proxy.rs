@@ -28,8 +28,9 @@ use tokio::net::TcpListener;
 use mint_credential::Target;
 
 use crate::Daemon;
+use crate::answer::mint_failed;
 use crate::budget::{Budget, Charge};
-use crate::cache::{ERASE_INTERVAL, GetError, MintFailure};
+use crate::cache::{ERASE_INTERVAL, GetError};
 use crate::logs::{Repeated, Untrusted};
 use crate::push_policy;
 
@@ -269,7 +270,7 @@ async fn handle(daemon: &Daemon, req: Request<Incoming>) -> Response<ProxyBody> 
         Some(target) => target,
         None => match daemon.cache.learn_target().await {
             Ok(target) => target,
-            Err(failure) => return mint_failed(&failure),
+            Err(failure) => return mint_failed(&failure, |status, message| text(status, format!("mint: {message}\n"))),
         },
     };
     let Some(upstream_path) = upstream_path(&target, &git) else {
@@ -459,7 +460,11 @@ async fn forward(
 ) -> Result<(Response<Incoming>, mint_github::InstallationToken), Response<ProxyBody>> {
     let token = match daemon.cache.get_for_proxy(checked).await {
         Ok(cached) => cached.token.clone(),
-        Err(GetError::Failed(failure)) => return Err(mint_failed(&failure)),
+        Err(GetError::Failed(failure)) => {
+            return Err(mint_failed(&failure, |status, message| {
+                text(status, format!("mint: {message}\n"))
+            }));
+        }
         Err(GetError::Moved { now }) => {
             daemon.metrics.proxy_refused("not_this_repository");
             return Err(text(
@@ -865,24 +870,6 @@ fn relay_location(base: &str, location: &HeaderValue) -> Option<HeaderValue> {
         _ => return None,
     };
     HeaderValue::from_str(path).ok()
-}
-
-/// No token: 503 if waiting may help (with a rate limit's `Retry-After`), else 502; git prints the body.
-fn mint_failed(failure: &MintFailure) -> Response<ProxyBody> {
-    let mut response = text(
-        if failure.transient {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            StatusCode::BAD_GATEWAY
-        },
-        format!("mint: {}\n", failure.message),
-    );
-    if let Some(secs) = failure.retry_after(tokio::time::Instant::now()) {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    response
 }
 
 pub(crate) fn full(bytes: Bytes) -> ProxyBody {

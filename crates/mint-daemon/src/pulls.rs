@@ -22,10 +22,10 @@ use mint_github::{GithubError, NewPull, PullOutcome, PullRequest};
 use tokio::time::Instant;
 
 use crate::Daemon;
+use crate::answer::{mint_failed, refusal};
 use crate::cache::Cached;
 use crate::logs::{Repeated, Untrusted};
 use crate::peer::AllowedPeer;
-use crate::server::refusal;
 
 /// Pull-request calls that may reach GitHub at once, after a quiet spell: an agent publishing a few
 /// branches in a row is never held up.
@@ -232,7 +232,7 @@ pub(crate) async fn open(daemon: &Daemon, _peer: &AllowedPeer, body: &[u8]) -> R
     let checked = PullChecked { _checked: () };
     let mut cached = match daemon.cache.get_for_pull(&checked).await {
         Ok(cached) => cached,
-        Err(failure) => return crate::server::mint_failed(&failure),
+        Err(failure) => return mint_failed(&failure, refusal),
     };
     let github_failure = |e: &GithubError| {
         if let Some(wait) = e.hold_off() {
@@ -249,7 +249,7 @@ pub(crate) async fn open(daemon: &Daemon, _peer: &AllowedPeer, body: &[u8]) -> R
             daemon.cache.drop_rejected(&cached.token);
             let fresh = match daemon.cache.get_for_pull(&checked).await {
                 Ok(fresh) => fresh,
-                Err(failure) => return crate::server::mint_failed(&failure),
+                Err(failure) => return mint_failed(&failure, refusal),
             };
             if Arc::ptr_eq(&fresh, &cached) {
                 // Another token was dropped seconds ago (GitHub may still be propagating its successor), so

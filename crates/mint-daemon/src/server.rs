@@ -9,13 +9,14 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use mint_api::{MAX_REQUEST_BODY, REASON_HEADER, TokenStatus, route};
+use mint_api::{MAX_REQUEST_BODY, TokenStatus, route};
 use mint_credential::Request as CredentialRequest;
 use tokio::net::UnixListener;
 use tokio::time::Instant;
 
+use crate::answer::{empty, mint_failed, refusal};
 use crate::budget::Charge;
-use crate::cache::{GetError, MintFailure};
+use crate::cache::GetError;
 use crate::logs::{Repeated, Untrusted};
 use crate::peer::{AllowedPeer, PeerError};
 use crate::{Daemon, Source};
@@ -192,10 +193,7 @@ async fn credential(daemon: &Daemon, peer: &AllowedPeer, action: &str, body: &[u
     }
     if let Some(proxy) = daemon.git_proxy_bound.get() {
         // Mediated mode: the token never enters the sandbox, whatever asks for it.
-        daemon
-            .metrics
-            .declined
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        daemon.metrics.declined.inc();
         let (scheme, host) = (daemon.server.scheme(), daemon.server.host());
         return refusal(
             StatusCode::FORBIDDEN,
@@ -214,7 +212,7 @@ async fn credential(daemon: &Daemon, peer: &AllowedPeer, action: &str, body: &[u
         }
         match daemon.cache.learn_target().await {
             Ok(target) => target,
-            Err(failure) => return mint_failed(&failure),
+            Err(failure) => return mint_failed(&failure, refusal),
         }
     };
     let approved = match target.check_get(&request) {
@@ -234,7 +232,7 @@ async fn credential(daemon: &Daemon, peer: &AllowedPeer, action: &str, body: &[u
                 Err(e) => refusal(StatusCode::BAD_GATEWAY, &e.to_string()),
             }
         }
-        Err(GetError::Failed(failure)) => mint_failed(&failure),
+        Err(GetError::Failed(failure)) => mint_failed(&failure, refusal),
         Err(GetError::Moved { now }) => declined(
             daemon,
             &format!(
@@ -247,33 +245,11 @@ async fn credential(daemon: &Daemon, peer: &AllowedPeer, action: &str, body: &[u
 
 /// Not this daemon's request: 204 with the reason, so git moves on to its next helper.
 fn declined(daemon: &Daemon, reason: &str) -> Response<Full<Bytes>> {
-    daemon
-        .metrics
-        .declined
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    daemon.metrics.declined.inc();
     if daemon.metrics.repeated.should_log(Repeated::CredentialDeclined) {
         tracing::info!(reason = %Untrusted(reason), "declined a credential request");
     }
     empty(StatusCode::NO_CONTENT, Some(reason))
-}
-
-/// Ours, but no token could be had: 503 if waiting may help, else 502; the helper shows git the reason.
-/// A rate limit's "not before" goes in `Retry-After` too.
-pub(crate) fn mint_failed(failure: &MintFailure) -> Response<Full<Bytes>> {
-    let mut response = refusal(
-        if failure.transient {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            StatusCode::BAD_GATEWAY
-        },
-        &failure.message,
-    );
-    if let Some(secs) = failure.retry_after(Instant::now()) {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
-    }
-    response
 }
 
 /// What mintd serves. In broker mode the repository is the latest token's: before the first token, ask
@@ -342,30 +318,4 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Full::new(Bytes::from_static(body.as_bytes())))
         .expect("static headers are valid")
-}
-
-/// An error or refusal: the reason both in the `mint-reason` header and as the body.
-pub(crate) fn refusal(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
-    let mut response = empty(status, Some(reason));
-    *response.body_mut() = Full::new(Bytes::from(format!("{reason}\n")));
-    response
-}
-
-fn empty(status: StatusCode, reason: Option<&str>) -> Response<Full<Bytes>> {
-    let mut builder = Response::builder().status(status);
-    if let Some(reason) = reason {
-        builder = builder.header(REASON_HEADER, header_safe(reason));
-    }
-    builder
-        .body(Full::new(Bytes::new()))
-        .expect("sanitised headers are valid")
-}
-
-/// Header values must be visible ASCII; reasons are ours and GitHub's words, so this rarely changes anything.
-fn header_safe(reason: &str) -> String {
-    reason
-        .chars()
-        .take(1000)
-        .map(|c| if c == ' ' || c.is_ascii_graphic() { c } else { '?' })
-        .collect()
 }

@@ -7,9 +7,13 @@
 //! - Objects are streamed: downloads are hashed while written to `.git/lfs/tmp`, checked against the oid and
 //!   size, then renamed into `.git/lfs/objects/aa/bb/<oid>` (where git-lfs keeps them) and copied into the
 //!   work tree; uploads stream from that store.
+//! - Every request is async reqwest on one runtime per endpoint ([`Endpoint::runtime`]): the batch call,
+//!   downloads, uploads and verifies alike. The transfers themselves run on the caller's threads (gix's
+//!   side is synchronous), each driving its request with `block_on`, so a blocking write into the store
+//!   never stalls the runtime's workers.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -129,7 +133,11 @@ struct Action {
 pub struct Endpoint<'a> {
     batch_url: String,
     credentials: Option<&'a mut dyn CredentialSource>,
-    client: reqwest::blocking::Client,
+    client: reqwest::Client,
+    /// Where every LFS request runs: reqwest's async client, one runtime for the batch call and the
+    /// transfers. (reqwest's blocking client would add a runtime of its own, and its bodies move 8 KiB a
+    /// hop between threads: ten 50 MB uploads took twice as long as git-lfs's.)
+    runtime: tokio::runtime::Runtime,
     /// Objects moved at once (`lfs.concurrenttransfers`).
     transfers: usize,
 }
@@ -154,16 +162,22 @@ impl<'a> Endpoint<'a> {
         } else {
             format!("{base}.git")
         };
-        let client = reqwest::blocking::Client::builder()
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("mint-lfs")
+            .enable_all()
+            .build()
+            .map_err(|e| LfsError::Local(format!("a runtime for Git LFS: {e}")))?;
+        let client = reqwest::Client::builder()
             // Storage hosts answer with the object; a redirect to elsewhere is not followed with headers.
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(None)
             .build()
             .map_err(|e| LfsError::Local(format!("an HTTP client: {e}")))?;
         Ok(Self {
             batch_url: format!("{base}/info/lfs/objects/batch"),
             credentials,
             client,
+            runtime,
             transfers: DEFAULT_CONCURRENT_TRANSFERS,
         })
     }
@@ -194,6 +208,7 @@ impl<'a> Endpoint<'a> {
                 .header("Accept", MEDIA_TYPE)
                 .header("Content-Type", MEDIA_TYPE)
                 .body(body.clone());
+            // The credential source asks mintd over its socket, synchronously: before the request runs.
             if let Some(source) = self.credentials.as_deref_mut() {
                 let credentials = source.get(refused).map_err(batch_error)?;
                 request = request.basic_auth(
@@ -201,13 +216,18 @@ impl<'a> Endpoint<'a> {
                     Some(credentials.password.expose_secret().to_owned()),
                 );
             }
-            let response = request.send().map_err(|e| batch_error(describe(&e)))?;
-            let status = response.status();
+            let (status, text) = self
+                .runtime
+                .block_on(async {
+                    let response = request.send().await?;
+                    let status = response.status();
+                    Ok((status, response.text().await?))
+                })
+                .map_err(|e: reqwest::Error| batch_error(describe(&e)))?;
             if status == reqwest::StatusCode::UNAUTHORIZED && !refused && self.credentials.is_some() {
                 refused = true;
                 continue;
             }
-            let text = response.text().map_err(|e| batch_error(describe(&e)))?;
             if !status.is_success() {
                 let message = serde_json::from_str::<serde_json::Value>(&text)
                     .ok()
@@ -237,7 +257,7 @@ impl<'a> Endpoint<'a> {
             return Ok(0);
         }
         let answers = self.batch("download", &missing)?;
-        let client = &self.client;
+        let (client, runtime) = (&self.client, &self.runtime);
         for_each_concurrently(&missing, self.transfers, |pointer| {
             let path = path_of(wanted, pointer);
             let transfer_error = |message: String| LfsError::Transfer {
@@ -251,14 +271,21 @@ impl<'a> Endpoint<'a> {
                 .actions
                 .get("download")
                 .ok_or_else(|| transfer_error("the batch answer has no download action".into()))?;
-            let response = request(client, action, reqwest::Method::GET)
-                .map_err(transfer_error)?
-                .send()
-                .map_err(|e| transfer_error(describe(&e)))?;
-            if !response.status().is_success() {
-                return Err(transfer_error(format!("HTTP {}", response.status())));
-            }
-            store(git_dir, pointer, response).map_err(transfer_error)?;
+            let get = request(client, action, reqwest::Method::GET).map_err(transfer_error)?;
+            let incoming = runtime.block_on(async {
+                let mut response = get.send().await.map_err(|e| describe(&e))?;
+                if !response.status().is_success() {
+                    return Err(format!("HTTP {}", response.status()));
+                }
+                let mut incoming = Incoming::new(git_dir)?;
+                while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
+                    incoming.write(&chunk)?;
+                }
+                Ok(incoming)
+            });
+            incoming
+                .and_then(|incoming| incoming.keep(git_dir, pointer))
+                .map_err(transfer_error)?;
             Ok(true)
         })
     }
@@ -279,8 +306,7 @@ impl<'a> Endpoint<'a> {
             }
         }
         let answers = self.batch("upload", &objects)?;
-        let client = &self.client;
-        let uploads = &Uploads::new(self.transfers)?;
+        let (client, runtime) = (&self.client, &self.runtime);
         for_each_concurrently(&objects, self.transfers, |pointer| {
             let path = path_of(wanted, pointer);
             let transfer_error = |message: String| LfsError::Transfer {
@@ -296,12 +322,10 @@ impl<'a> Endpoint<'a> {
             };
             let url = action_url(upload).map_err(transfer_error)?;
             let path_in_store = pointer.local_path(git_dir);
-            let status = uploads
-                .runtime
+            let status = runtime
                 .block_on(async {
                     let file = tokio::fs::File::open(&path_in_store).await?;
-                    let mut put = uploads
-                        .client
+                    let mut put = client
                         .put(url)
                         .header("Content-Type", "application/octet-stream")
                         .body(reqwest::Body::wrap(FileBody::new(file, pointer.size)));
@@ -317,15 +341,16 @@ impl<'a> Endpoint<'a> {
             }
             if let Some(verify) = answer.actions.get("verify") {
                 let body = serde_json::to_vec(pointer).map_err(|e| transfer_error(e.to_string()))?;
-                let response = request(client, verify, reqwest::Method::POST)
+                let post = request(client, verify, reqwest::Method::POST)
                     .map_err(transfer_error)?
                     .header("Accept", MEDIA_TYPE)
                     .header("Content-Type", MEDIA_TYPE)
-                    .body(body)
-                    .send()
+                    .body(body);
+                let status = runtime
+                    .block_on(async { post.send().await.map(|response| response.status()) })
                     .map_err(|e| transfer_error(describe(&e)))?;
-                if !response.status().is_success() {
-                    return Err(transfer_error(format!("verify answered HTTP {}", response.status())));
+                if !status.is_success() {
+                    return Err(transfer_error(format!("verify answered HTTP {status}")));
                 }
             }
             Ok(true)
@@ -335,10 +360,10 @@ impl<'a> Endpoint<'a> {
 
 /// A request for an action: its `href` with its own headers, never the token (download: GET, verify: POST).
 fn request(
-    client: &reqwest::blocking::Client,
+    client: &reqwest::Client,
     action: &Action,
     method: reqwest::Method,
-) -> Result<reqwest::blocking::RequestBuilder, String> {
+) -> Result<reqwest::RequestBuilder, String> {
     let mut request = client.request(method, action_url(action)?);
     for (name, value) in &action.header {
         request = request.header(name, value);
@@ -349,45 +374,8 @@ fn request(
 /// An action's `href`: https, or http to a loopback address (fakehub, a test server).
 fn action_url(action: &Action) -> Result<reqwest::Url, String> {
     let url = reqwest::Url::parse(&action.href).map_err(|e| format!("the action's href is not a URL: {e}"))?;
-    let loopback = url.host_str().is_some_and(|h| {
-        h == "localhost"
-            || h.trim_matches(['[', ']'])
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
-    });
-    if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
-        return Err(format!(
-            "the action's href {}://{} is neither https nor loopback http: refused",
-            url.scheme(),
-            url.host_str().unwrap_or("")
-        ));
-    }
+    mint_service::require_https_or_loopback(&url, "the action's href").map_err(|e| e.to_string())?;
     Ok(url)
-}
-
-/// What uploads go through: reqwest's async client on a runtime of their own. reqwest's blocking bodies
-/// are read 8 KiB at a time, each read a hop between threads: ten 50 MB objects took twice as long to
-/// upload as git-lfs's. [`FileBody`] sends 1 MiB frames.
-struct Uploads {
-    runtime: tokio::runtime::Runtime,
-    client: reqwest::Client,
-}
-
-impl Uploads {
-    fn new(transfers: usize) -> Result<Self, LfsError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(transfers.clamp(1, 2))
-            .thread_name("mint-lfs-upload")
-            .enable_all()
-            .build()
-            .map_err(|e| LfsError::Local(format!("a runtime for uploads: {e}")))?;
-        let client = reqwest::Client::builder()
-            // As for the blocking client: a redirect to elsewhere is not followed with the action's headers.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| LfsError::Local(format!("an HTTP client: {e}")))?;
-        Ok(Self { runtime, client })
-    }
 }
 
 /// A file of known size as a request body, read in frames of up to [`FileBody::FRAME`]; a file that ends
@@ -540,41 +528,44 @@ fn is_stored(pointer: &Pointer, git_dir: &Path) -> bool {
     std::fs::metadata(pointer.local_path(git_dir)).is_ok_and(|m| m.len() == pointer.size)
 }
 
-/// Stream `from` into the store, hashing as it goes; kept only if the content is the pointer's.
-fn store(git_dir: &Path, pointer: &Pointer, mut from: impl Read) -> Result<(), String> {
-    let tmp_dir = git_dir.join("lfs/tmp");
-    std::fs::create_dir_all(&tmp_dir).map_err(|e| e.to_string())?;
-    let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(|e| e.to_string())?;
-    let mut hash = Sha256::new();
-    let mut size = 0u64;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = from.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buf[..n]);
-        size += n as u64;
-        tmp.write_all(&buf[..n]).map_err(|e| e.to_string())?;
-    }
-    let oid = hex(&hash.finalize());
-    if oid != pointer.oid || size != pointer.size {
-        return Err(format!(
-            "the content received is not the object (sha256 {oid}, {size} bytes): nothing was kept"
-        ));
-    }
-    let target = pointer.local_path(git_dir);
-    std::fs::create_dir_all(target.parent().expect("objects sit in a directory")).map_err(|e| e.to_string())?;
-    tmp.persist(&target).map_err(|e| e.to_string())?;
-    Ok(())
+/// A download on its way into the store: written to `.git/lfs/tmp` and hashed as it comes, kept only if the
+/// content is the pointer's.
+struct Incoming {
+    tmp: tempfile::NamedTempFile,
+    hash: Sha256,
+    size: u64,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
+impl Incoming {
+    fn new(git_dir: &Path) -> Result<Self, String> {
+        let tmp_dir = git_dir.join("lfs/tmp");
+        std::fs::create_dir_all(&tmp_dir).map_err(|e| e.to_string())?;
+        Ok(Self {
+            tmp: tempfile::NamedTempFile::new_in(&tmp_dir).map_err(|e| e.to_string())?,
+            hash: Sha256::new(),
+            size: 0,
+        })
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<(), String> {
+        self.hash.update(data);
+        self.size += data.len() as u64;
+        self.tmp.write_all(data).map_err(|e| e.to_string())
+    }
+
+    /// Into `.git/lfs/objects` if it is `pointer`'s content; else dropped, and nothing is kept.
+    fn keep(self, git_dir: &Path, pointer: &Pointer) -> Result<(), String> {
+        let (oid, size) = (hex::encode(self.hash.finalize()), self.size);
+        if oid != pointer.oid || size != pointer.size {
+            return Err(format!(
+                "the content received is not the object (sha256 {oid}, {size} bytes): nothing was kept"
+            ));
+        }
+        let target = pointer.local_path(git_dir);
+        std::fs::create_dir_all(target.parent().expect("objects sit in a directory")).map_err(|e| e.to_string())?;
+        self.tmp.persist(&target).map_err(|e| e.to_string())?;
+        Ok(())
+    }
 }
 
 /// reqwest's error and its causes: "error sending request: connection refused".
@@ -677,9 +668,12 @@ mod tests {
         crate::ensure_tls_provider();
         // Nothing listens on port 1 of the loopback: the request fails to connect.
         let href = "http://user:pw@127.0.0.1:1/alambic/media/obj?X-Amz-Credential=KEYID&X-Amz-Signature=SECRET";
-        let error = reqwest::blocking::Client::new()
-            .get(href)
-            .send()
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let error = runtime
+            .block_on(reqwest::Client::new().get(href).send())
             .expect_err("nothing listens there");
         assert!(error.to_string().contains("SECRET"), "reqwest names the URL: {error}");
         let text = describe(&error);
@@ -694,15 +688,20 @@ mod tests {
     fn a_download_that_is_not_the_object_is_not_kept() {
         let dir = tempfile::tempdir().unwrap();
         let content = b"the real content";
-        let oid = hex(&Sha256::digest(content));
+        let oid = hex::encode(Sha256::digest(content));
         let pointer = Pointer {
             oid,
             size: content.len() as u64,
         };
-        let err = store(dir.path(), &pointer, &b"something else!!"[..]).unwrap_err();
+        let store = |data: &[u8]| {
+            let mut incoming = Incoming::new(dir.path())?;
+            incoming.write(data)?;
+            incoming.keep(dir.path(), &pointer)
+        };
+        let err = store(b"something else!!").unwrap_err();
         assert!(err.contains("not the object"), "{err}");
         assert!(!is_stored(&pointer, dir.path()));
-        store(dir.path(), &pointer, &content[..]).unwrap();
+        store(content).unwrap();
         assert!(is_stored(&pointer, dir.path()));
     }
 }

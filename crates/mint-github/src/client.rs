@@ -1,6 +1,5 @@
 //! HTTP/1.1 to the GitHub REST API over hyper and rustls; plain http only to loopback (fakehub, tests).
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,8 +25,8 @@ pub enum ClientError {
         "API URL {0:?} is not a URL: expected https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server"
     )]
     BadUrl(String),
-    #[error("API URL {0:?} must use https (plain http is allowed only to a loopback address, for tests)")]
-    Scheme(String),
+    #[error(transparent)]
+    Scheme(#[from] mint_service::UrlRuleError),
     #[error("no TLS root certificates could be loaded ({0}): install the ca-certificates package or set SSL_CERT_FILE")]
     Roots(String),
     #[error("TLS set-up failed: {0}")]
@@ -200,18 +199,12 @@ pub fn graphql_url(api: &str) -> String {
 /// The connector for talking to `base_url` (the API, or git's smart HTTP): rustls with the system's roots
 /// for https; plain http only to a loopback address (fakehub, tests).
 pub fn https_connector(base_url: &str) -> Result<HttpsConnector<HttpConnector>, ClientError> {
-    let uri: http::Uri = base_url.parse().map_err(|_| ClientError::BadUrl(base_url.into()))?;
-    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-        return Err(ClientError::BadUrl(base_url.into()));
-    };
-    if authority.as_str().contains('@') || uri.query().is_some() {
-        return Err(ClientError::BadUrl(base_url.into()));
-    }
-    let https = match scheme {
-        "https" => true,
-        "http" if is_loopback(authority.host()) => false,
-        _ => return Err(ClientError::Scheme(base_url.into())),
-    };
+    let url = url::Url::parse(base_url)
+        .ok()
+        .filter(|url| url.has_host() && url.username().is_empty() && url.password().is_none() && url.query().is_none())
+        .ok_or_else(|| ClientError::BadUrl(base_url.into()))?;
+    mint_service::require_https_or_loopback(&url, "URL")?;
+    let https = url.scheme() == "https";
     let mut roots = rustls::RootCertStore::empty();
     if https {
         // Only https needs the system's roots; reading them costs milliseconds at start-up.
@@ -251,11 +244,6 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
-}
-
-fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]

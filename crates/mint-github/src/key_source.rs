@@ -4,9 +4,10 @@
 //! to load or to sign its probe is refused and the old key keeps signing.
 
 use std::fmt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use mint_service::secret_file::{Readable, SecretFileError, read_private};
 
 use crate::{AppKey, AppKeys, KeyChange, KeyError, Pkcs11Error, Pkcs11Signer, Pkcs11Uri, Signer};
 
@@ -25,12 +26,8 @@ pub enum KeySource {
 /// Why a key source is unusable. Never carries key material or the PIN.
 #[derive(Debug, thiserror::Error)]
 pub enum KeySourceError {
-    #[error("cannot read {path}: {reason}")]
-    Read { path: PathBuf, reason: String },
-    #[error(
-        "{path} is readable by group or others (mode {mode:04o}): run `chmod 600` on it, or pass --allow-readable-key if a mounted secret cannot be made private"
-    )]
-    Readable { path: PathBuf, mode: u32 },
+    #[error(transparent)]
+    File(#[from] SecretFileError),
     #[error("{path}: {source}")]
     Pem { path: PathBuf, source: KeyError },
     #[error(transparent)]
@@ -96,12 +93,12 @@ impl KeySource {
     pub fn load(&self) -> Result<LoadedKey, KeySourceError> {
         match self {
             KeySource::Pem { path, allow_readable } => {
-                check_private(path, *allow_readable)?;
+                let readable = Readable::Unless {
+                    flag: "--allow-readable-key",
+                    given: *allow_readable,
+                };
                 // The PEM is wiped once parsed.
-                let pem = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| KeySourceError::Read {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?);
+                let pem = read_private(path, readable)?;
                 let key = AppKey::from_pem(&pem).map_err(|source| KeySourceError::Pem {
                     path: path.clone(),
                     source,
@@ -129,9 +126,9 @@ impl KeySource {
             KeySource::Pem { path, .. } => path,
             KeySource::Pkcs11 { pin_file, .. } => pin_file,
         };
-        let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| KeySourceError::Read {
+        let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|source| SecretFileError::Read {
             path: path.clone(),
-            reason: e.to_string(),
+            source,
         })?);
         Ok(KeyStamp::of(&bytes))
     }
@@ -155,22 +152,6 @@ impl fmt::Debug for KeySource {
             }
         }
     }
-}
-
-/// The same rule as every secret file: one that group or others can open is refused unless told otherwise.
-fn check_private(path: &Path, allow_readable: bool) -> Result<(), KeySourceError> {
-    let meta = std::fs::metadata(path).map_err(|e| KeySourceError::Read {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 && !allow_readable {
-        return Err(KeySourceError::Readable {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    Ok(())
 }
 
 /// Reloads the App key from its source on `SIGHUP` and when its file changes, for as long as it runs.

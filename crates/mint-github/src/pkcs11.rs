@@ -8,9 +8,10 @@
 //! connection lost, a token pulled out and put back) is reopened on the next signature.
 
 use std::fmt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
+
+use mint_service::secret_file::{Readable, SecretFileError, read_private};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -43,8 +44,8 @@ pub struct Pkcs11Uri {
 pub enum Pkcs11Error {
     #[error("{uri:?} is not a PKCS#11 URI mint can use: {reason}")]
     Uri { uri: String, reason: String },
-    #[error("the PKCS#11 PIN file {path}: {reason}")]
-    PinFile { path: PathBuf, reason: String },
+    #[error("the PKCS#11 PIN file: {0}")]
+    PinFile(#[source] SecretFileError),
     #[error(
         "{uri}: cannot load the PKCS#11 module {module}: {reason}; install the HSM's PKCS#11 library there or fix module-path"
     )]
@@ -223,22 +224,13 @@ fn percent_decode(value: &str) -> Option<Vec<u8>> {
 /// Read the token's user PIN from a file only its owner can read (mode 0600 or 0400). A trailing newline
 /// is not part of the PIN.
 pub fn read_pin_file(path: &Path) -> Result<AuthPin, Pkcs11Error> {
-    let bad = |reason: String| Pkcs11Error::PinFile {
-        path: path.to_owned(),
-        reason,
-    };
-    let meta = std::fs::metadata(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(bad(format!(
-            "it is readable by group or others (mode {mode:04o}): run `chmod 600` on it"
-        )));
-    }
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?);
-    let text = std::str::from_utf8(&bytes).map_err(|_| bad("it is not text".into()))?;
+    let bytes = read_private(path, Readable::Never).map_err(Pkcs11Error::PinFile)?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| Pkcs11Error::PinFile(SecretFileError::NotText { path: path.to_owned() }))?;
+    // Only the line break: a PIN may have spaces of its own at either end.
     let pin = text.trim_end_matches(['\n', '\r']);
     if pin.is_empty() {
-        return Err(bad("it is empty".into()));
+        return Err(Pkcs11Error::PinFile(SecretFileError::Empty { path: path.to_owned() }));
     }
     Ok(AuthPin::from(pin))
 }
@@ -525,6 +517,8 @@ impl fmt::Debug for Pkcs11Signer {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
     use secrecy::ExposeSecret;
 

@@ -2,12 +2,12 @@
 //! before anything binds. A bad setting exits 64 naming the flag and the variable.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
 use mint_github::{AppId, KeySource, KeySourceError, LoadedKey};
+use mint_service::secret_file::{Readable, SecretFileError, read_private_lines, read_private_text};
 
 use crate::secrets::{AdminToken, MIN_ADMIN_TOKEN_LEN};
 
@@ -160,11 +160,7 @@ pub struct Args {
     pub db_pool: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use mint_service::daemon::LogFormat;
 
 /// A validated configuration. Nothing here prints a secret.
 #[derive(Debug)]
@@ -190,22 +186,8 @@ pub struct Config {
     pub db_pool: Option<u32>,
 }
 
-/// A setting that cannot work, named with its flag and environment variable.
-#[derive(Debug, thiserror::Error)]
-#[error("--{flag} (or {env}): {reason}")]
-pub struct ConfigError {
-    pub flag: &'static str,
-    pub env: &'static str,
-    pub reason: String,
-}
-
-fn invalid(flag: &'static str, env: &'static str, reason: impl std::fmt::Display) -> ConfigError {
-    ConfigError {
-        flag,
-        env,
-        reason: reason.to_string(),
-    }
-}
+pub use mint_service::config::ConfigError;
+pub(crate) use mint_service::config::invalid;
 
 impl Args {
     pub fn load(self) -> Result<Config, ConfigError> {
@@ -304,19 +286,25 @@ impl Args {
 /// `--admin-token-file`, `--metrics-token-file`: one token of at least [`MIN_ADMIN_TOKEN_LEN`] visible ASCII
 /// characters.
 fn bearer_token(path: &std::path::Path, flag: &'static str, env: &'static str) -> Result<AdminToken, ConfigError> {
-    let token = read_private_file(path, false, flag, env)?;
-    let token = std::str::from_utf8(&token).map(str::trim).unwrap_or_default();
-    if token.len() < MIN_ADMIN_TOKEN_LEN || token.bytes().any(|b| !b.is_ascii_graphic()) {
-        return Err(invalid(
+    let short = || {
+        invalid(
             flag,
             env,
             format!(
                 "{} must hold one token of at least {MIN_ADMIN_TOKEN_LEN} visible ASCII characters: make one with `openssl rand -base64 32`",
                 path.display()
             ),
-        ));
+        )
+    };
+    let token = match read_private_text(path, Readable::Never) {
+        Ok(token) => token,
+        Err(SecretFileError::Empty { .. } | SecretFileError::NotText { .. }) => return Err(short()),
+        Err(e) => return Err(invalid(flag, env, e)),
+    };
+    if token.len() < MIN_ADMIN_TOKEN_LEN || token.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(short());
     }
-    Ok(AdminToken::new(token))
+    Ok(AdminToken::new(&token))
 }
 
 impl Args {
@@ -393,18 +381,8 @@ impl Args {
             .client_secret_file
             .as_deref()
             .ok_or_else(|| missing("client-secret-file", env::CLIENT_SECRET_FILE))?;
-        let secret = read_private_file(secret_path, false, "client-secret-file", env::CLIENT_SECRET_FILE)?;
-        let secret = std::str::from_utf8(&secret)
-            .map(str::trim)
-            .unwrap_or_default()
-            .to_owned();
-        if secret.is_empty() {
-            return Err(invalid(
-                "client-secret-file",
-                env::CLIENT_SECRET_FILE,
-                format!("{} is empty", secret_path.display()),
-            ));
-        }
+        let secret = read_private_text(secret_path, Readable::Never)
+            .map_err(|e| invalid("client-secret-file", env::CLIENT_SECRET_FILE, e))?;
         let hook_path = self
             .webhook_secret_file
             .as_deref()
@@ -423,7 +401,7 @@ impl Args {
             app_id: numeric_app_id,
             oauth: mint_github::OAuthApp {
                 client_id,
-                client_secret: secrecy::SecretString::from(secret),
+                client_secret: secrecy::SecretString::from(secret.as_str()),
             },
             webhook_secrets,
             web_client: client(github_url, "github-url", env::GITHUB_URL)?,
@@ -459,14 +437,8 @@ pub const MIN_WEBHOOK_SECRET_LEN: usize = 32;
 
 /// One secret per line: the current one, then at most the next one during a rotation.
 fn webhook_secrets(hook_path: &Path) -> Result<Vec<zeroize::Zeroizing<Vec<u8>>>, ConfigError> {
-    let hook = read_private_file(hook_path, false, "webhook-secret-file", env::WEBHOOK_SECRET_FILE)?;
-    let webhook_secrets: Vec<zeroize::Zeroizing<Vec<u8>>> = std::str::from_utf8(&hook)
-        .unwrap_or_default()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(|l| zeroize::Zeroizing::new(l.as_bytes().to_vec()))
-        .collect();
+    let webhook_secrets = read_private_lines(hook_path, Readable::Never)
+        .map_err(|e| invalid("webhook-secret-file", env::WEBHOOK_SECRET_FILE, e))?;
     if webhook_secrets.is_empty() || webhook_secrets.len() > 2 {
         return Err(invalid(
             "webhook-secret-file",
@@ -493,14 +465,7 @@ fn webhook_secrets(hook_path: &Path) -> Result<Vec<zeroize::Zeroizing<Vec<u8>>>,
 /// `--token-seal-key-file`: the current secret on the first line, older ones after it.
 fn seal_secrets(path: &Path) -> Result<crate::seal::Sealer, ConfigError> {
     let flag = "token-seal-key-file";
-    let raw = read_private_file(path, false, flag, env::TOKEN_SEAL_KEY_FILE)?;
-    let secrets: Vec<zeroize::Zeroizing<Vec<u8>>> = std::str::from_utf8(&raw)
-        .unwrap_or_default()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(|l| zeroize::Zeroizing::new(l.as_bytes().to_vec()))
-        .collect();
+    let secrets = read_private_lines(path, Readable::Never).map_err(|e| invalid(flag, env::TOKEN_SEAL_KEY_FILE, e))?;
     if secrets.is_empty() || secrets.iter().any(|s| s.len() < crate::seal::MIN_SEAL_SECRET_LEN) {
         return Err(invalid(
             flag,
@@ -513,25 +478,4 @@ fn seal_secrets(path: &Path) -> Result<crate::seal::Sealer, ConfigError> {
         ));
     }
     Ok(crate::seal::Sealer::from_secrets(&secrets))
-}
-
-/// Read a secret file that only its owner may read (unless `allow_readable`); the bytes are wiped on drop.
-pub(crate) fn read_private_file(
-    path: &Path,
-    allow_readable: bool,
-    flag: &'static str,
-    env: &'static str,
-) -> Result<zeroize::Zeroizing<Vec<u8>>, ConfigError> {
-    let bad = |reason: String| invalid(flag, env, reason);
-    let meta = std::fs::metadata(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 && !allow_readable {
-        return Err(bad(format!(
-            "{} is readable by group or others (mode {mode:04o}): run `chmod 600` on it",
-            path.display()
-        )));
-    }
-    std::fs::read(path)
-        .map(zeroize::Zeroizing::new)
-        .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))
 }

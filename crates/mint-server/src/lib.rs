@@ -28,7 +28,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use mint_github::{App, GitHubClient};
@@ -37,7 +36,7 @@ use tokio::net::TcpListener;
 pub use config::{Args, Config, ConfigError};
 
 /// Exit code for a configuration that cannot work (`EX_USAGE`).
-pub const EXIT_CONFIG: u8 = 64;
+pub use mint_service::daemon::EXIT_CONFIG;
 /// A client gets this long to send its request headers (or, on a kept-alive connection, its next
 /// request's), and a TLS client to finish its handshake.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -224,25 +223,18 @@ pub async fn serve(
 /// `mint-server`'s whole life: flags, logging, configuration (exit 64 if it cannot work), then serve until
 /// SIGTERM or SIGINT.
 pub fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args: Args = match mint_service::daemon::parse_args() {
         Ok(args) => args,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(EXIT_CONFIG)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
-    init_tracing(args.log_format);
-    harden();
-    let config = match args.load() {
+    mint_service::daemon::init_tracing(args.log_format);
+    // No core dumps and no same-uid ptrace: the App key in memory stays there. Every client is a
+    // connection, so the open-file limit is lifted to what the system allows.
+    mint_service::daemon::harden();
+    mint_service::daemon::raise_open_file_limit();
+    let config = match mint_service::daemon::loaded("mint-server", args.load()) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("mint-server: invalid configuration: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -262,54 +254,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    match runtime.block_on(run(config, listener, shutdown_signal())) {
+    match runtime.block_on(run(config, listener, mint_service::daemon::shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mint-server: {e:#}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// No core dumps and no same-uid ptrace: the App key in memory stays there. Also lift the open-file limit
-/// to what the system allows, since every client is a connection.
-fn harden() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
-        tracing::warn!(error = %e, "could not make the process non-dumpable; its memory may be readable by its uid");
-    }
-    let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
-}
-
-/// Logs go to stderr, filtered by `RUST_LOG` (default `info`). Never a secret: secrets are redacting types.
-fn init_tracing(format: config::LogFormat) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        config::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
-        config::LogFormat::Json => builder.json().try_init(),
-    };
-}
-
-/// Resolves on SIGTERM (how containers are stopped) or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

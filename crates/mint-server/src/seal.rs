@@ -58,7 +58,7 @@ impl SealKey {
             .expand(&[b"hmac"], ring::hmac::HMAC_SHA256)
             .expect("an HMAC-SHA256 key is within HKDF-SHA256's output limit");
         Self {
-            id: crate::secrets::hex(&id),
+            id: hex::encode(id),
             key: LessSafeKey::new(UnboundKey::from(key)),
             mac: ring::hmac::Key::from(mac),
         }

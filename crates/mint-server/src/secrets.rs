@@ -80,17 +80,9 @@ impl fmt::Debug for AdminToken {
     }
 }
 
+/// The SHA-256 of `bytes`, in lower-case hex: what the database keeps of a secret.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    use fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// 256 random bits, URL-safe: session ids, CSRF tokens, OAuth states.

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{ConfigError, env, read_private_file};
+use mint_service::secret_file::{Readable, read_private};
+
+use crate::config::{ConfigError, env, invalid};
 
 pub(crate) fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
     let bad_cert = |reason: String| ConfigError {
@@ -23,7 +25,7 @@ pub(crate) fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::Serve
             cert.display()
         )));
     }
-    let pem = read_private_file(key, false, "tls-key", env::TLS_KEY)?;
+    let pem = read_private(key, Readable::Never).map_err(|e| invalid("tls-key", env::TLS_KEY, e))?;
     let bad_key = |reason: String| ConfigError {
         flag: "tls-key",
         env: env::TLS_KEY,

@@ -277,7 +277,7 @@ impl FakeHub {
         let mut hash = Sha256::new();
         hash.update(self.state().lfs_secret);
         hash.update(format!("{operation}\n{owner}/{repo}\n{oid}"));
-        hex(&hash.finalize())
+        hex::encode(hash.finalize())
     }
 
     /// `/_lfs/{owner}/{repo}/{oid}[/verify]`: the storage host. Its own `RemoteAuth` header, no token.
@@ -449,7 +449,7 @@ async fn upload(path: &std::path::Path, oid: &str, req: Request<Incoming>) -> Re
             }
         }
     }
-    if file.flush().await.is_err() || hex(&hash.finalize()) != oid {
+    if file.flush().await.is_err() || hex::encode(hash.finalize()) != oid {
         let _ = tokio::fs::remove_file(&temp).await;
         return lfs_error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -460,12 +460,4 @@ async fn upload(path: &std::path::Path, oid: &str, req: Request<Incoming>) -> Re
         return error(StatusCode::INTERNAL_SERVER_ERROR, "storage unavailable");
     }
     lfs_json(StatusCode::OK, &json!({}))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
 }

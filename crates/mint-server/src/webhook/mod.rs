@@ -124,7 +124,7 @@ async fn verify_and_queue(state: &Arc<AppState>, headers: &HeaderMap, body: Body
     if delivery.is_empty() || delivery.len() > 100 || event.is_empty() || event.len() > 100 {
         return ApiError::bad_request("X-GitHub-Delivery and X-GitHub-Event are required").into_response();
     }
-    let body_sha256 = crate::secrets::hex(&digest.finalize());
+    let body_sha256 = hex::encode(digest.finalize());
     let payload: Option<Value> = match &kept {
         Some(kept) => match serde_json::from_slice(&kept.bytes) {
             Ok(v) => Some(v),
@@ -182,14 +182,9 @@ pub fn signature_ok(secrets: &[zeroize::Zeroizing<Vec<u8>>], header: Option<&str
     })
 }
 
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() != 64 {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
+/// A SHA-256 HMAC in hex, as GitHub writes it after `sha256=`.
+fn decode_hex(text: &str) -> Option<[u8; 32]> {
+    hex::FromHex::from_hex(text).ok()
 }
 
 async fn process(state: &AppState, event: &str, payload: &Value) {
@@ -303,7 +298,7 @@ mod tests {
     fn sign(secret: &[u8], body: &[u8]) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("key");
         mac.update(body);
-        format!("sha256={}", crate::secrets::hex(&mac.finalize().into_bytes()))
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
     }
 
     #[test]

@@ -419,7 +419,7 @@ impl World {
         if let Some(secret) = secret {
             let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
             mac.update(body);
-            let hex = mint_server::secrets::hex(&mac.finalize().into_bytes());
+            let hex = hex::encode(mac.finalize().into_bytes());
             builder = builder.header("x-hub-signature-256", format!("sha256={hex}"));
         }
         let request = builder.body(Full::new(Bytes::copy_from_slice(body))).expect("request");
