@@ -231,6 +231,21 @@ impl BrokerError {
     }
 }
 
+/// The broker's failures, as the token cache needs to know them.
+impl crate::cache::MintFailureCause for BrokerError {
+    fn is_transient(&self) -> bool {
+        BrokerError::is_transient(self)
+    }
+
+    fn reason(&self) -> &'static str {
+        BrokerError::reason(self)
+    }
+
+    fn hold_off(&self) -> Option<Duration> {
+        BrokerError::hold_off(self)
+    }
+}
+
 impl Retryable for BrokerError {
     fn is_transient(&self) -> bool {
         BrokerError::is_transient(self)

@@ -342,22 +342,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     Ok(())
 }
 
-// The broker's failures, as the cache needs to know them. (Beside `BrokerError` in broker.rs is where this
-// belongs; it is here while that file's answer types are being reworked.)
-impl cache::MintFailureCause for broker::BrokerError {
-    fn is_transient(&self) -> bool {
-        broker::BrokerError::is_transient(self)
-    }
-
-    fn reason(&self) -> &'static str {
-        broker::BrokerError::reason(self)
-    }
-
-    fn hold_off(&self) -> Option<Duration> {
-        broker::BrokerError::hold_off(self)
-    }
-}
-
 /// `mintd`'s whole life: parse flags, set up logging, load the config (exit 64 if it cannot work), run
 /// until SIGTERM or SIGINT.
 pub fn main() -> ExitCode {
