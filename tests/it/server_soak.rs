@@ -658,7 +658,32 @@ fn soak(database: Option<String>) {
         rows["webhook_deliveries"], 1,
         "forged and replayed deliveries left no row: {rows:?}"
     );
-    assert!(log < LOG_BOUND, "the log is {log} bytes");
+    assert!(
+        log < LOG_BOUND,
+        "the log is {log} bytes; what it says most:\n{}",
+        most_said(&server.log())
+    );
+}
+
+/// The log's five most frequent lines, each without its timestamp and with digits masked, and how often.
+fn most_said(log: &str) -> String {
+    use std::fmt::Write as _;
+    let mut counts = std::collections::HashMap::<String, usize>::new();
+    for line in log.lines() {
+        let line = line.split_once(' ').map_or(line, |(_, rest)| rest);
+        let shape: String = line
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '#' } else { c })
+            .take(160)
+            .collect();
+        *counts.entry(shape).or_default() += 1;
+    }
+    let mut counts: Vec<_> = counts.into_iter().collect();
+    counts.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    counts.iter().take(5).fold(String::new(), |mut out, (line, n)| {
+        let _ = writeln!(out, "{n:>8} × {line}");
+        out
+    })
 }
 
 /// Issue 25's measure: 10,000 anonymous `/login` from 1,000 addresses (each allowed its burst) leave a

@@ -7,17 +7,11 @@
 //! [`LOG_WINDOW`], then one summary with the count; `/metrics` counts every one.
 
 use std::fmt;
-use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
-use tokio::time::Instant;
+pub use mint_service::throttle::{LOG_BURST, LOG_WINDOW, LogKind, Throttle};
 
 /// Characters of a client's string kept in a log line; the rest is counted, not written.
 pub const UNTRUSTED_MAX_CHARS: usize = 200;
-/// Per event kind, at most [`LOG_BURST`] lines are written per this window.
-pub const LOG_WINDOW: Duration = Duration::from_secs(10);
-/// Lines per event kind per [`LOG_WINDOW`]; past it, the next window opens with one summary line.
-pub const LOG_BURST: u64 = 20;
 
 /// A client-supplied string, for a log field: control and other unprintable characters escaped as
 /// `escape_debug` does (quotes and backslashes kept), and at most [`UNTRUSTED_MAX_CHARS`] characters of it.
@@ -50,7 +44,7 @@ impl fmt::Debug for Untrusted<'_> {
 }
 
 /// Event kinds a client can repeat at will, as `/metrics` labels them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Repeated {
     /// A credential request for another repository or host.
     CredentialDeclined,
@@ -96,67 +90,10 @@ impl Repeated {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Window {
-    started: Option<Instant>,
-    logged: u64,
-    suppressed: u64,
-}
-
-/// Counts each [`Repeated`] event and decides whether it gets a log line.
-#[derive(Debug, Default)]
-pub struct Throttle {
-    state: Mutex<[(u64, u64, Window); Repeated::ALL.len()]>,
-}
-
-/// Totals for `/metrics`: (event, seen, not logged).
-pub type ThrottleCounts = Vec<(Repeated, u64, u64)>;
-
-impl Throttle {
-    fn state(&self) -> MutexGuard<'_, [(u64, u64, Window); Repeated::ALL.len()]> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Count one `event`; `true` if it should be logged. The first event of a window after one that
-    /// dropped lines writes the summary of that window.
-    pub fn should_log(&self, event: Repeated) -> bool {
-        let now = Instant::now();
-        let mut state = self.state();
-        let (seen, suppressed_total, window) = &mut state[event as usize];
-        *seen += 1;
-        if window.started.is_none_or(|started| now >= started + LOG_WINDOW) {
-            if window.suppressed > 0 {
-                tracing::warn!(
-                    event = event.label(),
-                    not_logged = window.suppressed,
-                    window_s = LOG_WINDOW.as_secs(),
-                    "more of the same were not logged; /metrics counts them all"
-                );
-            }
-            *window = Window {
-                started: Some(now),
-                ..Window::default()
-            };
-        }
-        if window.logged < LOG_BURST {
-            window.logged += 1;
-            true
-        } else {
-            window.suppressed += 1;
-            *suppressed_total += 1;
-            false
-        }
-    }
-
-    pub fn counts(&self) -> ThrottleCounts {
-        let state = self.state();
-        Repeated::ALL
-            .iter()
-            .map(|&event| {
-                let (seen, suppressed, _) = state[event as usize];
-                (event, seen, suppressed)
-            })
-            .collect()
+/// mintd's repeated events, throttled by mint-service's [`Throttle`] (shared with mint-server).
+impl LogKind for Repeated {
+    fn label(self) -> &'static str {
+        Repeated::label(self)
     }
 }
 
@@ -178,25 +115,5 @@ mod tests {
             Untrusted(&long).to_string(),
             format!("{}…(9800 more characters)", "a".repeat(200))
         );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_burst_per_window_is_logged_then_counted_only() {
-        let throttle = Throttle::default();
-        let logged = (0..10_000)
-            .filter(|_| throttle.should_log(Repeated::CredentialDeclined))
-            .count();
-        assert_eq!(logged, 20);
-        assert!(
-            throttle.should_log(Repeated::PushRefused),
-            "each kind has its own budget"
-        );
-        tokio::time::sleep(LOG_WINDOW).await;
-        assert!(
-            throttle.should_log(Repeated::CredentialDeclined),
-            "a new window logs again"
-        );
-        let counts = throttle.counts();
-        assert_eq!(counts[0], (Repeated::CredentialDeclined, 10_001, 9_980));
     }
 }

@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::logs::Throttle;
+use crate::logs::{Repeated, Throttle};
 
 /// Upper bounds (seconds) of the `get` latency buckets: a warm get is well under a millisecond, a cold one
 /// waits on GitHub.
@@ -98,7 +98,7 @@ pub struct Metrics {
     /// GitHub API requests refused, by why (`merging`, `other_repository`, …).
     api_refusals: Family<ReasonLabel, Counter>,
     /// Events a client can repeat at will: counted here, logged in moderation.
-    pub(crate) repeated: Arc<Throttle>,
+    pub(crate) repeated: Arc<Throttle<Repeated>>,
     token_life: BytesGauge,
 }
 
@@ -241,11 +241,10 @@ impl Default for Metrics {
 /// `mint_client_events_total` and `mint_log_lines_suppressed_total`, read from the log throttle at the
 /// scrape: it already counts every event, so nothing is counted twice.
 #[derive(Debug)]
-struct RepeatedEvents(Arc<Throttle>);
+struct RepeatedEvents(Arc<Throttle<Repeated>>);
 
 impl prometheus_client::collector::Collector for RepeatedEvents {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let counts = self.0.counts();
         for (name, help, suppressed) in [
             (
                 "client_events",
@@ -260,7 +259,8 @@ impl prometheus_client::collector::Collector for RepeatedEvents {
         ] {
             let mut family =
                 encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Counter)?;
-            for &(event, seen, not_logged) in &counts {
+            for event in Repeated::ALL {
+                let (seen, not_logged) = self.0.counts(event);
                 let labels = [("event", event.label())];
                 let count = ConstCounter::new(if suppressed { not_logged } else { seen });
                 count.encode(family.encode_family(&labels)?)?;

@@ -8,6 +8,8 @@ pub mod config;
 pub mod daemon;
 pub mod redirect;
 pub mod secret_file;
+#[cfg(feature = "daemon")]
+pub mod throttle;
 mod url_rule;
 
 pub use url_rule::{UrlRuleError, is_loopback, require_https_or_loopback};

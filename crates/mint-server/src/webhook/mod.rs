@@ -48,6 +48,11 @@ const EVENTS: [&str; 8] = [
     "pull_request_review",
 ];
 
+/// Log lines anyone on the internet can cause (an unsigned or replayed delivery): a burst per window each,
+/// then counted only; `mint_server_webhook_deliveries_total` counts every one.
+static REPEATED: std::sync::LazyLock<mint_service::throttle::Throttle<&'static str>> =
+    std::sync::LazyLock::new(Default::default);
+
 pub async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let response = verify_and_queue(&state, &headers, body).await;
     // Only a signed delivery's event name is believed, and only from the list.
@@ -102,10 +107,12 @@ async fn verify_and_queue(state: &Arc<AppState>, headers: &HeaderMap, body: Body
             .fold(false, |matched, mac| mac.verify_slice(&sig).is_ok() | matched)
     });
     if !signed {
-        tracing::warn!(
-            present = headers.contains_key("x-hub-signature-256"),
-            "refused a webhook with a bad or missing signature"
-        );
+        if REPEATED.should_log("webhook_bad_signature") {
+            tracing::warn!(
+                present = headers.contains_key("x-hub-signature-256"),
+                "refused a webhook with a bad or missing signature"
+            );
+        }
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             ErrorCode::BadSignature,
@@ -136,7 +143,9 @@ async fn verify_and_queue(state: &Arc<AppState>, headers: &HeaderMap, body: Body
     match state.store.first_delivery(&delivery, &body_sha256, &event, now()).await {
         Ok(true) => {}
         Ok(false) => {
-            tracing::info!(%delivery, %event, "webhook delivery (or its signed body) seen before; not processed again");
+            if REPEATED.should_log("webhook_replayed") {
+                tracing::info!(%delivery, %event, "webhook delivery (or its signed body) seen before; not processed again");
+            }
             return json_response(StatusCode::OK, &json!({"status": "duplicate"}));
         }
         Err(e) => return ApiError::from(e).into_response(),
