@@ -108,6 +108,8 @@ struct Fleet {
     /// CPU time during the requests: mint-server's, and this process's (fakehub and the client).
     server_cpu: Duration,
     bench_cpu: Duration,
+    /// fakehub's calls during the requests: "METHOD path-with-{n} status" and how many.
+    github_calls: Vec<(String, usize)>,
 }
 
 impl Fleet {
@@ -131,6 +133,7 @@ fn fleet(rig: &Rig, client: &tokio::runtime::Runtime, server: &Server) -> anyhow
     let setup = started.elapsed();
 
     let minted_before = minted(rig);
+    let calls_before = rig.hub.requests().len();
     let cpu_before = (cpu_time(server.pid())?, cpu_time("self")?);
     rig.hub.set_mint_latency(MINT_LATENCY);
     let burst = client.block_on(burst(server.addr, credentials));
@@ -142,10 +145,35 @@ fn fleet(rig: &Rig, client: &tokio::runtime::Runtime, server: &Server) -> anyhow
         answers,
         failures,
         mints: minted(rig) - minted_before,
+        github_calls: calls_by_route(&rig.hub.requests()[calls_before..]),
         wall,
         setup,
         peak_rss_kib: server.peak_rss_kib()?,
     })
+}
+
+/// fakehub's calls, counted by method, path (numbers as `{n}`) and status, most first.
+fn calls_by_route(calls: &[fakehub::RequestRecord]) -> Vec<(String, usize)> {
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for call in calls {
+        let path: Vec<&str> = call
+            .path
+            .split('/')
+            .map(|part| {
+                if part.bytes().all(|b| b.is_ascii_digit()) && !part.is_empty() {
+                    "{n}"
+                } else {
+                    part
+                }
+            })
+            .collect();
+        *counts
+            .entry(format!("{} {} {}", call.method, path.join("/"), call.status))
+            .or_default() += 1;
+    }
+    let mut counts: Vec<_> = counts.into_iter().collect();
+    counts.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    counts
 }
 
 /// Every credential's request behind one barrier, each on its own connection; the answers, the first
@@ -229,6 +257,12 @@ fn report_fleets(fleets: &mut [(&str, Fleet)], report: &mut Report) -> anyhow::R
             fleet.bench_cpu.as_secs_f64(),
             fleet.setup.as_secs_f64(),
         ));
+        let calls: Vec<String> = fleet
+            .github_calls
+            .iter()
+            .map(|(call, n)| format!("{n} × {call}"))
+            .collect();
+        report.line(format!("    {database}: fakehub answered {}", calls.join(", ")));
         for failure in &fleet.failures {
             report.line(format!("    {database} failed: {failure}"));
         }

@@ -238,9 +238,9 @@ mod tests {
         let doc: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/github-api/create-installation-access-token.json"
+                "/tests/fixtures/create-installation-access-token.json"
             ))
-            .expect("the shared GitHub fixtures sit beside the repository"),
+            .expect("the fixture from GitHub's OpenAPI description is in the repository"),
         )
         .expect("json");
         let example = find_key(&doc, "value")
