@@ -19,8 +19,10 @@ pub fn same_origin_path(public: &Url, next: &str) -> Option<String> {
         return None;
     }
     let path = &resolved[Position::BeforePath..Position::AfterQuery];
-    // What is sent back must itself resolve to the same place from any page of the site.
-    (path.starts_with('/') && !path.starts_with("//") && !path.starts_with("/\\")).then(|| path.to_owned())
+    // What is sent back must itself resolve to the same place from any page of the site, and be followed
+    // again if it comes back as `next` (percent-encoding may have made it longer than what was given).
+    (path.len() <= MAX_NEXT && path.starts_with('/') && !path.starts_with("//") && !path.starts_with("/\\"))
+        .then(|| path.to_owned())
 }
 
 #[cfg(test)]
@@ -56,6 +58,22 @@ mod tests {
             assert_eq!(same_origin_path(&public(), next), None, "{next:?} left the site");
         }
         assert_eq!(same_origin_path(&public(), &format!("/{}", "a".repeat(MAX_NEXT))), None);
+    }
+
+    #[test]
+    fn an_answer_is_followed_again_as_it_is() {
+        // Found by the next_redirect fuzz target: mostly form feeds, file separators and NULs.
+        let crash: &[u8] = b"/.\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0cC\x00\x00\x00\x0c\x0c\x0c\x0c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c!\x0c\x0c\x0c\x0c\x0c\x0c\x00\x00\x00\x00\x00\x00\x00\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x0c\x00@";
+        let next = std::str::from_utf8(crash).expect("utf-8");
+        let answer = same_origin_path(&public(), next);
+        if let Some(path) = &answer {
+            assert!(path.len() <= MAX_NEXT, "{} bytes", path.len());
+            assert_eq!(
+                same_origin_path(&public(), path).as_deref(),
+                Some(path.as_str()),
+                "{path:?}"
+            );
+        }
     }
 
     #[test]
