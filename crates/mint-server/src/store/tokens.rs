@@ -213,47 +213,28 @@ impl Store {
             // that locks the sandbox and connection rows. Data-modifying CTEs run to completion whether or
             // not the query reads them, in the statement's own transaction.
             Backend::Postgres => {
-                sqlx::query(&format!(
+                let sql = format!(
                     "WITH t AS ({INSERT_TOKEN} RETURNING sandbox_id), \
                      a AS (INSERT INTO audit_events (id, product_id, at, actor, action, sandbox_id, repository, detail) \
                        SELECT $10, s.product_id, $11, $12, $13, s.id, $9, $14 FROM sandboxes s WHERE s.id = $2) \
                      SELECT s.id, s.product_id, s.created_at, s.expires_at, s.revoked_at, {CONNECTION_COLUMNS} \
                      FROM sandboxes s JOIN connections c ON c.product_id = s.product_id WHERE s.id = $2 \
                      FOR SHARE OF s, c"
-                ))
-                .bind(token.token_sha256)
-                .bind(token.sandbox_id)
-                .bind(int(token.installation_id))
-                .bind(int(token.repository_id))
-                .bind(token.minted_at)
-                .bind(token.expires_at)
-                .bind(&token.sealed.text)
-                .bind(&token.sealed.key_id)
-                .bind(token.repository)
-                .bind(crate::secrets::new_id("evt_"))
-                .bind(now_ms)
-                .bind(event.actor.kind())
-                .bind(event.action.as_str())
-                .bind(event.detail.to_string())
-                .fetch_one(&self.pool)
-                .await?
+                );
+                bind_token(sqlx::query(&sql), token)
+                    .bind(crate::secrets::new_id("evt_"))
+                    .bind(now_ms)
+                    .bind(event.actor.kind())
+                    .bind(event.action.as_str())
+                    .bind(event.detail.to_string())
+                    .fetch_one(&self.pool)
+                    .await?
             }
             // In-process: a transaction of plain statements, under the one writer.
             Backend::Sqlite => {
                 let _writing = self.writing().await;
                 let mut tx = self.pool.begin().await?;
-                sqlx::query(INSERT_TOKEN)
-                    .bind(token.token_sha256)
-                    .bind(token.sandbox_id)
-                    .bind(int(token.installation_id))
-                    .bind(int(token.repository_id))
-                    .bind(token.minted_at)
-                    .bind(token.expires_at)
-                    .bind(&token.sealed.text)
-                    .bind(&token.sealed.key_id)
-                    .bind(token.repository)
-                    .execute(&mut *tx)
-                    .await?;
+                bind_token(sqlx::query(INSERT_TOKEN), token).execute(&mut *tx).await?;
                 let row = sqlx::query(&format!(
                     "SELECT s.id, s.product_id, s.created_at, s.expires_at, s.revoked_at, {CONNECTION_COLUMNS} \
                      FROM sandboxes s JOIN connections c ON c.product_id = s.product_id WHERE s.id = $1"
@@ -262,7 +243,15 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?;
                 let product_id: String = row.try_get("product_id")?;
-                record(&mut tx, &NewEvent { product_id: &product_id, ..event }, now_ms).await?;
+                record(
+                    &mut tx,
+                    &NewEvent {
+                        product_id: &product_id,
+                        ..event
+                    },
+                    now_ms,
+                )
+                .await?;
                 tx.commit().await?;
                 row
             }
@@ -713,6 +702,22 @@ impl TokenRecord {
 }
 
 /// A minted token's row: $1 to $9.
+/// [`INSERT_TOKEN`]'s nine parameters, `$1` to `$9`, from the token.
+fn bind_token<'q>(query: AnyQuery<'q>, token: &'q NewToken<'_>) -> AnyQuery<'q> {
+    query
+        .bind(token.token_sha256)
+        .bind(token.sandbox_id)
+        .bind(int(token.installation_id))
+        .bind(int(token.repository_id))
+        .bind(token.minted_at)
+        .bind(token.expires_at)
+        .bind(&token.sealed.text)
+        .bind(&token.sealed.key_id)
+        .bind(token.repository)
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
 const INSERT_TOKEN: &str = "INSERT INTO minted_tokens (token_sha256, sandbox_id, installation_id, repository_id, \
      minted_at, expires_at, sealed, seal_key, repository) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
