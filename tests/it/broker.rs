@@ -67,6 +67,34 @@ impl Server {
         key: Vec<String>,
         env: Vec<(String, String)>,
     ) -> Self {
+        Self::launch(world, database, (extra, key, env), None)
+    }
+
+    /// A server held to `memory` bytes in a cgroup of its own (OOM-killed past it, as a pod's would be),
+    /// with `env` in its environment.
+    pub(crate) fn start_limited(
+        world: &World,
+        database: Option<String>,
+        extra: Vec<String>,
+        env: Vec<(String, String)>,
+        memory: u64,
+    ) -> Self {
+        Self::launch(
+            world,
+            database,
+            (extra, Vec::new(), env),
+            Some(crate::cgroup::MemoryCgroup::create(memory)),
+        )
+    }
+
+    /// A server in a temp dir of its own (the App key and admin token written there, SQLite there unless
+    /// `database` names another), with (flags, key flags, environment), in `cgroup` if given.
+    fn launch(
+        world: &World,
+        database: Option<String>,
+        (extra, key, env): (Vec<String>, Vec<String>, Vec<(String, String)>),
+        cgroup: Option<crate::cgroup::MemoryCgroup>,
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("mint-server-it-")
             .tempdir()
@@ -87,42 +115,7 @@ impl Server {
             extra,
             key,
             env,
-            cgroup: None,
-        };
-        server.spawn();
-        server
-    }
-
-    /// A server held to `memory` bytes in a cgroup of its own (OOM-killed past it, as a pod's would be),
-    /// with `env` in its environment.
-    pub(crate) fn start_limited(
-        world: &World,
-        database: Option<String>,
-        extra: Vec<String>,
-        env: Vec<(String, String)>,
-        memory: u64,
-    ) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("mint-server-it-")
-            .tempdir()
-            .expect("tempdir");
-        for (name, contents) in [
-            ("app.pem", app_key().private_key_pem()),
-            ("admin-token", ADMIN_TOKEN.to_owned()),
-        ] {
-            write_private(&dir.path().join(name), &contents);
-        }
-        let database = database.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("mint-server.db").display()));
-        let mut server = Self {
-            child: None,
-            dir,
-            database,
-            hub_url: world.url(),
-            url: String::new(),
-            extra,
-            key: Vec::new(),
-            env,
-            cgroup: Some(crate::cgroup::MemoryCgroup::create(memory)),
+            cgroup,
         };
         server.spawn();
         server

@@ -339,12 +339,10 @@ fn on_postgres_mint_server_in_128_mib_survives_every_anonymous_attack_at_once_an
     soak(Some(pg.database("soak")));
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "one soak: its setup, its attackers, its legitimate load, its verdict"
-)]
-fn soak(database: Option<String>) {
-    let _heavy = crate::support::one_heavy_test_at_a_time();
+/// mint-server serving the Integrations page on a free loopback port: a world whose fakehub has the page's
+/// OAuth client (and `octocat`, owner of the org, when `with_owner`), the port, and the flags that serve
+/// the page there, its secrets written in the world's directory.
+fn page_server_setup(with_owner: bool) -> (World, u16, Vec<String>) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("port")
@@ -358,8 +356,12 @@ fn soak(database: Option<String>) {
                 ..Options::default()
             },
             move |config| {
+                let config = if with_owner {
+                    config.with_user(fakehub::UserConfig::new("octocat", "octocat").owner_of(OWNER))
+                } else {
+                    config
+                };
                 config
-                    .with_user(fakehub::UserConfig::new("octocat", "octocat").owner_of(OWNER))
                     .with_oauth_client(CLIENT_ID, CLIENT_SECRET)
                     .with_callback_url(&format!("{public}/github/oauth/callback"))
             },
@@ -368,7 +370,7 @@ fn soak(database: Option<String>) {
     let dir = world.dir.path().to_path_buf();
     write_private(&dir.join("client-secret"), CLIENT_SECRET);
     write_private(&dir.join("webhook-secret"), WEBHOOK_SECRET);
-    let extra: Vec<String> = [
+    let flags = [
         "--listen",
         &format!("127.0.0.1:{port}"),
         "--public-url",
@@ -381,12 +383,21 @@ fn soak(database: Option<String>) {
         &dir.join("client-secret").display().to_string(),
         "--webhook-secret-file",
         &dir.join("webhook-secret").display().to_string(),
-        "--reconcile-interval",
-        "0s",
     ]
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
+    (world, port, flags)
+}
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "one soak: its setup, its attackers, its legitimate load, its verdict"
+)]
+fn soak(database: Option<String>) {
+    let _heavy = crate::support::one_heavy_test_at_a_time();
+    let (world, port, mut extra) = page_server_setup(true);
+    extra.extend(["--reconcile-interval".to_owned(), "0s".to_owned()]);
     let mut server = Server::start_limited(
         &world,
         database,
@@ -667,7 +678,6 @@ fn soak(database: Option<String>) {
 
 /// The log's five most frequent lines, each without its timestamp and with digits masked, and how often.
 fn most_said(log: &str) -> String {
-    use std::fmt::Write as _;
     let mut counts = std::collections::HashMap::<String, usize>::new();
     for line in log.lines() {
         let line = line.split_once(' ').map_or(line, |(_, rest)| rest);
@@ -690,45 +700,7 @@ fn most_said(log: &str) -> String {
 /// database of bounded size, and the sweep empties what they wrote once it expires.
 #[test]
 fn ten_thousand_anonymous_logins_from_a_thousand_addresses_grow_the_database_by_a_bounded_amount() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let public = format!("http://127.0.0.1:{port}");
-    let world = {
-        let public = public.clone();
-        World::start_with_config(
-            Options {
-                start_mintd: false,
-                ..Options::default()
-            },
-            move |config| {
-                config
-                    .with_oauth_client(CLIENT_ID, CLIENT_SECRET)
-                    .with_callback_url(&format!("{public}/github/oauth/callback"))
-            },
-        )
-    };
-    let dir = world.dir.path().to_path_buf();
-    write_private(&dir.join("client-secret"), CLIENT_SECRET);
-    write_private(&dir.join("webhook-secret"), WEBHOOK_SECRET);
-    let extra: Vec<String> = [
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--public-url",
-        &public,
-        "--app-slug",
-        "mint-fakehub",
-        "--client-id",
-        CLIENT_ID,
-        "--client-secret-file",
-        &dir.join("client-secret").display().to_string(),
-        "--webhook-secret-file",
-        &dir.join("webhook-secret").display().to_string(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let (world, port, extra) = page_server_setup(false);
     let server = Server::start_with(&world, None, extra);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let before = server.database_bytes();
