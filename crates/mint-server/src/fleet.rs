@@ -106,8 +106,10 @@ pub struct MintGate {
 
 /// How long a token request waits its turn before answering 503 (mintd gives a request 15 s, and retries).
 pub const MAX_QUEUE_WAIT: Duration = Duration::from_secs(10);
-/// A slot's lease: a replica that dies mid-mint frees its slot after this.
-const SLOT_LEASE: Duration = Duration::from_secs(30);
+/// A slot's lease, renewed every [`SLOT_RENEW`] while its mint runs: a replica that dies mid-mint frees its
+/// slots within this, well inside the [`MAX_QUEUE_WAIT`] the other replicas' requests wait.
+const SLOT_LEASE: Duration = Duration::from_secs(4);
+const SLOT_RENEW: Duration = Duration::from_secs(1);
 /// How often the first waiter asks the database again when every slot is held by other replicas.
 const SLOT_POLL: Duration = Duration::from_millis(20);
 
@@ -266,6 +268,7 @@ impl MintGate {
                             gate: self.clone(),
                             store: store.clone(),
                             installation_id,
+                            renewal: slot.map(|slot| self.renew_slot(store, installation_id, slot)),
                             slot,
                         });
                     }
@@ -303,7 +306,7 @@ impl MintGate {
             }
             Backend::Postgres => {
                 let now_ms = now_ms();
-                let lease = now_ms + i64::try_from(SLOT_LEASE.as_millis()).unwrap_or(i64::MAX);
+                let lease = now_ms + lease_ms(SLOT_LEASE);
                 match store
                     .take_mint_slot(installation_id, self.per_installation, &self.replica, now_ms, lease)
                     .await?
@@ -319,6 +322,33 @@ impl MintGate {
                 }
             }
         }
+    }
+
+    /// Keep the slot's lease ahead of the clock while its mint runs (the permit aborts this when dropped).
+    fn renew_slot(&self, store: &Store, installation_id: u64, slot: i64) -> tokio::task::JoinHandle<()> {
+        let (store, replica) = (store.clone(), self.replica.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + SLOT_RENEW, SLOT_RENEW);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let until = now_ms() + lease_ms(SLOT_LEASE);
+                match store.renew_mint_slot(installation_id, slot, &replica, until).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(
+                            installation = installation_id,
+                            slot,
+                            "a mint slot's lease ran out before it was renewed; another mint may have it now"
+                        );
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, installation = installation_id, "could not renew a mint slot's lease")
+                    }
+                }
+            }
+        })
     }
 
     fn local_pause(&self, installation_id: u64, now: i64) -> Option<i64> {
@@ -345,6 +375,10 @@ impl MintGate {
         }
         until
     }
+}
+
+fn lease_ms(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
 }
 
 enum Taken {
@@ -388,10 +422,15 @@ pub struct MintPermit {
     store: Store,
     installation_id: u64,
     slot: Option<i64>,
+    /// The slot's lease renewal, while the mint runs.
+    renewal: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for MintPermit {
     fn drop(&mut self) {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
         {
             let mut lanes = self.gate.lanes();
             if let Some(lane) = lanes.get_mut(&self.installation_id) {

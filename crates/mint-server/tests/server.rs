@@ -1048,6 +1048,34 @@ mod fleet {
         );
     }
 
+    /// A slot's lease is short (so a dead replica's slots come free soon), and a mint that outlives it keeps
+    /// its slot by renewing it: GitHub taking 5.5 s, one slot fleet-wide, the other replica's request waits
+    /// for the first mint to end instead of taking the slot when the first lease would have run out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_mint_slower_than_the_slot_lease_keeps_its_slot() {
+        let w = postgres_world(&["--mints-per-installation", "1"]).await;
+        let other = w.replica().await;
+        let product = w.connected_product(42, "octo-org/hello-world").await;
+        let (_, slow) = w.sandbox(&product).await;
+        let (_, next) = w.sandbox(&product).await;
+        w.hub.set_max_concurrent_mints(1);
+        w.hub.set_mint_latency(Duration::from_millis(5_500));
+        let started = Instant::now();
+        let first = tokio::spawn(token_at(w.url.clone(), slow));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let second = tokio::spawn(token_at(other.url.clone(), next));
+        assert_eq!(first.await.expect("first request"), 200);
+        let first_done = started.elapsed();
+        w.hub.set_mint_latency(Duration::ZERO);
+        assert_eq!(second.await.expect("second request"), 200);
+        assert!(first_done >= Duration::from_millis(5_500), "{first_done:?}");
+        assert_eq!(
+            w.hub.mints_over_limit(),
+            0,
+            "the other replica took the slot while the first mint was still at GitHub"
+        );
+    }
+
     /// A product with many sandboxes waiting does not make another product's one wait behind all of them.
     async fn turns_are_taken_across_products(w: World) {
         let busy = w.connected_product(42, "octo-org/hello-world").await;

@@ -72,6 +72,25 @@ impl Store {
         .await?;
         row.map(|r| Ok(r.try_get(0)?)).transpose()
     }
+    /// Push the slot's lease to `lease_until` (unix ms) while `holder` still holds it; false if it does not.
+    pub async fn renew_mint_slot(
+        &self,
+        installation_id: u64,
+        slot: i64,
+        holder: &str,
+        lease_until: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE mint_slots SET lease_until = $1 WHERE installation_id = $2 AND slot = $3 AND holder = $4",
+        )
+        .bind(lease_until)
+        .bind(int(installation_id))
+        .bind(slot)
+        .bind(holder)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
     /// Give a slot back (only if `holder` still holds it: a lease that ran out may be someone else's now).
     pub async fn release_mint_slot(&self, installation_id: u64, slot: i64, holder: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE mint_slots SET holder = NULL, lease_until = 0 WHERE installation_id = $1 AND slot = $2 AND holder = $3")
