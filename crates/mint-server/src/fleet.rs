@@ -99,8 +99,9 @@ pub struct MintGate {
     /// How long a request waits for a slot before answering 503.
     max_wait: Duration,
     lanes: Mutex<HashMap<u64, Lane>>,
-    /// Installations whose slot rows this replica has made sure exist.
-    slotted: Mutex<HashSet<u64>>,
+    /// Installations this replica has minted for: their slot rows exist (PostgreSQL), and the pause an
+    /// earlier run recorded was read (SQLite).
+    known: Mutex<HashSet<u64>>,
     tickets: AtomicU64,
 }
 
@@ -168,13 +169,17 @@ impl MintGate {
             replica: crate::secrets::new_id("rep_"),
             max_wait,
             lanes: Mutex::default(),
-            slotted: Mutex::default(),
+            known: Mutex::default(),
             tickets: AtomicU64::new(0),
         }
     }
 
     pub fn per_installation(&self) -> usize {
         self.per_installation
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+        self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lanes(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Lane>> {
@@ -192,24 +197,22 @@ impl MintGate {
         if let Some(until) = self.local_pause(installation_id, now) {
             return Err(Refused::Paused { until });
         }
-        if store.backend() == Backend::Sqlite
-            && let Some(until) = store.paused_until(installation_id, now).await?
-        {
-            self.note_pause(installation_id, until);
-            return Err(Refused::Paused { until });
-        }
-        if store.backend() == Backend::Postgres {
-            let fresh = !self
-                .slotted
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .contains(&installation_id);
-            if fresh {
-                store.ensure_mint_slots(installation_id, self.per_installation).await?;
-                self.slotted
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(installation_id);
+        // Once per installation in this process's life: on PostgreSQL make sure its slot rows exist; on
+        // SQLite (one process, so every later pause is noted here as it is recorded) read the pause an
+        // earlier run recorded.
+        let fresh = !self.known().contains(&installation_id);
+        if fresh {
+            match store.backend() {
+                Backend::Postgres => store.ensure_mint_slots(installation_id, self.per_installation).await?,
+                Backend::Sqlite => {
+                    if let Some(until) = store.paused_until(installation_id, now).await? {
+                        self.note_pause(installation_id, until);
+                    }
+                }
+            }
+            self.known().insert(installation_id);
+            if let Some(until) = self.local_pause(installation_id, now) {
+                return Err(Refused::Paused { until });
             }
         }
         let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
@@ -344,7 +347,7 @@ impl MintGate {
                         return;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, installation = installation_id, "could not renew a mint slot's lease")
+                        tracing::warn!(error = %e, installation = installation_id, "could not renew a mint slot's lease");
                     }
                 }
             }
