@@ -64,7 +64,8 @@ fn fleets(rig: &Rig, report: &mut Report) -> anyhow::Result<(tokio::runtime::Run
     let client = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let dir = rig.work.path().join("broker");
     std::fs::create_dir_all(&dir)?;
-    let flags = ["--mints-per-installation", "100"];
+    let pool = db_pool();
+    let flags = ["--mints-per-installation", "100", "--db-pool", &pool];
     let sqlite = Server::start_with(
         rig,
         &client,
@@ -110,6 +111,18 @@ struct Fleet {
     bench_cpu: Duration,
     /// fakehub's calls during the requests: "METHOD path-with-{n} status" and how many.
     github_calls: Vec<(String, usize)>,
+    /// mint-server's own account of where the requests' time went, step by step.
+    phases: Vec<PhaseTimes>,
+}
+
+/// One step of the token route, from mint-server's `mint_server_token_phase_duration_seconds`.
+struct PhaseTimes {
+    phase: String,
+    count: f64,
+    mean: Duration,
+    /// The histogram's bucket bounds under which half, and 99 %, of the requests' times fell.
+    p50_under: f64,
+    p99_under: f64,
 }
 
 impl Fleet {
@@ -139,7 +152,9 @@ fn fleet(rig: &Rig, client: &tokio::runtime::Runtime, server: &Server) -> anyhow
     let burst = client.block_on(burst(server.addr, credentials));
     rig.hub.set_mint_latency(Duration::ZERO);
     let (answers, failures, wall) = burst?;
+    let phases = client.block_on(server.token_phases())?;
     Ok(Fleet {
+        phases,
         server_cpu: cpu_time(server.pid())?.saturating_sub(cpu_before.0),
         bench_cpu: cpu_time("self")?.saturating_sub(cpu_before.1),
         answers,
@@ -216,10 +231,16 @@ async fn burst(
     Ok((answers, failures, started.elapsed()))
 }
 
+/// mint-server's `--db-pool` in the fleet start, to compare sizes (bench/run's `MINT_BENCH_DB_POOL`).
+fn db_pool() -> String {
+    std::env::var("MINT_BENCH_DB_POOL").unwrap_or_else(|_| "16".into())
+}
+
 fn report_fleets(fleets: &mut [(&str, Fleet)], report: &mut Report) -> anyhow::Result<()> {
     let mut csv = String::from("database,status,latency_ms\n");
+    let pool = db_pool();
     report.line(format!(
-        "\nbroker fleet start: {SANDBOXES} sandboxes ({CUSTOMERS} customers, each its own installation) ask mint-server (--mints-per-installation 100) for their first `POST {TOKEN_ROUTE}` at once, fakehub minting after {} ms",
+        "\nbroker fleet start: {SANDBOXES} sandboxes ({CUSTOMERS} customers, each its own installation) ask mint-server (--mints-per-installation 100 --db-pool {pool}) for their first `POST {TOKEN_ROUTE}` at once, fakehub minting after {} ms",
         MINT_LATENCY.as_millis()
     ));
     report.line(format!(
@@ -263,6 +284,21 @@ fn report_fleets(fleets: &mut [(&str, Fleet)], report: &mut Report) -> anyhow::R
             .map(|(call, n)| format!("{n} × {call}"))
             .collect();
         report.line(format!("    {database}: fakehub answered {}", calls.join(", ")));
+        let phases: Vec<String> = fleet
+            .phases
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {:.0} ms (p50 ≤ {} ms, p99 ≤ {} ms, {} requests)",
+                    p.phase,
+                    ms(p.mean),
+                    p.p50_under * 1000.0,
+                    p.p99_under * 1000.0,
+                    p.count
+                )
+            })
+            .collect();
+        report.line(format!("    {database}: mean time per step: {}", phases.join("; ")));
         for failure in &fleet.failures {
             report.line(format!("    {database} failed: {failure}"));
         }
@@ -438,6 +474,49 @@ impl Server {
             bail!("mint-server answered {method} {path} with {status}: {answer}");
         }
         Ok(answer)
+    }
+
+    /// The token route's steps as mint-server's `/metrics` counts them, in the route's order.
+    async fn token_phases(&self) -> anyhow::Result<Vec<PhaseTimes>> {
+        const METRIC: &str = "mint_server_token_phase_duration_seconds";
+        let (status, body) = request(self.addr, "GET", "/metrics", Some(ADMIN_TOKEN), None).await?;
+        let text = body
+            .as_str()
+            .filter(|_| status == 200)
+            .with_context(|| format!("GET /metrics answered {status}"))?;
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))?;
+        let value = |name: &str, phase: &str| {
+            scrape
+                .samples
+                .iter()
+                .find(|s| s.metric == name && s.labels.get("phase") == Some(phase))
+                .map(|s| &s.value)
+        };
+        let mut phases = Vec::new();
+        for phase in ["view", "sandbox", "installation", "github", "record"] {
+            let Some(prometheus_parse::Value::Histogram(buckets)) = value(METRIC, phase) else {
+                continue;
+            };
+            let number = |name: &str| match value(name, phase) {
+                Some(prometheus_parse::Value::Untyped(v) | prometheus_parse::Value::Counter(v)) => *v,
+                _ => 0.0,
+            };
+            let count = number(&format!("{METRIC}_count"));
+            let under = |share: f64| {
+                buckets
+                    .iter()
+                    .find(|b| b.count >= count * share)
+                    .map_or(f64::INFINITY, |b| b.less_than)
+            };
+            phases.push(PhaseTimes {
+                phase: phase.to_owned(),
+                count,
+                mean: Duration::from_secs_f64(number(&format!("{METRIC}_sum")) / count.max(1.0)),
+                p50_under: under(0.5),
+                p99_under: under(0.99),
+            });
+        }
+        Ok(phases)
     }
 
     pub(crate) fn pid(&self) -> String {

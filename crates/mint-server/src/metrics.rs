@@ -30,6 +30,39 @@ pub struct WebhookLabels {
     pub outcome: &'static str,
 }
 
+/// A step of the token route, in the order a new token goes through them.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading the sandbox, its connection, its live token and its budget.
+    View,
+    /// Waiting for the sandbox's other requests, on this replica and (the lease) on others.
+    Sandbox,
+    /// Waiting for the installation's turn and a fleet-wide slot.
+    Installation,
+    /// GitHub's `POST /app/installations/{id}/access_tokens`.
+    Github,
+    /// Recording the sealed token, its audit row and the check that the sandbox still has the right.
+    Record,
+}
+
+impl Phase {
+    /// The label's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::View => "view",
+            Phase::Sandbox => "sandbox",
+            Phase::Installation => "installation",
+            Phase::Github => "github",
+            Phase::Record => "record",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub phase: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PoolLabels {
     pub state: &'static str,
@@ -50,6 +83,8 @@ pub struct Metrics {
     pub revocations: Family<OutcomeLabel, Counter>,
     /// The broker's routes, from request to answer.
     pub broker_latency: HistogramFamily,
+    /// Where a token request's time goes, step by step.
+    token_phases: Family<PhaseLabel, Histogram, fn() -> Histogram>,
     /// Webhook deliveries, by GitHub's event name and outcome.
     pub webhooks: Family<WebhookLabels, Counter>,
     /// Times GitHub asked mint-server to hold off an installation (rate limits, Retry-After).
@@ -63,6 +98,13 @@ fn latency_histogram() -> Histogram {
     // 5 ms to 20 s: a reused token answers in milliseconds, a mint in GitHub's latency, a fleet start in
     // seconds.
     Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0])
+}
+
+fn phase_histogram() -> Histogram {
+    // 1 ms to 10 s: a database round trip, a wait for a turn, GitHub.
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
 }
 
 impl Default for Metrics {
@@ -91,6 +133,13 @@ impl Default for Metrics {
             "broker_request_duration_seconds",
             "Time from a broker request to its answer, by route and status class",
             broker_latency.clone(),
+        );
+        let token_phases: Family<PhaseLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(phase_histogram);
+        registry.register(
+            "token_phase_duration_seconds",
+            "Time a token request spent in each step: view, sandbox (waiting for the sandbox's other requests), installation (waiting for a turn), github, record",
+            token_phases.clone(),
         );
         let webhooks = Family::<WebhookLabels, Counter>::default();
         registry.register(
@@ -128,6 +177,7 @@ impl Default for Metrics {
             reused,
             revocations,
             broker_latency,
+            token_phases,
             webhooks,
             pauses,
             db_connections,
@@ -159,6 +209,13 @@ impl Metrics {
         self.broker_latency
             .get_or_create(&RouteLabels { route, status })
             .observe(seconds);
+    }
+
+    /// A step of a token request took from `started` until now.
+    pub fn phase(&self, phase: Phase, started: std::time::Instant) {
+        self.token_phases
+            .get_or_create(&PhaseLabel { phase: phase.as_str() })
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// What is read at the scrape: the pool, and the tokens' states.

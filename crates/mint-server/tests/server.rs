@@ -906,7 +906,7 @@ mod fleet {
 
     use super::*;
 
-    async fn postgres_world(extra: &[&str]) -> World {
+    pub(super) async fn postgres_world(extra: &[&str]) -> World {
         let pg = tokio::task::spawn_blocking(Postgres::start).await.expect("postgres");
         World::start_with(Db::Postgres(pg), extra.iter().map(|s| (*s).to_owned()).collect()).await
     }
@@ -1602,6 +1602,35 @@ mod operator {
             .map_or_else(|| "absent".to_owned(), |(_, _, v)| v.to_string())
     }
 
+    /// Where a token request's time goes, step by step: a request that mints goes through each step once; one
+    /// that hands out the live token again only reads the view.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_token_requests_steps_are_timed() {
+        for db in ["SQLite", "PostgreSQL"] {
+            let w = if db == "SQLite" {
+                World::start(Db::Sqlite).await
+            } else {
+                super::fleet::postgres_world(&[]).await
+            };
+            let product = w.connected_product(42, "octo-org/hello-world").await;
+            let (_, credential) = w.sandbox(&product).await;
+            assert_eq!(w.token(&credential).await.status, 200);
+            assert_eq!(w.token(&credential).await.status, 200, "handed out again");
+            let samples = scrape(&w, METRICS_TOKEN).await;
+            let count = |phase: &str| {
+                value(
+                    &samples,
+                    "mint_server_token_phase_duration_seconds",
+                    &format!("phase={phase}"),
+                )
+            };
+            assert_eq!(count("view"), "2", "{db}: {samples:?}");
+            for phase in ["sandbox", "installation", "github", "record"] {
+                assert_eq!(count(phase), "1", "{db}, {phase}: {samples:?}");
+            }
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn metrics_count_mints_revocations_webhooks_and_live_tokens() {
         let w = World::start(Db::Sqlite).await;
@@ -1639,7 +1668,6 @@ mod operator {
             "2",
             "two token requests timed"
         );
-
         assert_eq!(
             w.admin("DELETE", &format!("/api/v1/sandboxes/{sandbox}"), None)
                 .await

@@ -23,6 +23,7 @@ use serde::Deserialize;
 use crate::fleet::MAX_QUEUE_WAIT;
 use crate::github::connection_outcome;
 use crate::http::{ApiError, Input, credential_hash, github_failure, json, not_now, sandbox_refused};
+use crate::metrics::Phase;
 use crate::model::{Connection, SandboxRow, now, now_ms};
 use crate::secrets::sha256_hex;
 use crate::state::AppState;
@@ -49,12 +50,9 @@ pub async fn token(
     let viewed = (std::time::Instant::now(), now());
     let now = viewed.1;
     let window_start = now - i64::try_from(BUDGET_WINDOW.as_secs()).expect("a minute");
-    let view = state
-        .store
-        .broker_view(&hash, now, window_start)
-        .await?
-        .filter(|v| v.sandbox.usable(now))
-        .ok_or_else(sandbox_refused)?;
+    let view = state.store.broker_view(&hash, now, window_start).await?;
+    state.metrics.phase(Phase::View, viewed.0);
+    let view = view.filter(|v| v.sandbox.usable(now)).ok_or_else(sandbox_refused)?;
     let Some((installation_id, repository_id, name)) = view.connection.target() else {
         return Err(not_active(&view.connection));
     };
@@ -184,6 +182,7 @@ async fn mint_for(
     replaces: Option<String>,
     viewed: (std::time::Instant, i64),
 ) -> Result<Response, ApiError> {
+    let waited = std::time::Instant::now();
     let (_here, look_again) = state.mint_locks.lock(&sandbox.id, viewed.0).await;
     let (installation_id, repository_id, _) = &target;
     let again = |state: &Arc<AppState>| {
@@ -203,7 +202,6 @@ async fn mint_for(
     }
     // Other replicas' requests for this sandbox: a lease in the database, taken only if no token was
     // recorded since `viewed` (one process on SQLite, where the lock above is enough).
-    let waited = tokio::time::Instant::now();
     let mut looked_again = look_again;
     let lease = loop {
         if state.store.backend() == crate::store::Backend::Sqlite {
@@ -233,22 +231,52 @@ async fn mint_for(
             .retry_after(Duration::from_secs(1)));
         }
     };
+    state.metrics.phase(Phase::Sandbox, waited);
     let now = now();
     let window_start = now - i64::try_from(BUDGET_WINDOW.as_secs()).expect("a minute");
-    let work = async {
+    let mut lease = lease.map(|first| MintLease::start(&state, &sandbox.id, first));
+    let result = async {
         // The budget was checked on the caller's view; after waiting for others, on what they minted too.
         if looked_again {
             let (recent, oldest) = state.store.recent_mints(&sandbox.id, window_start).await?;
             budget(&state, recent, oldest, now)?;
         }
-        mint_and_record(&state, &sandbox, (*installation_id, *repository_id, &target.2)).await
-    };
-    // Renewed by a task of its own: the renewal must never wait for the mint (whose transaction locks the
-    // sandbox's row), nor the mint for the renewal.
-    let renewal = lease.map(|first| {
+        mint_and_record(
+            &state,
+            &sandbox,
+            (*installation_id, *repository_id, &target.2),
+            &mut lease,
+        )
+        .await
+    }
+    .await;
+    if let Some(lease) = lease {
+        // Not given back by a record (the mint failed or was refused): given back after the answer.
+        let (store, sandbox_id) = (state.store.clone(), sandbox.id.clone());
+        tokio::spawn(async move {
+            let held = lease.stop().await;
+            if let Err(e) = store.release_mint_lease(&sandbox_id, held).await {
+                tracing::warn!(error = %e, sandbox = %sandbox_id, "could not give the mint lease back; it runs out by itself");
+            }
+        });
+    }
+    result
+}
+
+/// This request's hold on the sandbox's mint lease (PostgreSQL), renewed by a task of its own while the mint
+/// runs: the renewal must never wait for the mint (whose statement locks the sandbox's row), nor the mint for
+/// the renewal.
+struct MintLease {
+    renewal: tokio::task::JoinHandle<()>,
+    /// The lease's value in the database, as this request last wrote it.
+    held: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl MintLease {
+    fn start(state: &AppState, sandbox_id: &str, first: i64) -> Self {
         let held = Arc::new(std::sync::atomic::AtomicI64::new(first));
-        let (store, sandbox_id, current) = (state.store.clone(), sandbox.id.clone(), held.clone());
-        let task = tokio::spawn(async move {
+        let (store, sandbox_id, current) = (state.store.clone(), sandbox_id.to_owned(), held.clone());
+        let renewal = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(LEASE_RENEW).await;
                 let until = now_ms() + i64::try_from(MINT_LEASE.as_millis()).expect("seconds");
@@ -263,30 +291,24 @@ async fn mint_for(
                 }
             }
         });
-        (task, held)
-    });
-    let result = work.await;
-    if let Some((task, held)) = renewal {
-        // Given back after the answer: whoever waits on it finds the recorded token meanwhile.
-        let (store, sandbox_id) = (state.store.clone(), sandbox.id.clone());
-        tokio::spawn(async move {
-            task.abort();
-            let _ = task.await;
-            let lease = held.load(std::sync::atomic::Ordering::Acquire);
-            if let Err(e) = store.release_mint_lease(&sandbox_id, lease).await {
-                tracing::warn!(error = %e, sandbox = %sandbox_id, "could not give the mint lease back; it runs out by itself");
-            }
-        });
+        Self { renewal, held }
     }
-    result
+
+    /// Stop renewing; the lease's value in the database, which whoever gives it back names.
+    async fn stop(self) -> i64 {
+        self.renewal.abort();
+        let _ = self.renewal.await;
+        self.held.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 /// Mint for the connection's target, seal and record the token, and hand it out only if the sandbox still
-/// has the right to it once recorded.
+/// has the right to it once recorded. The record gives the mint lease back in the same statement.
 async fn mint_and_record(
     state: &AppState,
     sandbox: &SandboxRow,
     (installation_id, repository_id, name): (u64, u64, &str),
+    lease: &mut Option<MintLease>,
 ) -> Result<Response, ApiError> {
     let minted = mint_in_turn(state, sandbox, (installation_id, repository_id), name).await?;
     let current_name = minted
@@ -335,7 +357,14 @@ async fn mint_and_record(
         expires_at,
         sealed: &sealed,
     };
-    match state.store.record_mint(&record, now_ms()).await {
+    let recording = std::time::Instant::now();
+    let held = match lease.take() {
+        Some(lease) => Some(lease.stop().await),
+        None => None,
+    };
+    let recorded = state.store.record_mint(&record, now_ms(), held).await;
+    state.metrics.phase(Phase::Record, recording);
+    match recorded {
         Err(e) => {
             // Unrecorded means unrevocable: never hand it out.
             state.github.revoke_quietly(&minted.token).await;
@@ -373,11 +402,13 @@ async fn mint_in_turn(
     (installation_id, repository_id): (u64, u64),
     name: &str,
 ) -> Result<mint_github::MintedToken, ApiError> {
-    let permit = state
-        .turn(installation_id, &sandbox.product_id)
-        .await
-        .map_err(|refused| not_now(refused, installation_id))?;
+    let waited = std::time::Instant::now();
+    let permit = state.turn(installation_id, &sandbox.product_id).await;
+    state.metrics.phase(Phase::Installation, waited);
+    let permit = permit.map_err(|refused| not_now(refused, installation_id))?;
+    let asked = std::time::Instant::now();
     let minted = state.github.mint(installation_id, repository_id, name).await;
+    state.metrics.phase(Phase::Github, asked);
     drop(permit);
     match minted {
         Ok(minted) => Ok(minted),

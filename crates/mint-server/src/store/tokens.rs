@@ -193,7 +193,13 @@ impl Store {
     /// which those events update first; SQLite has one writer. The audit trail's row is written with it.
     /// `Some(reason)` means the sandbox may not have it: it is queued for revocation, and must not be handed
     /// out.
-    pub async fn record_mint(&self, token: &NewToken<'_>, now_ms: i64) -> Result<Option<String>, StoreError> {
+    /// `lease` is the sandbox's mint lease as the caller holds it (PostgreSQL), given back by the same statement.
+    pub async fn record_mint(
+        &self,
+        token: &NewToken<'_>,
+        now_ms: i64,
+        lease: Option<i64>,
+    ) -> Result<Option<String>, StoreError> {
         let event = NewEvent {
             product_id: "",
             actor: &Actor::Sandbox,
@@ -209,17 +215,19 @@ impl Store {
             }),
         };
         let row = match self.backend {
-            // One statement, so one round trip on the hot path: the token, its audit row, and the check
-            // that locks the sandbox and connection rows. Data-modifying CTEs run to completion whether or
-            // not the query reads them, in the statement's own transaction.
+            // One statement, so one round trip on the hot path: the token, its audit row, the mint lease given
+            // back, and the check, which locks the sandbox's row (the lease's update) and the connection's
+            // (`FOR SHARE`). Data-modifying CTEs run to completion whether or not the query reads them, in
+            // the statement's own transaction; the update's RETURNING is the sandbox's latest version.
             Backend::Postgres => {
                 let sql = format!(
                     "WITH t AS ({INSERT_TOKEN} RETURNING sandbox_id), \
                      a AS (INSERT INTO audit_events (id, product_id, at, actor, action, sandbox_id, repository, detail) \
-                       SELECT $10, s.product_id, $11, $12, $13, s.id, $9, $14 FROM sandboxes s WHERE s.id = $2) \
+                       SELECT $10, s.product_id, $11, $12, $13, s.id, $9, $14 FROM sandboxes s WHERE s.id = $2), \
+                     s AS (UPDATE sandboxes SET mint_lease = CASE WHEN mint_lease = $15 THEN 0 ELSE mint_lease END \
+                       WHERE id = $2 RETURNING id, product_id, created_at, expires_at, revoked_at) \
                      SELECT s.id, s.product_id, s.created_at, s.expires_at, s.revoked_at, {CONNECTION_COLUMNS} \
-                     FROM sandboxes s JOIN connections c ON c.product_id = s.product_id WHERE s.id = $2 \
-                     FOR SHARE OF s, c"
+                     FROM s JOIN connections c ON c.product_id = s.product_id FOR SHARE OF c"
                 );
                 bind_token(sqlx::query(&sql), token)
                     .bind(crate::secrets::new_id("evt_"))
@@ -227,6 +235,8 @@ impl Store {
                     .bind(event.actor.kind())
                     .bind(event.action.as_str())
                     .bind(event.detail.to_string())
+                    // No lease: -1, which no lease ever is.
+                    .bind(lease.unwrap_or(-1))
                     .fetch_one(&self.pool)
                     .await?
             }
@@ -296,29 +306,46 @@ impl Store {
         // The best live token for the connection's current target, still usable for longer than the
         // margin mintd refreshes at (half its life, at most ten minutes), so a refresh is never answered
         // with the token it is replacing.
-        let reuse = |column: &str| {
-            format!(
-                "(SELECT t.{column} FROM minted_tokens t WHERE t.sandbox_id = s.id \
-                   AND t.installation_id = c.installation_id AND t.repository_id = c.repository_id \
-                   AND t.revoke_requested_at IS NULL AND t.sealed IS NOT NULL \
-                   AND t.expires_at - $2 > CASE WHEN (t.expires_at - t.minted_at) / 2 < 600 \
-                       THEN (t.expires_at - t.minted_at) / 2 ELSE 600 END \
-                 ORDER BY t.expires_at DESC, t.token_sha256 LIMIT 1) AS reuse_{column}"
-            )
+        const REUSABLE: &str = "t.sandbox_id = s.id \
+            AND t.installation_id = c.installation_id AND t.repository_id = c.repository_id \
+            AND t.revoke_requested_at IS NULL AND t.sealed IS NOT NULL \
+            AND t.expires_at - $2 > CASE WHEN (t.expires_at - t.minted_at) / 2 < 600 \
+                THEN (t.expires_at - t.minted_at) / 2 ELSE 600 END \
+            ORDER BY t.expires_at DESC, t.token_sha256 LIMIT 1";
+        const SANDBOX: &str = "s.id, s.product_id, s.created_at, s.expires_at, s.revoked_at";
+        let sql = match self.backend {
+            // The token's row and the budget's count are looked up once each (LATERAL).
+            Backend::Postgres => format!(
+                "SELECT {SANDBOX}, {CONNECTION_COLUMNS}, \
+                   r.token_sha256 AS reuse_token_sha256, r.sealed AS reuse_sealed, r.seal_key AS reuse_seal_key, \
+                   r.minted_at AS reuse_minted_at, r.expires_at AS reuse_expires_at, \
+                   b.recent_mints, b.oldest_recent \
+                 FROM sandboxes s JOIN connections c ON c.product_id = s.product_id \
+                 LEFT JOIN LATERAL (SELECT t.token_sha256, t.sealed, t.seal_key, t.minted_at, t.expires_at \
+                   FROM minted_tokens t WHERE {REUSABLE}) r ON TRUE \
+                 CROSS JOIN LATERAL (SELECT COUNT(*) AS recent_mints, MIN(t.minted_at) AS oldest_recent \
+                   FROM minted_tokens t WHERE t.sandbox_id = s.id AND t.minted_at > $3) b \
+                 WHERE s.credential_sha256 = $1"
+            ),
+            // SQLite has no LATERAL: a scalar subquery per column, each a short walk of the same index.
+            Backend::Sqlite => {
+                let reuse = |column: &str| {
+                    format!("(SELECT t.{column} FROM minted_tokens t WHERE {REUSABLE}) AS reuse_{column}")
+                };
+                format!(
+                    "SELECT {SANDBOX}, {CONNECTION_COLUMNS}, {}, {}, {}, {}, {}, \
+                       (SELECT COUNT(*) FROM minted_tokens t WHERE t.sandbox_id = s.id AND t.minted_at > $3) AS recent_mints, \
+                       (SELECT MIN(t.minted_at) FROM minted_tokens t WHERE t.sandbox_id = s.id AND t.minted_at > $3) AS oldest_recent \
+                     FROM sandboxes s JOIN connections c ON c.product_id = s.product_id \
+                     WHERE s.credential_sha256 = $1",
+                    reuse("token_sha256"),
+                    reuse("sealed"),
+                    reuse("seal_key"),
+                    reuse("minted_at"),
+                    reuse("expires_at"),
+                )
+            }
         };
-        let sql = format!(
-            "SELECT s.id, s.product_id, s.created_at, s.expires_at, s.revoked_at, {CONNECTION_COLUMNS}, \
-               {}, {}, {}, {}, {}, \
-               (SELECT COUNT(*) FROM minted_tokens t WHERE t.sandbox_id = s.id AND t.minted_at > $3) AS recent_mints, \
-               (SELECT MIN(t.minted_at) FROM minted_tokens t WHERE t.sandbox_id = s.id AND t.minted_at > $3) AS oldest_recent \
-             FROM sandboxes s JOIN connections c ON c.product_id = s.product_id \
-             WHERE s.credential_sha256 = $1",
-            reuse("token_sha256"),
-            reuse("sealed"),
-            reuse("seal_key"),
-            reuse("minted_at"),
-            reuse("expires_at"),
-        );
         let Some(row) = sqlx::query(&sql)
             .bind(credential_sha256)
             .bind(now)
