@@ -331,6 +331,10 @@ struct Inner {
     /// The App's public keys: GitHub lets an App have several at once (for rotation); JWTs signed by any of
     /// them are accepted, and a deleted one stops working at once.
     app_keys: Mutex<Vec<keys::AppPublicKey>>,
+    /// JWTs whose signature was checked, by their SHA-256: the fingerprint of the key that signed each and
+    /// its time claims. A client sends the same JWT for minutes, and checking an RSA signature again for
+    /// each of a thousand mints at once made fakehub, not the client, what a burst waited for.
+    verified_jwts: Mutex<std::collections::HashMap<[u8; 32], server::VerifiedJwt>>,
     state: Mutex<state::State>,
     /// Webhook deliveries, sent in order by one task that starts with the server.
     deliveries: tokio::sync::mpsc::UnboundedSender<webhooks::Job>,
@@ -360,6 +364,7 @@ impl FakeHub {
             inner: Arc::new(Inner {
                 config,
                 app_keys: Mutex::new(vec![first_key]),
+                verified_jwts: Mutex::default(),
                 state: Mutex::new(state),
                 deliveries,
                 delivery_queue: Mutex::new(Some(queue)),
@@ -437,6 +442,13 @@ impl FakeHub {
     /// The App's keys: id and fingerprint (`SHA256:…`, as GitHub's settings page shows them).
     pub fn app_key_fingerprints(&self) -> Vec<(u64, String)> {
         self.app_keys().iter().map(|k| (k.id, k.fingerprint.clone())).collect()
+    }
+
+    fn verified_jwts(&self) -> MutexGuard<'_, std::collections::HashMap<[u8; 32], server::VerifiedJwt>> {
+        self.inner
+            .verified_jwts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn app_keys(&self) -> MutexGuard<'_, Vec<keys::AppPublicKey>> {

@@ -368,30 +368,47 @@ impl FakeHub {
             .cloned()
     }
 
-    /// GitHub's rules for App JWTs: RS256 signed by the App's key, `iss` the App, `iat` at most 60 s
-    /// ahead, `exp` in the future and at most 10 minutes after `iat`.
+    /// GitHub's rules for App JWTs: RS256 signed by the App's key, `iat` at most 60 s ahead, `exp` in the
+    /// future and at most 10 minutes after `iat`, `iss` the App. The signature is checked once per JWT and
+    /// key (a deleted key's JWTs stop working at once); the claims at every call.
     fn verify_jwt(&self, jwt: &str) -> Result<(), String> {
         const UNDECODABLE: &str = "A JSON web token could not be decoded";
-        #[derive(Deserialize)]
-        struct Claims {
-            iat: Option<i64>,
-            exp: Option<i64>,
-            iss: Option<Value>,
-        }
-        let header = jsonwebtoken::decode_header(jwt).map_err(|_| UNDECODABLE.to_owned())?;
-        if header.alg != jsonwebtoken::Algorithm::RS256 {
-            return Err(UNDECODABLE.into());
-        }
-        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.set_required_spec_claims::<&str>(&[]);
-        let claims = self
-            .app_keys()
-            .iter()
-            .find_map(|key| jsonwebtoken::decode::<Claims>(jwt, &key.decoding, &validation).ok())
-            .ok_or_else(|| UNDECODABLE.to_owned())?
-            .claims;
+        /// Enough for every client of a test run; past it the memory starts again.
+        const REMEMBERED: usize = 256;
+        use sha2::Digest as _;
+        let digest: [u8; 32] = sha2::Sha256::digest(jwt.as_bytes()).into();
+        let remembered = self.verified_jwts().get(&digest).cloned();
+        let claims = match remembered {
+            Some(seen) if self.app_keys().iter().any(|k| k.fingerprint == seen.key) => seen.claims,
+            _ => {
+                let header = jsonwebtoken::decode_header(jwt).map_err(|_| UNDECODABLE.to_owned())?;
+                if header.alg != jsonwebtoken::Algorithm::RS256 {
+                    return Err(UNDECODABLE.into());
+                }
+                let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+                validation.validate_exp = false;
+                validation.validate_nbf = false;
+                validation.set_required_spec_claims::<&str>(&[]);
+                let seen = self
+                    .app_keys()
+                    .iter()
+                    .find_map(|key| {
+                        jsonwebtoken::decode::<JwtClaims>(jwt, &key.decoding, &validation)
+                            .ok()
+                            .map(|decoded| VerifiedJwt {
+                                key: key.fingerprint.clone(),
+                                claims: decoded.claims,
+                            })
+                    })
+                    .ok_or_else(|| UNDECODABLE.to_owned())?;
+                let mut verified = self.verified_jwts();
+                if verified.len() >= REMEMBERED {
+                    verified.clear();
+                }
+                verified.insert(digest, seen.clone());
+                seen.claims
+            }
+        };
         let now = unix(self.now());
         let iat = claims.iat.filter(|iat| *iat <= now + 60).ok_or_else(|| {
             "'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued"
@@ -1380,5 +1397,68 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let mut state = self.0.state();
         state.mints_in_flight = state.mints_in_flight.saturating_sub(1);
+    }
+}
+
+/// An App JWT's claims that GitHub checks at each call.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct JwtClaims {
+    iat: Option<i64>,
+    exp: Option<i64>,
+    iss: Option<Value>,
+}
+
+/// A JWT whose signature a key of the App's checked, and its claims.
+#[derive(Debug, Clone)]
+pub(crate) struct VerifiedJwt {
+    /// The fingerprint of the key that signed it.
+    key: String,
+    claims: JwtClaims,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AppKeyPair, Config, FakeHub};
+
+    fn app_jwt(key: &AppKeyPair, now: i64) -> String {
+        let claims = serde_json::json!({"iat": now - 60, "exp": now + 540, "iss": 7});
+        let encoding = jsonwebtoken::EncodingKey::from_rsa_pem(key.private_key_pem().as_bytes()).expect("PEM");
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &claims,
+            &encoding,
+        )
+        .expect("signed")
+    }
+
+    #[test]
+    fn a_remembered_jwt_stops_working_once_its_key_is_deleted_and_its_claims_are_checked_each_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (first, second) = (
+            AppKeyPair::generate().expect("keygen"),
+            AppKeyPair::generate().expect("keygen"),
+        );
+        let hub = FakeHub::new(Config::new(7, first.public_key_pem(), dir.path())).expect("fakehub");
+        let now = unix(hub.now());
+        let jwt = app_jwt(&first, now);
+        assert_eq!(hub.verify_jwt(&jwt), Ok(()));
+        assert_eq!(hub.verify_jwt(&jwt), Ok(()), "from memory");
+        let forged = format!("{}x", &jwt);
+        assert!(hub.verify_jwt(&forged).is_err(), "another signature is checked");
+
+        // GitHub's clock ten minutes on: the remembered JWT has expired.
+        hub.set_date_skew(600);
+        assert!(hub.verify_jwt(&jwt).is_err(), "its expiry is checked at each call");
+        hub.set_date_skew(0);
+        assert_eq!(hub.verify_jwt(&jwt), Ok(()));
+
+        hub.add_app_key(&second.public_key_pem()).expect("second key");
+        assert_eq!(hub.delete_app_key(1), Ok(true));
+        assert!(
+            hub.verify_jwt(&jwt).is_err(),
+            "a deleted key's JWT stops working at once, remembered or not"
+        );
+        assert_eq!(hub.verify_jwt(&app_jwt(&second, now)), Ok(()));
     }
 }
