@@ -1631,6 +1631,47 @@ mod operator {
         }
     }
 
+    /// SQLite's writer records the tokens that wait for it together: forty sandboxes minting at once each
+    /// get a token, every one recorded (live, then revoked by teardown), with its own audit row.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tokens_minted_at_once_on_sqlite_are_each_recorded_and_revocable() {
+        let w = World::start(Db::Sqlite).await;
+        let product = w.connected_product(42, "octo-org/hello-world").await;
+        let mut sandboxes = Vec::new();
+        for _ in 0..40 {
+            sandboxes.push(w.sandbox(&product).await);
+        }
+        w.hub.set_mint_latency(std::time::Duration::from_millis(50));
+        let answers = futures_util::future::join_all(sandboxes.iter().map(|(_, credential)| w.token(credential))).await;
+        w.hub.set_mint_latency(std::time::Duration::ZERO);
+        assert!(answers.iter().all(|a| a.status == 200), "every sandbox got a token");
+        let samples = scrape(&w, METRICS_TOKEN).await;
+        assert_eq!(value(&samples, "mint_server_live_tokens", ""), "40", "{samples:?}");
+        let minted = super::audit_trail(&w, &product, 100)
+            .await
+            .iter()
+            .filter(|e| e["action"] == "token_minted" && e["actor"]["kind"] == "sandbox")
+            .count();
+        assert_eq!(minted, 40, "one audit row per token");
+        for (sandbox, _) in &sandboxes {
+            assert_eq!(
+                w.admin("DELETE", &format!("/api/v1/sandboxes/{sandbox}"), None)
+                    .await
+                    .status,
+                204
+            );
+        }
+        let mut live = String::new();
+        for _ in 0..100 {
+            live = value(&scrape(&w, METRICS_TOKEN).await, "mint_server_live_tokens", "");
+            if live == "0" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(live, "0", "teardown revoked every recorded token");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn metrics_count_mints_revocations_webhooks_and_live_tokens() {
         let w = World::start(Db::Sqlite).await;

@@ -129,6 +129,8 @@ pub struct Store {
     /// SQLite has one writer at a time; writers that collide sleep in SQLite's busy handler (up to 100 ms a
     /// try). Queueing them here instead keeps a burst of mints from stalling on each other.
     sqlite_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Tokens waiting for SQLite's writer: whoever holds it next records all of them in one transaction.
+    pending_records: std::sync::Arc<std::sync::Mutex<Vec<tokens::PendingRecord>>>,
     /// Who hears of a change this store made (and, relayed, of other replicas' changes).
     events: std::sync::Arc<Events>,
 }
@@ -189,6 +191,7 @@ impl Store {
             backend,
             url: std::sync::Arc::new(connect_url.into()),
             sqlite_writer: std::sync::Arc::default(),
+            pending_records: std::sync::Arc::default(),
             events: std::sync::Arc::default(),
         })
     }

@@ -25,6 +25,69 @@ pub struct NewToken<'a> {
     pub sealed: &'a crate::seal::Sealed,
 }
 
+/// [`NewToken`] as owned data, for the SQLite writer that records it with others.
+#[derive(Debug)]
+struct OwnedToken {
+    token_sha256: String,
+    sandbox_id: String,
+    installation_id: u64,
+    repository_id: u64,
+    repository: String,
+    permissions: mint_github::Permissions,
+    minted_at: i64,
+    expires_at: i64,
+    sealed: crate::seal::Sealed,
+}
+
+impl From<&NewToken<'_>> for OwnedToken {
+    fn from(t: &NewToken<'_>) -> Self {
+        Self {
+            token_sha256: t.token_sha256.to_owned(),
+            sandbox_id: t.sandbox_id.to_owned(),
+            installation_id: t.installation_id,
+            repository_id: t.repository_id,
+            repository: t.repository.to_owned(),
+            permissions: t.permissions.clone(),
+            minted_at: t.minted_at,
+            expires_at: t.expires_at,
+            sealed: t.sealed.clone(),
+        }
+    }
+}
+
+impl OwnedToken {
+    fn as_new(&self) -> NewToken<'_> {
+        NewToken {
+            token_sha256: &self.token_sha256,
+            sandbox_id: &self.sandbox_id,
+            installation_id: self.installation_id,
+            repository_id: self.repository_id,
+            repository: &self.repository,
+            permissions: &self.permissions,
+            minted_at: self.minted_at,
+            expires_at: self.expires_at,
+            sealed: &self.sealed,
+        }
+    }
+}
+
+/// A token waiting for SQLite's writer to record it, and who waits for the outcome.
+pub(crate) struct PendingRecord {
+    token: OwnedToken,
+    /// The audit row's detail.
+    detail: serde_json::Value,
+    now_ms: i64,
+    reply: tokio::sync::oneshot::Sender<Result<sqlx::any::AnyRow, StoreError>>,
+}
+
+impl std::fmt::Debug for PendingRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingRecord")
+            .field("sandbox_id", &self.token.sandbox_id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A live token the broker may hand out again instead of minting.
 #[derive(Debug, Clone)]
 pub struct Reusable {
@@ -240,30 +303,27 @@ impl Store {
                     .fetch_one(&self.pool)
                     .await?
             }
-            // In-process: a transaction of plain statements, under the one writer.
+            // In-process: a transaction of plain statements, under the one writer, shared with the other
+            // records waiting for it (one commit, one sync of the log, for all of them).
             Backend::Sqlite => {
-                let _writing = self.writing().await;
-                let mut tx = self.pool.begin().await?;
-                bind_token(sqlx::query(INSERT_TOKEN), token).execute(&mut *tx).await?;
-                let row = sqlx::query(&format!(
-                    "SELECT s.id, s.product_id, s.created_at, s.expires_at, s.revoked_at, {CONNECTION_COLUMNS} \
-                     FROM sandboxes s JOIN connections c ON c.product_id = s.product_id WHERE s.id = $1"
-                ))
-                .bind(token.sandbox_id)
-                .fetch_one(&mut *tx)
-                .await?;
-                let product_id: String = row.try_get("product_id")?;
-                record(
-                    &mut tx,
-                    &NewEvent {
-                        product_id: &product_id,
-                        ..event
-                    },
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                self.pending_records().push(PendingRecord {
+                    token: OwnedToken::from(token),
+                    detail: event.detail,
                     now_ms,
-                )
-                .await?;
-                tx.commit().await?;
-                row
+                    reply,
+                });
+                {
+                    let _writing = self.writing().await;
+                    // Empty when the writer before took this record with its own: then its answer is here.
+                    let batch = std::mem::take(&mut *self.pending_records());
+                    if !batch.is_empty() {
+                        self.record_batch(batch).await;
+                    }
+                }
+                answer.await.map_err(|_| {
+                    StoreError::Unexpected("the writer recording this token stopped before it finished".into())
+                })??
             }
         };
         let sandbox = super::sandbox_from(&row)?;
@@ -293,6 +353,69 @@ impl Store {
             self.events.revocations_queued();
         }
         Ok(ended)
+    }
+
+    fn pending_records(&self) -> std::sync::MutexGuard<'_, Vec<PendingRecord>> {
+        self.pending_records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Record a batch of tokens on SQLite in one transaction (under the writer), and answer each; if the
+    /// transaction fails, each is tried alone so that one record's failure is its own.
+    async fn record_batch(&self, batch: Vec<PendingRecord>) {
+        let rows = if batch.len() > 1 {
+            self.record_together(&batch).await.ok()
+        } else {
+            None
+        };
+        match rows {
+            Some(rows) => {
+                for (pending, row) in batch.into_iter().zip(rows) {
+                    let _ = pending.reply.send(Ok(row));
+                }
+            }
+            None => {
+                for pending in batch {
+                    let one = self.record_together(std::slice::from_ref(&pending)).await;
+                    let _ = pending.reply.send(one.map(|mut rows| rows.remove(0)));
+                }
+            }
+        }
+    }
+
+    /// Each token, its audit row and its sandbox and connection as they stand, in one SQLite transaction.
+    async fn record_together(&self, batch: &[PendingRecord]) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut rows = Vec::with_capacity(batch.len());
+        for pending in batch {
+            let token = pending.token.as_new();
+            bind_token(sqlx::query(INSERT_TOKEN), &token).execute(&mut *tx).await?;
+            let row = sqlx::query(&format!(
+                "SELECT s.id, s.product_id, s.created_at, s.expires_at, s.revoked_at, {CONNECTION_COLUMNS} \
+                 FROM sandboxes s JOIN connections c ON c.product_id = s.product_id WHERE s.id = $1"
+            ))
+            .bind(&pending.token.sandbox_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let product_id: String = row.try_get("product_id")?;
+            record(
+                &mut tx,
+                &NewEvent {
+                    product_id: &product_id,
+                    actor: &Actor::Sandbox,
+                    action: Action::TokenMinted,
+                    sandbox_id: Some(&pending.token.sandbox_id),
+                    repository: Some(&pending.token.repository),
+                    detail: pending.detail.clone(),
+                },
+                pending.now_ms,
+            )
+            .await?;
+            rows.push(row);
+        }
+        tx.commit().await?;
+        Ok(rows)
     }
 
     /// The broker's view of the sandbox holding the credential with this hash, in one query; `min_left`
