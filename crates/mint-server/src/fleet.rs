@@ -330,28 +330,14 @@ impl MintGate {
     /// Keep the slot's lease ahead of the clock while its mint runs (the permit aborts this when dropped).
     fn renew_slot(&self, store: &Store, installation_id: u64, slot: i64) -> tokio::task::JoinHandle<()> {
         let (store, replica) = (store.clone(), self.replica.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + SLOT_RENEW, SLOT_RENEW);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let until = now_ms() + lease_ms(SLOT_LEASE);
-                match store.renew_mint_slot(installation_id, slot, &replica, until).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(
-                            installation = installation_id,
-                            slot,
-                            "a mint slot's lease ran out before it was renewed; another mint may have it now"
-                        );
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, installation = installation_id, "could not renew a mint slot's lease");
-                    }
-                }
-            }
-        })
+        keep_renewed(
+            format!("installation {installation_id}'s mint slot {slot}"),
+            (SLOT_RENEW, SLOT_LEASE),
+            move |until| {
+                let (store, replica) = (store.clone(), replica.clone());
+                async move { store.renew_mint_slot(installation_id, slot, &replica, until).await }
+            },
+        )
     }
 
     fn local_pause(&self, installation_id: u64, now: i64) -> Option<i64> {
@@ -378,6 +364,37 @@ impl MintGate {
         }
         until
     }
+}
+
+/// Renew a lease in the database every `every`, each time to `lease` from now, until the task is aborted:
+/// `renew(until)` answers whether this replica still held it. A lease lost (it ran out and may be another's
+/// now) ends the renewal; a renewal that failed is tried again at the next tick.
+pub(crate) fn keep_renewed<F, Fut>(
+    what: String,
+    (every, lease): (Duration, Duration),
+    mut renew: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut(i64) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<bool, StoreError>> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match renew(now_ms() + lease_ms(lease)).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(lease = %what, "a lease ran out before it was renewed, and may be another's now; the mint it guards goes on and is recorded");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, lease = %what, "could not renew a lease; trying again in a moment");
+                }
+            }
+        }
+    })
 }
 
 fn lease_ms(lease: Duration) -> i64 {

@@ -276,21 +276,21 @@ impl MintLease {
     fn start(state: &AppState, sandbox_id: &str, first: i64) -> Self {
         let held = Arc::new(std::sync::atomic::AtomicI64::new(first));
         let (store, sandbox_id, current) = (state.store.clone(), sandbox_id.to_owned(), held.clone());
-        let renewal = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(LEASE_RENEW).await;
-                let until = now_ms() + i64::try_from(MINT_LEASE.as_millis()).expect("seconds");
-                let previous = current.load(std::sync::atomic::Ordering::Acquire);
-                match store.renew_mint_lease(&sandbox_id, previous, until).await {
-                    Ok(true) => current.store(until, std::sync::atomic::Ordering::Release),
-                    Ok(false) => {
-                        tracing::warn!(sandbox = %sandbox_id, "the mint lease was taken over; the mint goes on and is recorded");
-                        return;
+        let renewal = crate::fleet::keep_renewed(
+            format!("sandbox {sandbox_id}'s mint lease"),
+            (LEASE_RENEW, MINT_LEASE),
+            move |until| {
+                let (store, sandbox_id, current) = (store.clone(), sandbox_id.clone(), current.clone());
+                async move {
+                    let previous = current.load(std::sync::atomic::Ordering::Acquire);
+                    let renewed = store.renew_mint_lease(&sandbox_id, previous, until).await?;
+                    if renewed {
+                        current.store(until, std::sync::atomic::Ordering::Release);
                     }
-                    Err(e) => tracing::warn!(error = %e, sandbox = %sandbox_id, "could not renew the mint lease"),
+                    Ok(renewed)
                 }
-            }
-        });
+            },
+        );
         Self { renewal, held }
     }
 
@@ -347,15 +347,15 @@ async fn mint_and_record(
         }
     };
     let record = NewToken {
-        token_sha256: &token_sha256,
-        sandbox_id: &sandbox.id,
+        token_sha256,
+        sandbox_id: sandbox.id.clone(),
         installation_id,
         repository_id,
-        repository: &current_name,
-        permissions: &minted.permissions,
+        repository: current_name.clone(),
+        permissions: minted.permissions.clone(),
         minted_at,
         expires_at,
-        sealed: &sealed,
+        sealed,
     };
     let recording = std::time::Instant::now();
     let held = match lease.take() {

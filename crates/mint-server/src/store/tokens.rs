@@ -8,72 +8,27 @@ use super::{Backend, Store, StoreError, int};
 use crate::events;
 use crate::model::{Connection, SandboxRow, rfc3339};
 
-/// One token GitHub just issued, as recorded: its hash and its sealed copy, never the token.
-#[derive(Debug)]
-pub struct NewToken<'a> {
-    pub token_sha256: &'a str,
-    pub sandbox_id: &'a str,
+/// One token GitHub just issued, as recorded: its hash and its sealed copy, never the token. Owned, so
+/// SQLite's writer can record it with others'.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub token_sha256: String,
+    pub sandbox_id: String,
     pub installation_id: u64,
     pub repository_id: u64,
     /// `owner/name` as GitHub named it in the mint.
-    pub repository: &'a str,
+    pub repository: String,
     /// What GitHub granted the token, for the audit trail.
-    pub permissions: &'a mint_github::Permissions,
+    pub permissions: mint_github::Permissions,
     /// Unix seconds.
     pub minted_at: i64,
     pub expires_at: i64,
-    pub sealed: &'a crate::seal::Sealed,
-}
-
-/// [`NewToken`] as owned data, for the SQLite writer that records it with others.
-#[derive(Debug)]
-struct OwnedToken {
-    token_sha256: String,
-    sandbox_id: String,
-    installation_id: u64,
-    repository_id: u64,
-    repository: String,
-    permissions: mint_github::Permissions,
-    minted_at: i64,
-    expires_at: i64,
-    sealed: crate::seal::Sealed,
-}
-
-impl From<&NewToken<'_>> for OwnedToken {
-    fn from(t: &NewToken<'_>) -> Self {
-        Self {
-            token_sha256: t.token_sha256.to_owned(),
-            sandbox_id: t.sandbox_id.to_owned(),
-            installation_id: t.installation_id,
-            repository_id: t.repository_id,
-            repository: t.repository.to_owned(),
-            permissions: t.permissions.clone(),
-            minted_at: t.minted_at,
-            expires_at: t.expires_at,
-            sealed: t.sealed.clone(),
-        }
-    }
-}
-
-impl OwnedToken {
-    fn as_new(&self) -> NewToken<'_> {
-        NewToken {
-            token_sha256: &self.token_sha256,
-            sandbox_id: &self.sandbox_id,
-            installation_id: self.installation_id,
-            repository_id: self.repository_id,
-            repository: &self.repository,
-            permissions: &self.permissions,
-            minted_at: self.minted_at,
-            expires_at: self.expires_at,
-            sealed: &self.sealed,
-        }
-    }
+    pub sealed: crate::seal::Sealed,
 }
 
 /// A token waiting for SQLite's writer to record it, and who waits for the outcome.
 pub(crate) struct PendingRecord {
-    token: OwnedToken,
+    token: NewToken,
     /// The audit row's detail.
     detail: serde_json::Value,
     now_ms: i64,
@@ -259,7 +214,7 @@ impl Store {
     /// `lease` is the sandbox's mint lease as the caller holds it (PostgreSQL), given back by the same statement.
     pub async fn record_mint(
         &self,
-        token: &NewToken<'_>,
+        token: &NewToken,
         now_ms: i64,
         lease: Option<i64>,
     ) -> Result<Option<String>, StoreError> {
@@ -267,8 +222,8 @@ impl Store {
             product_id: "",
             actor: &Actor::Sandbox,
             action: Action::TokenMinted,
-            sandbox_id: Some(token.sandbox_id),
-            repository: Some(token.repository),
+            sandbox_id: Some(&token.sandbox_id),
+            repository: Some(&token.repository),
             detail: serde_json::json!({
                 "token_sha256": token.token_sha256.get(..12).unwrap_or_default(),
                 "installation_id": token.installation_id,
@@ -308,7 +263,7 @@ impl Store {
             Backend::Sqlite => {
                 let (reply, answer) = tokio::sync::oneshot::channel();
                 self.pending_records().push(PendingRecord {
-                    token: OwnedToken::from(token),
+                    token: token.clone(),
                     detail: event.detail,
                     now_ms,
                     reply,
@@ -345,7 +300,7 @@ impl Store {
             )
             .bind(now_ms)
             .bind(reason)
-            .bind(token.token_sha256)
+            .bind(&token.token_sha256)
             .execute(&mut *tx)
             .await?;
             notify(&mut tx, self.backend, events::REVOCATIONS).await?;
@@ -389,8 +344,9 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let mut rows = Vec::with_capacity(batch.len());
         for pending in batch {
-            let token = pending.token.as_new();
-            bind_token(sqlx::query(INSERT_TOKEN), &token).execute(&mut *tx).await?;
+            bind_token(sqlx::query(INSERT_TOKEN), &pending.token)
+                .execute(&mut *tx)
+                .await?;
             let row = sqlx::query(&format!(
                 "SELECT s.id, s.product_id, s.created_at, s.expires_at, s.revoked_at, {CONNECTION_COLUMNS} \
                  FROM sandboxes s JOIN connections c ON c.product_id = s.product_id WHERE s.id = $1"
@@ -853,17 +809,17 @@ impl TokenRecord {
 
 /// A minted token's row: $1 to $9.
 /// [`INSERT_TOKEN`]'s nine parameters, `$1` to `$9`, from the token.
-fn bind_token<'q>(query: AnyQuery<'q>, token: &'q NewToken<'_>) -> AnyQuery<'q> {
+fn bind_token<'q>(query: AnyQuery<'q>, token: &'q NewToken) -> AnyQuery<'q> {
     query
-        .bind(token.token_sha256)
-        .bind(token.sandbox_id)
+        .bind(&token.token_sha256)
+        .bind(&token.sandbox_id)
         .bind(int(token.installation_id))
         .bind(int(token.repository_id))
         .bind(token.minted_at)
         .bind(token.expires_at)
         .bind(&token.sealed.text)
         .bind(&token.sealed.key_id)
-        .bind(token.repository)
+        .bind(&token.repository)
 }
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
