@@ -173,7 +173,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 hub.create_repo(owner, name)?;
             }
         }
-        let listener = tokio::net::TcpListener::bind(args.listen).await?;
+        let listener = mint_service::daemon::listen_tcp(args.listen)?;
         let url = format!("http://{}", listener.local_addr()?);
         tracing::info!(
             client_id = %hub.client_id(),

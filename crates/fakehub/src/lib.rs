@@ -389,9 +389,14 @@ impl FakeHub {
     }
 
     /// Bind 127.0.0.1 on a free port and serve in the background on the current runtime.
+    #[allow(
+        clippy::unused_async,
+        reason = "async so that it runs on the runtime that serves it, which the listener registers with"
+    )]
     pub async fn start(config: Config) -> anyhow::Result<RunningFakeHub> {
         let hub = Self::new(config)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        // GitHub takes a fleet's connections at once: a large backlog, not tokio's 128.
+        let listener = mint_service::daemon::listen_tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(hub.clone().serve(listener, async {

@@ -244,7 +244,7 @@ pub fn main() -> ExitCode {
         }
     };
     let listen = config.listen;
-    let listener = match runtime.block_on(TcpListener::bind(listen)) {
+    let listener = match runtime.block_on(async { mint_service::daemon::listen_tcp(listen) }) {
         Ok(listener) => listener,
         Err(e) => {
             eprintln!(

@@ -84,6 +84,26 @@ fn try_harden() -> Result<(), String> {
     Ok(())
 }
 
+/// The listen backlog mint's servers ask for; the kernel caps it at `net.core.somaxconn` (4096 on current
+/// Linux). A fleet of sandboxes connecting at once waits in the kernel's queue: tokio's default, std's 128,
+/// dropped the rest of a burst, and each dropped client waited for TCP's one-second SYN retry.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A TCP listener on `addr` with [`LISTEN_BACKLOG`] (inside a tokio runtime).
+///
+/// # Errors
+/// The address cannot be bound (in use, not this host's, a privileged port).
+pub fn listen_tcp(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Lift the open-file limit to what the system allows: for a server whose every client is a connection.
 pub fn raise_open_file_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
