@@ -5,7 +5,7 @@
 //!
 //! On `SQLite` there is one process: the sweep needs no lock, and the bound is counted in memory.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -100,8 +100,9 @@ pub struct MintGate {
     max_wait: Duration,
     lanes: Mutex<HashMap<u64, Lane>>,
     /// Installations this replica has minted for: their slot rows exist (PostgreSQL), and the pause an
-    /// earlier run recorded was read (SQLite).
-    known: Mutex<HashSet<u64>>,
+    /// earlier run recorded was read (SQLite). Done once, by the first request; the others of a burst wait
+    /// for it.
+    known: Mutex<HashMap<u64, Arc<tokio::sync::OnceCell<()>>>>,
     tickets: AtomicU64,
 }
 
@@ -120,8 +121,11 @@ struct Lane {
     /// Products with waiters, in the order they take turns.
     turns: VecDeque<String>,
     waiting: HashMap<String, VecDeque<u64>>,
-    /// Mints in flight from this replica.
+    /// Mints in flight from this replica, and slots taken for waiters who have not picked them up yet.
     in_flight: usize,
+    /// Slots the first in line took for the waiters behind it (PostgreSQL), by ticket, until each picks
+    /// its own up.
+    granted: HashMap<u64, i64>,
     /// A pause this replica learned (from GitHub or the database), so its waiters stop at once.
     paused_until: i64,
     notify: Arc<Notify>,
@@ -143,6 +147,31 @@ impl Lane {
                 })
                 .sum(),
         )
+    }
+
+    /// The first `n` tickets in line, in the order [`Lane::position`] counts.
+    fn first(&self, n: usize) -> Vec<(String, u64)> {
+        let mut first = Vec::with_capacity(n);
+        for round in 0.. {
+            let before = first.len();
+            for product in &self.turns {
+                if first.len() == n {
+                    return first;
+                }
+                if let Some(ticket) = self.waiting.get(product).and_then(|q| q.get(round)) {
+                    first.push((product.clone(), *ticket));
+                }
+            }
+            if first.len() == before {
+                break;
+            }
+        }
+        first
+    }
+
+    /// Waiters in line.
+    fn waiting(&self) -> usize {
+        self.waiting.values().map(VecDeque::len).sum()
     }
 
     fn remove(&mut self, product: &str, ticket: u64) {
@@ -178,8 +207,13 @@ impl MintGate {
         self.per_installation
     }
 
-    fn known(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
-        self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn known(&self, installation_id: u64) -> Arc<tokio::sync::OnceCell<()>> {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(installation_id)
+            .or_default()
+            .clone()
     }
 
     fn lanes(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Lane>> {
@@ -200,17 +234,21 @@ impl MintGate {
         // Once per installation in this process's life: on PostgreSQL make sure its slot rows exist; on
         // SQLite (one process, so every later pause is noted here as it is recorded) read the pause an
         // earlier run recorded.
-        let fresh = !self.known().contains(&installation_id);
-        if fresh {
-            match store.backend() {
-                Backend::Postgres => store.ensure_mint_slots(installation_id, self.per_installation).await?,
-                Backend::Sqlite => {
-                    if let Some(until) = store.paused_until(installation_id, now).await? {
-                        self.note_pause(installation_id, until);
+        let known = self.known(installation_id);
+        if !known.initialized() {
+            known
+                .get_or_try_init(|| async {
+                    match store.backend() {
+                        Backend::Postgres => store.ensure_mint_slots(installation_id, self.per_installation).await,
+                        Backend::Sqlite => {
+                            if let Some(until) = store.paused_until(installation_id, now).await? {
+                                self.note_pause(installation_id, until);
+                            }
+                            Ok(())
+                        }
                     }
-                }
-            }
-            self.known().insert(installation_id);
+                })
+                .await?;
             if let Some(until) = self.local_pause(installation_id, now) {
                 return Err(Refused::Paused { until });
             }
@@ -227,6 +265,7 @@ impl MintGate {
         }
         let mut waiter = Waiter {
             gate: self,
+            store,
             installation_id,
             product_id,
             ticket,
@@ -238,22 +277,20 @@ impl MintGate {
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let takers = match store.backend() {
-                // In memory a slot is taken at once: the first in line takes it, exactly in turn.
-                Backend::Sqlite => 1,
-                // A slot costs a round trip to the database: the first few in line ask at once (SKIP
-                // LOCKED gives each its own row), so one replica takes more than one slot per round trip.
-                Backend::Postgres => (self.per_installation / 8).clamp(1, 16),
-            };
-            let (my_turn, paused) = {
-                let lanes = self.lanes();
-                let lane = lanes.get(&installation_id);
+            let (granted, in_line, paused) = {
+                let mut lanes = self.lanes();
+                let lane = lanes.entry(installation_id).or_default();
                 (
-                    lane.and_then(|l| l.position(product_id, ticket))
-                        .is_some_and(|p| p < takers),
-                    lane.map_or(0, |l| l.paused_until),
+                    lane.granted.remove(&ticket),
+                    lane.position(product_id, ticket).map(|p| (p, lane.waiting())),
+                    lane.paused_until,
                 )
             };
+            if let Some(slot) = granted {
+                // The first in line took this slot for us, and took us out of the line.
+                waiter.queued = false;
+                return Ok(self.permit(store, installation_id, Some(slot)));
+            }
             if paused > crate::model::now() {
                 return Err(Refused::Paused { until: paused });
             }
@@ -263,17 +300,11 @@ impl MintGate {
                     waited: started.elapsed(),
                 });
             }
-            if my_turn {
-                match self.take_slot(store, installation_id).await? {
-                    Taken::Slot(slot) => {
-                        waiter.leave();
-                        return Ok(MintPermit {
-                            gate: self.clone(),
-                            store: store.clone(),
-                            installation_id,
-                            renewal: slot.map(|slot| self.renew_slot(store, installation_id, slot)),
-                            slot,
-                        });
+            match in_line {
+                Some((0, waiting)) => match self.take_slots(store, installation_id, waiting).await? {
+                    Taken::Slots(slots) => {
+                        let mine = self.hand_out(&mut waiter, store, slots);
+                        return Ok(self.permit(store, installation_id, mine));
                     }
                     Taken::Paused(until) => {
                         self.note_pause(installation_id, until);
@@ -288,21 +319,62 @@ impl MintGate {
                         };
                         let _ = tokio::time::timeout(poll.min(left), notified).await;
                     }
+                },
+                _ => {
+                    let _ = tokio::time::timeout(left, notified).await;
                 }
-            } else {
-                let _ = tokio::time::timeout(left, notified).await;
             }
         }
     }
 
-    async fn take_slot(&self, store: &Store, installation_id: u64) -> Result<Taken, StoreError> {
+    fn permit(self: &Arc<Self>, store: &Store, installation_id: u64, slot: Option<i64>) -> MintPermit {
+        MintPermit {
+            gate: self.clone(),
+            store: store.clone(),
+            installation_id,
+            renewal: slot.map(|slot| self.renew_slot(store, installation_id, slot)),
+            slot,
+        }
+    }
+
+    /// The first in line took `slots` (at least one): it keeps the first, and the next in line, in turn, get
+    /// the others; any left over (their waiters went meanwhile) are given back.
+    fn hand_out(self: &Arc<Self>, waiter: &mut Waiter<'_>, store: &Store, slots: Vec<Option<i64>>) -> Option<i64> {
+        waiter.leave();
+        let mut slots = slots.into_iter();
+        let mine = slots.next().flatten();
+        let mut left_over = Vec::new();
+        {
+            let mut lanes = self.lanes();
+            let lane = lanes.entry(waiter.installation_id).or_default();
+            let mut next = lane.first(slots.len()).into_iter();
+            for slot in slots.flatten() {
+                match next.next() {
+                    Some((product, ticket)) => {
+                        lane.remove(&product, ticket);
+                        lane.granted.insert(ticket, slot);
+                    }
+                    None => left_over.push(slot),
+                }
+            }
+            lane.notify.notify_waiters();
+        }
+        for slot in left_over {
+            drop(self.permit(store, waiter.installation_id, Some(slot)));
+        }
+        mine
+    }
+
+    /// Up to `wanted` slots: on PostgreSQL in one round trip, unless the installation is paused; in memory
+    /// one at a time, exactly in turn.
+    async fn take_slots(&self, store: &Store, installation_id: u64, wanted: usize) -> Result<Taken, StoreError> {
         match store.backend() {
             Backend::Sqlite => {
                 let mut lanes = self.lanes();
                 let lane = lanes.entry(installation_id).or_default();
                 Ok(if lane.in_flight < self.per_installation {
                     lane.in_flight += 1;
-                    Taken::Slot(None)
+                    Taken::Slots(vec![None])
                 } else {
                     Taken::Full
                 })
@@ -310,19 +382,24 @@ impl MintGate {
             Backend::Postgres => {
                 let now_ms = now_ms();
                 let lease = now_ms + lease_ms(SLOT_LEASE);
-                match store
-                    .take_mint_slot(installation_id, self.per_installation, &self.replica, now_ms, lease)
-                    .await?
-                {
-                    Some(slot) => {
-                        self.lanes().entry(installation_id).or_default().in_flight += 1;
-                        Ok(Taken::Slot(Some(slot)))
-                    }
-                    None => match store.paused_until(installation_id, now_ms / 1000).await? {
+                let wanted = wanted.clamp(1, self.per_installation);
+                let slots = store
+                    .take_mint_slots(
+                        installation_id,
+                        (self.per_installation, wanted),
+                        &self.replica,
+                        now_ms,
+                        lease,
+                    )
+                    .await?;
+                if slots.is_empty() {
+                    return match store.paused_until(installation_id, now_ms / 1000).await? {
                         Some(until) => Ok(Taken::Paused(until)),
                         None => Ok(Taken::Full),
-                    },
+                    };
                 }
+                self.lanes().entry(installation_id).or_default().in_flight += slots.len();
+                Ok(Taken::Slots(slots.into_iter().map(Some).collect()))
             }
         }
     }
@@ -402,15 +479,17 @@ fn lease_ms(lease: Duration) -> i64 {
 }
 
 enum Taken {
-    /// A slot: its row on PostgreSQL, `None` for the in-memory count.
-    Slot(Option<i64>),
+    /// Slots, at least one: their rows on PostgreSQL, `None` for the in-memory count.
+    Slots(Vec<Option<i64>>),
     Full,
     Paused(i64),
 }
 
-/// A place in an installation's queue; leaves the queue when dropped (the request was cancelled).
+/// A place in an installation's queue; leaves the queue when dropped (the request was cancelled), and gives
+/// back a slot taken for it that it did not pick up.
 struct Waiter<'a> {
-    gate: &'a MintGate,
+    gate: &'a Arc<MintGate>,
+    store: &'a Store,
     installation_id: u64,
     product_id: &'a str,
     ticket: u64,
@@ -432,6 +511,14 @@ impl Waiter<'_> {
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         self.leave();
+        let granted = self
+            .gate
+            .lanes()
+            .get_mut(&self.installation_id)
+            .and_then(|lane| lane.granted.remove(&self.ticket));
+        if let Some(slot) = granted {
+            drop(self.gate.permit(self.store, self.installation_id, Some(slot)));
+        }
     }
 }
 
@@ -476,47 +563,70 @@ impl Drop for MintPermit {
     }
 }
 
-/// Per-sandbox locks on this replica: requests of one sandbox mint one at a time, and the later ones hand
-/// out what the first minted. Entries go once nobody holds or waits for them and nobody asked for a while
+/// Per-sandbox locks on this replica, by credential: a sandbox's requests read its state and mint one at a
+/// time, so a later one hands out what the first minted. Entries go once nobody holds or waits for them
 /// (checked when there are many).
 #[derive(Debug, Default)]
 pub struct MintLocks {
-    locks: Mutex<HashMap<String, SandboxLock>>,
+    locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
 }
 
-/// A sandbox's lock, and when a request last asked for it.
-type SandboxLock = (Weak<tokio::sync::Mutex<()>>, std::time::Instant);
-
-/// How long a sandbox's entry outlives its last request: a request that looked at the sandbox before
-/// another one minted, and reaches the lock only now, still learns that it must look again.
-const ASKED_MEMORY: std::time::Duration = std::time::Duration::from_secs(30);
-
 impl MintLocks {
-    /// The sandbox's lock on this replica, and whether another request of the sandbox may have minted since
-    /// the caller looked at `viewed` (it held the lock first, or asked for it since): then what it did must
-    /// be looked at again before minting.
-    pub async fn lock(&self, sandbox_id: &str, viewed: std::time::Instant) -> (tokio::sync::OwnedMutexGuard<()>, bool) {
-        let now = std::time::Instant::now();
-        let (lock, asked_since) = {
+    /// The sandbox's lock on this replica (`key`: its credential's hash).
+    pub async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
             let mut locks = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if locks.len() >= 1024 {
-                locks.retain(|_, (lock, asked)| lock.strong_count() > 0 || asked.elapsed() < ASKED_MEMORY);
+                locks.retain(|_, lock| lock.strong_count() > 0);
             }
-            let entry = locks
-                .entry(sandbox_id.to_owned())
-                .or_insert_with(|| (Weak::new(), viewed));
-            let asked_since = entry.1 > viewed;
-            entry.1 = now;
-            let lock = entry.0.upgrade().unwrap_or_else(|| {
+            let entry = locks.entry(key.to_owned()).or_default();
+            entry.upgrade().unwrap_or_else(|| {
                 let lock = Arc::new(tokio::sync::Mutex::new(()));
-                entry.0 = Arc::downgrade(&lock);
+                *entry = Arc::downgrade(&lock);
                 lock
-            });
-            (lock, asked_since)
+            })
         };
-        match lock.clone().try_lock_owned() {
-            Ok(guard) => (guard, asked_since),
-            Err(_) => (lock.lock_owned().await, true),
+        lock.lock_owned().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lane;
+
+    fn lane(queues: &[(&str, &[u64])]) -> Lane {
+        let mut lane = Lane::default();
+        for (product, tickets) in queues {
+            lane.turns.push_back((*product).to_owned());
+            lane.waiting
+                .insert((*product).to_owned(), tickets.iter().copied().collect());
         }
+        lane
+    }
+
+    /// The first in line hands the slots it took to the waiters in the order they take turns: each product's
+    /// first waiter, then each one's second, and so on.
+    #[test]
+    fn the_first_in_line_are_counted_in_turns_across_products() {
+        let lane = lane(&[("busy", &[1, 2, 3, 4]), ("quiet", &[5]), ("other", &[6, 7])]);
+        let first: Vec<u64> = lane.first(5).into_iter().map(|(_, t)| t).collect();
+        assert_eq!(first, [1, 5, 6, 2, 7]);
+        for (position, ticket) in lane.first(10).into_iter().enumerate() {
+            assert_eq!(lane.position(&ticket.0, ticket.1), Some(position), "{ticket:?}");
+        }
+        assert_eq!(lane.first(10).len(), 7);
+        assert_eq!(lane.waiting(), 7);
+    }
+
+    /// Slots granted in turn leave the line as [`Lane::remove`] does, so the next product in turn is first.
+    #[test]
+    fn after_a_hand_out_the_next_in_turn_is_first() {
+        let mut lane = lane(&[("busy", &[1, 2, 3]), ("quiet", &[4, 5])]);
+        for (product, ticket) in lane.first(3) {
+            lane.remove(&product, ticket);
+        }
+        // busy 1, quiet 4, busy 2 went: quiet's second waiter is next, then busy's third.
+        assert_eq!(lane.position("quiet", 5), Some(0));
+        assert_eq!(lane.position("busy", 3), Some(1));
     }
 }

@@ -213,9 +213,14 @@ impl Metrics {
 
     /// A step of a token request took from `started` until now.
     pub fn phase(&self, phase: Phase, started: std::time::Instant) {
+        self.phase_took(phase, started.elapsed());
+    }
+
+    /// A step of a token request took `took` (in pieces, such as waiting here, then for other replicas).
+    pub fn phase_took(&self, phase: Phase, took: std::time::Duration) {
         self.token_phases
             .get_or_create(&PhaseLabel { phase: phase.as_str() })
-            .observe(started.elapsed().as_secs_f64());
+            .observe(took.as_secs_f64());
     }
 
     /// What is read at the scrape: the pool, and the tokens' states.

@@ -27,7 +27,7 @@ use crate::metrics::Phase;
 use crate::model::{Connection, SandboxRow, now, now_ms};
 use crate::secrets::sha256_hex;
 use crate::state::AppState;
-use crate::store::{Actor, NewToken, Reusable, SANDBOX_EXPIRED, SANDBOX_TORN_DOWN};
+use crate::store::{Actor, BrokerView, LeaseWanted, NewToken, Reusable, SANDBOX_EXPIRED, SANDBOX_TORN_DOWN};
 
 /// The window of the per-sandbox mint budget.
 const BUDGET_WINDOW: Duration = Duration::from_secs(60);
@@ -47,29 +47,46 @@ pub async fn token(
     Input(request): Input<TokenRequest>,
 ) -> Result<Response, ApiError> {
     let hash = credential_hash(&headers).ok_or_else(sandbox_refused)?;
-    let viewed = (std::time::Instant::now(), now());
-    let now = viewed.1;
+    // The sandbox's other requests on this replica go first, so what they minted is in the view.
+    let locking = std::time::Instant::now();
+    let here = state.mint_locks.lock(&hash).await;
+    let locked = locking.elapsed();
+    let viewed = std::time::Instant::now();
+    let now = now();
     let window_start = now - i64::try_from(BUDGET_WINDOW.as_secs()).expect("a minute");
-    let view = state.store.broker_view(&hash, now, window_start).await?;
-    state.metrics.phase(Phase::View, viewed.0);
-    let view = view.filter(|v| v.sandbox.usable(now)).ok_or_else(sandbox_refused)?;
-    let Some((installation_id, repository_id, name)) = view.connection.target() else {
-        return Err(not_active(&view.connection));
+    // Other replicas' requests for the sandbox: on PostgreSQL the view takes the mint lease itself when it
+    // finds a mint is due.
+    let now_ms = now_ms();
+    let lease = LeaseWanted {
+        now_ms,
+        until: now_ms + i64::try_from(MINT_LEASE.as_millis()).expect("seconds"),
+        budget: i64::from(state.mints_per_minute),
+        replaces: request.replaces.as_deref(),
     };
-    let target: Target = (installation_id, repository_id, name.to_owned());
-    let replaces = request.replaces.as_deref();
-    if let Some(answer) = reuse(&state, &view.sandbox.id, &target, replaces, view.reusable) {
-        return Ok(answer);
-    }
-    budget(&state, view.recent_mints, view.oldest_recent_mint, now)?;
+    let view = state.store.broker_view(&hash, now, window_start, Some(lease)).await?;
+    state.metrics.phase(Phase::View, viewed);
+    let view = view.ok_or_else(sandbox_refused)?;
+    let (sandbox_id, leased) = (view.sandbox.id.clone(), view.leased);
+    let (sandbox, target) = match answer_or_mint(&state, view, request.replaces.as_deref(), now) {
+        Ok(mint) => mint,
+        Err(answer) => {
+            // The view's conditions for the lease are this function's for a mint: given back only if
+            // they ever part.
+            if let Some(until) = leased {
+                tokio::spawn(give_back_lease(state.store.clone(), sandbox_id, until));
+            }
+            return answer;
+        }
+    };
     // Its own task: a caller that goes away (mintd timed out, the connection dropped) cancels nothing, and
     // the token GitHub issues is recorded whatever happens to this request.
     let task = tokio::spawn(mint_for(
         state.clone(),
-        view.sandbox,
+        (sandbox, here),
         target,
         request.replaces.clone(),
-        viewed,
+        (locked, now),
+        leased,
     ));
     task.await.map_err(|e| {
         tracing::error!(error = %e, "the mint task failed");
@@ -79,6 +96,35 @@ pub async fn token(
             "mint-server's mint task failed; the operator finds the cause in the server's log",
         )
     })?
+}
+
+/// What the view says: answer now (refused, or the live token handed out again), or mint for this target.
+#[allow(clippy::result_large_err, reason = "the error is the answer, built once")]
+fn answer_or_mint(
+    state: &AppState,
+    view: BrokerView,
+    replaces: Option<&str>,
+    now: i64,
+) -> Result<(SandboxRow, Target), Result<Response, ApiError>> {
+    if !view.sandbox.usable(now) {
+        return Err(Err(sandbox_refused()));
+    }
+    let Some((installation_id, repository_id, name)) = view.connection.target() else {
+        return Err(Err(not_active(&view.connection)));
+    };
+    let target: Target = (installation_id, repository_id, name.to_owned());
+    if let Some(answer) = reuse(state, &view.sandbox.id, &target, replaces, view.reusable) {
+        return Err(Ok(answer));
+    }
+    budget(state, view.recent_mints, view.oldest_recent_mint, now).map_err(Err)?;
+    Ok((view.sandbox, target))
+}
+
+/// Give the sandbox's mint lease back (if it is still the value this request wrote).
+async fn give_back_lease(store: crate::store::Store, sandbox_id: String, until: i64) {
+    if let Err(e) = store.release_mint_lease(&sandbox_id, until).await {
+        tracing::warn!(error = %e, sandbox = %sandbox_id, "could not give the mint lease back; it runs out by itself");
+    }
 }
 
 fn not_active(connection: &Connection) -> ApiError {
@@ -171,19 +217,19 @@ fn token_answer(
     response
 }
 
-/// One request's mint, on its own task: wait for this sandbox's other requests (here, then at other
-/// replicas), hand out what they minted if it will do, else mint, seal, record and check. `viewed` is when
-/// the caller read the sandbox's state (its clock, and unix seconds): what others did since is looked at
-/// again; when nobody else asked for the sandbox meanwhile, nothing is read twice.
+/// One request's mint, on its own task, holding the sandbox's lock on this replica: wait for the sandbox's
+/// requests at other replicas unless the view took the lease (`leased`), hand out what they minted if it
+/// will do, else mint, seal, record and check. `(locked, viewed_at)`: how long the request waited for the
+/// lock here, and the view's time (unix seconds); what other replicas did since is looked at again.
 async fn mint_for(
     state: Arc<AppState>,
-    sandbox: SandboxRow,
+    (sandbox, _here): (SandboxRow, tokio::sync::OwnedMutexGuard<()>),
     target: Target,
     replaces: Option<String>,
-    viewed: (std::time::Instant, i64),
+    (locked, viewed_at): (Duration, i64),
+    mut leased: Option<i64>,
 ) -> Result<Response, ApiError> {
     let waited = std::time::Instant::now();
-    let (_here, look_again) = state.mint_locks.lock(&sandbox.id, viewed.0).await;
     let (installation_id, repository_id, _) = &target;
     let again = |state: &Arc<AppState>| {
         let (state, sandbox_id) = (state.clone(), sandbox.id.clone());
@@ -197,21 +243,21 @@ async fn mint_for(
             Ok::<_, ApiError>(reuse(&state, &sandbox_id, &target, replaces.as_deref(), found))
         }
     };
-    if look_again && let Some(answer) = again(&state).await? {
-        return Ok(answer);
-    }
-    // Other replicas' requests for this sandbox: a lease in the database, taken only if no token was
-    // recorded since `viewed` (one process on SQLite, where the lock above is enough).
-    let mut looked_again = look_again;
+    // A lease in the database, taken only if no token was recorded since the view (one process on
+    // SQLite, where the lock here is enough).
+    let mut looked_again = false;
     let lease = loop {
         if state.store.backend() == crate::store::Backend::Sqlite {
             break None;
+        }
+        if let Some(until) = leased.take() {
+            break Some(until);
         }
         let now_ms = now_ms();
         let until = now_ms + i64::try_from(MINT_LEASE.as_millis()).expect("seconds");
         if state
             .store
-            .take_mint_lease(&sandbox.id, (now_ms, until), viewed.1, replaces.as_deref())
+            .take_mint_lease(&sandbox.id, (now_ms, until), viewed_at, replaces.as_deref())
             .await?
         {
             break Some(until);
@@ -231,7 +277,7 @@ async fn mint_for(
             .retry_after(Duration::from_secs(1)));
         }
     };
-    state.metrics.phase(Phase::Sandbox, waited);
+    state.metrics.phase_took(Phase::Sandbox, locked + waited.elapsed());
     let now = now();
     let window_start = now - i64::try_from(BUDGET_WINDOW.as_secs()).expect("a minute");
     let mut lease = lease.map(|first| MintLease::start(&state, &sandbox.id, first));
@@ -253,12 +299,7 @@ async fn mint_for(
     if let Some(lease) = lease {
         // Not given back by a record (the mint failed or was refused): given back after the answer.
         let (store, sandbox_id) = (state.store.clone(), sandbox.id.clone());
-        tokio::spawn(async move {
-            let held = lease.stop().await;
-            if let Err(e) = store.release_mint_lease(&sandbox_id, held).await {
-                tracing::warn!(error = %e, sandbox = %sandbox_id, "could not give the mint lease back; it runs out by itself");
-            }
-        });
+        tokio::spawn(async move { give_back_lease(store, sandbox_id, lease.stop().await).await });
     }
     result
 }

@@ -62,6 +62,22 @@ pub struct BrokerView {
     pub recent_mints: i64,
     /// The oldest mint in the window (unix seconds), when there is one.
     pub oldest_recent_mint: Option<i64>,
+    /// The sandbox's mint lease, taken by the view itself (PostgreSQL): its value, until (unix ms).
+    pub leased: Option<i64>,
+}
+
+/// What the broker's view asks for on PostgreSQL when it would mint: the sandbox's mint lease, in the same
+/// statement (one round trip fewer per token). It is taken only when the view finds the sandbox usable,
+/// its connection active, no live token to hand out again (but the one the caller reported failing), and
+/// budget left; and only if no other request holds it.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseWanted<'a> {
+    /// Unix ms: now, and the lease's end.
+    pub now_ms: i64,
+    pub until: i64,
+    /// Mints the sandbox may have in the budget's window.
+    pub budget: i64,
+    pub replaces: Option<&'a str>,
 }
 
 /// A revocation a replica took on: the lease is its until it reports the outcome.
@@ -381,6 +397,7 @@ impl Store {
         credential_sha256: &str,
         now: i64,
         window_start: i64,
+        lease: Option<LeaseWanted<'_>>,
     ) -> Result<Option<BrokerView>, StoreError> {
         // The best live token for the connection's current target, still usable for longer than the
         // margin mintd refreshes at (half its life, at most ten minutes), so a refresh is never answered
@@ -392,10 +409,11 @@ impl Store {
                 THEN (t.expires_at - t.minted_at) / 2 ELSE 600 END \
             ORDER BY t.expires_at DESC, t.token_sha256 LIMIT 1";
         const SANDBOX: &str = "s.id, s.product_id, s.created_at, s.expires_at, s.revoked_at";
-        let sql = match self.backend {
-            // The token's row and the budget's count are looked up once each (LATERAL).
-            Backend::Postgres => format!(
-                "SELECT {SANDBOX}, {CONNECTION_COLUMNS}, \
+        // PostgreSQL's view, as `v` for the lease's update to read. The token's row and the budget's count
+        // are looked up once each (LATERAL).
+        let postgres_view = || {
+            format!(
+                "WITH v AS (SELECT {SANDBOX}, {CONNECTION_COLUMNS}, \
                    r.token_sha256 AS reuse_token_sha256, r.sealed AS reuse_sealed, r.seal_key AS reuse_seal_key, \
                    r.minted_at AS reuse_minted_at, r.expires_at AS reuse_expires_at, \
                    b.recent_mints, b.oldest_recent \
@@ -404,17 +422,33 @@ impl Store {
                    FROM minted_tokens t WHERE {REUSABLE}) r ON TRUE \
                  CROSS JOIN LATERAL (SELECT COUNT(*) AS recent_mints, MIN(t.minted_at) AS oldest_recent \
                    FROM minted_tokens t WHERE t.sandbox_id = s.id AND t.minted_at > $3) b \
-                 WHERE s.credential_sha256 = $1"
+                 WHERE s.credential_sha256 = $1)"
+            )
+        };
+        let lease = lease.filter(|_| self.backend == Backend::Postgres);
+        let sql = match (self.backend, lease) {
+            (Backend::Postgres, None) => format!("{} SELECT v.*, NULL::BIGINT AS leased FROM v", postgres_view()),
+            // The lease's update sees the view's snapshot; a lease another request holds, or took since,
+            // leaves the row alone (`mint_lease < now`, checked again on the row's latest version).
+            (Backend::Postgres, Some(_)) => format!(
+                "{}, l AS (UPDATE sandboxes SET mint_lease = $4 WHERE mint_lease < $5 AND id = ( \
+                   SELECT id FROM v WHERE v.revoked_at IS NULL AND v.expires_at > $2 AND v.status = 'active' \
+                   AND v.installation_id IS NOT NULL AND v.repository_id IS NOT NULL AND v.repository IS NOT NULL \
+                   AND (v.reuse_token_sha256 IS NULL OR v.reuse_token_sha256 = $6) AND v.recent_mints < $7) \
+                 RETURNING mint_lease) \
+                 SELECT v.*, (SELECT mint_lease FROM l) AS leased FROM v",
+                postgres_view()
             ),
             // SQLite has no LATERAL: a scalar subquery per column, each a short walk of the same index.
-            Backend::Sqlite => {
+            (Backend::Sqlite, _) => {
                 let reuse = |column: &str| {
                     format!("(SELECT t.{column} FROM minted_tokens t WHERE {REUSABLE}) AS reuse_{column}")
                 };
                 format!(
                     "SELECT {SANDBOX}, {CONNECTION_COLUMNS}, {}, {}, {}, {}, {}, \
                        (SELECT COUNT(*) FROM minted_tokens t WHERE t.sandbox_id = s.id AND t.minted_at > $3) AS recent_mints, \
-                       (SELECT MIN(t.minted_at) FROM minted_tokens t WHERE t.sandbox_id = s.id AND t.minted_at > $3) AS oldest_recent \
+                       (SELECT MIN(t.minted_at) FROM minted_tokens t WHERE t.sandbox_id = s.id AND t.minted_at > $3) AS oldest_recent, \
+                       NULL AS leased \
                      FROM sandboxes s JOIN connections c ON c.product_id = s.product_id \
                      WHERE s.credential_sha256 = $1",
                     reuse("token_sha256"),
@@ -425,13 +459,15 @@ impl Store {
                 )
             }
         };
-        let Some(row) = sqlx::query(&sql)
-            .bind(credential_sha256)
-            .bind(now)
-            .bind(window_start)
-            .fetch_optional(&self.pool)
-            .await?
-        else {
+        let mut query = sqlx::query(&sql).bind(credential_sha256).bind(now).bind(window_start);
+        if let Some(lease) = lease {
+            query = query
+                .bind(lease.until)
+                .bind(lease.now_ms)
+                .bind(lease.replaces.unwrap_or_default())
+                .bind(lease.budget);
+        }
+        let Some(row) = query.fetch_optional(&self.pool).await? else {
             return Ok(None);
         };
         let reusable = match (
@@ -454,6 +490,7 @@ impl Store {
             reusable,
             recent_mints: row.try_get("recent_mints")?,
             oldest_recent_mint: row.try_get("oldest_recent")?,
+            leased: row.try_get("leased")?,
         }))
     }
 
