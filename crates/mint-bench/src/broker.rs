@@ -109,6 +109,8 @@ struct Fleet {
     /// CPU time during the requests: mint-server's, and this process's (fakehub and the client).
     server_cpu: Duration,
     bench_cpu: Duration,
+    /// The whole machine's CPU during the requests (the database's too): busy, and busy plus idle.
+    machine_cpu: (Duration, Duration),
     /// fakehub's calls during the requests: "METHOD path-with-{n} status" and how many.
     github_calls: Vec<(String, usize)>,
     /// mint-server's own account of where the requests' time went, step by step.
@@ -147,7 +149,7 @@ fn fleet(rig: &Rig, client: &tokio::runtime::Runtime, server: &Server) -> anyhow
 
     let minted_before = minted(rig);
     let calls_before = rig.hub.requests().len();
-    let cpu_before = (cpu_time(server.pid())?, cpu_time("self")?);
+    let cpu_before = (cpu_time(server.pid())?, cpu_time("self")?, machine_cpu()?);
     rig.hub.set_mint_latency(MINT_LATENCY);
     let burst = client.block_on(burst(server.addr, credentials));
     rig.hub.set_mint_latency(Duration::ZERO);
@@ -157,6 +159,10 @@ fn fleet(rig: &Rig, client: &tokio::runtime::Runtime, server: &Server) -> anyhow
         phases,
         server_cpu: cpu_time(server.pid())?.saturating_sub(cpu_before.0),
         bench_cpu: cpu_time("self")?.saturating_sub(cpu_before.1),
+        machine_cpu: {
+            let (busy, all) = machine_cpu()?;
+            (busy.saturating_sub(cpu_before.2.0), all.saturating_sub(cpu_before.2.1))
+        },
         answers,
         failures,
         mints: minted(rig) - minted_before,
@@ -244,7 +250,7 @@ fn report_fleets(fleets: &mut [(&str, Fleet)], report: &mut Report) -> anyhow::R
         MINT_LATENCY.as_millis()
     ));
     report.line(format!(
-        "  {:<11} {:>13} {:>6} {:>9} {:>9} {:>9} {:>8} {:>13} {:>9} {:>11} {:>10} {:>15}",
+        "  {:<11} {:>13} {:>6} {:>9} {:>9} {:>9} {:>8} {:>13} {:>9} {:>11} {:>10} {:>17} {:>15}",
         "database",
         "200s",
         "mints",
@@ -256,6 +262,7 @@ fn report_fleets(fleets: &mut [(&str, Fleet)], report: &mut Report) -> anyhow::R
         "peak RSS",
         "server CPU",
         "bench CPU",
+        "all CPU (busy)",
         "setup (1 by 1)"
     ));
     for (database, fleet) in fleets.iter_mut() {
@@ -265,7 +272,7 @@ fn report_fleets(fleets: &mut [(&str, Fleet)], report: &mut Report) -> anyhow::R
         let mut latencies: Vec<Duration> = fleet.answers.iter().map(|(_, took)| *took).collect();
         let p50 = percentile(&mut latencies, 50);
         report.line(format!(
-            "  {database:<11} {:>5} of {SANDBOXES:<5} {:>6} {:>6.0} ms {:>6.0} ms {:>6.0} ms {:>6.2} s {:>12.2}x {:>5.1} MiB {:>9.2} s {:>8.2} s {:>13.2} s",
+            "  {database:<11} {:>5} of {SANDBOXES:<5} {:>6} {:>6.0} ms {:>6.0} ms {:>6.0} ms {:>6.2} s {:>12.2}x {:>5.1} MiB {:>9.2} s {:>8.2} s {:>7.2} s ({:>3.0} %) {:>13.2} s",
             fleet.ok(),
             fleet.mints,
             ms(p50),
@@ -276,6 +283,8 @@ fn report_fleets(fleets: &mut [(&str, Fleet)], report: &mut Report) -> anyhow::R
             kib_to_mib(fleet.peak_rss_kib),
             fleet.server_cpu.as_secs_f64(),
             fleet.bench_cpu.as_secs_f64(),
+            fleet.machine_cpu.0.as_secs_f64(),
+            100.0 * fleet.machine_cpu.0.as_secs_f64() / fleet.machine_cpu.1.as_secs_f64().max(f64::EPSILON),
             fleet.setup.as_secs_f64(),
         ));
         let calls: Vec<String> = fleet
@@ -306,7 +315,7 @@ fn report_fleets(fleets: &mut [(&str, Fleet)], report: &mut Report) -> anyhow::R
     report.line(format!(
         "  (targets: {SANDBOXES} of {SANDBOXES} answered 200, exactly {SANDBOXES} mints at fakehub; p50 ÷ 300 ms: 1.00x is GitHub's latency alone)"
     ));
-    report.line("  latency: connect to the answer's last byte, per request; peak RSS: mint-server's VmHWM; CPU: user + system during the requests, mint-server's and the bench's (fakehub, the client); setup: the product, its connection and the sandboxes created one request at a time");
+    report.line("  latency: connect to the answer's last byte, per request; peak RSS: mint-server's VmHWM; CPU: user + system during the requests, mint-server's, the bench's (fakehub, the client), and the whole machine's, every process and core (the database's too), with its share of what the cores could give; setup: the product, its connection and the sandboxes created one request at a time");
     report.file("fleet.csv", &csv)
 }
 
@@ -568,6 +577,27 @@ pub(crate) async fn request(
         status,
         serde_json::from_str(payload).unwrap_or_else(|_| Value::String(payload.to_owned())),
     ))
+}
+
+/// The machine's CPU time so far, all cores: (busy, busy plus idle), from /proc/stat's `cpu` line. Busy is
+/// everything but idle and I/O wait, so the database's share is in it.
+fn machine_cpu() -> anyhow::Result<(Duration, Duration)> {
+    const TICKS_PER_SECOND: u64 = 100;
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("cpu "))
+        .context("no cpu line in /proc/stat")?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .context("/proc/stat")?;
+    // user nice system idle iowait irq softirq steal (guest time is counted in user already).
+    let all: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    let ms = |t: u64| Duration::from_millis(t * 1000 / TICKS_PER_SECOND);
+    Ok((ms(all - idle), ms(all)))
 }
 
 /// User plus system CPU time of process `pid` (or "self") and all its threads so far.
