@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::model::now_ms;
-use crate::store::{Backend, Store, StoreError};
+use crate::store::{Backend, SlotRow, Store, StoreError};
 
 /// The advisory lock's key: "mintswep" in ASCII, so it is recognisable in `pg_locks`.
 pub const SWEEP_LOCK_KEY: i64 = 0x6d69_6e74_7377_6570;
@@ -531,6 +531,20 @@ pub struct MintPermit {
     slot: Option<i64>,
     /// The slot's lease renewal, while the mint runs.
     renewal: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl MintPermit {
+    /// Give the permit up here and leave the slot's row to a statement of the caller's that gives it back
+    /// with its own work (the record's): the renewal stops, and this replica's waiters are let in. `None` on
+    /// SQLite, whose slots are only counted here. If that statement fails, the row's lease frees it (4 s).
+    pub fn into_slot_row(mut self) -> Option<SlotRow> {
+        let slot = self.slot.take()?;
+        Some(SlotRow {
+            installation_id: self.installation_id,
+            slot,
+            holder: self.gate.replica.clone(),
+        })
+    }
 }
 
 impl Drop for MintPermit {

@@ -1046,6 +1046,16 @@ mod fleet {
             elapsed >= Duration::from_millis(1700),
             "12 mints of 300 ms took {elapsed:?}: more than 2 ran at once"
         );
+        // Each token's record gave its slot back, at once: none is left to run out its lease.
+        let store = Store::open(&w.database).await.expect("store");
+        let now_ms = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_millis(),
+        )
+        .expect("ms");
+        assert_eq!(store.mint_slots_held(42, now_ms).await.expect("slots"), 0);
     }
 
     /// A slot's lease is short (so a dead replica's slots come free soon), and a mint that outlives it keeps

@@ -344,14 +344,15 @@ impl MintLease {
 }
 
 /// Mint for the connection's target, seal and record the token, and hand it out only if the sandbox still
-/// has the right to it once recorded. The record gives the mint lease back in the same statement.
+/// has the right to it once recorded. The record gives the mint lease and the installation's slot back in
+/// the same statement.
 async fn mint_and_record(
     state: &AppState,
     sandbox: &SandboxRow,
     (installation_id, repository_id, name): (u64, u64, &str),
     lease: &mut Option<MintLease>,
 ) -> Result<Response, ApiError> {
-    let minted = mint_in_turn(state, sandbox, (installation_id, repository_id), name).await?;
+    let (minted, permit) = mint_in_turn(state, sandbox, (installation_id, repository_id), name).await?;
     let current_name = minted
         .repositories
         .as_deref()
@@ -403,7 +404,8 @@ async fn mint_and_record(
         Some(lease) => Some(lease.stop().await),
         None => None,
     };
-    let recorded = state.store.record_mint(&record, now_ms(), held).await;
+    let slot = permit.into_slot_row();
+    let recorded = state.store.record_mint(&record, now_ms(), (held, slot.as_ref())).await;
     state.metrics.phase(Phase::Record, recording);
     match recorded {
         Err(e) => {
@@ -436,13 +438,14 @@ async fn mint_and_record(
 }
 
 /// Mint once the installation's turn comes (the fleet-wide bound), and say what a failure means: GitHub's
-/// pause is recorded for every replica, and a connection GitHub no longer serves is marked so.
+/// pause is recorded for every replica, and a connection GitHub no longer serves is marked so. A token
+/// comes with its permit, whose slot the record gives back; a failure gives it back at once.
 async fn mint_in_turn(
     state: &AppState,
     sandbox: &SandboxRow,
     (installation_id, repository_id): (u64, u64),
     name: &str,
-) -> Result<mint_github::MintedToken, ApiError> {
+) -> Result<(mint_github::MintedToken, crate::fleet::MintPermit), ApiError> {
     let waited = std::time::Instant::now();
     let permit = state.turn(installation_id, &sandbox.product_id).await;
     state.metrics.phase(Phase::Installation, waited);
@@ -450,10 +453,10 @@ async fn mint_in_turn(
     let asked = std::time::Instant::now();
     let minted = state.github.mint(installation_id, repository_id, name).await;
     state.metrics.phase(Phase::Github, asked);
-    drop(permit);
     match minted {
-        Ok(minted) => Ok(minted),
+        Ok(minted) => Ok((minted, permit)),
         Err(e) => {
+            drop(permit);
             tracing::warn!(error = %e, sandbox = %sandbox.id, installation = installation_id, "mint failed");
             state.noticed(installation_id, &e).await;
             Err(match connection_outcome(&e, name) {

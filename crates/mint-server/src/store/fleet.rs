@@ -4,6 +4,16 @@ use sqlx::Row;
 
 use super::{Store, StoreError, int};
 
+/// A fleet-wide mint slot's row as its holder knows it, for a statement that gives it back along with its
+/// own work (the token's record).
+#[derive(Debug, Clone)]
+pub struct SlotRow {
+    pub installation_id: u64,
+    pub slot: i64,
+    /// The holding replica's id in the table.
+    pub holder: String,
+}
+
 impl Store {
     /// GitHub asked us to wait until `until` (unix seconds) before minting for the installation again.
     /// A later pause replaces an earlier one; an earlier one never shortens a later.

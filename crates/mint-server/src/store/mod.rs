@@ -26,9 +26,11 @@ mod web;
 
 pub use audit::{Action, Actor, AuditEvent, Cursor};
 pub use card::{AGENT_BRANCH_PREFIX, AgentPull, Landmark, PastRepository};
+pub use fleet::SlotRow;
 pub use sandboxes::{LiveToken, SandboxSummary};
 pub use tokens::{
-    BrokerView, Claimed, LeaseWanted, NewToken, Outcome, Reusable, SANDBOX_EXPIRED, SANDBOX_TORN_DOWN, TokenRecord, Whose,
+    BrokerView, Claimed, LeaseWanted, NewToken, Outcome, Reusable, SANDBOX_EXPIRED, SANDBOX_TORN_DOWN, TokenRecord,
+    Whose,
 };
 pub use web::{Choice, OAuthState, SessionUser, WebSession};
 

@@ -227,12 +227,13 @@ impl Store {
     /// which those events update first; SQLite has one writer. The audit trail's row is written with it.
     /// `Some(reason)` means the sandbox may not have it: it is queued for revocation, and must not be handed
     /// out.
-    /// `lease` is the sandbox's mint lease as the caller holds it (PostgreSQL), given back by the same statement.
+    /// `lease` is the sandbox's mint lease as the caller holds it, and `slot` the installation's mint slot
+    /// (PostgreSQL): the same statement gives both back.
     pub async fn record_mint(
         &self,
         token: &NewToken,
         now_ms: i64,
-        lease: Option<i64>,
+        (lease, slot): (Option<i64>, Option<&super::SlotRow>),
     ) -> Result<Option<String>, StoreError> {
         let event = NewEvent {
             product_id: "",
@@ -249,8 +250,8 @@ impl Store {
             }),
         };
         let row = match self.backend {
-            // One statement, so one round trip on the hot path: the token, its audit row, the mint lease given
-            // back, and the check, which locks the sandbox's row (the lease's update) and the connection's
+            // One statement, so one round trip on the hot path: the token, its audit row, the mint lease and
+            // the slot given back, and the check, which locks the sandbox's row (the lease's update) and the connection's
             // (`FOR SHARE`). Data-modifying CTEs run to completion whether or not the query reads them, in
             // the statement's own transaction; the update's RETURNING is the sandbox's latest version.
             Backend::Postgres => {
@@ -259,7 +260,9 @@ impl Store {
                      a AS (INSERT INTO audit_events (id, product_id, at, actor, action, sandbox_id, repository, detail) \
                        SELECT $10, s.product_id, $11, $12, $13, s.id, $9, $14 FROM sandboxes s WHERE s.id = $2), \
                      s AS (UPDATE sandboxes SET mint_lease = CASE WHEN mint_lease = $15 THEN 0 ELSE mint_lease END \
-                       WHERE id = $2 RETURNING id, product_id, created_at, expires_at, revoked_at) \
+                       WHERE id = $2 RETURNING id, product_id, created_at, expires_at, revoked_at), \
+                     k AS (UPDATE mint_slots SET holder = NULL, lease_until = 0 \
+                       WHERE installation_id = $16 AND slot = $17 AND holder = $18) \
                      SELECT s.id, s.product_id, s.created_at, s.expires_at, s.revoked_at, {CONNECTION_COLUMNS} \
                      FROM s JOIN connections c ON c.product_id = s.product_id FOR SHARE OF c"
                 );
@@ -269,8 +272,11 @@ impl Store {
                     .bind(event.actor.kind())
                     .bind(event.action.as_str())
                     .bind(event.detail.to_string())
-                    // No lease: -1, which no lease ever is.
+                    // No lease: -1, which no lease ever is; no slot: -1, which no slot ever is.
                     .bind(lease.unwrap_or(-1))
+                    .bind(slot.map_or(-1, |s| int(s.installation_id)))
+                    .bind(slot.map_or(-1, |s| s.slot))
+                    .bind(slot.map_or("", |s| s.holder.as_str()))
                     .fetch_one(&self.pool)
                     .await?
             }
