@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::model::now_ms;
-use crate::store::{Backend, SlotRow, Store, StoreError};
+use crate::store::{Backend, SlotRow, SlotWanted, Store, StoreError};
 
 /// The advisory lock's key: "mintswep" in ASCII, so it is recognisable in `pg_locks`.
 pub const SWEEP_LOCK_KEY: i64 = 0x6d69_6e74_7377_6570;
@@ -325,6 +325,37 @@ impl MintGate {
                 }
             }
         }
+    }
+
+    /// What the broker's view asks for to take a slot with the sandbox's lease (PostgreSQL): this replica's
+    /// slots, leased from `now_ms`, of an installation not in `in_line` ([`MintGate::in_line`]).
+    pub fn slot_wanted<'a>(&'a self, now_ms: i64, in_line: &'a str) -> SlotWanted<'a> {
+        SlotWanted {
+            holder: &self.replica,
+            slots: i64::try_from(self.per_installation).unwrap_or(i64::MAX),
+            until: now_ms + lease_ms(SLOT_LEASE),
+            in_line,
+        }
+    }
+
+    /// Installations whose slots must not be taken out of line here: those with waiters taking turns, and
+    /// those paused. Their ids, joined by commas.
+    pub fn in_line(&self) -> String {
+        let now = crate::model::now();
+        let lanes = self.lanes();
+        lanes
+            .iter()
+            .filter(|(_, lane)| !lane.turns.is_empty() || lane.paused_until > now)
+            .map(|(id, _)| id.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A slot the broker's view took with the sandbox's lease, because nobody here was in line for the
+    /// installation: counted here as in flight, renewed while its mint runs, given back like any other.
+    pub fn adopt(self: &Arc<Self>, store: &Store, installation_id: u64, slot: i64) -> MintPermit {
+        self.lanes().entry(installation_id).or_default().in_flight += 1;
+        self.permit(store, installation_id, Some(slot))
     }
 
     fn permit(self: &Arc<Self>, store: &Store, installation_id: u64, slot: Option<i64>) -> MintPermit {

@@ -20,7 +20,7 @@ use mint_api::broker::{ErrorCode, MAX_WAIT_SECONDS, SandboxState, TokenAnswer, T
 use mint_github::InstallationToken;
 use serde::Deserialize;
 
-use crate::fleet::MAX_QUEUE_WAIT;
+use crate::fleet::{MAX_QUEUE_WAIT, MintPermit};
 use crate::github::connection_outcome;
 use crate::http::{ApiError, Input, credential_hash, github_failure, json, not_now, sandbox_refused};
 use crate::metrics::Phase;
@@ -55,18 +55,25 @@ pub async fn token(
     let now = now();
     let window_start = now - i64::try_from(BUDGET_WINDOW.as_secs()).expect("a minute");
     // Other replicas' requests for the sandbox: on PostgreSQL the view takes the mint lease itself when it
-    // finds a mint is due.
+    // finds a mint is due, and with it a slot of the installation's when nobody here is in line for one.
     let now_ms = now_ms();
+    let in_line = state.gate.in_line();
     let lease = LeaseWanted {
         now_ms,
         until: now_ms + i64::try_from(MINT_LEASE.as_millis()).expect("seconds"),
         budget: i64::from(state.mints_per_minute),
         replaces: request.replaces.as_deref(),
+        slot: Some(state.gate.slot_wanted(now_ms, &in_line)),
     };
     let view = state.store.broker_view(&hash, now, window_start, Some(lease)).await?;
     state.metrics.phase(Phase::View, viewed);
     let view = view.ok_or_else(sandbox_refused)?;
     let (sandbox_id, leased) = (view.sandbox.id.clone(), view.leased);
+    // Given back when dropped, if the request does not mint after all.
+    let permit = view
+        .slot
+        .zip(view.connection.installation_id)
+        .map(|(slot, installation_id)| state.gate.adopt(&state.store, installation_id, slot));
     let (sandbox, target) = match answer_or_mint(&state, view, request.replaces.as_deref(), now) {
         Ok(mint) => mint,
         Err(answer) => {
@@ -86,7 +93,7 @@ pub async fn token(
         target,
         request.replaces.clone(),
         (locked, now),
-        leased,
+        (leased, permit),
     ));
     task.await.map_err(|e| {
         tracing::error!(error = %e, "the mint task failed");
@@ -227,7 +234,7 @@ async fn mint_for(
     target: Target,
     replaces: Option<String>,
     (locked, viewed_at): (Duration, i64),
-    mut leased: Option<i64>,
+    (mut leased, permit): (Option<i64>, Option<MintPermit>),
 ) -> Result<Response, ApiError> {
     let waited = std::time::Instant::now();
     let (installation_id, repository_id, _) = &target;
@@ -291,7 +298,7 @@ async fn mint_for(
             &state,
             &sandbox,
             (*installation_id, *repository_id, &target.2),
-            &mut lease,
+            (&mut lease, permit),
         )
         .await
     }
@@ -350,9 +357,9 @@ async fn mint_and_record(
     state: &AppState,
     sandbox: &SandboxRow,
     (installation_id, repository_id, name): (u64, u64, &str),
-    lease: &mut Option<MintLease>,
+    (lease, permit): (&mut Option<MintLease>, Option<MintPermit>),
 ) -> Result<Response, ApiError> {
-    let (minted, permit) = mint_in_turn(state, sandbox, (installation_id, repository_id), name).await?;
+    let (minted, permit) = mint_in_turn(state, sandbox, (installation_id, repository_id), name, permit).await?;
     let current_name = minted
         .repositories
         .as_deref()
@@ -445,9 +452,13 @@ async fn mint_in_turn(
     sandbox: &SandboxRow,
     (installation_id, repository_id): (u64, u64),
     name: &str,
-) -> Result<(mint_github::MintedToken, crate::fleet::MintPermit), ApiError> {
+    taken: Option<MintPermit>,
+) -> Result<(mint_github::MintedToken, MintPermit), ApiError> {
     let waited = std::time::Instant::now();
-    let permit = state.turn(installation_id, &sandbox.product_id).await;
+    let permit = match taken {
+        Some(permit) => Ok(permit),
+        None => state.turn(installation_id, &sandbox.product_id).await,
+    };
     state.metrics.phase(Phase::Installation, waited);
     let permit = permit.map_err(|refused| not_now(refused, installation_id))?;
     let asked = std::time::Instant::now();

@@ -29,8 +29,8 @@ pub use card::{AGENT_BRANCH_PREFIX, AgentPull, Landmark, PastRepository};
 pub use fleet::SlotRow;
 pub use sandboxes::{LiveToken, SandboxSummary};
 pub use tokens::{
-    BrokerView, Claimed, LeaseWanted, NewToken, Outcome, Reusable, SANDBOX_EXPIRED, SANDBOX_TORN_DOWN, TokenRecord,
-    Whose,
+    BrokerView, Claimed, LeaseWanted, NewToken, Outcome, Reusable, SANDBOX_EXPIRED, SANDBOX_TORN_DOWN, SlotWanted,
+    TokenRecord, Whose,
 };
 pub use web::{Choice, OAuthState, SessionUser, WebSession};
 

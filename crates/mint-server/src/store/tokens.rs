@@ -64,6 +64,9 @@ pub struct BrokerView {
     pub oldest_recent_mint: Option<i64>,
     /// The sandbox's mint lease, taken by the view itself (PostgreSQL): its value, until (unix ms).
     pub leased: Option<i64>,
+    /// A slot of the installation's, taken by the view with the lease (PostgreSQL), for the holder the
+    /// caller named.
+    pub slot: Option<i64>,
 }
 
 /// What the broker's view asks for on PostgreSQL when it would mint: the sandbox's mint lease, in the same
@@ -78,6 +81,22 @@ pub struct LeaseWanted<'a> {
     /// Mints the sandbox may have in the budget's window.
     pub budget: i64,
     pub replaces: Option<&'a str>,
+    /// With the lease, one of the installation's mint slots, unless the installation is one of these.
+    pub slot: Option<SlotWanted<'a>>,
+}
+
+/// A fleet-wide mint slot, taken by the broker's view with the sandbox's lease (PostgreSQL) when the
+/// installation is free to take one out of line: nobody is waiting for it at this replica, and GitHub has not
+/// paused it.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotWanted<'a> {
+    pub holder: &'a str,
+    /// The installation's slots (`--mints-per-installation`).
+    pub slots: i64,
+    /// The slot's lease (unix ms).
+    pub until: i64,
+    /// Installations not to take a slot of here, their ids joined by commas: their waiters take turns.
+    pub in_line: &'a str,
 }
 
 /// A revocation a replica took on: the lease is its until it reports the outcome.
@@ -396,15 +415,9 @@ impl Store {
         Ok(rows)
     }
 
-    /// The broker's view of the sandbox holding the credential with this hash, in one query; `min_left`
-    /// is how long a token must still live to be handed out again (seconds), `window_start` the budget's.
-    pub async fn broker_view(
-        &self,
-        credential_sha256: &str,
-        now: i64,
-        window_start: i64,
-        lease: Option<LeaseWanted<'_>>,
-    ) -> Result<Option<BrokerView>, StoreError> {
+    /// The broker view's statement: the sandbox, its connection, the live token and the budget; on
+    /// PostgreSQL, with `lease`, the sandbox's mint lease and the installation's slot taken as well.
+    fn broker_view_sql(&self, lease: Option<&LeaseWanted<'_>>) -> String {
         // The best live token for the connection's current target, still usable for longer than the
         // margin mintd refreshes at (half its life, at most ten minutes), so a refresh is never answered
         // with the token it is replacing.
@@ -431,20 +444,42 @@ impl Store {
                  WHERE s.credential_sha256 = $1)"
             )
         };
-        let lease = lease.filter(|_| self.backend == Backend::Postgres);
-        let sql = match (self.backend, lease) {
-            (Backend::Postgres, None) => format!("{} SELECT v.*, NULL::BIGINT AS leased FROM v", postgres_view()),
-            // The lease's update sees the view's snapshot; a lease another request holds, or took since,
-            // leaves the row alone (`mint_lease < now`, checked again on the row's latest version).
-            (Backend::Postgres, Some(_)) => format!(
-                "{}, l AS (UPDATE sandboxes SET mint_lease = $4 WHERE mint_lease < $5 AND id = ( \
-                   SELECT id FROM v WHERE v.revoked_at IS NULL AND v.expires_at > $2 AND v.status = 'active' \
-                   AND v.installation_id IS NOT NULL AND v.repository_id IS NOT NULL AND v.repository IS NOT NULL \
-                   AND (v.reuse_token_sha256 IS NULL OR v.reuse_token_sha256 = $6) AND v.recent_mints < $7) \
-                 RETURNING mint_lease) \
-                 SELECT v.*, (SELECT mint_lease FROM l) AS leased FROM v",
+        match (self.backend, lease) {
+            (Backend::Postgres, None) => format!(
+                "{} SELECT v.*, NULL::BIGINT AS leased, NULL::BIGINT AS slot FROM v",
                 postgres_view()
             ),
+            // The lease's update sees the view's snapshot; a lease another request holds, or took since,
+            // leaves the row alone (`mint_lease < now`, checked again on the row's latest version).
+            (Backend::Postgres, Some(wanted)) => {
+                let lease = format!(
+                    "{}, l AS (UPDATE sandboxes SET mint_lease = $4 WHERE mint_lease < $5 AND id = ( \
+                       SELECT id FROM v WHERE v.revoked_at IS NULL AND v.expires_at > $2 AND v.status = 'active' \
+                       AND v.installation_id IS NOT NULL AND v.repository_id IS NOT NULL AND v.repository IS NOT NULL \
+                       AND (v.reuse_token_sha256 IS NULL OR v.reuse_token_sha256 = $6) AND v.recent_mints < $7) \
+                     RETURNING mint_lease)",
+                    postgres_view()
+                );
+                match wanted.slot {
+                    None => {
+                        format!("{lease} SELECT v.*, (SELECT mint_lease FROM l) AS leased, NULL::BIGINT AS slot FROM v")
+                    }
+                    // Only with the lease; a slot of the first `slots` free now, skipping rows other
+                    // statements hold (as `take_mint_slots`).
+                    Some(_) => format!(
+                        "{lease}, k AS (UPDATE mint_slots SET holder = $8, lease_until = $9 \
+                           WHERE (installation_id, slot) = ( \
+                             SELECT m.installation_id, m.slot FROM mint_slots m JOIN v ON m.installation_id = v.installation_id \
+                             WHERE EXISTS (SELECT 1 FROM l) AND m.slot < $10 AND m.lease_until < $5 \
+                             AND NOT (v.installation_id::TEXT = ANY (string_to_array($11, ','))) \
+                             AND NOT EXISTS (SELECT 1 FROM installation_pauses p \
+                               WHERE p.installation_id = v.installation_id AND p.until_at > $2) \
+                             ORDER BY m.slot LIMIT 1 FOR UPDATE OF m SKIP LOCKED) \
+                           RETURNING slot) \
+                         SELECT v.*, (SELECT mint_lease FROM l) AS leased, (SELECT slot FROM k) AS slot FROM v"
+                    ),
+                }
+            }
             // SQLite has no LATERAL: a scalar subquery per column, each a short walk of the same index.
             (Backend::Sqlite, _) => {
                 let reuse = |column: &str| {
@@ -454,7 +489,7 @@ impl Store {
                     "SELECT {SANDBOX}, {CONNECTION_COLUMNS}, {}, {}, {}, {}, {}, \
                        (SELECT COUNT(*) FROM minted_tokens t WHERE t.sandbox_id = s.id AND t.minted_at > $3) AS recent_mints, \
                        (SELECT MIN(t.minted_at) FROM minted_tokens t WHERE t.sandbox_id = s.id AND t.minted_at > $3) AS oldest_recent, \
-                       NULL AS leased \
+                       NULL AS leased, NULL AS slot \
                      FROM sandboxes s JOIN connections c ON c.product_id = s.product_id \
                      WHERE s.credential_sha256 = $1",
                     reuse("token_sha256"),
@@ -464,7 +499,20 @@ impl Store {
                     reuse("expires_at"),
                 )
             }
-        };
+        }
+    }
+
+    /// The broker's view of the sandbox holding the credential with this hash, in one query; `min_left`
+    /// is how long a token must still live to be handed out again (seconds), `window_start` the budget's.
+    pub async fn broker_view(
+        &self,
+        credential_sha256: &str,
+        now: i64,
+        window_start: i64,
+        lease: Option<LeaseWanted<'_>>,
+    ) -> Result<Option<BrokerView>, StoreError> {
+        let lease = lease.filter(|_| self.backend == Backend::Postgres);
+        let sql = self.broker_view_sql(lease.as_ref());
         let mut query = sqlx::query(&sql).bind(credential_sha256).bind(now).bind(window_start);
         if let Some(lease) = lease {
             query = query
@@ -472,6 +520,13 @@ impl Store {
                 .bind(lease.now_ms)
                 .bind(lease.replaces.unwrap_or_default())
                 .bind(lease.budget);
+            if let Some(slot) = lease.slot {
+                query = query
+                    .bind(slot.holder)
+                    .bind(slot.until)
+                    .bind(slot.slots)
+                    .bind(slot.in_line);
+            }
         }
         let Some(row) = query.fetch_optional(&self.pool).await? else {
             return Ok(None);
@@ -497,6 +552,7 @@ impl Store {
             recent_mints: row.try_get("recent_mints")?,
             oldest_recent_mint: row.try_get("oldest_recent")?,
             leased: row.try_get("leased")?,
+            slot: row.try_get("slot")?,
         }))
     }
 
