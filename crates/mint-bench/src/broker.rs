@@ -579,10 +579,12 @@ pub(crate) async fn request(
     ))
 }
 
+/// Linux reports CPU time in `USER_HZ` ticks, 100 a second on every architecture's user ABI.
+const TICKS_PER_SECOND: u64 = 100;
+
 /// The machine's CPU time so far, all cores: (busy, busy plus idle), from /proc/stat's `cpu` line. Busy is
 /// everything but idle and I/O wait, so the database's share is in it.
 fn machine_cpu() -> anyhow::Result<(Duration, Duration)> {
-    const TICKS_PER_SECOND: u64 = 100;
     let stat = std::fs::read_to_string("/proc/stat")?;
     let ticks: Vec<u64> = stat
         .lines()
@@ -602,8 +604,6 @@ fn machine_cpu() -> anyhow::Result<(Duration, Duration)> {
 
 /// User plus system CPU time of process `pid` (or "self") and all its threads so far.
 pub(crate) fn cpu_time(pid: impl std::fmt::Display) -> anyhow::Result<Duration> {
-    // Linux reports these in USER_HZ ticks, 100 a second on every architecture's user ABI.
-    const TICKS_PER_SECOND: u64 = 100;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name, in parentheses, may hold spaces: count fields after it (state is the first).
     let fields: Vec<&str> = stat

@@ -327,28 +327,24 @@ impl MintGate {
         }
     }
 
-    /// What the broker's view asks for to take a slot with the sandbox's lease (PostgreSQL): this replica's
-    /// slots, leased from `now_ms`, of an installation not in `in_line` ([`MintGate::in_line`]).
-    pub fn slot_wanted<'a>(&'a self, now_ms: i64, in_line: &'a str) -> SlotWanted<'a> {
+    /// What the broker's view asks for to take a slot with the sandbox's lease (PostgreSQL): one of this
+    /// replica's slots, leased from `now_ms`, of an installation nobody here is in line for (whose waiters
+    /// take turns) and that GitHub has not paused here.
+    pub fn slot_wanted(&self, now_ms: i64) -> SlotWanted<'_> {
+        let now = crate::model::now();
+        let in_line = self
+            .lanes()
+            .iter()
+            .filter(|(_, lane)| !lane.turns.is_empty() || lane.paused_until > now)
+            .map(|(id, _)| id.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         SlotWanted {
             holder: &self.replica,
             slots: i64::try_from(self.per_installation).unwrap_or(i64::MAX),
             until: now_ms + lease_ms(SLOT_LEASE),
             in_line,
         }
-    }
-
-    /// Installations whose slots must not be taken out of line here: those with waiters taking turns, and
-    /// those paused. Their ids, joined by commas.
-    pub fn in_line(&self) -> String {
-        let now = crate::model::now();
-        let lanes = self.lanes();
-        lanes
-            .iter()
-            .filter(|(_, lane)| !lane.turns.is_empty() || lane.paused_until > now)
-            .map(|(id, _)| id.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
     }
 
     /// A slot the broker's view took with the sandbox's lease, because nobody here was in line for the

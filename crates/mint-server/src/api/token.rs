@@ -57,15 +57,14 @@ pub async fn token(
     // Other replicas' requests for the sandbox: on PostgreSQL the view takes the mint lease itself when it
     // finds a mint is due, and with it a slot of the installation's when nobody here is in line for one.
     let now_ms = now_ms();
-    let in_line = state.gate.in_line();
-    let lease = LeaseWanted {
+    let wanted = LeaseWanted {
         now_ms,
         until: now_ms + i64::try_from(MINT_LEASE.as_millis()).expect("seconds"),
         budget: i64::from(state.mints_per_minute),
         replaces: request.replaces.as_deref(),
-        slot: Some(state.gate.slot_wanted(now_ms, &in_line)),
+        slot: state.gate.slot_wanted(now_ms),
     };
-    let view = state.store.broker_view(&hash, now, window_start, Some(lease)).await?;
+    let view = state.store.broker_view(&hash, now, window_start, &wanted).await?;
     state.metrics.phase(Phase::View, viewed);
     let view = view.ok_or_else(sandbox_refused)?;
     let (sandbox_id, leased) = (view.sandbox.id.clone(), view.leased);

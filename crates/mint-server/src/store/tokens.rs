@@ -73,7 +73,7 @@ pub struct BrokerView {
 /// statement (one round trip fewer per token). It is taken only when the view finds the sandbox usable,
 /// its connection active, no live token to hand out again (but the one the caller reported failing), and
 /// budget left; and only if no other request holds it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LeaseWanted<'a> {
     /// Unix ms: now, and the lease's end.
     pub now_ms: i64,
@@ -81,14 +81,14 @@ pub struct LeaseWanted<'a> {
     /// Mints the sandbox may have in the budget's window.
     pub budget: i64,
     pub replaces: Option<&'a str>,
-    /// With the lease, one of the installation's mint slots, unless the installation is one of these.
-    pub slot: Option<SlotWanted<'a>>,
+    /// With the lease, one of the installation's mint slots (see [`SlotWanted`]).
+    pub slot: SlotWanted<'a>,
 }
 
 /// A fleet-wide mint slot, taken by the broker's view with the sandbox's lease (PostgreSQL) when the
 /// installation is free to take one out of line: nobody is waiting for it at this replica, and GitHub has not
 /// paused it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SlotWanted<'a> {
     pub holder: &'a str,
     /// The installation's slots (`--mints-per-installation`).
@@ -96,7 +96,7 @@ pub struct SlotWanted<'a> {
     /// The slot's lease (unix ms).
     pub until: i64,
     /// Installations not to take a slot of here, their ids joined by commas: their waiters take turns.
-    pub in_line: &'a str,
+    pub in_line: String,
 }
 
 /// A revocation a replica took on: the lease is its until it reports the outcome.
@@ -416,8 +416,8 @@ impl Store {
     }
 
     /// The broker view's statement: the sandbox, its connection, the live token and the budget; on
-    /// PostgreSQL, with `lease`, the sandbox's mint lease and the installation's slot taken as well.
-    fn broker_view_sql(&self, lease: Option<&LeaseWanted<'_>>) -> String {
+    /// PostgreSQL, the sandbox's mint lease and the installation's slot taken as well when a mint is due.
+    fn broker_view_sql(&self) -> String {
         // The best live token for the connection's current target, still usable for longer than the
         // margin mintd refreshes at (half its life, at most ten minutes), so a refresh is never answered
         // with the token it is replacing.
@@ -428,10 +428,13 @@ impl Store {
                 THEN (t.expires_at - t.minted_at) / 2 ELSE 600 END \
             ORDER BY t.expires_at DESC, t.token_sha256 LIMIT 1";
         const SANDBOX: &str = "s.id, s.product_id, s.created_at, s.expires_at, s.revoked_at";
-        // PostgreSQL's view, as `v` for the lease's update to read. The token's row and the budget's count
-        // are looked up once each (LATERAL).
-        let postgres_view = || {
-            format!(
+        match self.backend {
+            // The view is `v`, which the lease's and the slot's updates read. The token's row and the
+            // budget's count are looked up once each (LATERAL). The lease's update sees the view's snapshot;
+            // a lease another request holds, or took since, leaves the row alone (`mint_lease < now`, checked
+            // again on the row's latest version). The slot comes only with the lease: one of the first
+            // `slots` free now, skipping rows other statements hold (as `take_mint_slots`).
+            Backend::Postgres => format!(
                 "WITH v AS (SELECT {SANDBOX}, {CONNECTION_COLUMNS}, \
                    r.token_sha256 AS reuse_token_sha256, r.sealed AS reuse_sealed, r.seal_key AS reuse_seal_key, \
                    r.minted_at AS reuse_minted_at, r.expires_at AS reuse_expires_at, \
@@ -441,47 +444,25 @@ impl Store {
                    FROM minted_tokens t WHERE {REUSABLE}) r ON TRUE \
                  CROSS JOIN LATERAL (SELECT COUNT(*) AS recent_mints, MIN(t.minted_at) AS oldest_recent \
                    FROM minted_tokens t WHERE t.sandbox_id = s.id AND t.minted_at > $3) b \
-                 WHERE s.credential_sha256 = $1)"
-            )
-        };
-        match (self.backend, lease) {
-            (Backend::Postgres, None) => format!(
-                "{} SELECT v.*, NULL::BIGINT AS leased, NULL::BIGINT AS slot FROM v",
-                postgres_view()
+                 WHERE s.credential_sha256 = $1), \
+                 l AS (UPDATE sandboxes SET mint_lease = $4 WHERE mint_lease < $5 AND id = ( \
+                   SELECT id FROM v WHERE v.revoked_at IS NULL AND v.expires_at > $2 AND v.status = 'active' \
+                   AND v.installation_id IS NOT NULL AND v.repository_id IS NOT NULL AND v.repository IS NOT NULL \
+                   AND (v.reuse_token_sha256 IS NULL OR v.reuse_token_sha256 = $6) AND v.recent_mints < $7) \
+                 RETURNING mint_lease), \
+                 k AS (UPDATE mint_slots SET holder = $8, lease_until = $9 \
+                   WHERE (installation_id, slot) = ( \
+                     SELECT m.installation_id, m.slot FROM mint_slots m JOIN v ON m.installation_id = v.installation_id \
+                     WHERE EXISTS (SELECT 1 FROM l) AND m.slot < $10 AND m.lease_until < $5 \
+                     AND NOT (v.installation_id::TEXT = ANY (string_to_array($11, ','))) \
+                     AND NOT EXISTS (SELECT 1 FROM installation_pauses p \
+                       WHERE p.installation_id = v.installation_id AND p.until_at > $2) \
+                     ORDER BY m.slot LIMIT 1 FOR UPDATE OF m SKIP LOCKED) \
+                 RETURNING slot) \
+                 SELECT v.*, (SELECT mint_lease FROM l) AS leased, (SELECT slot FROM k) AS slot FROM v"
             ),
-            // The lease's update sees the view's snapshot; a lease another request holds, or took since,
-            // leaves the row alone (`mint_lease < now`, checked again on the row's latest version).
-            (Backend::Postgres, Some(wanted)) => {
-                let lease = format!(
-                    "{}, l AS (UPDATE sandboxes SET mint_lease = $4 WHERE mint_lease < $5 AND id = ( \
-                       SELECT id FROM v WHERE v.revoked_at IS NULL AND v.expires_at > $2 AND v.status = 'active' \
-                       AND v.installation_id IS NOT NULL AND v.repository_id IS NOT NULL AND v.repository IS NOT NULL \
-                       AND (v.reuse_token_sha256 IS NULL OR v.reuse_token_sha256 = $6) AND v.recent_mints < $7) \
-                     RETURNING mint_lease)",
-                    postgres_view()
-                );
-                match wanted.slot {
-                    None => {
-                        format!("{lease} SELECT v.*, (SELECT mint_lease FROM l) AS leased, NULL::BIGINT AS slot FROM v")
-                    }
-                    // Only with the lease; a slot of the first `slots` free now, skipping rows other
-                    // statements hold (as `take_mint_slots`).
-                    Some(_) => format!(
-                        "{lease}, k AS (UPDATE mint_slots SET holder = $8, lease_until = $9 \
-                           WHERE (installation_id, slot) = ( \
-                             SELECT m.installation_id, m.slot FROM mint_slots m JOIN v ON m.installation_id = v.installation_id \
-                             WHERE EXISTS (SELECT 1 FROM l) AND m.slot < $10 AND m.lease_until < $5 \
-                             AND NOT (v.installation_id::TEXT = ANY (string_to_array($11, ','))) \
-                             AND NOT EXISTS (SELECT 1 FROM installation_pauses p \
-                               WHERE p.installation_id = v.installation_id AND p.until_at > $2) \
-                             ORDER BY m.slot LIMIT 1 FOR UPDATE OF m SKIP LOCKED) \
-                           RETURNING slot) \
-                         SELECT v.*, (SELECT mint_lease FROM l) AS leased, (SELECT slot FROM k) AS slot FROM v"
-                    ),
-                }
-            }
             // SQLite has no LATERAL: a scalar subquery per column, each a short walk of the same index.
-            (Backend::Sqlite, _) => {
+            Backend::Sqlite => {
                 let reuse = |column: &str| {
                     format!("(SELECT t.{column} FROM minted_tokens t WHERE {REUSABLE}) AS reuse_{column}")
                 };
@@ -502,31 +483,27 @@ impl Store {
         }
     }
 
-    /// The broker's view of the sandbox holding the credential with this hash, in one query; `min_left`
-    /// is how long a token must still live to be handed out again (seconds), `window_start` the budget's.
+    /// The broker's view of the sandbox holding the credential with this hash, in one query; `window_start`
+    /// is the budget's. On PostgreSQL the same statement takes what `wanted` names when a mint is due.
     pub async fn broker_view(
         &self,
         credential_sha256: &str,
         now: i64,
         window_start: i64,
-        lease: Option<LeaseWanted<'_>>,
+        wanted: &LeaseWanted<'_>,
     ) -> Result<Option<BrokerView>, StoreError> {
-        let lease = lease.filter(|_| self.backend == Backend::Postgres);
-        let sql = self.broker_view_sql(lease.as_ref());
+        let sql = self.broker_view_sql();
         let mut query = sqlx::query(&sql).bind(credential_sha256).bind(now).bind(window_start);
-        if let Some(lease) = lease {
+        if self.backend == Backend::Postgres {
             query = query
-                .bind(lease.until)
-                .bind(lease.now_ms)
-                .bind(lease.replaces.unwrap_or_default())
-                .bind(lease.budget);
-            if let Some(slot) = lease.slot {
-                query = query
-                    .bind(slot.holder)
-                    .bind(slot.until)
-                    .bind(slot.slots)
-                    .bind(slot.in_line);
-            }
+                .bind(wanted.until)
+                .bind(wanted.now_ms)
+                .bind(wanted.replaces.unwrap_or_default())
+                .bind(wanted.budget)
+                .bind(wanted.slot.holder)
+                .bind(wanted.slot.until)
+                .bind(wanted.slot.slots)
+                .bind(&wanted.slot.in_line);
         }
         let Some(row) = query.fetch_optional(&self.pool).await? else {
             return Ok(None);
