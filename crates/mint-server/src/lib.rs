@@ -56,6 +56,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let key_reloader = tokio::spawn(key_reloader.run());
     let store = store::Store::open_with_pool(&config.database, config.db_pool).await?;
     let metrics = Arc::new(metrics::Metrics::default());
+    store.count_batches(metrics.batch_sizes("view"), metrics.batch_sizes("record"));
     let state = Arc::new(state::AppState {
         store: store.clone(),
         github: github::GitHub::new(app, metrics.clone()),

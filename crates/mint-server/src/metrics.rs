@@ -68,6 +68,11 @@ pub struct PoolLabels {
     pub state: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatementLabel {
+    pub statement: &'static str,
+}
+
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 /// The server's metrics, registered once.
@@ -90,6 +95,8 @@ pub struct Metrics {
     /// Times GitHub asked mint-server to hold off an installation (rate limits, Retry-After).
     pub pauses: Counter,
     db_connections: Family<PoolLabels, Gauge>,
+    /// Requests each batched database statement served (PostgreSQL), by statement.
+    db_batches: Family<StatementLabel, Histogram, fn() -> Histogram>,
     live_tokens: Gauge,
     revocations_queued: Gauge,
 }
@@ -159,6 +166,13 @@ impl Default for Metrics {
             "Database pool connections, in use or idle, at the scrape",
             db_connections.clone(),
         );
+        let db_batches: Family<StatementLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]));
+        registry.register(
+            "db_batch_requests",
+            "Requests each database statement served together (PostgreSQL): the broker's views and the tokens' records",
+            db_batches.clone(),
+        );
         let live_tokens = Gauge::default();
         registry.register(
             "live_tokens",
@@ -181,6 +195,7 @@ impl Default for Metrics {
             webhooks,
             pauses,
             db_connections,
+            db_batches,
             live_tokens,
             revocations_queued,
         }
@@ -221,6 +236,11 @@ impl Metrics {
         self.token_phases
             .get_or_create(&PhaseLabel { phase: phase.as_str() })
             .observe(took.as_secs_f64());
+    }
+
+    /// Where the store counts the requests each batched statement serves.
+    pub fn batch_sizes(&self, statement: &'static str) -> Histogram {
+        self.db_batches.get_or_create(&StatementLabel { statement }).clone()
     }
 
     /// What is read at the scrape: the pool, and the tokens' states.

@@ -1058,6 +1058,73 @@ mod fleet {
         assert_eq!(store.mint_slots_held(42, now_ms).await.expect("slots"), 0);
     }
 
+    /// Records that wait for the pool share one statement (PostgreSQL), and one that fails fails alone:
+    /// thirteen tokens recorded at once through a pool of one connection, one of them for a sandbox that
+    /// does not exist. The twelve are recorded, each with its sandbox; the thirteenth gets the database's
+    /// error; and the records were tried together first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_that_fails_in_a_batch_fails_alone() {
+        let w = postgres_world(&[]).await;
+        let product = w.connected_product(42, "octo-org/hello-world").await;
+        let mut sandboxes = Vec::new();
+        for _ in 0..12 {
+            sandboxes.push(w.sandbox(&product).await.0);
+        }
+        let store = Store::open_with_pool(&w.database, Some(1)).await.expect("store");
+        let sizes = prometheus_client::metrics::histogram::Histogram::new([1.0, 2.0]);
+        store.count_batches(
+            prometheus_client::metrics::histogram::Histogram::new([1.0]),
+            sizes.clone(),
+        );
+        let connection = store.connection(&product).await.expect("read").expect("connected");
+        let repository_id = connection.repository_id.expect("a repository");
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_secs(),
+        )
+        .expect("seconds");
+        let token = |n: usize, sandbox_id: &str| mint_server::store::NewToken {
+            token_sha256: format!("{n:064x}"),
+            sandbox_id: sandbox_id.to_owned(),
+            installation_id: 42,
+            repository_id,
+            repository: "octo-org/hello-world".to_owned(),
+            permissions: mint_github::Permissions::default(),
+            minted_at: now,
+            expires_at: now + 3600,
+            sealed: mint_server::seal::Sealed {
+                text: "sealed".to_owned(),
+                key_id: "k1".to_owned(),
+            },
+        };
+        let mut tokens: Vec<_> = sandboxes.iter().enumerate().map(|(n, id)| token(n, id)).collect();
+        tokens.insert(6, token(99, "sbx_never_created"));
+        let outcomes =
+            futures_util::future::join_all(tokens.iter().map(|t| store.record_mint(t, now * 1000, (None, None)))).await;
+        for (t, outcome) in tokens.iter().zip(&outcomes) {
+            if t.sandbox_id == "sbx_never_created" {
+                let error = outcome.as_ref().expect_err("no such sandbox").to_string();
+                assert!(error.contains("foreign key"), "{error}");
+            } else {
+                assert!(matches!(outcome, Ok(None)), "{}: {outcome:?}", t.sandbox_id);
+                let recorded = store.sandbox_tokens(&t.sandbox_id).await.expect("tokens");
+                assert_eq!(recorded.len(), 1, "{}", t.sandbox_id);
+            }
+        }
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("records", "records per statement", sizes);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        let statements: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("records_count "))
+            .and_then(|v| v.parse().ok())
+            .expect("counted");
+        assert!(statements < 13.0, "thirteen records were tried in fewer statements: {text}");
+    }
+
     /// A slot's lease is short (so a dead replica's slots come free soon), and a mint that outlives it keeps
     /// its slot by renewing it: GitHub taking 5.5 s, one slot fleet-wide, the other replica's request waits
     /// for the first mint to end instead of taking the slot when the first lease would have run out.
@@ -1641,11 +1708,24 @@ mod operator {
         }
     }
 
-    /// SQLite's writer records the tokens that wait for it together: forty sandboxes minting at once each
-    /// get a token, every one recorded (live, then revoked by teardown), with its own audit row.
+    /// Tokens minted at once are recorded together: on SQLite each transaction of the writer records every
+    /// token waiting for it; on PostgreSQL the requests waiting for a connection of the pool share one
+    /// statement for their views, and one for their records. Forty sandboxes minting at once each get a
+    /// token, every one recorded (live, then revoked by teardown), with its own audit row.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn tokens_minted_at_once_on_sqlite_are_each_recorded_and_revocable() {
-        let w = World::start(Db::Sqlite).await;
+    async fn tokens_minted_at_once_are_each_recorded_and_revocable() {
+        for db in ["SQLite", "PostgreSQL"] {
+            let w = if db == "SQLite" {
+                World::start(Db::Sqlite).await
+            } else {
+                // Two connections for forty requests: most of them wait for the pool, and share statements.
+                super::fleet::postgres_world(&["--db-pool", "2"]).await
+            };
+            minted_at_once(&w, db).await;
+        }
+    }
+
+    async fn minted_at_once(w: &World, db: &str) {
         let product = w.connected_product(42, "octo-org/hello-world").await;
         let mut sandboxes = Vec::new();
         for _ in 0..40 {
@@ -1654,15 +1734,37 @@ mod operator {
         w.hub.set_mint_latency(std::time::Duration::from_millis(50));
         let answers = futures_util::future::join_all(sandboxes.iter().map(|(_, credential)| w.token(credential))).await;
         w.hub.set_mint_latency(std::time::Duration::ZERO);
-        assert!(answers.iter().all(|a| a.status == 200), "every sandbox got a token");
-        let samples = scrape(&w, METRICS_TOKEN).await;
-        assert_eq!(value(&samples, "mint_server_live_tokens", ""), "40", "{samples:?}");
-        let minted = super::audit_trail(&w, &product, 100)
+        assert!(
+            answers.iter().all(|a| a.status == 200),
+            "{db}: every sandbox got a token"
+        );
+        let samples = scrape(w, METRICS_TOKEN).await;
+        assert_eq!(
+            value(&samples, "mint_server_live_tokens", ""),
+            "40",
+            "{db}: {samples:?}"
+        );
+        for statement in ["view", "record"] {
+            let labels = format!("statement={statement}");
+            let statements = value(&samples, "mint_server_db_batch_requests_count", &labels);
+            let requests = value(&samples, "mint_server_db_batch_requests_sum", &labels);
+            if db == "SQLite" {
+                assert_eq!(statements, "0", "SQLite batches its records in transactions: {samples:?}");
+            } else {
+                assert_eq!(requests, "40", "{db}: every {statement} in a batched statement: {samples:?}");
+                let statements: f64 = statements.parse().expect("counted");
+                assert!(
+                    (1.0..40.0).contains(&statements),
+                    "{db}: forty {statement}s in fewer statements, not {statements}: {samples:?}"
+                );
+            }
+        }
+        let minted = super::audit_trail(w, &product, 100)
             .await
             .iter()
             .filter(|e| e["action"] == "token_minted" && e["actor"]["kind"] == "sandbox")
             .count();
-        assert_eq!(minted, 40, "one audit row per token");
+        assert_eq!(minted, 40, "{db}: one audit row per token");
         for (sandbox, _) in &sandboxes {
             assert_eq!(
                 w.admin("DELETE", &format!("/api/v1/sandboxes/{sandbox}"), None)
@@ -1673,13 +1775,13 @@ mod operator {
         }
         let mut live = String::new();
         for _ in 0..100 {
-            live = value(&scrape(&w, METRICS_TOKEN).await, "mint_server_live_tokens", "");
+            live = value(&scrape(w, METRICS_TOKEN).await, "mint_server_live_tokens", "");
             if live == "0" {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        assert_eq!(live, "0", "teardown revoked every recorded token");
+        assert_eq!(live, "0", "{db}: teardown revoked every recorded token");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,12 +16,14 @@ use crate::events::Events;
 use crate::model::{Connection, ConnectionStatus, SandboxRow};
 
 mod audit;
+mod batch;
 mod card;
 mod connections;
 mod fleet;
 mod products;
 mod sandboxes;
 mod tokens;
+mod view;
 mod web;
 
 pub use audit::{Action, Actor, AuditEvent, Cursor};
@@ -133,6 +135,10 @@ pub struct Store {
     sqlite_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Tokens waiting for SQLite's writer: whoever holds it next records all of them in one transaction.
     pending_records: std::sync::Arc<std::sync::Mutex<Vec<tokens::PendingRecord>>>,
+    /// Broker views, and tokens to record, waiting for a connection of the pool (PostgreSQL): whoever gets
+    /// one next runs one statement for all of them.
+    views: std::sync::Arc<batch::Batches>,
+    records: std::sync::Arc<batch::Batches>,
     /// Who hears of a change this store made (and, relayed, of other replicas' changes).
     events: std::sync::Arc<Events>,
 }
@@ -194,6 +200,8 @@ impl Store {
             url: std::sync::Arc::new(connect_url.into()),
             sqlite_writer: std::sync::Arc::default(),
             pending_records: std::sync::Arc::default(),
+            views: std::sync::Arc::default(),
+            records: std::sync::Arc::default(),
             events: std::sync::Arc::default(),
         })
     }
@@ -242,6 +250,16 @@ impl Store {
     }
 
     /// The pool: (connections open, of which idle).
+    /// Count the requests each batched statement serves (the broker's views, the tokens' records) in these.
+    pub fn count_batches(
+        &self,
+        views: prometheus_client::metrics::histogram::Histogram,
+        records: prometheus_client::metrics::histogram::Histogram,
+    ) {
+        self.views.count_in(views);
+        self.records.count_in(records);
+    }
+
     pub fn pool_stats(&self) -> (u32, usize) {
         (self.pool.size(), self.pool.num_idle())
     }

@@ -149,7 +149,7 @@ pub(crate) enum Ending<'a> {
 /// The condition of a token waiting in the revocation queue (kept in step with the queue's partial index).
 const QUEUED: &str = "revoke_requested_at IS NOT NULL AND revoked_at IS NULL AND sealed IS NOT NULL";
 
-fn sealed_from(text: Option<String>, key_id: Option<String>) -> Option<crate::seal::Sealed> {
+pub(super) fn sealed_from(text: Option<String>, key_id: Option<String>) -> Option<crate::seal::Sealed> {
     Some(crate::seal::Sealed {
         text: text?,
         key_id: key_id?,
@@ -269,35 +269,34 @@ impl Store {
             }),
         };
         let row = match self.backend {
-            // One statement, so one round trip on the hot path: the token, its audit row, the mint lease and
-            // the slot given back, and the check, which locks the sandbox's row (the lease's update) and the connection's
-            // (`FOR SHARE`). Data-modifying CTEs run to completion whether or not the query reads them, in
-            // the statement's own transaction; the update's RETURNING is the sandbox's latest version.
+            // One statement, shared with the other tokens waiting for a connection of the pool: see
+            // [`RECORD_SQL`].
             Backend::Postgres => {
-                let sql = format!(
-                    "WITH t AS ({INSERT_TOKEN} RETURNING sandbox_id), \
-                     a AS (INSERT INTO audit_events (id, product_id, at, actor, action, sandbox_id, repository, detail) \
-                       SELECT $10, s.product_id, $11, $12, $13, s.id, $9, $14 FROM sandboxes s WHERE s.id = $2), \
-                     s AS (UPDATE sandboxes SET mint_lease = CASE WHEN mint_lease = $15 THEN 0 ELSE mint_lease END \
-                       WHERE id = $2 RETURNING id, product_id, created_at, expires_at, revoked_at), \
-                     k AS (UPDATE mint_slots SET holder = NULL, lease_until = 0 \
-                       WHERE installation_id = $16 AND slot = $17 AND holder = $18) \
-                     SELECT s.id, s.product_id, s.created_at, s.expires_at, s.revoked_at, {CONNECTION_COLUMNS} \
-                     FROM s JOIN connections c ON c.product_id = s.product_id FOR SHARE OF c"
-                );
-                bind_token(sqlx::query(&sql), token)
-                    .bind(crate::secrets::new_id("evt_"))
-                    .bind(now_ms)
-                    .bind(event.actor.kind())
-                    .bind(event.action.as_str())
-                    .bind(event.detail.to_string())
+                let params = serde_json::json!({
+                    "token_sha256": token.token_sha256,
+                    "sandbox_id": token.sandbox_id,
+                    "installation_id": int(token.installation_id),
+                    "repository_id": int(token.repository_id),
+                    "minted_at": token.minted_at,
+                    "expires_at": token.expires_at,
+                    "sealed": token.sealed.text,
+                    "seal_key": token.sealed.key_id,
+                    "repository": token.repository,
+                    "event_id": crate::secrets::new_id("evt_"),
+                    "at": now_ms,
+                    "actor": event.actor.kind(),
+                    "action": event.action.as_str(),
+                    "detail": event.detail.to_string(),
                     // No lease: -1, which no lease ever is; no slot: -1, which no slot ever is.
-                    .bind(lease.unwrap_or(-1))
-                    .bind(slot.map_or(-1, |s| int(s.installation_id)))
-                    .bind(slot.map_or(-1, |s| s.slot))
-                    .bind(slot.map_or("", |s| s.holder.as_str()))
-                    .fetch_one(&self.pool)
+                    "lease": lease.unwrap_or(-1),
+                    "slot_installation": slot.map_or(-1, |s| int(s.installation_id)),
+                    "slot": slot.map_or(-1, |s| s.slot),
+                    "holder": slot.map_or("", |s| s.holder.as_str()),
+                });
+                self.records
+                    .read(&self.pool, RECORD_SQL.as_str(), params)
                     .await?
+                    .ok_or_else(|| StoreError::Unexpected(format!("sandbox {} is gone", token.sandbox_id)))?
             }
             // In-process: a transaction of plain statements, under the one writer, shared with the other
             // records waiting for it (one commit, one sync of the log, for all of them).
@@ -413,124 +412,6 @@ impl Store {
         }
         tx.commit().await?;
         Ok(rows)
-    }
-
-    /// The broker view's statement: the sandbox, its connection, the live token and the budget; on
-    /// PostgreSQL, the sandbox's mint lease and the installation's slot taken as well when a mint is due.
-    fn broker_view_sql(&self) -> String {
-        // The best live token for the connection's current target, still usable for longer than the
-        // margin mintd refreshes at (half its life, at most ten minutes), so a refresh is never answered
-        // with the token it is replacing.
-        const REUSABLE: &str = "t.sandbox_id = s.id \
-            AND t.installation_id = c.installation_id AND t.repository_id = c.repository_id \
-            AND t.revoke_requested_at IS NULL AND t.sealed IS NOT NULL \
-            AND t.expires_at - $2 > CASE WHEN (t.expires_at - t.minted_at) / 2 < 600 \
-                THEN (t.expires_at - t.minted_at) / 2 ELSE 600 END \
-            ORDER BY t.expires_at DESC, t.token_sha256 LIMIT 1";
-        const SANDBOX: &str = "s.id, s.product_id, s.created_at, s.expires_at, s.revoked_at";
-        match self.backend {
-            // The view is `v`, which the lease's and the slot's updates read. The token's row and the
-            // budget's count are looked up once each (LATERAL). The lease's update sees the view's snapshot;
-            // a lease another request holds, or took since, leaves the row alone (`mint_lease < now`, checked
-            // again on the row's latest version). The slot comes only with the lease: one of the first
-            // `slots` free now, skipping rows other statements hold (as `take_mint_slots`).
-            Backend::Postgres => format!(
-                "WITH v AS (SELECT {SANDBOX}, {CONNECTION_COLUMNS}, \
-                   r.token_sha256 AS reuse_token_sha256, r.sealed AS reuse_sealed, r.seal_key AS reuse_seal_key, \
-                   r.minted_at AS reuse_minted_at, r.expires_at AS reuse_expires_at, \
-                   b.recent_mints, b.oldest_recent \
-                 FROM sandboxes s JOIN connections c ON c.product_id = s.product_id \
-                 LEFT JOIN LATERAL (SELECT t.token_sha256, t.sealed, t.seal_key, t.minted_at, t.expires_at \
-                   FROM minted_tokens t WHERE {REUSABLE}) r ON TRUE \
-                 CROSS JOIN LATERAL (SELECT COUNT(*) AS recent_mints, MIN(t.minted_at) AS oldest_recent \
-                   FROM minted_tokens t WHERE t.sandbox_id = s.id AND t.minted_at > $3) b \
-                 WHERE s.credential_sha256 = $1), \
-                 l AS (UPDATE sandboxes SET mint_lease = $4 WHERE mint_lease < $5 AND id = ( \
-                   SELECT id FROM v WHERE v.revoked_at IS NULL AND v.expires_at > $2 AND v.status = 'active' \
-                   AND v.installation_id IS NOT NULL AND v.repository_id IS NOT NULL AND v.repository IS NOT NULL \
-                   AND (v.reuse_token_sha256 IS NULL OR v.reuse_token_sha256 = $6) AND v.recent_mints < $7) \
-                 RETURNING mint_lease), \
-                 k AS (UPDATE mint_slots SET holder = $8, lease_until = $9 \
-                   WHERE (installation_id, slot) = ( \
-                     SELECT m.installation_id, m.slot FROM mint_slots m JOIN v ON m.installation_id = v.installation_id \
-                     WHERE EXISTS (SELECT 1 FROM l) AND m.slot < $10 AND m.lease_until < $5 \
-                     AND NOT (v.installation_id::TEXT = ANY (string_to_array($11, ','))) \
-                     AND NOT EXISTS (SELECT 1 FROM installation_pauses p \
-                       WHERE p.installation_id = v.installation_id AND p.until_at > $2) \
-                     ORDER BY m.slot LIMIT 1 FOR UPDATE OF m SKIP LOCKED) \
-                 RETURNING slot) \
-                 SELECT v.*, (SELECT mint_lease FROM l) AS leased, (SELECT slot FROM k) AS slot FROM v"
-            ),
-            // SQLite has no LATERAL: a scalar subquery per column, each a short walk of the same index.
-            Backend::Sqlite => {
-                let reuse = |column: &str| {
-                    format!("(SELECT t.{column} FROM minted_tokens t WHERE {REUSABLE}) AS reuse_{column}")
-                };
-                format!(
-                    "SELECT {SANDBOX}, {CONNECTION_COLUMNS}, {}, {}, {}, {}, {}, \
-                       (SELECT COUNT(*) FROM minted_tokens t WHERE t.sandbox_id = s.id AND t.minted_at > $3) AS recent_mints, \
-                       (SELECT MIN(t.minted_at) FROM minted_tokens t WHERE t.sandbox_id = s.id AND t.minted_at > $3) AS oldest_recent, \
-                       NULL AS leased, NULL AS slot \
-                     FROM sandboxes s JOIN connections c ON c.product_id = s.product_id \
-                     WHERE s.credential_sha256 = $1",
-                    reuse("token_sha256"),
-                    reuse("sealed"),
-                    reuse("seal_key"),
-                    reuse("minted_at"),
-                    reuse("expires_at"),
-                )
-            }
-        }
-    }
-
-    /// The broker's view of the sandbox holding the credential with this hash, in one query; `window_start`
-    /// is the budget's. On PostgreSQL the same statement takes what `wanted` names when a mint is due.
-    pub async fn broker_view(
-        &self,
-        credential_sha256: &str,
-        now: i64,
-        window_start: i64,
-        wanted: &LeaseWanted<'_>,
-    ) -> Result<Option<BrokerView>, StoreError> {
-        let sql = self.broker_view_sql();
-        let mut query = sqlx::query(&sql).bind(credential_sha256).bind(now).bind(window_start);
-        if self.backend == Backend::Postgres {
-            query = query
-                .bind(wanted.until)
-                .bind(wanted.now_ms)
-                .bind(wanted.replaces.unwrap_or_default())
-                .bind(wanted.budget)
-                .bind(wanted.slot.holder)
-                .bind(wanted.slot.until)
-                .bind(wanted.slot.slots)
-                .bind(&wanted.slot.in_line);
-        }
-        let Some(row) = query.fetch_optional(&self.pool).await? else {
-            return Ok(None);
-        };
-        let reusable = match (
-            row.try_get::<Option<String>, _>("reuse_token_sha256")?,
-            sealed_from(row.try_get("reuse_sealed")?, row.try_get("reuse_seal_key")?),
-            row.try_get::<Option<i64>, _>("reuse_minted_at")?,
-            row.try_get::<Option<i64>, _>("reuse_expires_at")?,
-        ) {
-            (Some(token_sha256), Some(sealed), Some(minted_at), Some(expires_at)) => Some(Reusable {
-                token_sha256,
-                sealed,
-                minted_at,
-                expires_at,
-            }),
-            _ => None,
-        };
-        Ok(Some(BrokerView {
-            sandbox: super::sandbox_from(&row)?,
-            connection: super::connection_from(&row)?,
-            reusable,
-            recent_mints: row.try_get("recent_mints")?,
-            oldest_recent_mint: row.try_get("oldest_recent")?,
-            leased: row.try_get("leased")?,
-            slot: row.try_get("slot")?,
-        }))
     }
 
     /// The best live token of the sandbox for (installation, repository), by the same rule as
@@ -902,6 +783,36 @@ type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q
 
 const INSERT_TOKEN: &str = "INSERT INTO minted_tokens (token_sha256, sandbox_id, installation_id, repository_id, \
      minted_at, expires_at, sealed, seal_key, repository) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+/// PostgreSQL's record of a batch of tokens (`$1`: one JSON object per token, see [`super::batch`]): the
+/// tokens, their audit rows, each sandbox's mint lease and installation's slot given back, and the check,
+/// which locks each sandbox's row (the lease's update) and its connection's (`FOR SHARE`). Data-modifying
+/// CTEs run to completion whether or not the query reads them, in the statement's own transaction; the
+/// update's RETURNING is each sandbox's latest version.
+static RECORD_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH i AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(n BIGINT, token_sha256 TEXT, sandbox_id TEXT, \
+           installation_id BIGINT, repository_id BIGINT, minted_at BIGINT, expires_at BIGINT, sealed TEXT, \
+           seal_key TEXT, repository TEXT, event_id TEXT, at BIGINT, actor TEXT, action TEXT, detail TEXT, \
+           lease BIGINT, slot_installation BIGINT, slot BIGINT, holder TEXT)), \
+         t AS (INSERT INTO minted_tokens (token_sha256, sandbox_id, installation_id, repository_id, minted_at, \
+           expires_at, sealed, seal_key, repository) \
+           SELECT token_sha256, sandbox_id, installation_id, repository_id, minted_at, expires_at, sealed, \
+           seal_key, repository FROM i), \
+         a AS (INSERT INTO audit_events (id, product_id, at, actor, action, sandbox_id, repository, detail) \
+           SELECT i.event_id, s.product_id, i.at, i.actor, i.action, s.id, i.repository, i.detail \
+           FROM i JOIN sandboxes s ON s.id = i.sandbox_id), \
+         s AS (UPDATE sandboxes SET mint_lease = CASE WHEN mint_lease = i.lease THEN 0 ELSE mint_lease END \
+           FROM i WHERE sandboxes.id = i.sandbox_id \
+           RETURNING i.n, sandboxes.id, sandboxes.product_id, sandboxes.created_at, sandboxes.expires_at, \
+           sandboxes.revoked_at), \
+         k AS (UPDATE mint_slots SET holder = NULL, lease_until = 0 FROM i \
+           WHERE mint_slots.installation_id = i.slot_installation AND mint_slots.slot = i.slot \
+           AND mint_slots.holder = i.holder) \
+         SELECT s.n, s.id, s.product_id, s.created_at, s.expires_at, s.revoked_at, {CONNECTION_COLUMNS} \
+         FROM s JOIN connections c ON c.product_id = s.product_id FOR SHARE OF c"
+    )
+});
 
 /// The connection's columns, for a query joining `connections c`.
 pub(crate) const CONNECTION_COLUMNS: &str = "c.status, c.reason, c.installation_id, c.repository_id, c.repository, \
