@@ -1122,7 +1122,10 @@ mod fleet {
             .find_map(|l| l.strip_prefix("records_count "))
             .and_then(|v| v.parse().ok())
             .expect("counted");
-        assert!(statements < 13.0, "thirteen records were tried in fewer statements: {text}");
+        assert!(
+            statements < 13.0,
+            "thirteen records were tried in fewer statements: {text}"
+        );
     }
 
     /// A slot's lease is short (so a dead replica's slots come free soon), and a mint that outlives it keeps
@@ -1749,9 +1752,15 @@ mod operator {
             let statements = value(&samples, "mint_server_db_batch_requests_count", &labels);
             let requests = value(&samples, "mint_server_db_batch_requests_sum", &labels);
             if db == "SQLite" {
-                assert_eq!(statements, "0", "SQLite batches its records in transactions: {samples:?}");
+                assert_eq!(
+                    statements, "0",
+                    "SQLite batches its records in transactions: {samples:?}"
+                );
             } else {
-                assert_eq!(requests, "40", "{db}: every {statement} in a batched statement: {samples:?}");
+                assert_eq!(
+                    requests, "40",
+                    "{db}: every {statement} in a batched statement: {samples:?}"
+                );
                 let statements: f64 = statements.parse().expect("counted");
                 assert!(
                     (1.0..40.0).contains(&statements),
