@@ -45,10 +45,10 @@ impl std::fmt::Debug for Pending {
 }
 
 /// A batch's answer to one of its requests: its row (none: the statement answered nothing for it), or
-/// `Alone`: the batch failed, so the request runs the statement by itself.
+/// `Alone`: the batch failed, so the request runs the statement by itself, with its parameters handed back.
 enum Answer {
     Row(Option<AnyRow>),
-    Alone,
+    Alone(serde_json::Value),
 }
 
 impl Batches {
@@ -78,11 +78,7 @@ impl Batches {
     ) -> Result<Option<AnyRow>, StoreError> {
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.pending().push(Pending {
-            id,
-            params: params.clone(),
-            reply,
-        });
+        self.pending().push(Pending { id, params, reply });
         // Taken back if this request goes away before a batch takes it.
         let queued = Queued { batches: self, id };
         match pool.acquire().await {
@@ -105,7 +101,7 @@ impl Batches {
                         )));
                     }
                 };
-                if !self.pending().iter().any(|p| p.id == id) {
+                if !queued.waiting() {
                     break;
                 }
             },
@@ -115,7 +111,7 @@ impl Batches {
         }
         match answer.await {
             Ok(Answer::Row(row)) => Ok(row),
-            Ok(Answer::Alone) => Ok(sqlx::query(sql)
+            Ok(Answer::Alone(params)) => Ok(sqlx::query(sql)
                 .bind(items(std::iter::once(&params)))
                 .fetch_optional(pool)
                 .await?),
@@ -133,6 +129,11 @@ struct Queued<'a> {
 }
 
 impl Queued<'_> {
+    /// Is the request still in the queue (no batch took it yet)?
+    fn waiting(&self) -> bool {
+        self.batches.pending().iter().any(|p| p.id == self.id)
+    }
+
     /// Take the request out of the queue; false if a batch took it already.
     fn take_back(&self) -> bool {
         let mut pending = self.batches.pending();
@@ -162,7 +163,7 @@ async fn run(
         Err(e) => {
             tracing::debug!(error = %e, requests = batch.len(), "a batched statement failed; each request runs it alone");
             for pending in batch {
-                let _ = pending.reply.send(Answer::Alone);
+                let _ = pending.reply.send(Answer::Alone(pending.params));
             }
             return connection;
         }

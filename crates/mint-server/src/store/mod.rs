@@ -249,7 +249,6 @@ impl Store {
         Ok(())
     }
 
-    /// The pool: (connections open, of which idle).
     /// Count the requests each batched statement serves (the broker's views, the tokens' records) in these.
     pub fn count_batches(
         &self,
@@ -260,6 +259,7 @@ impl Store {
         self.records.count_in(records);
     }
 
+    /// The pool: (connections open, of which idle).
     pub fn pool_stats(&self) -> (u32, usize) {
         (self.pool.size(), self.pool.num_idle())
     }

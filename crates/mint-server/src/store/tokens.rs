@@ -422,20 +422,19 @@ impl Store {
         (installation_id, repository_id): (u64, u64),
         now: i64,
     ) -> Result<Option<Reusable>, StoreError> {
-        let row = sqlx::query(
-            "SELECT token_sha256, sealed, seal_key, minted_at, expires_at FROM minted_tokens \
-             WHERE sandbox_id = $1 AND installation_id = $2 AND repository_id = $3 \
-               AND revoke_requested_at IS NULL AND sealed IS NOT NULL \
-               AND expires_at - $4 > CASE WHEN (expires_at - minted_at) / 2 < 600 \
-                   THEN (expires_at - minted_at) / 2 ELSE 600 END \
-             ORDER BY expires_at DESC, token_sha256 LIMIT 1",
-        )
-        .bind(sandbox_id)
-        .bind(int(installation_id))
-        .bind(int(repository_id))
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "SELECT t.token_sha256, t.sealed, t.seal_key, t.minted_at, t.expires_at FROM minted_tokens t WHERE {}",
+                super::view::reusable("$1", ("$2", "$3"), "$4")
+            )
+        });
+        let row = sqlx::query(&SQL)
+            .bind(sandbox_id)
+            .bind(int(installation_id))
+            .bind(int(repository_id))
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(row) = row else {
             return Ok(None);
         };

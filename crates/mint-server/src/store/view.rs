@@ -10,19 +10,23 @@ use sqlx::any::AnyRow;
 use super::tokens::{BrokerView, CONNECTION_COLUMNS, LeaseWanted, Reusable, sealed_from};
 use super::{Backend, Store, StoreError};
 
-/// The best live token for the connection's current target, still usable for longer than the margin mintd
-/// refreshes at (half its life, at most ten minutes), so a refresh is never answered with the token it is
-/// replacing. `{now}`: the request's time (unix seconds).
-fn reusable(now: &str) -> String {
+/// The best live token of sandbox `sandbox` for (`installation`, `repository`), still usable for longer than
+/// the margin mintd refreshes at (half its life, at most ten minutes), so a refresh is never answered with
+/// the token it is replacing: a condition on `minted_tokens t`, ordered, best first. Each argument is an SQL
+/// expression; `now` the request's time (unix seconds).
+pub(super) fn reusable(sandbox: &str, (installation, repository): (&str, &str), now: &str) -> String {
     format!(
-        "t.sandbox_id = s.id \
-         AND t.installation_id = c.installation_id AND t.repository_id = c.repository_id \
+        "t.sandbox_id = {sandbox} \
+         AND t.installation_id = {installation} AND t.repository_id = {repository} \
          AND t.revoke_requested_at IS NULL AND t.sealed IS NOT NULL \
          AND t.expires_at - {now} > CASE WHEN (t.expires_at - t.minted_at) / 2 < 600 \
              THEN (t.expires_at - t.minted_at) / 2 ELSE 600 END \
          ORDER BY t.expires_at DESC, t.token_sha256 LIMIT 1"
     )
 }
+
+/// The connection's current target, for [`reusable`].
+const CURRENT_TARGET: (&str, &str) = ("c.installation_id", "c.repository_id");
 
 const SANDBOX: &str = "s.id, s.product_id, s.created_at, s.expires_at, s.revoked_at";
 
@@ -72,14 +76,14 @@ static POSTGRES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
            WHERE mint_slots.installation_id = f.installation_id AND mint_slots.slot = f.slot \
            RETURNING w.n, mint_slots.slot) \
          SELECT v.*, l.mint_lease AS leased, k.slot FROM v LEFT JOIN l ON l.n = v.n LEFT JOIN k ON k.n = v.n",
-        reusable("i.now")
+        reusable("s.id", CURRENT_TARGET, "i.now")
     )
 });
 
 /// SQLite's view of one request: no LATERAL, so a scalar subquery per column, each a short walk of the same
 /// index; no lease or slot (one process, whose locks are enough).
 static SQLITE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let rule = reusable("$2");
+    let rule = reusable("s.id", CURRENT_TARGET, "$2");
     let reuse = |column: &str| format!("(SELECT t.{column} FROM minted_tokens t WHERE {rule}) AS reuse_{column}");
     format!(
         "SELECT {SANDBOX}, {CONNECTION_COLUMNS}, {}, {}, {}, {}, {}, \
