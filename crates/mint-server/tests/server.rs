@@ -1048,13 +1048,7 @@ mod fleet {
         );
         // Each token's record gave its slot back, at once: none is left to run out its lease.
         let store = Store::open(&w.database).await.expect("store");
-        let now_ms = i64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("clock")
-                .as_millis(),
-        )
-        .expect("ms");
+        let now_ms = mint_server::model::now_ms();
         assert_eq!(store.mint_slots_held(42, now_ms).await.expect("slots"), 0);
     }
 
@@ -1078,13 +1072,7 @@ mod fleet {
         );
         let connection = store.connection(&product).await.expect("read").expect("connected");
         let repository_id = connection.repository_id.expect("a repository");
-        let now = i64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("clock")
-                .as_secs(),
-        )
-        .expect("seconds");
+        let now = mint_server::model::now();
         let token = |n: usize, sandbox_id: &str| mint_server::store::NewToken {
             token_sha256: format!("{n:064x}"),
             sandbox_id: sandbox_id.to_owned(),
